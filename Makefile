@@ -1,0 +1,49 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need on a fresh Debian machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PEERS := isc-dhcp-client busybox tftp-hpa atftp curl sip-tester tshark kea-admin iproute2 \
+         dnsmasq-base kea-dhcp4-server kea-dhcp6-server tftpd-hpa
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+peers:
+	@bash scripts/install-peers.sh $(PEERS)
+
+lint: venv
+	$(VENV)/bin/ruff check bootstrapd tests
+	$(VENV)/bin/mypy
+
+test: venv peers lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: venv peers
+	$(PY) -m scripts.demo
+
+bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6
+
+bench-dhcp4: venv peers
+	$(PY) -m tests.bench.dhcp4
+
+bench-tftp: venv peers
+	$(PY) -m tests.bench.tftp
+
+bench-pnp: venv peers
+	$(PY) -m tests.bench.pnp
+
+bench-dhcp6: venv peers
+	$(PY) -m tests.bench.dhcp6
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

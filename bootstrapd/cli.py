@@ -1,0 +1,176 @@
+"""The ``bootstrapd`` command line.
+
+Exit codes: 0 success, 1 the command failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bootstrapd import __version__, config
+from bootstrapd.configfile import ConfigError
+
+Command = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, Command] = {}
+
+
+def _error(message: str) -> None:
+    print(f"bootstrapd: {message}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> config.Settings | None:
+    try:
+        return config.load(args.config)
+    except ConfigError as exc:
+        _error(str(exc))
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bootstrapd import log
+    from bootstrapd.daemon import Daemon, StartupError
+
+    log.setup(args.log_format, logging.DEBUG if args.debug else logging.INFO)
+    settings = _load(args)
+    if settings is None:
+        return 2
+    daemon = Daemon(settings)
+    try:
+        asyncio.run(daemon.run())
+    except StartupError as exc:
+        logging.getLogger("bootstrapd").error("cannot start: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return 2
+    print(f"{settings.file}: OK")
+    return 0
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def cmd_leases(args: argparse.Namespace) -> int:
+    from bootstrapd.dhcp4.settings import format_mac
+    from bootstrapd.leases.store import connect, read_leases4, read_leases6
+
+    settings = _load(args)
+    if settings is None:
+        return 2
+    path = settings.server.state_dir / "leases.sqlite3"
+    if not path.exists():
+        rows4: list[Any] = []
+        rows6: list[Any] = []
+    else:
+        conn = connect(path, readonly=True)
+        try:
+            rows4 = read_leases4(conn)
+            try:
+                rows6 = read_leases6(conn)
+            except Exception:
+                rows6 = []
+        finally:
+            conn.close()
+    now = time.time()
+    if not args.all:
+        rows4 = [r for r in rows4 if r.state == "active" and r.expires > now]
+        rows6 = [r for r in rows6 if r.state == "active" and r.expires > now]
+    rows4.sort(key=lambda r: int(r.address))
+    rows6.sort(key=lambda r: int(r.address))
+    if args.json:
+        out = {
+            "dhcp4": [
+                {"mac": format_mac(r.mac), "address": str(r.address), "expires": _iso(r.expires),
+                 "expires_unix": r.expires, "state": r.state, "vendor_class": r.vendor_class,
+                 "hostname": r.hostname, "client_id": r.client_id.hex() if r.client_id else None}
+                for r in rows4
+            ],
+            "dhcp6": [
+                {"duid": r.duid.hex(), "iaid": r.iaid, "address": str(r.address), "expires": _iso(r.expires),
+                 "expires_unix": r.expires, "state": r.state, "mac": format_mac(r.mac) if r.mac else None,
+                 "hostname": r.hostname}
+                for r in rows6
+            ],
+        }
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    if rows4:
+        print(f"{'MAC':17}  {'ADDRESS':15}  {'EXPIRES':20}  {'STATE':8}  {'VENDOR CLASS':20}  HOSTNAME")
+        for r in rows4:
+            print(f"{format_mac(r.mac):17}  {r.address!s:15}  {_iso(r.expires):20}  {r.state:8}  "
+                  f"{(r.vendor_class or '-')[:20]:20}  {r.hostname or '-'}")
+    if rows6:
+        if rows4:
+            print()
+        print(f"{'DUID':30}  {'IAID':>10}  {'ADDRESS':28}  {'EXPIRES':20}  STATE")
+        for r in rows6:
+            print(f"{r.duid.hex()[:30]:30}  {r.iaid:>10}  {r.address!s:28}  {_iso(r.expires):20}  {r.state}")
+    if not rows4 and not rows6:
+        print("no leases", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bootstrapd", description="Provision SIP desk phones on a bare LAN.")
+    parser.add_argument("--version", action="version", version=f"bootstrapd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the appliance in the foreground")
+    run.add_argument("--config", "-c", required=True, help="the TOML configuration file")
+    run.add_argument("--log-format", choices=["text", "json"], default="text")
+    run.add_argument("--debug", action="store_true", help="log every event (costly under load)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("--config", "-c", required=True)
+    check.set_defaults(func=cmd_check_config)
+
+    leases = sub.add_parser("leases", help="list the leases")
+    leases.add_argument("--config", "-c", required=True)
+    leases.add_argument("--json", action="store_true", help="machine-readable output")
+    leases.add_argument("--all", action="store_true", help="include expired, released and declined entries")
+    leases.set_defaults(func=cmd_leases)
+
+    for name, (help_text, setup) in _EXTRA.items():
+        p = sub.add_parser(name, help=help_text)
+        setup(p)
+    return parser
+
+
+# Commands contributed by services (resync, …): name -> (help, function that adds arguments and sets func).
+_EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def _register_extras() -> None:
+    try:
+        from bootstrapd.pnp.cli import setup_resync
+    except ImportError:
+        return
+    _EXTRA["resync"] = ("make phones fetch their configuration again (SIP check-sync)", setup_resync)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register_extras()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

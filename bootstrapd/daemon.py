@@ -1,0 +1,209 @@
+"""Builds the services from the settings and runs them in one event loop.
+
+Start-up order: validate the interface, open the lease store, start every enabled service (each binds its sockets
+to the provisioning interface), then tell systemd ``READY=1``. SIGTERM/SIGINT stop cleanly; SIGHUP re-reads the
+configuration and hands it to every service, keeping the leases (a file that does not load is rejected with its
+reason and the running configuration stays in force).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bootstrapd import config
+from bootstrapd.config import Settings
+from bootstrapd.events import Events
+from bootstrapd.leases.store import LeaseStore
+from bootstrapd.net.interfaces import Interface, InterfaceError, lookup
+
+log = logging.getLogger("bootstrapd")
+
+
+class StartupError(Exception):
+    """The daemon cannot start with this configuration on this machine (exit status 2)."""
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    def reload(self, settings: Settings) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Context:
+    """What services share: the settings in force, the interface, the event stream and the lease store."""
+
+    settings: Settings
+    interface: Interface
+    events: Events
+    store: LeaseStore
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+ServiceFactory = Callable[[Context], Service]
+
+
+def service_factories(settings: Settings) -> list[ServiceFactory]:
+    """The enabled services, imported only when enabled."""
+    factories: list[ServiceFactory] = []
+    if settings.dhcp4.enabled:
+        from bootstrapd.dhcp4.adapter import Dhcp4Service
+
+        factories.append(Dhcp4Service)
+    if settings.dhcp6.enabled:
+        from bootstrapd.dhcp6.adapter import Dhcp6Service
+
+        factories.append(Dhcp6Service)
+    if settings.tftp.enabled:
+        from bootstrapd.tftp.adapter import TftpService
+
+        factories.append(TftpService)
+    if settings.pnp.enabled:
+        from bootstrapd.pnp.adapter import PnpService
+
+        factories.append(PnpService)
+    return factories
+
+
+def check_interface(settings: Settings, iface: Interface) -> None:
+    if not iface.up:
+        raise StartupError(f"interface {iface.name!r} is down (server.interface)")
+    if settings.dhcp4.enabled:
+        if not iface.ipv4:
+            raise StartupError(f"interface {iface.name!r} has no IPv4 address; dhcp4 needs one (server.interface)")
+        if iface.ipv4_for(settings.dhcp4.range_start) is None or iface.ipv4_for(settings.dhcp4.range_end) is None:
+            nets = ", ".join(str(i.network) for i in iface.ipv4)
+            raise StartupError(
+                f"dhcp4.range {settings.dhcp4.range_start}-{settings.dhcp4.range_end} is not inside the subnet of "
+                f"interface {iface.name!r} ({nets})"
+            )
+        own = {i.ip for i in iface.ipv4}
+        start, end = int(settings.dhcp4.range_start), int(settings.dhcp4.range_end)
+        for ip in own:
+            if start <= int(ip) <= end:
+                raise StartupError(f"dhcp4.range contains the interface's own address {ip}")
+        for host in settings.dhcp4.hosts:
+            if iface.ipv4_for(host.address) is None:
+                raise StartupError(f"dhcp4.host {host.address} is not in the subnet of interface {iface.name!r}")
+
+
+def sd_notify(message: str) -> bool:
+    """Send a state line to systemd's notification socket, if there is one."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError as exc:
+        log.warning("cannot notify systemd at %s: %s", os.environ.get("NOTIFY_SOCKET"), exc)
+        return False
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.events = Events()
+        self.services: list[Service] = []
+        self._stop = asyncio.Event()
+        self.context: Context | None = None
+
+    async def run(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        try:
+            # pyroute2's synchronous IPRoute runs its own event loop: keep it off ours.
+            iface = await loop.run_in_executor(None, lookup, settings.server.interface)
+        except InterfaceError as exc:
+            raise StartupError(f"{exc} (server.interface)") from None
+        check_interface(settings, iface)
+        try:
+            settings.server.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"server.state_dir {settings.server.state_dir}: {exc.strerror}") from None
+        store = LeaseStore(settings.server.state_dir / "leases.sqlite3", window=settings.dhcp4.commit_window_ms / 1000)
+        store.start(loop)
+        self.context = Context(settings=settings, interface=iface, events=self.events, store=store)
+        try:
+            for factory in service_factories(settings):
+                service = factory(self.context)
+                try:
+                    await service.start()
+                except OSError as exc:
+                    raise StartupError(f"{service.name}: cannot bind: {exc.strerror or exc}") from None
+                self.services.append(service)
+                log.info("%s serving on %s", service.name, iface.name)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            watchdog = self._start_watchdog(loop)
+            sd_notify("READY=1\nSTATUS=serving")
+            log.info("ready", extra={"interface": iface.name, "services": [s.name for s in self.services]})
+            await self._stop.wait()
+            if watchdog:
+                watchdog.cancel()
+            sd_notify("STOPPING=1")
+            log.info("stopping")
+        finally:
+            for service in reversed(self.services):
+                try:
+                    await service.stop()
+                except Exception:
+                    log.exception("error stopping %s", service.name)
+            store.close()
+
+    def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        if not usec or not usec.isdigit():
+            return None
+        interval = int(usec) / 2_000_000
+
+        def ping() -> None:
+            sd_notify("WATCHDOG=1")
+            self._watchdog = loop.call_later(interval, ping)
+
+        self._watchdog = loop.call_later(interval, ping)
+        return self._watchdog
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        sd_notify("RELOADING=1")
+        try:
+            new = config.load(self.settings.file)
+            if new.server.interface != self.settings.server.interface:
+                raise config.ConfigError(new.file, None, "server.interface", "cannot change on reload; restart")
+            if new.server.state_dir != self.settings.server.state_dir:
+                raise config.ConfigError(new.file, None, "server.state_dir", "cannot change on reload; restart")
+            enabled = [f.__name__ for f in service_factories(new)]
+            running = [f.__name__ for f in service_factories(self.settings)]
+            if enabled != running:
+                raise config.ConfigError(new.file, None, "enabled", "enabling or disabling a service needs a restart")
+            assert self.context is not None
+            check_interface(new, self.context.interface)
+        except (config.ConfigError, StartupError) as exc:
+            log.error("reload rejected, the running configuration stays in force: %s", exc)
+            sd_notify("READY=1\nSTATUS=reload rejected")
+            return
+        self.settings = new
+        self.context.settings = new
+        for service in self.services:
+            service.reload(new)
+        log.info("configuration reloaded", extra={"file": new.file})
+        sd_notify("READY=1\nSTATUS=serving")

@@ -1,0 +1,36 @@
+"""Structured events: what every service reports about each exchange.
+
+Services call :meth:`Events.emit` with a kind (``dhcp4.ack``, ``tftp.transfer``, ``pnp.notify`` …) and fields.
+Emitting is cheap on the hot path: a counter, the subscribers (the phone journal will be one), and a DEBUG log
+line only when DEBUG is enabled. Nothing is formatted unless someone listens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+Sink = Callable[[str, dict[str, Any]], None]
+
+_log = logging.getLogger("bootstrapd.events")
+
+
+class Events:
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self._sinks: list[Sink] = []
+
+    def subscribe(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        self.counters[kind] += 1
+        for sink in self._sinks:
+            sink(kind, fields)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(kind, extra={"event": kind, **fields})

@@ -1,0 +1,244 @@
+"""Durable lease storage: SQLite in WAL mode, ``synchronous=FULL``, with group commit.
+
+A DHCP reply that hands out an address may leave only once the lease is on stable storage. One fsync per lease would
+cap a laptop disk at tens of leases per second, so a single writer thread takes every lease queued while the previous
+commit was running (plus those arriving within ``window`` seconds) and commits them in one transaction: one fsync per
+batch. Callers await :meth:`LeaseStore.commit`; the reply is sent when it returns.
+
+DHCPv4 and DHCPv6 share the store and the writer; each has its own table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS lease4 (
+    address TEXT PRIMARY KEY,
+    mac BLOB NOT NULL,
+    client_id BLOB,
+    expires REAL NOT NULL,
+    state TEXT NOT NULL,
+    hostname TEXT,
+    vendor_class TEXT,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lease6 (
+    address TEXT PRIMARY KEY,
+    duid BLOB NOT NULL,
+    iaid INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    state TEXT NOT NULL,
+    mac BLOB,
+    hostname TEXT,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+"""
+
+ACTIVE = "active"
+RELEASED = "released"
+DECLINED = "declined"
+
+
+@dataclass(slots=True)
+class Lease4:
+    address: IPv4Address
+    mac: bytes
+    client_id: bytes | None
+    expires: float  # wall-clock seconds
+    state: str = ACTIVE
+    hostname: str | None = None
+    vendor_class: str | None = None
+
+
+@dataclass(slots=True)
+class Lease6:
+    address: IPv6Address
+    duid: bytes
+    iaid: int
+    expires: float
+    state: str = ACTIVE
+    mac: bytes | None = None
+    hostname: str | None = None
+
+
+Lease = Lease4 | Lease6
+
+
+def _row4(lease: Lease4, now: float) -> tuple[object, ...]:
+    return (str(lease.address), lease.mac, lease.client_id, lease.expires, lease.state, lease.hostname,
+            lease.vendor_class, now)
+
+
+def _row6(lease: Lease6, now: float) -> tuple[object, ...]:
+    return (str(lease.address), lease.duid, lease.iaid, lease.expires, lease.state, lease.mac, lease.hostname, now)
+
+
+_INSERT4 = "INSERT OR REPLACE INTO lease4 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT6 = "INSERT OR REPLACE INTO lease6 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        return conn
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: in WAL mode, NORMAL does not fsync on commit and could lose ACKed leases on power loss.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def read_leases4(conn: sqlite3.Connection) -> list[Lease4]:
+    rows = conn.execute(
+        "SELECT address, mac, client_id, expires, state, hostname, vendor_class FROM lease4"
+    ).fetchall()
+    return [Lease4(IPv4Address(a), bytes(m), bytes(c) if c is not None else None, e, s, h, v)
+            for a, m, c, e, s, h, v in rows]
+
+
+def read_leases6(conn: sqlite3.Connection) -> list[Lease6]:
+    rows = conn.execute("SELECT address, duid, iaid, expires, state, mac, hostname FROM lease6").fetchall()
+    return [Lease6(IPv6Address(a), bytes(d), i, e, s, bytes(m) if m is not None else None, h)
+            for a, d, i, e, s, m, h in rows]
+
+
+_Item = tuple[list[Lease], "asyncio.Future[None]"]
+
+
+class LeaseStore:
+    """The lease database with a group-committing writer thread."""
+
+    def __init__(self, path: Path, *, window: float = 0.002, max_batch: int = 2000) -> None:
+        self.path = path
+        self.window = window
+        self.max_batch = max_batch
+        self.conn = connect(path)
+        self.commits = 0
+        self.committed = 0
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # Reading happens once, at start-up, before the writer runs.
+    def leases4(self) -> list[Lease4]:
+        return read_leases4(self.conn)
+
+    def leases6(self) -> list[Lease6]:
+        return read_leases6(self.conn)
+
+    def get_meta(self, key: str) -> bytes | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        """Synchronous, durable write of a small value (the server DUID); not for the hot path."""
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="lease-writer", daemon=True)
+        self._thread.start()
+
+    def commit(self, leases: Iterable[Lease]) -> asyncio.Future[None]:
+        """Queue leases for the next group commit; the future completes once they are durable."""
+        assert self._loop is not None, "start() the store first"
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put((list(leases), future))
+        return future
+
+    def commit_then(self, leases: Iterable[Lease], send: Callable[[], None],
+                    failed: Callable[[BaseException], None]) -> None:
+        """Commit, then call ``send`` (the held-back reply) once durable, or ``failed`` if the commit failed.
+
+        A callback rather than a task per reply: on the hot path it saves a coroutine and a task per lease.
+        """
+
+        def done(future: asyncio.Future[None]) -> None:
+            error = future.exception() if not future.cancelled() else asyncio.CancelledError()
+            if error is None:
+                send()
+            else:
+                failed(error)
+
+        self.commit(leases).add_done_callback(done)
+
+    def write_now(self, leases: Iterable[Lease]) -> None:
+        """Commit synchronously (tools and tests without an event loop)."""
+        self._write(list(leases))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.conn.close()
+
+    def _write(self, leases: list[Lease]) -> None:
+        now = time.time()
+        rows4 = [_row4(x, now) for x in leases if isinstance(x, Lease4)]
+        rows6 = [_row6(x, now) for x in leases if isinstance(x, Lease6)]
+        self.conn.execute("BEGIN")
+        try:
+            if rows4:
+                self.conn.executemany(_INSERT4, rows4)
+            if rows6:
+                self.conn.executemany(_INSERT6, rows6)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + self.window
+            while len(batch) < self.max_batch:
+                timeout = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            leases = [lease for items, _ in batch for lease in items]
+            error: BaseException | None = None
+            try:
+                self._write(leases)
+                self.commits += 1
+                self.committed += len(leases)
+            except BaseException as exc:  # reported to every waiter: no reply leaves for an unsaved lease
+                error = exc
+            assert self._loop is not None
+            futures = [f for _, f in batch]
+            try:
+                self._loop.call_soon_threadsafe(_settle, futures, error)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                return
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -1,0 +1,60 @@
+"""Sockets bound to the provisioning interface only.
+
+Every service socket carries SO_BINDTODEVICE, so even a socket bound to the wildcard address never receives or
+answers on another interface: a DHCP server must not leak onto a network that is not its own.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+
+def udp_socket(
+    family: socket.AddressFamily,
+    interface: str,
+    address: str,
+    port: int,
+    *,
+    broadcast: bool = False,
+    reuse_address: bool = False,
+    reuse_port: bool = False,
+    rcvbuf: int = 4 << 20,
+    sndbuf: int = 4 << 20,
+) -> socket.socket:
+    """A non-blocking UDP socket bound to ``address:port`` on ``interface`` only."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
+        if broadcast:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        for option, size in ((socket.SO_RCVBUF, rcvbuf), (socket.SO_SNDBUF, sndbuf)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+            except OSError:
+                pass
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setblocking(False)
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def join_ipv4_group(sock: socket.socket, group: str, ifindex: int) -> None:
+    """IP_ADD_MEMBERSHIP with an ip_mreqn naming the interface by index (not by an address that may change)."""
+    mreqn = socket.inet_aton(group) + socket.inet_aton("0.0.0.0") + struct.pack("@i", ifindex)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+
+
+def join_ipv6_group(sock: socket.socket, group: str, ifindex: int) -> None:
+    mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
