@@ -59,6 +59,9 @@ def setup(log_format: str = "text", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Library chatter (pyroute2 logs every netlink message at DEBUG) is not ours to show.
+    for name in ("pyroute2", "asyncio", "aiohttp.access"):
+        logging.getLogger(name).setLevel(max(level, logging.INFO if name == "asyncio" else logging.WARNING))
 
 
 class RateLimited:

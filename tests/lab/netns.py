@@ -20,6 +20,7 @@ import random
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,8 +60,22 @@ class Node:
 
     def run(self, argv: Sequence[str], *, timeout: float = 60, check: bool = False,
             input: str | bytes | None = None, text: bool = True) -> subprocess.CompletedProcess[Any]:
-        return subprocess.run(self.cmd(argv), capture_output=True, timeout=timeout, check=check, input=input,
-                              text=text)
+        """Run to completion. Output goes through temporary files, not pipes: a client that daemonises (dhclient)
+        keeps its inherited descriptors open, and reading a pipe would wait for the daemon to exit."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.run(self.cmd(argv), stdout=out, stderr=err, timeout=timeout, check=False,
+                                  input=input.encode() if isinstance(input, str) else input,
+                                  stdin=None if input is not None else subprocess.DEVNULL)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        result: subprocess.CompletedProcess[Any] = subprocess.CompletedProcess(
+            proc.args, proc.returncode,
+            stdout.decode(errors="replace") if text else stdout,
+            stderr.decode(errors="replace") if text else stderr)
+        if check:
+            result.check_returncode()
+        return result
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         kwargs.setdefault("stdout", subprocess.PIPE)

@@ -1,0 +1,84 @@
+"""The asyncio side of DHCPv4: one socket on port 67 of the provisioning interface, the core, the lease store.
+
+A reply that hands out an address is sent from the store's group-commit callback, i.e. only once its lease is
+durable. Unicast replies to a client without an address first get a neighbour entry (see net.interfaces).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+from bootstrapd.config import Settings
+from bootstrapd.daemon import Context, StartupError
+from bootstrapd.dhcp4.server import Dhcp4Server, Reply
+from bootstrapd.log import RateLimited
+from bootstrapd.net.interfaces import Neighbours
+from bootstrapd.net.sockets import udp_socket
+from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
+
+log = logging.getLogger("bootstrapd.dhcp4")
+_limited = RateLimited(log, interval=30.0)
+
+
+class Dhcp4Service:
+    name = "dhcp4"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.core: Dhcp4Server | None = None
+        self.endpoint: DatagramEndpoint | None = None
+        self.neighbours: Neighbours | None = None
+
+    async def start(self) -> None:
+        settings = self.ctx.settings.dhcp4
+        iface = self.ctx.interface
+        address = iface.ipv4_for(settings.range_start)
+        if address is None:
+            raise StartupError("dhcp4.range is not on the interface's subnet")
+        leases = self.ctx.store.leases4()
+        self.core = Dhcp4Server(settings, address.ip, address.network, leases)
+        self.neighbours = Neighbours(iface.index)
+        sock = udp_socket(socket.AF_INET, iface.name, "0.0.0.0", 67, broadcast=True, reuse_address=True)
+        self.endpoint = await open_endpoint("dhcp4", sock, self._datagram, self.ctx.events)
+        log.info("dhcp4 pool %s-%s, %d leases loaded", settings.range_start, settings.range_end, len(leases),
+                 extra={"server_id": str(address.ip)})
+
+    def _datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        assert self.core is not None
+        reply = self.core.handle(data, source, time.time())
+        if reply is None:
+            return
+        event = reply.event
+        if event:
+            kind = event.get("type", "")
+            if kind == "exhausted":
+                _limited.warning("exhausted", "dhcp4 pool exhausted: no address to offer", mac=event.get("mac"))
+            self.ctx.events.emit("dhcp4." + kind.lower(), **event)
+        if reply.commit:
+            self.ctx.store.commit_then(reply.commit, lambda: self._send(reply), self._commit_failed)
+        else:
+            self._send(reply)
+
+    def _send(self, reply: Reply) -> None:
+        if reply.data is None or self.endpoint is None:
+            return
+        if reply.neighbour is not None and self.neighbours is not None:
+            self.neighbours.add(*reply.neighbour)
+        self.endpoint.sendto(reply.data, reply.destination)
+
+    def _commit_failed(self, error: BaseException) -> None:
+        # The reply is not sent: the client retries, and nothing was promised that is not on disk.
+        self.ctx.events.count("dhcp4.commit_failed")
+        _limited.warning("commit", "dhcp4: lease commit failed, reply withheld: %s", error)
+
+    def reload(self, settings: Settings) -> None:
+        assert self.core is not None
+        self.core.configure(settings.dhcp4)
+
+    async def stop(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        if self.neighbours is not None:
+            self.neighbours.close()

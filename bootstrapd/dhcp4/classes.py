@@ -1,0 +1,47 @@
+"""Client classes: which classes a DHCPv4 client falls into, and the options that gives it.
+
+Matching is on option 60 (vendor class, trailing NULs already stripped; prefix or substring, case-insensitive), on
+option 77 (user class, substring) and on MAC prefixes (OUIs). The merged option set of each combination of classes
+is computed once and cached, so a boot storm of identical phones costs one dict lookup per packet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bootstrapd.dhcp4.settings import ClientClass, OptionMap
+
+
+def matches(cls: ClientClass, vendor_class: bytes | None, user_class: bytes | None, mac: bytes) -> bool:
+    if vendor_class:
+        folded = vendor_class.lower()
+        if any(folded.startswith(p.lower()) for p in cls.vendor_class):
+            return True
+        if any(p.lower() in folded for p in cls.vendor_class_contains):
+            return True
+    if user_class and any(p in user_class for p in cls.user_class):
+        return True
+    return any(mac.startswith(p) for p in cls.mac_prefix)
+
+
+class Classifier:
+    def __init__(self, classes: Sequence[ClientClass], base: OptionMap) -> None:
+        self.classes = tuple(classes)
+        self.base = dict(base)
+        self._cache: dict[tuple[str, ...], OptionMap] = {}
+
+    def classify(self, vendor_class: bytes | None, user_class: bytes | None, mac: bytes) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes if matches(c, vendor_class, user_class, mac))
+
+    def options(self, names: tuple[str, ...]) -> OptionMap:
+        """Global options overridden by each matched class's, in configuration order."""
+        cached = self._cache.get(names)
+        if cached is None:
+            merged = dict(self.base)
+            for cls in self.classes:
+                if cls.name in names:
+                    merged.update(cls.options)
+            if len(self._cache) < 4096:
+                self._cache[names] = merged
+            cached = merged
+        return cached

@@ -1,0 +1,213 @@
+"""DHCPv4 wire format (RFC 2131, 2132, 3396): decode and encode BOOTP/DHCP messages.
+
+Options are kept as ``{code: bytes}`` in arrival order. Repeated instances of one code are concatenated (RFC 3396),
+options overloaded into ``file``/``sname`` (option 52) are read, and any malformed input raises
+:class:`Dhcp4Error` and nothing else. Typed accessors (``msg_type``, ``requested_ip`` …) check lengths, so an option
+51 of length 2 or a message type 99 is a Dhcp4Error too, never an IndexError.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from bootstrapd.errors import ProtocolError
+
+MAGIC = b"\x63\x82\x53\x63"
+BOOTREQUEST, BOOTREPLY = 1, 2
+_HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
+HEADER_SIZE = _HEADER.size  # 236
+MIN_SIZE = 300  # BOOTP minimum message size; replies are padded up to it
+BROADCAST_FLAG = 0x8000
+
+DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = 1, 2, 3, 4, 5, 6, 7, 8
+TYPE_NAMES = {1: "DISCOVER", 2: "OFFER", 3: "REQUEST", 4: "DECLINE", 5: "ACK", 6: "NAK", 7: "RELEASE", 8: "INFORM"}
+
+# Option codes used by name.
+SUBNET_MASK, ROUTER, DNS, HOSTNAME, DOMAIN = 1, 3, 6, 12, 15
+REQUESTED_IP, LEASE_TIME, OVERLOAD, MESSAGE_TYPE, SERVER_ID = 50, 51, 52, 53, 54
+PARAM_LIST, MESSAGE, MAX_SIZE, RENEWAL_TIME, REBINDING_TIME = 55, 56, 57, 58, 59
+VENDOR_CLASS, CLIENT_ID, USER_CLASS, RELAY_AGENT = 60, 61, 77, 82
+PAD, END = 0, 255
+
+ZERO = b"\0\0\0\0"
+
+
+class Dhcp4Error(ProtocolError):
+    """A DHCPv4 message that cannot be accepted."""
+
+
+@dataclass(slots=True)
+class Packet:
+    op: int = BOOTREPLY
+    htype: int = 1
+    hlen: int = 6
+    hops: int = 0
+    xid: int = 0
+    secs: int = 0
+    flags: int = 0
+    ciaddr: bytes = ZERO
+    yiaddr: bytes = ZERO
+    siaddr: bytes = ZERO
+    giaddr: bytes = ZERO
+    chaddr: bytes = b"\0" * 16
+    sname: bytes = b"\0" * 64
+    file: bytes = b"\0" * 128
+    options: dict[int, bytes] = field(default_factory=dict)
+
+    @property
+    def mac(self) -> bytes:
+        return self.chaddr[: min(self.hlen, 16)]
+
+    @property
+    def broadcast(self) -> bool:
+        return bool(self.flags & BROADCAST_FLAG)
+
+    # Typed option accessors: all raise Dhcp4Error on a malformed value.
+    def msg_type(self) -> int:
+        value = self.options.get(MESSAGE_TYPE)
+        if value is None:
+            return 0  # plain BOOTP
+        if len(value) != 1 or not 1 <= value[0] <= 8:
+            raise Dhcp4Error(f"bad message type {value.hex()}")
+        return value[0]
+
+    def _address(self, code: int) -> IPv4Address | None:
+        value = self.options.get(code)
+        if value is None:
+            return None
+        if len(value) != 4:
+            raise Dhcp4Error(f"option {code} has length {len(value)}, not 4")
+        return IPv4Address(value)
+
+    def requested_ip(self) -> IPv4Address | None:
+        return self._address(REQUESTED_IP)
+
+    def server_id(self) -> IPv4Address | None:
+        return self._address(SERVER_ID)
+
+    def lease_time(self) -> int | None:
+        value = self.options.get(LEASE_TIME)
+        if value is None:
+            return None
+        if len(value) != 4:
+            raise Dhcp4Error(f"option 51 has length {len(value)}, not 4")
+        return int.from_bytes(value, "big")
+
+    def max_size(self) -> int:
+        value = self.options.get(MAX_SIZE)
+        if value is None or len(value) != 2:
+            return 576
+        return max(576, int.from_bytes(value, "big"))
+
+    def param_list(self) -> bytes:
+        return self.options.get(PARAM_LIST, b"")
+
+    def client_id(self) -> bytes | None:
+        value = self.options.get(CLIENT_ID)
+        if value is not None and len(value) < 2:
+            raise Dhcp4Error("client identifier shorter than 2 bytes")
+        return value
+
+    def vendor_class(self) -> bytes | None:
+        value = self.options.get(VENDOR_CLASS)
+        # Cisco phones (and others) send a trailing NUL: strip it before matching or storing.
+        return value.rstrip(b"\0") if value is not None else None
+
+    def hostname(self) -> str | None:
+        value = self.options.get(HOSTNAME)
+        if not value:
+            return None
+        return value.rstrip(b"\0").decode("utf-8", "replace")[:64] or None
+
+
+def _parse_options(data: bytes, start: int, end: int, out: dict[int, bytes]) -> None:
+    i = start
+    while i < end:
+        code = data[i]
+        if code == PAD:
+            i += 1
+            continue
+        if code == END:
+            return
+        if i + 1 >= end:
+            raise Dhcp4Error(f"option {code} truncated before its length")
+        length = data[i + 1]
+        value_end = i + 2 + length
+        if value_end > end:
+            raise Dhcp4Error(f"option {code} of length {length} runs past the end")
+        value = data[i + 2: value_end]
+        if code in out:
+            out[code] += value  # RFC 3396: split options are concatenated
+        else:
+            out[code] = value
+        i = value_end
+    # Options without an END option are tolerated (many clients omit it when the field is full).
+
+
+def decode(data: bytes) -> Packet:
+    if len(data) < HEADER_SIZE + 4:
+        raise Dhcp4Error(f"{len(data)} bytes is shorter than a DHCP message")
+    (op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr, sname,
+     file) = _HEADER.unpack_from(data)
+    if op not in (BOOTREQUEST, BOOTREPLY):
+        raise Dhcp4Error(f"unknown op {op}")
+    if htype != 1 or hlen != 6:
+        # Only Ethernet is served: every phone is on Ethernet, and hlen > 16 would overrun chaddr.
+        raise Dhcp4Error(f"unsupported hardware type {htype}/length {hlen}")
+    if data[HEADER_SIZE: HEADER_SIZE + 4] != MAGIC:
+        raise Dhcp4Error("no DHCP magic cookie (plain BOOTP is not served)")
+    options: dict[int, bytes] = {}
+    _parse_options(data, HEADER_SIZE + 4, len(data), options)
+    overload = options.get(OVERLOAD)
+    if overload is not None:
+        if len(overload) != 1 or overload[0] not in (1, 2, 3):
+            raise Dhcp4Error("bad option overload value")
+        extra: dict[int, bytes] = {}
+        if overload[0] & 1:
+            _parse_options(file, 0, len(file), extra)
+        if overload[0] & 2:
+            _parse_options(sname, 0, len(sname), extra)
+        for code, value in extra.items():
+            options[code] = options.get(code, b"") + value
+    return Packet(op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr, sname, file,
+                  options)
+
+
+def encode_options(options: dict[int, bytes], last: tuple[int, bytes] | None = None) -> bytes:
+    """Options as TLVs; values over 255 bytes are split into consecutive instances (RFC 3396)."""
+    out = bytearray()
+    items = list(options.items())
+    if last is not None:
+        items.append(last)
+    for code, value in items:
+        if not value:
+            out += bytes((code, 0))
+            continue
+        for offset in range(0, len(value), 255):
+            chunk = value[offset: offset + 255]
+            out += bytes((code, len(chunk)))
+            out += chunk
+    return bytes(out)
+
+
+def encode(packet: Packet, *, max_size: int = 1500, last: tuple[int, bytes] | None = None) -> bytes:
+    """Encode a message; ``last`` is an option to put after all others (82, RFC 3046) if it fits in ``max_size``."""
+    try:
+        header = _HEADER.pack(packet.op, packet.htype, packet.hlen, packet.hops, packet.xid, packet.secs,
+                              packet.flags, packet.ciaddr, packet.yiaddr, packet.siaddr, packet.giaddr,
+                              packet.chaddr.ljust(16, b"\0")[:16], packet.sname[:64].ljust(64, b"\0"),
+                              packet.file[:128].ljust(128, b"\0"))
+    except struct.error as exc:
+        raise Dhcp4Error(f"cannot encode: {exc}") from None
+    body = encode_options(packet.options)
+    tail = encode_options({}, last) if last is not None else b""
+    # max_size counts the IP and UDP headers (28 bytes): RFC 2132 9.10.
+    limit = max_size - 28
+    if tail and len(header) + 4 + len(body) + len(tail) + 1 > limit:
+        tail = b""  # option 82 does not fit: reply without it rather than not at all
+    message = header + MAGIC + body + tail + bytes((END,))
+    if len(message) < MIN_SIZE:
+        message += b"\0" * (MIN_SIZE - len(message))
+    return message

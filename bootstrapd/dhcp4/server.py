@@ -1,0 +1,335 @@
+"""The DHCPv4 server core (RFC 2131): a message in, at most one reply out, plus the leases to make durable first.
+
+No sockets, clock or database here: :meth:`Dhcp4Server.handle` takes the datagram, its source and ``now`` and returns
+a :class:`Reply` (or None). When the reply hands out an address, ``Reply.commit`` holds the lease records; the adapter
+sends the reply only once the store has committed them. Bindings change in memory immediately, so a second client
+can never be given an address whose ACK is still waiting for its commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from bootstrapd.dhcp4 import codec
+from bootstrapd.dhcp4.classes import Classifier
+from bootstrapd.dhcp4.codec import Dhcp4Error, Packet
+from bootstrapd.dhcp4.settings import Dhcp4Settings, Host4, format_mac
+from bootstrapd.leases.pool import ACTIVE, DECLINED, OFFERED, RELEASED, Binding, Pool
+from bootstrapd.leases.ratelimit import RateLimiter
+from bootstrapd.leases.store import Lease4
+
+SERVER_PORT, CLIENT_PORT = 67, 68
+BROADCAST = "255.255.255.255"
+
+
+@dataclass(slots=True)
+class Reply:
+    data: bytes | None  # None: nothing to send (RELEASE, DECLINE), only leases to commit
+    destination: tuple[str, int] = (BROADCAST, CLIENT_PORT)
+    neighbour: tuple[IPv4Address, bytes] | None = None  # ARP entry the unicast needs first
+    commit: list[Lease4] = field(default_factory=list)
+    event: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _ClientInfo:
+    mac: bytes
+    key: bytes
+    classes: tuple[str, ...]
+    vendor_class: str | None
+    hostname: str | None
+
+
+def client_key(mac: bytes, client_id: bytes | None) -> bytes:
+    """Leases are keyed by the client identifier when sent (RFC 2131 4.2), else by hardware type + MAC."""
+    return b"c" + client_id if client_id else b"m\x01" + mac
+
+
+class Dhcp4Server:
+    def __init__(self, settings: Dhcp4Settings, server_ip: IPv4Address, network: IPv4Network,
+                 leases: Iterable[Lease4] = ()) -> None:
+        self.server_ip = server_ip
+        self.server_id = server_ip.packed
+        self.network = network
+        self.pool = Pool(int(settings.range_start), int(settings.range_end))
+        self.stats: dict[str, int] = {}
+        self._meta: dict[bytes, tuple[bytes, bytes | None, str | None, str | None]] = {}
+        self.configure(settings)
+        for lease in leases:
+            key = client_key(lease.mac, lease.client_id)
+            self._meta[key] = (lease.mac, lease.client_id, lease.hostname, lease.vendor_class)
+            self.pool.load(key, int(lease.address), lease.state, lease.expires)
+
+    # -- configuration ------------------------------------------------------------------------------------------
+    def configure(self, settings: Dhcp4Settings) -> None:
+        """Apply (re)loaded settings; bindings are kept."""
+        self.settings = settings
+        self.hosts: dict[bytes, Host4] = {h.mac: h for h in settings.hosts}
+        self.reserved_for: dict[int, bytes] = {int(h.address): h.mac for h in settings.hosts}
+        self.pool.reconfigure(int(settings.range_start), int(settings.range_end), frozenset(self.reserved_for))
+        base: dict[int, bytes] = {codec.SUBNET_MASK: self.network.netmask.packed}
+        if settings.router:
+            base[codec.ROUTER] = settings.router.packed
+        if settings.dns:
+            base[codec.DNS] = b"".join(a.packed for a in settings.dns)
+        if settings.domain:
+            base[codec.DOMAIN] = settings.domain.encode()
+        base.update(settings.options)
+        self.classifier = Classifier(settings.classes, base)
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.lease_time = settings.lease_time
+        self._timers = (
+            settings.lease_time.to_bytes(4, "big"),
+            (settings.lease_time // 2).to_bytes(4, "big"),
+            (settings.lease_time * 7 // 8).to_bytes(4, "big"),
+        )
+
+    def _count(self, name: str) -> None:
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    # -- entry point ----------------------------------------------------------------------------------------------
+    def handle(self, data: bytes, source: tuple[str, int], now: float) -> Reply | None:
+        packet = codec.decode(data)
+        if packet.op != codec.BOOTREQUEST:
+            raise Dhcp4Error("not a BOOTREQUEST")
+        kind = packet.msg_type()
+        if kind == 0:
+            raise Dhcp4Error("BOOTP without a DHCP message type is not served")
+        if packet.giaddr != codec.ZERO and IPv4Address(packet.giaddr) not in self.network:
+            raise Dhcp4Error(f"relay {IPv4Address(packet.giaddr)} is not on a served subnet")
+        mac = packet.mac
+        if not self.limiter.allow(mac, now):
+            self._count("rate_limited")
+            return None
+        client_id = packet.client_id()
+        vendor = packet.vendor_class()
+        classes = self.classifier.classify(vendor, packet.options.get(codec.USER_CLASS), mac)
+        info = _ClientInfo(
+            mac=mac,
+            key=client_key(mac, client_id),
+            classes=classes,
+            vendor_class=vendor.decode("utf-8", "replace") if vendor else None,
+            hostname=packet.hostname(),
+        )
+        if kind == codec.DISCOVER:
+            return self._discover(packet, info, now)
+        if kind == codec.REQUEST:
+            return self._request(packet, info, now)
+        if kind == codec.DECLINE:
+            return self._decline(packet, info, now)
+        if kind == codec.RELEASE:
+            return self._release(packet, info, now)
+        if kind == codec.INFORM:
+            return self._inform(packet, info, source)
+        raise Dhcp4Error(f"unexpected message type {codec.TYPE_NAMES.get(kind, kind)} from a client")
+
+    # -- address choice -------------------------------------------------------------------------------------------
+    def _reservation(self, mac: bytes) -> Host4 | None:
+        return self.hosts.get(mac)
+
+    def _may_have(self, address: int, info: _ClientInfo, now: float) -> bool:
+        host = self.hosts.get(info.mac)
+        if host is not None and int(host.address) != address:
+            return False  # a client with a reservation gets that address and no other
+        owner = self.reserved_for.get(address)
+        if owner is not None:
+            return owner == info.mac and self.pool.available(address, info.key, now)
+        return self.pool.in_range(address) and self.pool.available(address, info.key, now)
+
+    def _choose(self, packet: Packet, info: _ClientInfo, now: float) -> int | None:
+        host = self._reservation(info.mac)
+        if host is not None:
+            address = int(host.address)
+            return address if self.pool.available(address, info.key, now) else None
+        current = self.pool.binding(info.key)
+        if current is not None and current.state != DECLINED and self._may_have(current.address, info, now):
+            return current.address
+        wanted = packet.requested_ip()
+        if wanted is not None and self._may_have(int(wanted), info, now):
+            return int(wanted)
+        return self.pool.allocate(info.key, now)
+
+    # -- messages ---------------------------------------------------------------------------------------------------
+    def _discover(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+        address = self._choose(packet, info, now)
+        if address is None:
+            self._count("pool_exhausted")
+            return Reply(None, event={"type": "exhausted", "mac": format_mac(info.mac), "classes": info.classes})
+        current = self.pool.binding(info.key)
+        if current is None or current.address != address or current.state != ACTIVE or current.expires <= now:
+            self.pool.bind(info.key, address, OFFERED, now + self.settings.offer_time)
+        return self._reply(packet, info, codec.OFFER, address)
+
+    def _request(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+        server_id = packet.server_id()
+        requested = packet.requested_ip()
+        ciaddr = int.from_bytes(packet.ciaddr, "big")
+        if server_id is not None:
+            # SELECTING: the client answers an OFFER; if it chose another server, free what we held.
+            if server_id.packed != self.server_id:
+                self.pool.forget_offer(info.key)
+                self._count("chose_other_server")
+                return None
+            if requested is None:
+                raise Dhcp4Error("REQUEST in SELECTING state without a requested address")
+            binding = self.pool.binding(info.key)
+            if binding is None or binding.address != int(requested) or not self._may_have(int(requested), info, now):
+                return self._nak(packet, info, "offer expired or not yours")
+            return self._ack(packet, info, int(requested), now)
+        if requested is not None and ciaddr == 0:
+            # INIT-REBOOT: the client checks the address it remembers.
+            if IPv4Address(int(requested)) not in self.network:
+                return self._nak(packet, info, "wrong network") if self.settings.authoritative else None
+            if self._may_have(int(requested), info, now):
+                if self.pool.binding(info.key) is None and not self.settings.authoritative:
+                    return None  # RFC 2131 4.3.2: no record of the client, not authoritative: stay silent
+                return self._ack(packet, info, int(requested), now)
+            return self._nak(packet, info, "address not available") if self.settings.authoritative else None
+        if ciaddr != 0:
+            # RENEWING (unicast) or REBINDING (broadcast): extend the lease on ciaddr.
+            if IPv4Address(ciaddr) not in self.network:
+                return None
+            binding = self.pool.binding(info.key)
+            if binding is not None and binding.address == ciaddr and binding.state != DECLINED:
+                return self._ack(packet, info, ciaddr, now)
+            if self._may_have(ciaddr, info, now):
+                return self._ack(packet, info, ciaddr, now)  # a lease we do not know but nobody else holds
+            return self._nak(packet, info, "address held by another client")
+        raise Dhcp4Error("REQUEST with neither server id, requested address nor ciaddr")
+
+    def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: float) -> Reply:
+        binding = self.pool.bind(info.key, address, ACTIVE, now + self.lease_time)
+        host = self._reservation(info.mac)
+        hostname = (host.hostname if host and host.hostname else None) or info.hostname
+        self._meta[info.key] = (info.mac, packet.client_id(), hostname, info.vendor_class)
+        reply = self._reply(packet, info, codec.ACK, address)
+        reply.commit.append(self._lease(binding))
+        return reply
+
+    def _lease(self, binding: Binding) -> Lease4:
+        mac, client_id, hostname, vendor_class = self._meta.get(binding.key, (b"", None, None, None))
+        return Lease4(IPv4Address(binding.address), mac, client_id, binding.expires, binding.state, hostname,
+                      vendor_class)
+
+    def _nak(self, packet: Packet, info: _ClientInfo, why: str) -> Reply:
+        self._count("nak")
+        reply = Packet(op=codec.BOOTREPLY, xid=packet.xid, flags=packet.flags, giaddr=packet.giaddr,
+                       chaddr=packet.chaddr)
+        reply.options = {codec.MESSAGE_TYPE: bytes((codec.NAK,)), codec.SERVER_ID: self.server_id,
+                         codec.MESSAGE: why.encode()}
+        client_id = packet.options.get(codec.CLIENT_ID)
+        if client_id is not None:
+            reply.options[codec.CLIENT_ID] = client_id
+        if packet.giaddr != codec.ZERO:
+            destination = (str(IPv4Address(packet.giaddr)), SERVER_PORT)
+            reply.flags |= codec.BROADCAST_FLAG  # the relay must broadcast a NAK on the client's segment
+        else:
+            destination = (BROADCAST, CLIENT_PORT)  # RFC 2131 4.1: NAK broadcast when giaddr is 0
+        data = codec.encode(reply, max_size=packet.max_size(), last=self._relay_info(packet))
+        return Reply(data, destination,
+                     event={"type": "NAK", "mac": format_mac(info.mac), "reason": why, "classes": info.classes})
+
+    def _decline(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+        server_id = packet.server_id()
+        requested = packet.requested_ip()
+        if server_id is None or server_id.packed != self.server_id or requested is None:
+            return None
+        binding = self.pool.binding(info.key)
+        if binding is None or binding.address != int(requested):
+            return None  # only the holder can decline its address
+        quarantined = self.pool.decline(int(requested), now + self.settings.decline_time)
+        self._count("declined")
+        lease = Lease4(IPv4Address(quarantined.address), info.mac, None, quarantined.expires, DECLINED)
+        return Reply(None, commit=[lease],
+                     event={"type": "DECLINE", "mac": format_mac(info.mac), "address": str(requested)})
+
+    def _release(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+        server_id = packet.server_id()
+        if server_id is not None and server_id.packed != self.server_id:
+            return None
+        address = int.from_bytes(packet.ciaddr, "big")
+        binding = self.pool.release(info.key, address, now)
+        if binding is None:
+            return None
+        self._count("released")
+        return Reply(None, commit=[self._lease(binding)],
+                     event={"type": "RELEASE", "mac": format_mac(info.mac), "address": str(IPv4Address(address))})
+
+    def _inform(self, packet: Packet, info: _ClientInfo, source: tuple[str, int]) -> Reply:
+        return self._reply(packet, info, codec.ACK, None, source=source)
+
+    # -- building replies -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _relay_info(packet: Packet) -> tuple[int, bytes] | None:
+        value = packet.options.get(codec.RELAY_AGENT)
+        return (codec.RELAY_AGENT, value) if value is not None else None
+
+    def _reply(self, packet: Packet, info: _ClientInfo, kind: int, address: int | None,
+               source: tuple[str, int] | None = None) -> Reply:
+        options: dict[int, bytes] = {codec.MESSAGE_TYPE: bytes((kind,)), codec.SERVER_ID: self.server_id}
+        if address is not None:
+            lease, renew, rebind = self._timers
+            options[codec.LEASE_TIME] = lease
+            options[codec.RENEWAL_TIME] = renew
+            options[codec.REBINDING_TIME] = rebind
+        configured = self.classifier.options(info.classes)
+        host = self._reservation(info.mac)
+        if host is not None:
+            if host.options:
+                configured = {**configured, **host.options}
+            if host.hostname:
+                options[codec.HOSTNAME] = host.hostname.encode()
+        options.update(configured)
+        client_id = packet.options.get(codec.CLIENT_ID)
+        if client_id is not None:
+            options[codec.CLIENT_ID] = client_id  # RFC 6842: echoed unchanged
+        reply = Packet(op=codec.BOOTREPLY, xid=packet.xid, flags=packet.flags, giaddr=packet.giaddr,
+                       chaddr=packet.chaddr, ciaddr=packet.ciaddr if address is None else codec.ZERO,
+                       siaddr=self.server_id)
+        if address is not None:
+            reply.yiaddr = address.to_bytes(4, "big")
+            if kind == codec.ACK:
+                reply.ciaddr = packet.ciaddr
+        reply.options = options
+        data = codec.encode(reply, max_size=packet.max_size(), last=self._relay_info(packet))
+        destination, neighbour = self._destination(packet, address, source)
+        event = {
+            "type": codec.TYPE_NAMES[kind] if address is not None else "ACK(INFORM)",
+            "request": codec.TYPE_NAMES.get(packet.msg_type(), "?"),
+            "mac": format_mac(info.mac),
+            "address": str(IPv4Address(address)) if address is not None else None,
+            "classes": info.classes,
+            "vendor_class": info.vendor_class,
+            "options": sorted(options),
+        }
+        return Reply(data, destination, neighbour, event=event)
+
+    def _destination(self, packet: Packet, address: int | None,
+                     source: tuple[str, int] | None) -> tuple[tuple[str, int], tuple[IPv4Address, bytes] | None]:
+        """RFC 2131 4.1: relay, then ciaddr, then the broadcast flag, else unicast to yiaddr at chaddr."""
+        if packet.giaddr != codec.ZERO:
+            return (str(IPv4Address(packet.giaddr)), SERVER_PORT), None
+        if packet.ciaddr != codec.ZERO:
+            return (str(IPv4Address(packet.ciaddr)), CLIENT_PORT), None
+        if address is None:
+            # INFORM without ciaddr (broken client): answer where it came from.
+            if source is not None and source[0] != "0.0.0.0":
+                return (source[0], CLIENT_PORT), None
+            return (BROADCAST, CLIENT_PORT), None
+        if packet.broadcast:
+            return (BROADCAST, CLIENT_PORT), None
+        yiaddr = IPv4Address(address)
+        return (str(yiaddr), CLIENT_PORT), (yiaddr, packet.mac)
+
+    # -- introspection --------------------------------------------------------------------------------------------
+    def lease_for(self, mac: bytes, client_id: bytes | None = None) -> Binding | None:
+        return self.pool.binding(client_key(mac, client_id))
+
+    def states(self) -> dict[str, int]:
+        counts = {OFFERED: 0, ACTIVE: 0, RELEASED: 0, DECLINED: 0}
+        for binding in self.pool.bindings():
+            counts[binding.state] = counts.get(binding.state, 0) + 1
+        return counts

@@ -1,0 +1,140 @@
+"""Address pool bookkeeping shared by DHCPv4 and DHCPv6: who holds which address, until when.
+
+Addresses are plain integers (an IPv4 or IPv6 address's ``int``), clients are opaque keys (client-id, MAC, DUID+IAID),
+so both servers use one implementation. No I/O and no clock: ``now`` is passed in.
+
+Rules:
+- a client keeps one binding; asking again returns the same address (a returning client gets its previous address,
+  even after a release or expiry, as long as nobody else took it meanwhile);
+- an OFFERED address is held until the offer expires, so two clients are never offered the same one;
+- a DECLINED address is quarantined (no owner) until its expiry;
+- new addresses are picked by a cursor that walks the range, so expired addresses are reused in rotation and the
+  least recently handed-out ones come back last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+OFFERED = "offered"
+ACTIVE = "active"
+RELEASED = "released"
+DECLINED = "declined"
+
+
+@dataclass(slots=True)
+class Binding:
+    address: int
+    key: bytes
+    state: str
+    expires: float
+
+
+class Pool:
+    def __init__(self, first: int, last: int, reserved: frozenset[int] = frozenset()) -> None:
+        self.by_address: dict[int, Binding] = {}
+        self.by_key: dict[bytes, Binding] = {}
+        self.first = first
+        self.last = last
+        self.reserved = reserved
+        self._cursor = first
+
+    def reconfigure(self, first: int, last: int, reserved: frozenset[int]) -> None:
+        """New range and reservations (SIGHUP): bindings are kept; addresses outside the range are not reissued."""
+        self.first, self.last, self.reserved = first, last, reserved
+        if not first <= self._cursor <= last:
+            self._cursor = first
+
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def in_range(self, address: int) -> bool:
+        return self.first <= address <= self.last
+
+    def binding(self, key: bytes) -> Binding | None:
+        return self.by_key.get(key)
+
+    def holder(self, address: int) -> Binding | None:
+        return self.by_address.get(address)
+
+    @staticmethod
+    def reusable(binding: Binding, now: float) -> bool:
+        return binding.state == RELEASED or binding.expires <= now
+
+    def available(self, address: int, key: bytes, now: float) -> bool:
+        """May ``key`` have ``address``? (In the dynamic range or reserved for it is the caller's check.)"""
+        current = self.by_address.get(address)
+        if current is None:
+            return True
+        if current.key == key and current.state != DECLINED:
+            return True
+        return self.reusable(current, now)
+
+    def allocate(self, key: bytes, now: float) -> int | None:
+        """A free dynamic address for ``key``, or None when the pool is exhausted."""
+        span = self.last - self.first + 1
+        address = self._cursor
+        for _ in range(span):
+            if address > self.last:
+                address = self.first
+            if address not in self.reserved and self.available(address, key, now):
+                self._cursor = address + 1 if address < self.last else self.first
+                return address
+            address += 1
+        return None
+
+    def bind(self, key: bytes, address: int, state: str, expires: float) -> Binding:
+        """Give ``address`` to ``key`` (dropping the client's other binding and the address's previous holder)."""
+        old = self.by_key.get(key)
+        if old is not None and old.address != address and self.by_address.get(old.address) is old:
+            del self.by_address[old.address]
+        previous = self.by_address.get(address)
+        if previous is not None and previous.key != key and self.by_key.get(previous.key) is previous:
+            del self.by_key[previous.key]
+        if old is not None and old.address == address:
+            old.state, old.expires = state, expires
+            self.by_address[address] = old
+            return old
+        binding = Binding(address, key, state, expires)
+        self.by_address[address] = binding
+        self.by_key[key] = binding
+        return binding
+
+    def release(self, key: bytes, address: int, now: float) -> Binding | None:
+        binding = self.by_key.get(key)
+        if binding is None or binding.address != address or binding.state == DECLINED:
+            return None
+        binding.state, binding.expires = RELEASED, now
+        return binding
+
+    def decline(self, address: int, until: float) -> Binding:
+        """Quarantine an address someone else answers for; its former client gets another one next time."""
+        previous = self.by_address.get(address)
+        if previous is not None and self.by_key.get(previous.key) is previous:
+            del self.by_key[previous.key]
+        binding = Binding(address, b"", DECLINED, until)
+        self.by_address[address] = binding
+        return binding
+
+    def forget_offer(self, key: bytes) -> None:
+        """The client took another server's offer: our held address is free again."""
+        binding = self.by_key.get(key)
+        if binding is not None and binding.state == OFFERED:
+            binding.expires = 0.0
+
+    def load(self, key: bytes, address: int, state: str, expires: float) -> None:
+        """Restore a binding from the store at start-up."""
+        if state == DECLINED:
+            self.by_address[address] = Binding(address, b"", DECLINED, expires)
+            return
+        current = self.by_key.get(key)
+        if current is not None and current.state == ACTIVE and current.expires > expires:
+            return
+        self.bind(key, address, state, expires)
+
+    def bindings(self) -> Iterator[Binding]:
+        return iter(self.by_address.values())
+
+    def active_count(self, now: float) -> int:
+        return sum(1 for b in self.by_address.values() if b.state == ACTIVE and b.expires > now)
