@@ -1,0 +1,124 @@
+"""The asyncio side of DHCPv6: one UDP socket on port 547 of the provisioning interface, joined to ff02::1:2.
+
+Datagrams go to the core; a reply that hands out or changes a lease is held back until the lease store's group
+commit has made it durable (``commit_then``), every other reply leaves at once. Replies to clients go to their
+link-local source on port 546 with the interface's scope id, so the kernel sends them from our link-local address;
+Relay-replies go to the relay's address on port 547.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from ipaddress import IPv6Network
+
+from bootstrapd.config import Settings
+from bootstrapd.daemon import Context
+from bootstrapd.dhcp4.settings import format_mac
+from bootstrapd.dhcp6.codec import MAX_DUID, check_duid
+from bootstrapd.dhcp6.server import SERVER_PORT, Dhcp6Server, Outgoing
+from bootstrapd.log import RateLimited
+from bootstrapd.net.sockets import join_ipv6_group, udp_socket
+from bootstrapd.net.udp import Address, DatagramEndpoint, open_endpoint
+
+log = logging.getLogger("bootstrapd.dhcp6")
+_limited = RateLimited(log)
+
+ALL_DHCP_RELAY_AGENTS_AND_SERVERS = "ff02::1:2"
+DUID_META_KEY = "dhcp6.server_duid"
+_DUID_EPOCH = 946684800  # 2000-01-01T00:00:00Z, RFC 8415 11.2
+
+
+def make_duid(mac: bytes, now: float) -> bytes:
+    """DUID-LLT from the interface MAC (Ethernet), or DUID-LL when the clock is before 2000."""
+    if len(mac) == 6 and any(mac):
+        seconds = int(now) - _DUID_EPOCH
+        if seconds > 0:
+            return b"\x00\x01\x00\x01" + (seconds & 0xFFFFFFFF).to_bytes(4, "big") + mac
+        return b"\x00\x03\x00\x01" + mac
+    # No usable MAC: DUID-UUID (type 4) from random bytes.
+    import uuid
+
+    return b"\x00\x04" + uuid.uuid4().bytes
+
+
+def server_duid(ctx: Context) -> bytes:
+    """The server DUID, created once and kept in the lease store (state_dir) so it survives restarts."""
+    stored = ctx.store.get_meta(DUID_META_KEY)
+    if stored is not None and 3 <= len(stored) <= MAX_DUID:
+        return stored
+    duid = make_duid(ctx.interface.mac, time.time())
+    ctx.store.set_meta(DUID_META_KEY, duid)
+    return duid
+
+
+def _link_prefixes(ctx: Context) -> list[IPv6Network]:
+    return [i.network for i in ctx.interface.ipv6 if not i.ip.is_link_local]
+
+
+class Dhcp6Service:
+    name = "dhcp6"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.duid = check_duid(server_duid(ctx), "server DUID")
+        self.core = Dhcp6Server(ctx.settings.dhcp6, self.duid, ctx.store.leases6(), expand=ctx.interface.expand,
+                                link_prefixes=_link_prefixes(ctx))
+        self.endpoint: DatagramEndpoint | None = None
+
+    async def start(self) -> None:
+        iface = self.ctx.interface
+        sock = udp_socket(socket.AF_INET6, iface.name, "::", SERVER_PORT, reuse_address=True)
+        try:
+            join_ipv6_group(sock, ALL_DHCP_RELAY_AGENTS_AND_SERVERS, iface.index)
+            # Replies to link-local clients must leave through this interface even without a scope in the address.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
+        except BaseException:
+            sock.close()
+            raise
+        self.endpoint = await open_endpoint(self.name, sock, self._received, self.ctx.events)
+
+    def reload(self, settings: Settings) -> None:
+        self.core.reconfigure(settings.dhcp6, expand=self.ctx.interface.expand,
+                              link_prefixes=_link_prefixes(self.ctx))
+
+    async def stop(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+            self.endpoint = None
+
+    def _received(self, data: bytes, addr: Address) -> None:
+        host = str(addr[0]).split("%", 1)[0]
+        out = self.core.handle(data, host, time.time())
+        if out is None:
+            return
+        if out.leases:
+            self.ctx.store.commit_then(out.leases, lambda: self._send(out), self._commit_failed)
+        else:
+            self._send(out)
+
+    def _send(self, out: Outgoing) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        host, port = out.destination
+        endpoint.sendto(out.data, (host, port, 0, self.ctx.interface.index))
+        self.ctx.events.emit(
+            "dhcp6.reply",
+            duid=out.duid.hex() if out.duid else None,
+            mac=format_mac(out.mac) if out.mac else None,
+            type=out.kind,
+            request=out.request,
+            address=[str(a) for a in out.addresses],
+            options=out.options,
+            classes=list(out.classes),
+        )
+
+    def _commit_failed(self, error: BaseException) -> None:
+        # No reply leaves for a lease that is not durable; the client retransmits.
+        self.ctx.events.count("dhcp6.commit_failed")
+        _limited.warning("dhcp6.commit", "dhcp6: lease commit failed, reply withheld: %s", error)
+
+
+__all__ = ["Dhcp6Service", "make_duid", "server_duid"]

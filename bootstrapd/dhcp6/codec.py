@@ -1,0 +1,419 @@
+"""DHCPv6 wire format (RFC 8415): client/server messages, nested relay messages, and the options bootstrapd uses.
+
+Options are kept as ``(code, bytes)`` pairs in wire order; typed helpers decode and encode the few the server reads
+or writes. :func:`parse` checks the whole structure eagerly (every option length, every DUID, IA_NA contents, the
+relay chain), so anything malformed is rejected in one place with :class:`Dhcp6Error`, and the server core never
+meets a half-valid message.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+
+from bootstrapd.errors import ProtocolError
+
+
+class Dhcp6Error(ProtocolError):
+    """A DHCPv6 datagram that cannot be accepted."""
+
+
+# Message types (RFC 8415 7.3)
+SOLICIT = 1
+ADVERTISE = 2
+REQUEST = 3
+CONFIRM = 4
+RENEW = 5
+REBIND = 6
+REPLY = 7
+RELEASE = 8
+DECLINE = 9
+RECONFIGURE = 10
+INFORMATION_REQUEST = 11
+RELAY_FORW = 12
+RELAY_REPL = 13
+
+MESSAGE_NAMES = {
+    SOLICIT: "solicit", ADVERTISE: "advertise", REQUEST: "request", CONFIRM: "confirm", RENEW: "renew",
+    REBIND: "rebind", REPLY: "reply", RELEASE: "release", DECLINE: "decline", RECONFIGURE: "reconfigure",
+    INFORMATION_REQUEST: "information-request", RELAY_FORW: "relay-forw", RELAY_REPL: "relay-reply",
+}
+
+# Option codes
+OPT_CLIENTID = 1
+OPT_SERVERID = 2
+OPT_IA_NA = 3
+OPT_IA_TA = 4
+OPT_IAADDR = 5
+OPT_ORO = 6
+OPT_PREFERENCE = 7
+OPT_ELAPSED_TIME = 8
+OPT_RELAY_MSG = 9
+OPT_STATUS_CODE = 13
+OPT_RAPID_COMMIT = 14
+OPT_USER_CLASS = 15
+OPT_VENDOR_CLASS = 16
+OPT_VENDOR_OPTS = 17
+OPT_INTERFACE_ID = 18
+OPT_DNS_SERVERS = 23
+OPT_DOMAIN_LIST = 24
+OPT_IA_PD = 25
+OPT_BOOTFILE_URL = 59
+OPT_CLIENT_LINKLAYER_ADDR = 79
+
+# Status codes (RFC 8415 21.13)
+SUCCESS = 0
+UNSPEC_FAIL = 1
+NO_ADDRS_AVAIL = 2
+NO_BINDING = 3
+NOT_ON_LINK = 4
+USE_MULTICAST = 5
+
+MAX_DUID = 130  # RFC 8415 11.1: a 2-byte type code plus at most 128 bytes
+MAX_RELAY_DEPTH = 32  # Relay-forw wrappers around one client message; RFC 8415 allows hop counts up to 32
+
+Option = tuple[int, bytes]
+
+_U16 = struct.Struct("!H")
+_HEAD = struct.Struct("!HH")
+_IA = struct.Struct("!III")
+_IAADDR = struct.Struct("!16sII")
+
+
+@dataclass(slots=True)
+class Message:
+    """A client/server message: type, 24-bit transaction id, options in order."""
+
+    msg_type: int
+    transaction_id: int
+    options: list[Option] = field(default_factory=list)
+
+    def get(self, code: int) -> bytes | None:
+        return get_option(self.options, code)
+
+    def encode(self) -> bytes:
+        if not 0 <= self.transaction_id < 1 << 24:
+            raise ValueError("transaction id is 24 bits")
+        return bytes((self.msg_type,)) + self.transaction_id.to_bytes(3, "big") + encode_options(self.options)
+
+
+@dataclass(slots=True)
+class RelayMessage:
+    """Relay-forw / Relay-reply; ``inner`` is the relayed message (the Relay Message option, 9)."""
+
+    msg_type: int
+    hop_count: int
+    link_address: IPv6Address
+    peer_address: IPv6Address
+    inner: Message | RelayMessage
+    options: list[Option] = field(default_factory=list)  # without option 9
+
+    def get(self, code: int) -> bytes | None:
+        return get_option(self.options, code)
+
+    def encode(self) -> bytes:
+        head = bytes((self.msg_type, self.hop_count)) + self.link_address.packed + self.peer_address.packed
+        return head + encode_options([*self.options, (OPT_RELAY_MSG, self.inner.encode())])
+
+    def innermost(self) -> Message:
+        inner = self.inner
+        while isinstance(inner, RelayMessage):
+            inner = inner.inner
+        return inner
+
+
+# --- options -----------------------------------------------------------------------------------------------------
+
+
+def parse_options(data: bytes, start: int = 0, end: int | None = None) -> list[Option]:
+    end = len(data) if end is None else end
+    out: list[Option] = []
+    pos = start
+    while pos < end:
+        if end - pos < 4:
+            raise Dhcp6Error(f"truncated option header at byte {pos}")
+        code, length = _HEAD.unpack_from(data, pos)
+        pos += 4
+        if pos + length > end:
+            raise Dhcp6Error(f"option {code} length {length} runs past the end")
+        out.append((code, bytes(data[pos:pos + length])))
+        pos += length
+    return out
+
+
+def encode_options(options: list[Option]) -> bytes:
+    parts = []
+    for code, value in options:
+        if len(value) > 0xFFFF:
+            raise ValueError(f"option {code} is longer than 65535 bytes")
+        parts.append(_HEAD.pack(code, len(value)))
+        parts.append(value)
+    return b"".join(parts)
+
+
+def get_option(options: list[Option], code: int) -> bytes | None:
+    for c, value in options:
+        if c == code:
+            return value
+    return None
+
+
+def get_all(options: list[Option], code: int) -> list[bytes]:
+    return [value for c, value in options if c == code]
+
+
+# --- typed helpers -------------------------------------------------------------------------------------------------
+
+
+def check_duid(value: bytes, what: str = "DUID") -> bytes:
+    if len(value) < 3:
+        raise Dhcp6Error(f"{what} of {len(value)} bytes is too short")
+    if len(value) > MAX_DUID:
+        raise Dhcp6Error(f"{what} of {len(value)} bytes is longer than 128 bytes after its type")
+    return value
+
+
+def duid_mac(duid: bytes) -> bytes | None:
+    """The Ethernet MAC inside a DUID-LLT (type 1) or DUID-LL (type 3), if there is one."""
+    if len(duid) == 14 and duid[:4] == b"\x00\x01\x00\x01":
+        return duid[8:]
+    if len(duid) == 10 and duid[:4] == b"\x00\x03\x00\x01":
+        return duid[4:]
+    return None
+
+
+@dataclass(slots=True)
+class StatusCode:
+    code: int
+    message: str = ""
+
+    def encode(self) -> bytes:
+        return _U16.pack(self.code) + self.message.encode("utf-8")
+
+    @classmethod
+    def decode(cls, data: bytes) -> StatusCode:
+        if len(data) < 2:
+            raise Dhcp6Error("status code option shorter than 2 bytes")
+        return cls(_U16.unpack_from(data)[0], data[2:].decode("utf-8", "replace"))
+
+
+@dataclass(slots=True)
+class IaAddress:
+    address: IPv6Address
+    preferred: int
+    valid: int
+    options: list[Option] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        return _IAADDR.pack(self.address.packed, self.preferred, self.valid) + encode_options(self.options)
+
+    @classmethod
+    def decode(cls, data: bytes) -> IaAddress:
+        if len(data) < _IAADDR.size:
+            raise Dhcp6Error("IAADDR option shorter than 24 bytes")
+        packed, preferred, valid = _IAADDR.unpack_from(data)
+        return cls(IPv6Address(packed), preferred, valid, parse_options(data, _IAADDR.size))
+
+
+@dataclass(slots=True)
+class IaNa:
+    iaid: int
+    t1: int = 0
+    t2: int = 0
+    addresses: list[IaAddress] = field(default_factory=list)
+    status: StatusCode | None = None
+    options: list[Option] = field(default_factory=list)  # anything else inside the IA
+
+    def encode(self) -> bytes:
+        inner: list[Option] = [(OPT_IAADDR, a.encode()) for a in self.addresses]
+        if self.status is not None:
+            inner.append((OPT_STATUS_CODE, self.status.encode()))
+        inner.extend(self.options)
+        return _IA.pack(self.iaid, self.t1, self.t2) + encode_options(inner)
+
+    @classmethod
+    def decode(cls, data: bytes) -> IaNa:
+        if len(data) < _IA.size:
+            raise Dhcp6Error("IA_NA option shorter than 12 bytes")
+        iaid, t1, t2 = _IA.unpack_from(data)
+        ia = cls(iaid, t1, t2)
+        for code, value in parse_options(data, _IA.size):
+            if code == OPT_IAADDR:
+                ia.addresses.append(IaAddress.decode(value))
+            elif code == OPT_STATUS_CODE:
+                ia.status = StatusCode.decode(value)
+            else:
+                ia.options.append((code, value))
+        return ia
+
+
+def decode_oro(data: bytes) -> list[int]:
+    if len(data) % 2:
+        raise Dhcp6Error("option request option of odd length")
+    return [c for (c,) in _U16.iter_unpack(data)]
+
+
+def encode_oro(codes: list[int]) -> bytes:
+    return b"".join(_U16.pack(c) for c in codes)
+
+
+def _opaque_list(data: bytes, start: int, what: str) -> list[bytes]:
+    out: list[bytes] = []
+    pos = start
+    while pos < len(data):
+        if len(data) - pos < 2:
+            raise Dhcp6Error(f"truncated {what} entry")
+        (length,) = _U16.unpack_from(data, pos)
+        pos += 2
+        if pos + length > len(data):
+            raise Dhcp6Error(f"{what} entry runs past the end")
+        out.append(bytes(data[pos:pos + length]))
+        pos += length
+    return out
+
+
+def _encode_opaque_list(items: list[bytes]) -> bytes:
+    return b"".join(_U16.pack(len(i)) + i for i in items)
+
+
+def decode_user_class(data: bytes) -> list[bytes]:
+    return _opaque_list(data, 0, "user class")
+
+
+def encode_user_class(items: list[bytes]) -> bytes:
+    return _encode_opaque_list(items)
+
+
+def decode_vendor_class(data: bytes) -> tuple[int, list[bytes]]:
+    if len(data) < 4:
+        raise Dhcp6Error("vendor class option shorter than 4 bytes")
+    return struct.unpack_from("!I", data)[0], _opaque_list(data, 4, "vendor class")
+
+
+def encode_vendor_class(enterprise: int, items: list[bytes]) -> bytes:
+    return struct.pack("!I", enterprise) + _encode_opaque_list(items)
+
+
+def decode_vendor_opts(data: bytes) -> tuple[int, list[Option]]:
+    if len(data) < 4:
+        raise Dhcp6Error("vendor-specific option shorter than 4 bytes")
+    return struct.unpack_from("!I", data)[0], parse_options(data, 4)
+
+
+def encode_vendor_opts(enterprise: int, options: list[Option]) -> bytes:
+    return struct.pack("!I", enterprise) + encode_options(options)
+
+
+def decode_addresses(data: bytes) -> list[IPv6Address]:
+    if len(data) % 16:
+        raise Dhcp6Error("address list not a multiple of 16 bytes")
+    return [IPv6Address(data[i:i + 16]) for i in range(0, len(data), 16)]
+
+
+def encode_addresses(addresses: list[IPv6Address]) -> bytes:
+    return b"".join(a.packed for a in addresses)
+
+
+def encode_domains(names: list[str]) -> bytes:
+    """RFC 1035 wire names, uncompressed (RFC 8415 10)."""
+    out = bytearray()
+    for name in names:
+        for label in name.strip(".").split("."):
+            raw = label.encode("idna") if label else b""
+            if not raw or len(raw) > 63:
+                raise ValueError(f"{name!r} is not a valid domain name")
+            out += bytes((len(raw),)) + raw
+        out += b"\0"
+    return bytes(out)
+
+
+def decode_domains(data: bytes) -> list[str]:
+    names: list[str] = []
+    labels: list[str] = []
+    pos = 0
+    while pos < len(data):
+        length = data[pos]
+        pos += 1
+        if length == 0:
+            names.append(".".join(labels))
+            labels = []
+            continue
+        if length > 63 or pos + length > len(data):
+            raise Dhcp6Error("bad domain name label")
+        labels.append(data[pos:pos + length].decode("ascii", "replace"))
+        pos += length
+    if labels:
+        raise Dhcp6Error("domain name without its final empty label")
+    return names
+
+
+# --- messages ------------------------------------------------------------------------------------------------------
+
+_CLIENT_TYPES = {SOLICIT, REQUEST, CONFIRM, RENEW, REBIND, RELEASE, DECLINE, INFORMATION_REQUEST}
+_SERVER_TYPES = {ADVERTISE, REPLY, RECONFIGURE}
+
+
+def _check_options(msg_type: int, options: list[Option]) -> None:
+    """Structural checks of the options the server relies on; all raise Dhcp6Error."""
+    seen_ia = False
+    for code, value in options:
+        if code in (OPT_CLIENTID, OPT_SERVERID):
+            check_duid(value, "client ID" if code == OPT_CLIENTID else "server ID")
+        elif code == OPT_IA_NA:
+            IaNa.decode(value)
+            seen_ia = True
+        elif code in (OPT_IA_TA, OPT_IA_PD):
+            seen_ia = True
+        elif code == OPT_ORO:
+            decode_oro(value)
+        elif code == OPT_ELAPSED_TIME and len(value) != 2:
+            raise Dhcp6Error("elapsed time option must be 2 bytes")
+        elif code == OPT_RAPID_COMMIT and value:
+            raise Dhcp6Error("rapid commit option must be empty")
+        elif code == OPT_USER_CLASS:
+            decode_user_class(value)
+        elif code == OPT_VENDOR_CLASS:
+            decode_vendor_class(value)
+        elif code == OPT_VENDOR_OPTS:
+            decode_vendor_opts(value)
+        elif code == OPT_STATUS_CODE:
+            StatusCode.decode(value)
+        elif code == OPT_RELAY_MSG:
+            raise Dhcp6Error("relay message option inside a client/server message")
+    if msg_type == INFORMATION_REQUEST and seen_ia:
+        raise Dhcp6Error("information-request carrying an IA")
+
+
+def parse(data: bytes) -> Message | RelayMessage:
+    """Decode one DHCPv6 datagram (UDP payload); raises Dhcp6Error on anything malformed."""
+    return _parse(bytes(data), 0)
+
+
+def _parse(data: bytes, depth: int) -> Message | RelayMessage:
+    if not data:
+        raise Dhcp6Error("empty message")
+    msg_type = data[0]
+    if msg_type in (RELAY_FORW, RELAY_REPL):
+        if depth >= MAX_RELAY_DEPTH:
+            raise Dhcp6Error(f"relay messages nested more than {MAX_RELAY_DEPTH} deep")
+        if len(data) < 34:
+            raise Dhcp6Error("relay message shorter than 34 bytes")
+        options = parse_options(data, 34)
+        relayed = [v for c, v in options if c == OPT_RELAY_MSG]
+        if len(relayed) != 1:
+            raise Dhcp6Error(f"relay message with {len(relayed)} relay message options")
+        inner = _parse(relayed[0], depth + 1)
+        if msg_type == RELAY_FORW and inner.msg_type not in _CLIENT_TYPES and inner.msg_type != RELAY_FORW:
+            raise Dhcp6Error("relay-forw carrying a server message")
+        return RelayMessage(
+            msg_type, data[1], IPv6Address(data[2:18]), IPv6Address(data[18:34]), inner,
+            [(c, v) for c, v in options if c != OPT_RELAY_MSG],
+        )
+    if msg_type not in _CLIENT_TYPES and msg_type not in _SERVER_TYPES:
+        raise Dhcp6Error(f"unknown message type {msg_type}")
+    if len(data) < 4:
+        raise Dhcp6Error("message shorter than 4 bytes")
+    options = parse_options(data, 4)
+    _check_options(msg_type, options)
+    return Message(msg_type, int.from_bytes(data[1:4], "big"), options)

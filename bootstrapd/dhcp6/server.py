@@ -1,0 +1,362 @@
+"""The DHCPv6 server core (RFC 8415): a datagram and ``now`` in, the reply to send and the leases to commit out.
+
+No I/O and no clock. The adapter hands every received datagram to :meth:`Dhcp6Server.handle` with its source address;
+it gets back an :class:`Outgoing` (bytes, destination, leases that must be durable before the bytes leave) or
+``None`` (nothing to answer). Anything to drop raises :class:`~bootstrapd.dhcp6.codec.Dhcp6Error`: malformed input,
+and the validation rules of RFC 8415 16 (a Solicit carrying a Server ID, a Request/Renew/Release/Decline for another
+server, an Information-Request carrying an IA, …).
+
+Addresses come from the shared :class:`~bootstrapd.leases.pool.Pool`, keyed by DUID + IAID, so a returning client
+keeps its address and an advertised address is held for ``offer_time`` seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, IPv6Network
+
+from bootstrapd.dhcp6 import codec
+from bootstrapd.dhcp6.codec import (
+    Dhcp6Error,
+    IaAddress,
+    IaNa,
+    Message,
+    Option,
+    RelayMessage,
+    StatusCode,
+)
+from bootstrapd.dhcp6.settings import Class6, Dhcp6Settings
+from bootstrapd.leases import pool as poolmod
+from bootstrapd.leases.pool import Pool
+from bootstrapd.leases.ratelimit import RateLimiter
+from bootstrapd.leases.store import ACTIVE, DECLINED, RELEASED, Lease6
+
+CLIENT_PORT = 546
+SERVER_PORT = 547
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """What to send, where, and what must be durable first; plus the facts for the ``dhcp6.reply`` event."""
+
+    data: bytes
+    destination: tuple[str, int]
+    leases: list[Lease6]
+    kind: str  # advertise / reply
+    request: str  # the client's message type
+    duid: bytes | None
+    mac: bytes | None
+    addresses: list[IPv6Address] = field(default_factory=list)
+    options: list[int] = field(default_factory=list)
+    classes: tuple[str, ...] = ()
+
+
+def _key(duid: bytes, iaid: int) -> bytes:
+    return duid + iaid.to_bytes(4, "big")
+
+
+def _split_key(key: bytes) -> tuple[bytes, int]:
+    return key[:-4], int.from_bytes(key[-4:], "big")
+
+
+def _class_matches(cls: Class6, vendor: tuple[int, list[bytes]] | None, mac: bytes | None) -> bool:
+    if vendor is not None and (cls.enterprise is None or cls.enterprise == vendor[0]):
+        for entry in vendor[1]:
+            folded = entry.lower()
+            if any(folded.startswith(p.lower()) for p in cls.vendor_class):
+                return True
+            if any(p.lower() in folded for p in cls.vendor_class_contains):
+                return True
+    return mac is not None and any(mac.startswith(p) for p in cls.mac_prefix)
+
+
+class Dhcp6Server:
+    def __init__(self, settings: Dhcp6Settings, server_duid: bytes, leases: Iterable[Lease6] = (), *,
+                 expand: Callable[[str], str] = lambda s: s, link_prefixes: Sequence[IPv6Network] = ()) -> None:
+        self.server_duid = codec.check_duid(server_duid, "server DUID")
+        self.pool = Pool(int(settings.range_start), int(settings.range_end))
+        self._macs: dict[bytes, bytes] = {}  # DUID -> MAC, for DUIDs without one (learnt from relays' option 79)
+        self.reconfigure(settings, expand=expand, link_prefixes=link_prefixes)
+        for lease in leases:
+            self.pool.load(_key(lease.duid, lease.iaid), int(lease.address), lease.state, lease.expires)
+            if lease.mac and codec.duid_mac(lease.duid) is None:
+                self._macs[lease.duid] = lease.mac
+
+    def reconfigure(self, settings: Dhcp6Settings, *, expand: Callable[[str], str] = lambda s: s,
+                    link_prefixes: Sequence[IPv6Network] = ()) -> None:
+        """New settings (SIGHUP); the lease table stays."""
+        self.settings = settings
+        self.expand = expand
+        self.pool.reconfigure(int(settings.range_start), int(settings.range_end), frozenset())
+        # On-link prefixes for Confirm: the interface's, or else the /64 around the range.
+        self.link_prefixes = tuple(link_prefixes) or (IPv6Network(f"{settings.range_start}/64", strict=False),)
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self._option_cache: dict[tuple[str, ...], tuple[list[Option], str]] = {}
+        t1, t2 = settings.preferred_lifetime // 2, settings.preferred_lifetime * 4 // 5
+        self.t1, self.t2 = t1, t2
+
+    # --- entry point ----------------------------------------------------------------------------------------------
+
+    def handle(self, data: bytes, source: str, now: float) -> Outgoing | None:
+        message = codec.parse(data)
+        relays: list[RelayMessage] = []  # outermost first
+        inner: Message | RelayMessage = message
+        while isinstance(inner, RelayMessage):
+            if inner.msg_type != codec.RELAY_FORW:
+                raise Dhcp6Error("relay-reply sent to a server")
+            relays.append(inner)
+            inner = inner.inner
+        link_mac = self._relay_mac(relays[-1]) if relays else None
+        result = self._dispatch(inner, now, link_mac)
+        if result is None:
+            return None
+        reply, out = result
+        if relays:
+            wrapped: Message | RelayMessage = reply
+            for relay in reversed(relays):
+                options: list[Option] = []
+                interface_id = relay.get(codec.OPT_INTERFACE_ID)
+                if interface_id is not None:
+                    options.append((codec.OPT_INTERFACE_ID, interface_id))
+                wrapped = RelayMessage(codec.RELAY_REPL, relay.hop_count, relay.link_address, relay.peer_address,
+                                       wrapped, options)
+            out.data = wrapped.encode()
+            out.destination = (source, SERVER_PORT)
+        else:
+            out.data = reply.encode()
+            out.destination = (source, CLIENT_PORT)
+        return out
+
+    @staticmethod
+    def _relay_mac(relay: RelayMessage) -> bytes | None:
+        # RFC 6939: the first relay may add the client's link-layer address (type 1 = Ethernet).
+        value = relay.get(codec.OPT_CLIENT_LINKLAYER_ADDR)
+        if value is not None and len(value) == 8 and value[:2] == b"\x00\x01":
+            return value[2:]
+        return None
+
+    def _dispatch(self, msg: Message, now: float, link_mac: bytes | None) -> tuple[Message, Outgoing] | None:
+        kind = msg.msg_type
+        if kind not in (codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RENEW, codec.REBIND, codec.RELEASE,
+                        codec.DECLINE, codec.INFORMATION_REQUEST):
+            raise Dhcp6Error(f"{codec.MESSAGE_NAMES.get(kind, kind)} is not a client message")
+        client_id = msg.get(codec.OPT_CLIENTID)
+        server_id = msg.get(codec.OPT_SERVERID)
+        name = codec.MESSAGE_NAMES[kind]
+        if kind == codec.INFORMATION_REQUEST:
+            if server_id is not None and server_id != self.server_duid:
+                raise Dhcp6Error("information-request for another server")
+        else:
+            if client_id is None:
+                raise Dhcp6Error(f"{name} without a client ID")
+            if kind in (codec.SOLICIT, codec.REBIND, codec.CONFIRM):
+                if server_id is not None:
+                    raise Dhcp6Error(f"{name} carrying a server ID")
+            elif server_id != self.server_duid:
+                raise Dhcp6Error(f"{name} for another server" if server_id else f"{name} without a server ID")
+        if not self.limiter.allow(client_id or b"info-request", now):
+            raise Dhcp6Error("rate limited")
+
+        duid = client_id
+        mac = (codec.duid_mac(duid) if duid else None) or link_mac
+        if duid and link_mac and duid not in self._macs:
+            if len(self._macs) > 100_000:  # bounded: random DUIDs must not grow memory
+                self._macs.clear()
+            self._macs[duid] = link_mac
+        reply = Message(codec.REPLY, msg.transaction_id, [])
+        if client_id is not None:
+            reply.options.append((codec.OPT_CLIENTID, client_id))
+        reply.options.append((codec.OPT_SERVERID, self.server_duid))
+        out = Outgoing(b"", ("", 0), [], "reply", name, duid, mac)
+        ias = [IaNa.decode(v) for c, v in msg.options if c == codec.OPT_IA_NA]
+
+        if kind == codec.SOLICIT:
+            rapid = self.settings.rapid_commit and msg.get(codec.OPT_RAPID_COMMIT) is not None
+            assert duid is not None
+            for ia in ias:
+                reply.options.append((codec.OPT_IA_NA, self._assign(duid, ia, now, out, commit=rapid).encode()))
+            if rapid:
+                reply.options.append((codec.OPT_RAPID_COMMIT, b""))
+            else:
+                reply.msg_type = codec.ADVERTISE
+                out.kind = "advertise"
+        elif kind == codec.REQUEST:
+            assert duid is not None
+            for ia in ias:
+                reply.options.append((codec.OPT_IA_NA, self._assign(duid, ia, now, out, commit=True).encode()))
+        elif kind in (codec.RENEW, codec.REBIND):
+            assert duid is not None
+            for ia in ias:
+                reply.options.append((codec.OPT_IA_NA, self._extend(duid, ia, now, out, kind).encode()))
+        elif kind in (codec.RELEASE, codec.DECLINE):
+            assert duid is not None
+            for ia in ias:
+                result = self._give_back(duid, ia, now, out, kind)
+                if result is not None:
+                    reply.options.append((codec.OPT_IA_NA, result.encode()))
+            done = "release received" if kind == codec.RELEASE else "decline received"
+            reply.options.append((codec.OPT_STATUS_CODE, StatusCode(codec.SUCCESS, done).encode()))
+            self._add_options(reply, msg, out, mac, config=False)
+            return reply, out
+        elif kind == codec.CONFIRM:
+            addresses = [a.address for ia in ias for a in ia.addresses]
+            if not addresses:
+                return None  # RFC 8415 18.3.3: nothing to confirm, no reply
+            on_link = all(any(a in net for net in self.link_prefixes) for a in addresses)
+            status = StatusCode(codec.SUCCESS, "all addresses on link") if on_link else StatusCode(
+                codec.NOT_ON_LINK, "not on link")
+            reply.options.append((codec.OPT_STATUS_CODE, status.encode()))
+            self._add_options(reply, msg, out, mac, config=False)
+            return reply, out
+        self._add_options(reply, msg, out, mac, config=True)
+        return reply, out
+
+    # --- addresses -------------------------------------------------------------------------------------------------
+
+    def _lease(self, key: bytes, address: int, state: str, expires: float) -> Lease6:
+        duid, iaid = _split_key(key)
+        return Lease6(IPv6Address(address), duid, iaid, expires, state,
+                      codec.duid_mac(duid) or self._macs.get(duid))
+
+    def _ia_with(self, iaid: int, address: int, preferred: int, valid: int) -> IaNa:
+        return IaNa(iaid, self.t1, self.t2, [IaAddress(IPv6Address(address), preferred, valid)])
+
+    def _assign(self, duid: bytes, ia: IaNa, now: float, out: Outgoing, *, commit: bool) -> IaNa:
+        key = _key(duid, ia.iaid)
+        pool = self.pool
+        address: int | None = None
+        binding = pool.binding(key)
+        if binding is not None and binding.state != poolmod.DECLINED and pool.in_range(binding.address) \
+                and pool.available(binding.address, key, now):
+            address = binding.address
+        else:
+            for hint in ia.addresses:
+                candidate = int(hint.address)
+                if pool.in_range(candidate) and pool.available(candidate, key, now):
+                    address = candidate
+                    break
+        if address is None:
+            address = pool.allocate(key, now)
+        if address is None:
+            return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
+        settings = self.settings
+        if commit:
+            expires = now + settings.valid_lifetime
+            pool.bind(key, address, poolmod.ACTIVE, expires)
+            out.leases.append(self._lease(key, address, ACTIVE, expires))
+        else:
+            current = pool.holder(address)
+            # An advertise must not shorten an active lease back to an offer.
+            if not (current is not None and current.key == key and current.state == poolmod.ACTIVE
+                    and current.expires > now):
+                pool.bind(key, address, poolmod.OFFERED, now + settings.offer_time)
+        out.addresses.append(IPv6Address(address))
+        return self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
+
+    def _extend(self, duid: bytes, ia: IaNa, now: float, out: Outgoing, kind: int) -> IaNa:
+        key = _key(duid, ia.iaid)
+        pool = self.pool
+        settings = self.settings
+        binding = pool.binding(key)
+        address: int | None = None
+        if binding is not None and binding.state in (poolmod.ACTIVE, poolmod.OFFERED) and \
+                pool.in_range(binding.address) and pool.available(binding.address, key, now):
+            address = binding.address
+        else:
+            # No binding (e.g. the lease expired): take the client's address back if it is still free (RFC 8415
+            # 18.3.4 lets the server create the binding).
+            for hint in ia.addresses:
+                candidate = int(hint.address)
+                if pool.in_range(candidate) and pool.available(candidate, key, now):
+                    address = candidate
+                    break
+        if address is None:
+            if kind == codec.REBIND and ia.addresses:
+                # Addresses we cannot extend: tell the client to stop using them (lifetimes 0).
+                return IaNa(ia.iaid, self.t1, self.t2,
+                            [IaAddress(a.address, 0, 0) for a in ia.addresses])
+            return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_BINDING, "no binding"))
+        expires = now + settings.valid_lifetime
+        pool.bind(key, address, poolmod.ACTIVE, expires)
+        out.leases.append(self._lease(key, address, ACTIVE, expires))
+        out.addresses.append(IPv6Address(address))
+        result = self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
+        for other in ia.addresses:
+            if int(other.address) != address:
+                result.addresses.append(IaAddress(other.address, 0, 0))
+        return result
+
+    def _give_back(self, duid: bytes, ia: IaNa, now: float, out: Outgoing, kind: int) -> IaNa | None:
+        key = _key(duid, ia.iaid)
+        missing = False
+        for entry in ia.addresses:
+            address = int(entry.address)
+            binding = self.pool.binding(key)
+            if binding is None or binding.address != address or binding.state == poolmod.DECLINED:
+                missing = True
+                continue
+            if kind == codec.RELEASE:
+                self.pool.release(key, address, now)
+                out.leases.append(self._lease(key, address, RELEASED, now))
+            else:
+                until = now + self.settings.decline_time
+                self.pool.decline(address, until)
+                out.leases.append(self._lease(key, address, DECLINED, until))
+            out.addresses.append(entry.address)
+        if missing or not ia.addresses:
+            return IaNa(ia.iaid, 0, 0, status=StatusCode(codec.NO_BINDING, "no binding"))
+        return None
+
+    # --- options ---------------------------------------------------------------------------------------------------
+
+    def _classes(self, msg: Message, mac: bytes | None) -> tuple[str, ...]:
+        vendor_raw = msg.get(codec.OPT_VENDOR_CLASS)
+        vendor = codec.decode_vendor_class(vendor_raw) if vendor_raw is not None else None
+        return tuple(c.name for c in self.settings.classes if _class_matches(c, vendor, mac))
+
+    def _configured(self, names: tuple[str, ...]) -> tuple[list[Option], str]:
+        """Options every client of this class combination gets (cached), and its boot-file URL."""
+        cached = self._option_cache.get(names)
+        if cached is not None:
+            return cached
+        settings = self.settings
+        options: dict[int, bytes] = {}
+        vendor = dict(settings.vendor_options)
+        url = settings.bootfile_url
+        if settings.dns:
+            options[codec.OPT_DNS_SERVERS] = codec.encode_addresses(list(settings.dns))
+        if settings.domain:
+            options[codec.OPT_DOMAIN_LIST] = codec.encode_domains(list(settings.domain))
+        options.update(settings.options)
+        for cls in settings.classes:
+            if cls.name in names:
+                options.update(cls.options)
+                vendor.update(cls.vendor_options)
+                url = cls.bootfile_url or url
+        result: list[Option] = sorted(options.items())
+        for enterprise, subs in vendor.items():
+            result.append((codec.OPT_VENDOR_OPTS, codec.encode_vendor_opts(enterprise, subs)))
+        cached = (result, self.expand(url))
+        if len(self._option_cache) < 4096:
+            self._option_cache[names] = cached
+        return cached
+
+    def _add_options(self, reply: Message, msg: Message, out: Outgoing, mac: bytes | None, *, config: bool) -> None:
+        if config:
+            names = self._classes(msg, mac)
+            out.classes = names
+            options, url = self._configured(names)
+            reply.options.extend(options)
+            oro_raw = msg.get(codec.OPT_ORO)
+            requested = codec.decode_oro(oro_raw) if oro_raw is not None else []
+            if url and (self.settings.force_bootfile_url or codec.OPT_BOOTFILE_URL in requested):
+                reply.options.append((codec.OPT_BOOTFILE_URL, url.encode()))
+        out.options = [c for c, _ in reply.options]
+
+    # --- introspection ---------------------------------------------------------------------------------------------
+
+    def leases(self, now: float) -> list[Lease6]:
+        """The active leases held in memory (tests, status)."""
+        return [self._lease(b.key, b.address, ACTIVE, b.expires) for b in self.pool.bindings()
+                if b.state == poolmod.ACTIVE and b.expires > now and b.key]
