@@ -96,6 +96,24 @@ def check_interface(settings: Settings, iface: Interface) -> None:
         for host in settings.dhcp4.hosts:
             if iface.ipv4_for(host.address) is None:
                 raise StartupError(f"dhcp4.host {host.address} is not in the subnet of interface {iface.name!r}")
+    if settings.dhcp6.enabled:
+        check_interface6(settings, iface)
+
+
+def check_interface6(settings: Settings, iface: Interface) -> None:
+    """DHCPv6 needs a link-local address (replies leave from it) and a prefix holding the whole range."""
+    if iface.link_local_ipv6 is None:
+        raise StartupError(f"interface {iface.name!r} has no IPv6 link-local address; dhcp6 needs one")
+    start, end = settings.dhcp6.range_start, settings.dhcp6.range_end
+    nets = [i.network for i in iface.ipv6 if not i.ip.is_link_local]
+    if not any(start in net and end in net for net in nets):
+        shown = ", ".join(str(n) for n in nets) or "none"
+        raise StartupError(
+            f"dhcp6.range {start}-{end} is not inside a prefix of interface {iface.name!r} ({shown})"
+        )
+    for own in iface.ipv6:
+        if int(start) <= int(own.ip) <= int(end):
+            raise StartupError(f"dhcp6.range contains the interface's own address {own.ip}")
 
 
 def sd_notify(message: str) -> bool:
