@@ -1,0 +1,280 @@
+"""The SIP plug-and-play responder core: SUBSCRIBE in, 200 + NOTIFY out, the NOTIFY's UDP transaction; no I/O.
+
+Flow (RFC 6080 ``ua-profile``, RFC 3261 17.1.2 for the NOTIFY):
+
+- ``Event: ua-profile`` SUBSCRIBE -> ``200 OK`` echoing Via/From/To/Call-ID/CSeq with our To tag, then a NOTIFY to the
+  SUBSCRIBE's Contact URI carrying the provisioning URL. The NOTIFY is retransmitted on Timer E (T1 doubling to T2)
+  until the phone's final response or Timer F (64*T1); either way the phone is reported through ``answered``.
+- A retransmitted SUBSCRIBE (same Call-ID, CSeq and top branch) gets the very same 200 again and no second NOTIFY.
+- Other events -> 489; other requests -> 405 (ACK gets nothing); stray responses and garbage raise SipError, which the
+  adapter counts as a drop.
+
+Security: every datagram goes to the address and port the SUBSCRIBE came from, never to a host named inside the
+message (Via sent-by, Contact). Otherwise anyone could make us send NOTIFYs to a third party, and a multicast
+listener is an easy reflector. The Contact is only used as the NOTIFY's Request-URI text.
+
+State is bounded: at most ``max_pending`` NOTIFY transactions (beyond that SUBSCRIBEs get no answer and the phone
+retransmits) and a fixed-size cache of recent 200s for retransmitted SUBSCRIBEs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bootstrapd.pnp import urls
+from bootstrapd.pnp.message import (
+    SipError,
+    SipMessage,
+    Via,
+    format_via,
+    parse,
+    parse_name_addr,
+    parse_uri,
+    request,
+    response_to,
+    split_params,
+)
+from bootstrapd.pnp.settings import PnpSettings
+
+T1 = 0.5
+T2 = 4.0
+TIMER_F = 64 * T1
+RECENT_CAP = 65536
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    data: bytes
+    addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """One phone sent to a URL; ``acknowledged`` tells whether it confirmed the NOTIFY with a 2xx."""
+
+    mac: str | None
+    ip: str
+    port: int
+    vendor: str | None
+    model: str | None
+    version: str | None
+    url: str
+    acknowledged: bool
+    status: int | None  # the phone's final response to the NOTIFY; None on Timer F
+
+
+@dataclass(slots=True)
+class _Transaction:
+    data: bytes
+    addr: Address
+    interval: float
+    next_at: float
+    give_up_at: float
+    answer: Answered
+
+
+def _token() -> str:
+    return secrets.token_hex(8)
+
+
+def _nothing(_: str) -> None:
+    return None
+
+
+class Responder:
+    def __init__(self, settings: PnpSettings, local: Address, variables: dict[str, str], *,
+                 answered: Callable[[Answered], None] | None = None,
+                 count: Callable[[str], None] = _nothing,
+                 t1: float = T1, t2: float = T2) -> None:
+        self.settings = settings
+        self.local = local
+        self.variables = dict(variables)
+        self.answered = answered or (lambda _: None)
+        self.count = count
+        self.t1 = t1
+        self.t2 = t2
+        self.timer_f = 64 * t1
+        self._pending: dict[str, _Transaction] = {}
+        self._heap: list[tuple[float, str]] = []
+        # (Call-ID, CSeq number, top branch) -> (200 bytes, when it may be forgotten)
+        self._recent: OrderedDict[tuple[str, int, str], tuple[bytes, float]] = OrderedDict()
+
+    def reconfigure(self, settings: PnpSettings, variables: dict[str, str]) -> None:
+        self.settings = settings
+        self.variables = dict(variables)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -- input ------------------------------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, addr: Address, now: float) -> list[Outgoing]:
+        """Handle one datagram from ``addr``; returns what to send. Raises SipError for what is dropped."""
+        self._forget(now)
+        message = parse(data)
+        if message.is_request:
+            return self._request(message, (str(addr[0]), int(addr[1])), now)
+        self._response(message)
+        return []
+
+    def _request(self, req: SipMessage, source: Address, now: float) -> list[Outgoing]:
+        if req.method == "ACK":
+            return []
+        vias = req.vias()
+        if not vias:
+            raise SipError("missing Via")
+        call_id = req.require("call-id").strip()
+        number, method = req.cseq()
+        reply_vias = self._reply_vias(req, vias[0], source)
+        if req.method != "SUBSCRIBE":
+            self.count("pnp.not_subscribe")
+            return [Outgoing(response_to(req, 405, "Method Not Allowed", to_tag=_token(), vias=reply_vias,
+                                         extra=[("Allow", "SUBSCRIBE")]).encode(), source)]
+        if method != "SUBSCRIBE":
+            raise SipError("CSeq method does not match SUBSCRIBE")
+        key = (call_id, number, vias[0].branch or "")
+        recent = self._recent.get(key)
+        if recent is not None:
+            self.count("pnp.retransmitted_subscribe")
+            return [Outgoing(recent[0], source)]
+        event_type, event = split_params(req.require("event"))
+        if event_type.lower() != "ua-profile":
+            self.count("pnp.bad_event")
+            return [Outgoing(response_to(req, 489, "Bad Event", to_tag=_token(), vias=reply_vias,
+                                         extra=[("Allow-Events", "ua-profile")]).encode(), source)]
+        mac = urls.mac_from_user(parse_uri(req.uri or "").user)
+        vendor, model, version = event.get("vendor"), event.get("model"), event.get("version")
+        template = urls.select(self.settings.rules, self.settings.url, vendor=vendor, model=model, mac=mac)
+        if template is None:
+            self.count("pnp.refused")
+            return []
+        if len(self._pending) >= self.settings.max_pending:
+            self.count("pnp.overload")  # no 200: the phone retransmits and is served once there is room
+            return []
+        url = urls.expand(template, self.variables, mac=mac, vendor=vendor, model=model)
+        tag = _token()
+        ours = f"<sip:{self.local[0]}:{self.local[1]}>"
+        ok = response_to(req, 200, "OK", to_tag=tag, vias=reply_vias,
+                         extra=[("Contact", ours), ("Expires", "0")]).encode()
+        notify = self._notify(req, tag, source, url)
+        self._recent[key] = (ok, now + self.timer_f)
+        if len(self._recent) > RECENT_CAP:
+            self._recent.popitem(last=False)
+        branch = notify.branch
+        answer = Answered(mac, source[0], source[1], vendor, model, version, url, False, None)
+        self._pending[branch] = _Transaction(notify.data, source, self.t1, now + self.t1, now + self.timer_f, answer)
+        heapq.heappush(self._heap, (now + self.t1, branch))
+        self.count("pnp.subscribe")
+        return [Outgoing(ok, source), Outgoing(notify.data, source)]
+
+    def _reply_vias(self, req: SipMessage, top: Via, source: Address) -> list[str]:
+        """The request's Via values, the top one marked with where it really came from (RFC 3261 18.2.1, 3581)."""
+        params = dict(top.params)
+        if top.host.strip("[]") != source[0]:
+            params["received"] = source[0]
+        if "rport" in params:
+            params["rport"] = str(source[1])
+            params["received"] = source[0]
+        values = req.get_all("via")
+        return [format_via(Via(top.transport, top.host, top.port, params)), *values[1:]]
+
+    @dataclass(frozen=True, slots=True)
+    class _Built:
+        data: bytes
+        branch: str
+
+    def _notify(self, sub: SipMessage, tag: str, source: Address, url: str) -> Responder._Built:
+        target = f"sip:{source[0]}:{source[1]}"
+        contacts = sub.get_all("contact")
+        if contacts:
+            try:
+                uri = parse_name_addr(contacts[0]).uri
+                parse_uri(uri)
+                target = uri
+            except SipError:
+                pass  # unusable Contact: address the NOTIFY to where the phone is
+        branch = "z9hG4bK" + _token()
+        to = sub.require("to")
+        if parse_name_addr(to).tag is None:
+            to = f"{to};tag={tag}"
+        notify = request("NOTIFY", target, [
+            ("Via", f"SIP/2.0/UDP {self.local[0]}:{self.local[1]};branch={branch};rport"),
+            ("Max-Forwards", "70"),
+            ("From", to),
+            ("To", sub.require("from")),
+            ("Call-ID", sub.require("call-id")),
+            ("CSeq", "1 NOTIFY"),
+            ("Contact", f"<sip:{self.local[0]}:{self.local[1]}>"),
+            ("Event", sub.require("event")),
+            ("Subscription-State", "terminated;reason=timeout"),
+            ("Content-Type", "application/url"),
+        ], url.encode("utf-8", "surrogateescape"))
+        return Responder._Built(notify.encode(), branch)
+
+    def _response(self, resp: SipMessage) -> None:
+        vias = resp.vias()
+        if not vias:
+            raise SipError("response without Via")
+        branch = vias[0].branch or ""
+        transaction = self._pending.get(branch)
+        if transaction is None or resp.cseq()[1] != "NOTIFY":
+            self.count("pnp.stray_response")
+            raise SipError("response to nothing of ours")
+        assert resp.status is not None
+        if resp.status < 200:
+            transaction.interval = self.t2  # RFC 3261 17.1.2.2: Proceeding, retransmit every T2
+            return
+        del self._pending[branch]
+        answer = transaction.answer
+        self.count("pnp.acknowledged" if resp.status < 300 else "pnp.rejected")
+        self.answered(Answered(answer.mac, answer.ip, answer.port, answer.vendor, answer.model, answer.version,
+                               answer.url, 200 <= resp.status < 300, resp.status))
+
+    # -- time -------------------------------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap:
+            at, branch = heap[0]
+            transaction = self._pending.get(branch)
+            if transaction is not None and min(transaction.next_at, transaction.give_up_at) == at:
+                return at
+            heapq.heappop(heap)  # the transaction ended or was rescheduled: a stale entry
+        return None
+
+    def on_timer(self, now: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, branch = heapq.heappop(heap)
+            transaction = self._pending.get(branch)
+            if transaction is None or min(transaction.next_at, transaction.give_up_at) != at:
+                continue
+            if at >= transaction.give_up_at:
+                del self._pending[branch]
+                self.count("pnp.notify_timeout")
+                self.answered(transaction.answer)
+                continue
+            out.append(Outgoing(transaction.data, transaction.addr))
+            self.count("pnp.notify_retransmit")
+            # Timer E: the next interval doubles up to T2, counted from when this one was due (not from now).
+            transaction.interval = min(transaction.interval * 2, self.t2)
+            transaction.next_at = at + transaction.interval
+            heapq.heappush(heap, (min(transaction.next_at, transaction.give_up_at), branch))
+        self._forget(now)
+        return out
+
+    def _forget(self, now: float) -> None:
+        recent = self._recent
+        while recent:
+            key, (_, until) = next(iter(recent.items()))
+            if until > now:
+                break
+            del recent[key]
