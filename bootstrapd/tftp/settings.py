@@ -9,12 +9,44 @@ from bootstrapd.configfile import Table
 
 @dataclass(frozen=True)
 class TftpSettings:
-    enabled: bool
-    port: int
+    enabled: bool = False
+    port: int = 69
+    blksize_max: int = 0  # 0: the interface MTU minus the headers (1468 on IPv4 Ethernet)
+    windowsize_max: int = 64
+    timeout: float = 1.0  # seconds before the first retransmission (a client's timeout option overrides it)
+    retries: int = 5
+    first_ack_retries: int = 2  # retransmissions before the client has acknowledged anything (anti-reflection)
+    max_transfers: int = 2000
+    max_per_client: int = 8
+    rate_limit: float = 20.0  # requests per second per client (token bucket, burst = rate_limit * 2); 0: no limit
+    session_lifetime: float = 600.0
+    large_file_size: int = 1 << 20
+    max_large_transfers: int = 32
+    cache_size: int = 64 << 20
+    upload_dir: str = ""  # empty: uploads (WRQ) are refused
+    upload_max_size: int = 1 << 20
 
 
 def load_tftp(table: Table) -> TftpSettings:
-    settings = TftpSettings(enabled=table.flag("enabled", False), port=table.integer("port", 69, min=1, max=65535))
-    list(table.items())
+    settings = TftpSettings(
+        enabled=table.flag("enabled", False),
+        port=table.integer("port", 69, min=1, max=65535),
+        blksize_max=table.integer("blksize_max", 0, min=0, max=65464),
+        windowsize_max=table.integer("windowsize_max", 64, min=1, max=65535),
+        timeout=table.number("timeout", 1.0, min=0.05),
+        retries=table.integer("retries", 5, min=0, max=50),
+        first_ack_retries=table.integer("first_ack_retries", 2, min=0, max=50),
+        max_transfers=table.integer("max_transfers", 2000, min=1, max=1_000_000),
+        max_per_client=table.integer("max_per_client", 8, min=1),
+        rate_limit=table.number("rate_limit", 20.0, min=0),
+        session_lifetime=table.number("session_lifetime", 600.0, min=1),
+        large_file_size=table.integer("large_file_size", 1 << 20, min=0),
+        max_large_transfers=table.integer("max_large_transfers", 32, min=1),
+        cache_size=table.integer("cache_size", 64 << 20, min=0),
+        upload_dir=table.text("upload_dir", ""),
+        upload_max_size=table.integer("upload_max_size", 1 << 20, min=0),
+    )
+    if settings.blksize_max and settings.blksize_max < 8:
+        raise table.error("blksize_max", "must be 0 (interface MTU) or at least 8")
     table.finish()
     return settings

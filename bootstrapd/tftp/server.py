@@ -1,0 +1,193 @@
+"""What to do with a request on port 69: refuse it, drop it, or start a transfer. No I/O beyond the file interface.
+
+Limits (all from ``[tftp]``): concurrent transfers overall and per client address, a per-client request rate
+(token bucket fed by ``now``), and a separate, smaller limit for large files, so a boot storm of small
+configuration files never waits behind firmware downloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from bootstrapd.provisioning.resolver import Reason, Refused
+from bootstrapd.tftp import codec
+from bootstrapd.tftp.codec import Request
+from bootstrapd.tftp.settings import TftpSettings
+from bootstrapd.tftp.transfer import Limits, Netascii, ReadTransfer, Source, Transfer, WriteTransfer, negotiate
+
+Address = tuple[Any, ...]
+
+
+class OpenedFile(Protocol):
+    size: int
+    data: bytes | None
+
+    def reader(self) -> Source: ...
+
+
+class Files(Protocol):
+    """The part of :class:`bootstrapd.provisioning.resolver.Resolver` the server uses."""
+
+    def open(self, name: str) -> OpenedFile: ...
+
+    def upload_target(self, name: str) -> str: ...
+
+    def store_upload(self, name: str, data: bytes) -> str: ...
+
+
+class _UploadSink:
+    def __init__(self, files: Files, name: str) -> None:
+        self.files = files
+        self.name = name
+
+    def store(self, data: bytes) -> None:
+        self.files.store_upload(self.name, data)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request answered with an ERROR (or silently dropped when ``datagram`` is None)."""
+
+    datagram: bytes | None
+    client: Address
+    file: str
+    outcome: str
+
+
+@dataclass
+class Started:
+    transfer: Transfer
+    datagrams: list[bytes]
+    large: bool
+
+
+_ERRORS = {
+    Reason.NOT_FOUND: codec.ERR_NOT_FOUND,
+    Reason.TOO_LARGE: codec.ERR_DISK_FULL,
+    Reason.EXISTS: codec.ERR_EXISTS,
+}
+
+
+class TokenBuckets:
+    """Per-client request rate: ``rate`` tokens per second, at most ``burst`` saved."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self._buckets: dict[Any, tuple[float, float]] = {}
+
+    def take(self, key: Any, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        tokens, then = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        if len(self._buckets) > 65536:
+            self._prune(now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        # A bucket that would be full again is the same as no bucket: forget it, so the table stays bounded.
+        full = [k for k, (t, then) in self._buckets.items() if t + (now - then) * self.rate >= self.burst]
+        for key in full:
+            del self._buckets[key]
+        if len(self._buckets) > 65536:
+            self._buckets.clear()
+
+
+class TftpServer:
+    def __init__(self, settings: TftpSettings, files: Files) -> None:
+        self.files = files
+        self.active = 0
+        self.large = 0
+        self.per_client: dict[Any, int] = {}
+        self.configure(settings, files)
+
+    def configure(self, settings: TftpSettings, files: Files) -> None:
+        self.settings = settings
+        self.files = files
+        self.limits = Limits(
+            blksize_max=settings.blksize_max or 65464,
+            windowsize_max=settings.windowsize_max,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            first_ack_retries=settings.first_ack_retries,
+            session_lifetime=settings.session_lifetime,
+        )
+        self.buckets = TokenBuckets(settings.rate_limit, settings.rate_limit * 2)
+
+    def request(self, data: bytes, client: Address, now: float, blksize_max: int | None = None) -> Started | Refusal:
+        """A datagram on the well-known port; raises TftpError for garbage (the adapter counts and drops it)."""
+        packet = codec.decode(data)
+        if not isinstance(packet, Request):
+            # DATA/ACK/ERROR/OACK to port 69 belong to no transfer: nothing to answer (RFC 1350 TID rules).
+            raise codec.TftpError(f"{type(packet).__name__} on the request port")
+        host = client[0]
+        name = packet.filename
+        if not self.buckets.take(host, now):
+            return Refusal(None, client, name, "rate_limited")
+        if packet.mode not in codec.MODES:
+            return Refusal(codec.encode_error(codec.ERR_ILLEGAL, f"mode {packet.mode!r} not supported"), client,
+                           name, "bad_mode")
+        if self.active >= self.settings.max_transfers:
+            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "server busy, try again"), client, name, "busy")
+        if self.per_client.get(host, 0) >= self.settings.max_per_client:
+            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "too many transfers from your address"), client,
+                           name, "busy")
+        limits = self.limits
+        if blksize_max is not None and blksize_max < limits.blksize_max:
+            limits = replace(limits, blksize_max=blksize_max)
+        if packet.opcode == codec.WRQ:
+            return self._write(packet, client, limits, now)
+        try:
+            opened = self.files.open(name)
+        except Refused as exc:
+            code = _ERRORS.get(exc.reason, codec.ERR_ACCESS)
+            message = "file not found" if code == codec.ERR_NOT_FOUND else f"access violation ({exc.reason.value})"
+            return Refusal(codec.encode_error(code, message), client, name, exc.reason.value)
+        large = opened.size >= self.settings.large_file_size > 0
+        if large and self.large >= self.settings.max_large_transfers:
+            opened.reader().close()
+            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "busy with large files, try again"), client,
+                           name, "busy_large")
+        source: Source = opened.reader()
+        if packet.mode == "netascii":
+            size = Netascii.converted_size(opened.data) if opened.data is not None else None
+            source = Netascii(source, size)
+        negotiated = negotiate(packet.options, limits, source.size)
+        transfer = ReadTransfer(client, name, source, limits, negotiated, now)
+        self._count(host, +1, large)
+        return Started(transfer, transfer.start(now), large)
+
+    def _write(self, packet: Request, client: Address, limits: Limits, now: float) -> Started | Refusal:
+        name = packet.filename
+        try:
+            self.files.upload_target(name)
+        except Refused as exc:
+            return Refusal(codec.encode_error(codec.ERR_ACCESS, f"access violation ({exc.reason.value})"), client,
+                           name, exc.reason.value)
+        negotiated = negotiate(packet.options, limits, None, write=True)
+        if negotiated.tsize is not None and negotiated.tsize > self.settings.upload_max_size:
+            return Refusal(codec.encode_error(codec.ERR_DISK_FULL, "upload too large"), client, name, "too_large")
+        transfer = WriteTransfer(client, name, _UploadSink(self.files, name), limits, negotiated, now,
+                                 self.settings.upload_max_size)
+        self._count(client[0], +1, False)
+        return Started(transfer, transfer.start(now), False)
+
+    def _count(self, host: Any, delta: int, large: bool) -> None:
+        self.active += delta
+        if large:
+            self.large += delta
+        count = self.per_client.get(host, 0) + delta
+        if count > 0:
+            self.per_client[host] = count
+        else:
+            self.per_client.pop(host, None)
+
+    def finished(self, started: Started) -> None:
+        """Release the transfer's slots (call exactly once, when it is done or abandoned)."""
+        self._count(started.transfer.client[0], -1, started.large)

@@ -1,0 +1,363 @@
+"""One TFTP transfer as a state machine: datagrams and ``now`` in, datagrams to send and the next deadline out.
+
+No I/O here: the file arrives as a :class:`Source` (sequential ``read``) and an upload leaves through a
+:class:`Sink`, both handed in by the adapter. Rules kept (protocols.md section 8):
+
+- Windowed sending (RFC 7440, windowsize 1 is RFC 1350 lock-step): an ACK of block n slides the window to n+1 and
+  only blocks never sent before go out; the blocks of the window are kept encoded, so a retransmission (only ever on
+  timeout, from the first unacknowledged block) costs no file read.
+- A duplicate ACK never causes a resend (Sorcerer's Apprentice); an ACK for a block never sent is ignored.
+- Exponential backoff, a bounded number of tries, and fewer tries before the client has acknowledged anything, so
+  a spoofed request cannot turn us into a reflector.
+- A datagram from another address or port gets ERROR 5 and the transfer goes on; an ERROR from the client ends it.
+- Block numbers roll over from 65535 to 0 (what tftp-hpa, atftp, curl and tftpy expect for files over 32 MB at 512).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bootstrapd.provisioning.resolver import Refused
+from bootstrapd.tftp import codec
+from bootstrapd.tftp.codec import Ack, Data, Error
+
+Address = tuple[Any, ...]
+Outgoing = list[tuple[bytes, Address]]
+
+BLKSIZE_MIN, BLKSIZE_MAX = 8, 65464
+MAX_BACKOFF = 30.0
+
+
+class Source(Protocol):
+    size: int | None
+
+    def read(self, n: int) -> bytes | memoryview: ...
+
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    def store(self, data: bytes) -> None:
+        """Keep an upload; raises Refused or OSError."""
+
+
+class Netascii:
+    """RFC 1350 netascii on the way out: LF -> CR LF, CR -> CR NUL, as a sequential stream over another source.
+
+    Every byte converts on its own, so chunks convert independently. The size after conversion is known only when
+    the adapter can count it (``size``), else tsize is not offered.
+    """
+
+    def __init__(self, source: Source, size: int | None = None) -> None:
+        self.source = source
+        self.size = size
+        self._buf = b""
+        self._eof = False
+
+    @staticmethod
+    def convert(raw: bytes | memoryview) -> bytes:
+        return bytes(raw).replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
+
+    @staticmethod
+    def converted_size(data: bytes) -> int:
+        return len(data) + data.count(b"\n") + data.count(b"\r")
+
+    def read(self, n: int) -> bytes:
+        while len(self._buf) < n and not self._eof:
+            raw = self.source.read(max(n, 8192))
+            if not raw:
+                self._eof = True
+            self._buf += self.convert(raw)
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def close(self) -> None:
+        self.source.close()
+
+
+@dataclass(frozen=True)
+class Limits:
+    blksize_max: int = 1468
+    windowsize_max: int = 64
+    timeout: float = 1.0
+    retries: int = 5
+    first_ack_retries: int = 2
+    session_lifetime: float = 600.0
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    accepted: dict[str, str]  # what goes into the OACK (empty: no OACK)
+    blksize: int = 512
+    windowsize: int = 1
+    timeout: float | None = None
+    tsize: int | None = None  # the size a WRQ announced
+
+
+def _number(value: str, low: int, high: int | None = None) -> int | None:
+    # Only plain decimal digits, and not absurdly long: anything else means "ignore this option".
+    if not value or len(value) > 10 or not value.isascii() or not value.isdigit():
+        return None
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        return None
+    return number
+
+
+def negotiate(options: dict[str, str], limits: Limits, size: int | None, write: bool = False) -> Negotiated:
+    """RFC 2347/2348/2349/7440 option negotiation; unknown options and bad values are ignored, never fatal."""
+    accepted: dict[str, str] = {}
+    blksize, windowsize, timeout, tsize = 512, 1, None, None
+    raw = options.get("blksize")
+    if raw is not None:
+        asked = _number(raw, BLKSIZE_MIN)
+        if asked is not None:
+            blksize = max(BLKSIZE_MIN, min(asked, BLKSIZE_MAX, limits.blksize_max))
+            accepted["blksize"] = str(blksize)
+    raw = options.get("timeout")
+    if raw is not None:
+        asked = _number(raw, 1, 255)
+        if asked is not None:
+            timeout = float(asked)
+            accepted["timeout"] = str(asked)
+    raw = options.get("tsize")
+    if raw is not None:
+        asked = _number(raw, 0)
+        if asked is not None:
+            if write:
+                tsize = asked
+                accepted["tsize"] = str(asked)
+            elif size is not None:
+                accepted["tsize"] = str(size)
+    raw = options.get("windowsize")
+    if raw is not None and not write:  # uploads are received lock-step
+        asked = _number(raw, 1, 65535)
+        if asked is not None:
+            windowsize = min(asked, limits.windowsize_max)
+            accepted["windowsize"] = str(windowsize)
+    return Negotiated(accepted, blksize, windowsize, timeout, tsize)
+
+
+@dataclass(frozen=True)
+class Completion:
+    client: Address
+    file: str
+    outcome: str  # "ok", "timeout", "client_error", "lifetime", "refused_upload", "disk_full", "option_refused"
+    bytes: int
+    duration: float
+    retransmits: int
+    write: bool = False
+
+
+class _Base:
+    def __init__(self, client: Address, filename: str, limits: Limits, negotiated: Negotiated, now: float) -> None:
+        self.client = client
+        self.filename = filename
+        self.limits = limits
+        self.blksize = negotiated.blksize
+        self.windowsize = negotiated.windowsize
+        self.oack = codec.encode_oack(negotiated.accepted) if negotiated.accepted else None
+        self.base_timeout = negotiated.timeout or limits.timeout
+        self.rto = self.base_timeout
+        self.started = now
+        self.tries = 0
+        self.retransmits = 0
+        self.heard = False  # the client has acknowledged (or sent) something on this transfer
+        self.bytes = 0
+        self._retry_at: float | None = None
+        self.completion: Completion | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.completion is not None
+
+    @property
+    def deadline(self) -> float | None:
+        if self.done:
+            return None
+        end = self.started + self.limits.session_lifetime
+        return end if self._retry_at is None else min(self._retry_at, end)
+
+    def _arm(self, now: float) -> None:
+        self._retry_at = now + self.rto
+
+    def _progress(self, now: float) -> None:
+        self.heard = True
+        self.tries = 0
+        self.rto = self.base_timeout
+        self._arm(now)
+
+    def _finish(self, outcome: str, now: float) -> None:
+        if self.completion is None:
+            self.completion = Completion(self.client, self.filename, outcome, self.bytes, max(0.0, now - self.started),
+                                         self.retransmits, isinstance(self, WriteTransfer))
+            self._retry_at = None
+            self._closed()
+
+    def _closed(self) -> None:
+        pass
+
+    def abort(self, outcome: str, now: float) -> None:
+        """End the transfer without sending anything (the service stops, no socket could be had)."""
+        self._finish(outcome, now)
+
+    def receive(self, data: bytes, addr: Address, now: float) -> Outgoing:
+        """A datagram that arrived on this transfer's socket; raises TftpError for garbage from the client."""
+        if self.done:
+            return []
+        if addr != self.client:
+            # ERROR 5 to the stranger, the transfer goes on (RFC 1350). An ERROR is not answered: two servers
+            # must not bounce errors at each other forever.
+            if len(data) >= 2 and data[1] == codec.ERROR and data[0] == 0:
+                return []
+            return [(codec.encode_error(codec.ERR_UNKNOWN_TID, "unknown transfer ID"), addr)]
+        packet = codec.decode(data)
+        if isinstance(packet, Error):
+            self._finish("option_refused" if packet.code == codec.ERR_OPTION else "client_error", now)
+            return []
+        return [(d, self.client) for d in self._packet(packet, now)]
+
+    def _packet(self, packet: codec.Packet, now: float) -> list[bytes]:
+        raise NotImplementedError
+
+    def timeout(self, now: float) -> list[bytes]:
+        """Called at (or after) :attr:`deadline`; returns what to retransmit."""
+        deadline = self.deadline
+        if deadline is None or now < deadline:
+            return []
+        if now >= self.started + self.limits.session_lifetime:
+            self._finish("lifetime", now)
+            return [codec.encode_error(codec.ERR_UNDEFINED, "session lifetime exceeded")]
+        self.tries += 1
+        if self.tries > (self.limits.retries if self.heard else self.limits.first_ack_retries):
+            self._finish("timeout", now)
+            return []
+        self.rto = min(self.rto * 2, max(MAX_BACKOFF, self.base_timeout))
+        self._arm(now)
+        out = self._resend()
+        self.retransmits += len(out)
+        return out
+
+    def _resend(self) -> list[bytes]:
+        raise NotImplementedError
+
+
+class ReadTransfer(_Base):
+    """Sending a file (RRQ)."""
+
+    def __init__(self, client: Address, filename: str, source: Source, limits: Limits, negotiated: Negotiated,
+                 now: float) -> None:
+        super().__init__(client, filename, limits, negotiated, now)
+        self.source = source
+        self.base = 1  # first unacknowledged block (not wrapped)
+        self.next = 1  # next block never sent
+        self.last: int | None = None  # the final block, once read
+        self.window: deque[tuple[bytes, int]] = deque()  # (DATA datagram, payload length) for base..next-1
+        self.waiting_oack = self.oack is not None
+
+    def start(self, now: float) -> list[bytes]:
+        self._arm(now)
+        if self.oack is not None:
+            return [self.oack]
+        return self._fill()
+
+    def _fill(self) -> list[bytes]:
+        out = []
+        limit = self.base + self.windowsize
+        while self.next < limit and (self.last is None or self.next <= self.last):
+            payload = self.source.read(self.blksize)
+            datagram = codec.encode_data(self.next, payload)
+            if len(payload) < self.blksize:
+                self.last = self.next
+            self.window.append((datagram, len(payload)))
+            out.append(datagram)
+            self.next += 1
+        return out
+
+    def _packet(self, packet: codec.Packet, now: float) -> list[bytes]:
+        if not isinstance(packet, Ack):
+            return []
+        if self.waiting_oack:
+            if packet.block != 0:
+                return []
+            self.waiting_oack = False
+            self._progress(now)
+            return self._fill()
+        acked = self.base - 1 + ((packet.block - (self.base - 1)) & 0xFFFF)
+        if acked == self.base - 1 or acked >= self.next:
+            return []  # duplicate (never a resend) or a block we never sent
+        while self.base <= acked:
+            _, length = self.window.popleft()
+            self.bytes += length
+            self.base += 1
+        self._progress(now)
+        if self.last is not None and acked == self.last:
+            self._finish("ok", now)
+            return []
+        return self._fill()
+
+    def _resend(self) -> list[bytes]:
+        if self.waiting_oack:
+            assert self.oack is not None
+            return [self.oack]
+        return [datagram for datagram, _ in self.window]
+
+    def _closed(self) -> None:
+        self.window.clear()
+        self.source.close()
+
+
+class WriteTransfer(_Base):
+    """Receiving an upload (WRQ), lock-step, size capped; the sink gets the whole file once the last block arrives."""
+
+    def __init__(self, client: Address, filename: str, sink: Sink, limits: Limits, negotiated: Negotiated,
+                 now: float, max_size: int) -> None:
+        super().__init__(client, filename, limits, negotiated, now)
+        self.sink = sink
+        self.max_size = max_size
+        self.expected = 1
+        self.chunks: list[bytes] = []
+        self.last_sent = b""
+
+    def start(self, now: float) -> list[bytes]:
+        self._arm(now)
+        self.last_sent = self.oack if self.oack is not None else codec.encode_ack(0)
+        return [self.last_sent]
+
+    def _packet(self, packet: codec.Packet, now: float) -> list[bytes]:
+        if not isinstance(packet, Data):
+            return []
+        if packet.block == (self.expected - 1) & 0xFFFF:
+            return [self.last_sent]  # our ACK was lost: acknowledge again
+        if packet.block != self.expected & 0xFFFF:
+            return []
+        if self.bytes + len(packet.payload) > self.max_size:
+            self._finish("too_large", now)
+            return [codec.encode_error(codec.ERR_DISK_FULL, "upload too large")]
+        self.chunks.append(packet.payload)
+        self.bytes += len(packet.payload)
+        self._progress(now)
+        self.last_sent = codec.encode_ack(self.expected)
+        self.expected += 1
+        if len(packet.payload) < self.blksize:
+            try:
+                self.sink.store(b"".join(self.chunks))
+            except Refused as exc:
+                self._finish("refused_upload", now)
+                return [codec.encode_error(codec.ERR_ACCESS, str(exc))]
+            except OSError as exc:
+                self._finish("disk_full", now)
+                return [codec.encode_error(codec.ERR_DISK_FULL, exc.strerror or "cannot store")]
+            self._finish("ok", now)
+        return [self.last_sent]
+
+    def _resend(self) -> list[bytes]:
+        return [self.last_sent]
+
+    def _closed(self) -> None:
+        self.chunks.clear()
+
+
+Transfer = ReadTransfer | WriteTransfer
