@@ -223,8 +223,8 @@ def parse_uri(text: str) -> SipUri:
     rest = rest.split("?", 1)[0]
     user: str | None = None
     if "@" in rest:
+        # Kept whole: "user:password" in theory, but phones write "MAC:001565..." here.
         user, _, rest = rest.rpartition("@")
-        user = user.split(":", 1)[0]  # a password is never ours to keep
     hostport, params = split_params(rest)
     host, port = _host_port(hostport)
     return SipUri(scheme.lower(), user, host, port, params)
