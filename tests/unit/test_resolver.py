@@ -1,0 +1,138 @@
+"""The provisioning file resolver: escapes refused, odd files refused, the hot cache, atomic uploads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bootstrapd.provisioning.resolver import HotCache, Reason, Refused, Resolver, normalize
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "dir").mkdir(parents=True)
+    (root / "a.cfg").write_bytes(b"alpha")
+    (root / "dir" / "b.cfg").write_bytes(b"beta")
+    (tmp_path / "secret").write_bytes(b"secret")
+    return root
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("../secret", Reason.ESCAPE),
+    ("dir/../../secret", Reason.ESCAPE),
+    ("..\\secret", Reason.ESCAPE),
+    ("dir//b.cfg", Reason.EMPTY),
+    ("dir/", Reason.EMPTY),
+    ("", Reason.EMPTY),
+    ("a\x01b", Reason.BAD_NAME),
+    ("a\udcffb", Reason.BAD_NAME),
+])
+def test_normalize_refuses(name: str, reason: Reason) -> None:
+    with pytest.raises(Refused) as info:
+        normalize(name)
+    assert info.value.reason == reason
+
+
+def test_normalize_accepts() -> None:
+    assert normalize("dir\\b.cfg") == ("dir", "b.cfg")
+    assert normalize("/dir/b.cfg") == ("dir", "b.cfg")
+    assert normalize("/srv/root/dir/b.cfg", "/srv/root") == ("dir", "b.cfg")
+
+
+def test_open_and_refusals(tree: Path) -> None:
+    resolver = Resolver(tree)
+    assert resolver.open("a.cfg").data == b"alpha"
+    assert resolver.open("dir\\b.cfg").data == b"beta"
+    assert resolver.open("/a.cfg").data == b"alpha"
+    assert resolver.open(f"{tree}/dir/b.cfg").data == b"beta"
+    (tree / "out").symlink_to(tree.parent / "secret")
+    (tree / "in").symlink_to(tree / "a.cfg")
+    os.mkfifo(tree / "fifo")
+    cases = {
+        "out": Reason.ESCAPE,
+        "/etc/passwd": Reason.ABSOLUTE,
+        "dir/../../x": Reason.ESCAPE,
+        "fifo": Reason.NOT_REGULAR,
+        "dir": Reason.NOT_REGULAR,
+        "nope": Reason.NOT_FOUND,
+        "/dev/null": Reason.ABSOLUTE,
+    }
+    for name, reason in cases.items():
+        with pytest.raises(Refused) as info:
+            resolver.open(name)
+        assert info.value.reason == reason, name
+    assert resolver.open("in").data == b"alpha"  # a symlink that stays inside is fine
+
+
+def test_cache_invalidation(tree: Path) -> None:
+    resolver = Resolver(tree, cache_size=1000, stream_above=100)
+    assert resolver.open("a.cfg").data == b"alpha"
+    assert resolver.open("a.cfg").data == b"alpha"
+    assert resolver.cache.hits == 1
+    path = tree / "a.cfg"
+    path.write_bytes(b"alpha2")  # size changes
+    assert resolver.open("a.cfg").data == b"alpha2"
+    st = path.stat()
+    path.write_bytes(b"ALPHA2")  # same size: the mtime (forced apart) tells
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert resolver.open("a.cfg").data == b"ALPHA2"
+    tmp = tree / "new"
+    tmp.write_bytes(b"ALPHA3")
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    os.replace(tmp, path)  # same size, same mtime, another inode
+    assert resolver.open("a.cfg").data == b"ALPHA3"
+
+
+def test_large_files_streamed_and_cache_bounded(tree: Path) -> None:
+    (tree / "big").write_bytes(b"B" * 500)
+    resolver = Resolver(tree, cache_size=12, stream_above=100)
+    opened = resolver.open("big")
+    assert opened.data is None and opened.size == 500
+    reader = opened.reader()
+    assert bytes(reader.read(300)) + bytes(reader.read(300)) == b"B" * 500
+    reader.close()
+    resolver.open("a.cfg")
+    resolver.open("dir/b.cfg")
+    (tree / "c").write_bytes(b"c" * 6)
+    resolver.open("c")
+    assert resolver.cache.total <= 12
+
+
+def test_cache_lru() -> None:
+    cache = HotCache(10, 10)
+    st = os.stat(".")
+    cache.put("a", st, b"12345")
+    cache.put("b", st, b"12345")
+    assert cache.get("a", st) == b"12345"
+    cache.put("c", st, b"12345")  # evicts b, the least recently used
+    assert cache.get("b", st) is None and cache.get("a", st) is not None and cache.total == 10
+
+
+def test_uploads(tree: Path) -> None:
+    disabled = Resolver(tree)
+    with pytest.raises(Refused) as info:
+        disabled.store_upload("x.log", b"x")
+    assert info.value.reason == Reason.UPLOAD_DISABLED
+    with pytest.raises(ValueError):
+        Resolver(tree, upload_dir=str(tree))
+    resolver = Resolver(tree, upload_dir="uploads", upload_max_size=10)
+    target = resolver.store_upload("dir\\x.log", b"hello")
+    assert Path(target) == tree / "uploads" / "dir" / "x.log"
+    assert Path(target).read_bytes() == b"hello"
+    resolver.store_upload("dir/x.log", b"hello2")  # replaced atomically
+    assert Path(target).read_bytes() == b"hello2"
+    assert [p.name for p in Path(target).parent.iterdir()] == ["x.log"]  # no temporary file left
+    with pytest.raises(Refused) as info:
+        resolver.store_upload("big.log", b"x" * 11)
+    assert info.value.reason == Reason.TOO_LARGE
+    with pytest.raises(Refused) as info:
+        resolver.store_upload("../a.cfg", b"x")
+    assert info.value.reason == Reason.ESCAPE
+    (tree / "uploads" / "link").symlink_to(tree)
+    with pytest.raises(Refused) as info:
+        resolver.store_upload("link/a.cfg", b"x")
+    assert info.value.reason == Reason.ESCAPE
+    assert (tree / "a.cfg").read_bytes() == b"alpha"
