@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from bootstrapd.provisioning.resolver import Reason, Refused
 from bootstrapd.tftp import codec
-from bootstrapd.tftp.codec import Ack, Data, Error, OAck
+from bootstrapd.tftp.codec import Data, Error, OAck
 from bootstrapd.tftp.server import Refusal, Started, TftpServer
 from bootstrapd.tftp.settings import TftpSettings
 from bootstrapd.tftp.transfer import Limits, Netascii, ReadTransfer, WriteTransfer, negotiate
@@ -81,7 +81,7 @@ def test_lockstep_with_loss_of_data_and_ack() -> None:
 
 
 def test_exact_multiple_ends_with_empty_block() -> None:
-    t, out = read(b"x" * 1024)
+    t, _out = read(b"x" * 1024)
     assert blocks(sent(t.receive(ack(1), CLIENT, 0.1))) == [2]
     final = sent(t.receive(ack(2), CLIENT, 0.2))
     assert final == [codec.encode_data(3, b"")]
@@ -100,7 +100,7 @@ def test_oack_loss_then_blocks() -> None:
 
 
 def test_option_refused_by_client_ends_transfer() -> None:
-    t, out = read(b"a" * 100, {"blksize": "1000"})
+    t, _out = read(b"a" * 100, {"blksize": "1000"})
     assert t.receive(codec.encode_error(8, "no"), CLIENT, 0.1) == []
     assert t.completion and t.completion.outcome == "option_refused"
 
@@ -133,7 +133,7 @@ def test_window_clamped_and_zero_ignored() -> None:
 
 
 def test_give_up_after_last_try() -> None:
-    t, out = read(b"z" * 2000)
+    t, _out = read(b"z" * 2000)
     sent(t.receive(ack(1), CLIENT, 0.5))  # the client is alive: full retries (3)
     now = 0.5
     for _ in range(3):
@@ -148,7 +148,7 @@ def test_give_up_after_last_try() -> None:
 
 
 def test_few_retransmits_before_first_ack() -> None:
-    t, out = read(b"z" * 2000)
+    t, _out = read(b"z" * 2000)
     assert blocks(t.timeout(1.0)) == [1]  # first_ack_retries = 1
     deadline = t.deadline
     assert deadline is not None
@@ -157,7 +157,7 @@ def test_few_retransmits_before_first_ack() -> None:
 
 
 def test_wrong_tid_gets_error_5_and_transfer_goes_on() -> None:
-    t, out = read(b"q" * 1000)
+    t, _out = read(b"q" * 1000)
     answer = t.receive(ack(1), STRANGER, 0.1)
     assert len(answer) == 1 and answer[0][1] == STRANGER
     assert codec.decode(answer[0][0]) == Error(5, "unknown transfer ID")
@@ -168,7 +168,7 @@ def test_wrong_tid_gets_error_5_and_transfer_goes_on() -> None:
 
 
 def test_error_from_client_ends_it() -> None:
-    t, out = read(b"q" * 1000)
+    t, _out = read(b"q" * 1000)
     assert t.receive(codec.encode_error(0, "cancelled"), CLIENT, 0.1) == []
     assert t.completion and t.completion.outcome == "client_error"
     assert t.receive(ack(1), CLIENT, 0.2) == []
@@ -176,7 +176,7 @@ def test_error_from_client_ends_it() -> None:
 
 def test_session_lifetime() -> None:
     limits = replace(LIMITS, session_lifetime=2.5, retries=50)
-    t, out = read(b"q" * 100000, limits=limits)
+    t, _out = read(b"q" * 100000, limits=limits)
     now = 0.0
     for n in range(1, 10):
         now += 0.5
