@@ -59,9 +59,12 @@ def setup(log_format: str = "text", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    handler.addFilter(_quiet_libraries)
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
     # Library chatter (pyroute2 logs every netlink message at DEBUG) is not ours to show.
-    for name in ("pyroute2", "asyncio", "aiohttp.access"):
-        logging.getLogger(name).setLevel(max(level, logging.INFO if name == "asyncio" else logging.WARNING))
+    return record.levelno >= logging.WARNING or not record.name.startswith(("pyroute2", "asyncio"))
 
 
 class RateLimited:
