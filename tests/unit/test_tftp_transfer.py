@@ -51,7 +51,8 @@ def ack(n: int) -> bytes:
     return codec.encode_ack(n)
 
 
-def read(data: bytes, options: dict[str, str] | None = None, limits: Limits = LIMITS) -> tuple[ReadTransfer, list[bytes]]:
+def read(data: bytes, options: dict[str, str] | None = None,
+         limits: Limits = LIMITS) -> tuple[ReadTransfer, list[bytes]]:
     source = Mem(data)
     t = ReadTransfer(CLIENT, "f", source, limits, negotiate(options or {}, limits, len(data)), 0.0)
     return t, t.start(0.0)
