@@ -80,7 +80,7 @@ class Dhcp6Server:
         self.reconfigure(settings, expand=expand, link_prefixes=link_prefixes)
         for lease in leases:
             self.pool.load(_key(lease.duid, lease.iaid), int(lease.address), lease.state, lease.expires)
-            if lease.mac and codec.duid_mac(lease.duid) is None:
+            if lease.mac and lease.mac != codec.duid_mac(lease.duid):
                 self._macs[lease.duid] = lease.mac
 
     def reconfigure(self, settings: Dhcp6Settings, *, expand: Callable[[str], str] = lambda s: s,
@@ -159,8 +159,8 @@ class Dhcp6Server:
             raise Dhcp6Error("rate limited")
 
         duid = client_id
-        mac = (codec.duid_mac(duid) if duid else None) or link_mac
-        if duid and link_mac and duid not in self._macs:
+        mac = link_mac or (codec.duid_mac(duid) if duid else None)  # the relay saw the real MAC
+        if duid and link_mac and self._macs.get(duid) != link_mac:
             if len(self._macs) > 100_000:  # bounded: random DUIDs must not grow memory
                 self._macs.clear()
             self._macs[duid] = link_mac
@@ -217,7 +217,7 @@ class Dhcp6Server:
     def _lease(self, key: bytes, address: int, state: str, expires: float) -> Lease6:
         duid, iaid = _split_key(key)
         return Lease6(IPv6Address(address), duid, iaid, expires, state,
-                      codec.duid_mac(duid) or self._macs.get(duid))
+                      self._macs.get(duid) or codec.duid_mac(duid))
 
     def _ia_with(self, iaid: int, address: int, preferred: int, valid: int) -> IaNa:
         return IaNa(iaid, self.t1, self.t2, [IaAddress(IPv6Address(address), preferred, valid)])
