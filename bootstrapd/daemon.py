@@ -176,7 +176,7 @@ class Daemon:
             if watchdog:
                 watchdog.cancel()
             sd_notify("STOPPING=1")
-            log.info("stopping")
+            log.info("stopping", extra={"counters": dict(sorted(self.events.counters.items()))})
         finally:
             for service in reversed(self.services):
                 try:

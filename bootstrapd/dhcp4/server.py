@@ -297,7 +297,7 @@ class Dhcp4Server:
         data = codec.encode(reply, max_size=packet.max_size(), last=self._relay_info(packet))
         destination, neighbour = self._destination(packet, address, source)
         event = {
-            "type": codec.TYPE_NAMES[kind] if address is not None else "ACK(INFORM)",
+            "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
             "request": codec.TYPE_NAMES.get(packet.msg_type(), "?"),
             "mac": format_mac(info.mac),
             "address": str(IPv4Address(address)) if address is not None else None,
