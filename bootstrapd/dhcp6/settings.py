@@ -161,8 +161,8 @@ def builtin_classes6() -> dict[str, Class6]:
 def load_dhcp6(table: Table) -> Dhcp6Settings:
     enabled = table.flag("enabled", False)
     start, end = table.parse("range", parse_range6, (_FIRST, _LAST))
-    preferred = table.integer("preferred_lifetime", 3600, min=60, max=2**31)
-    valid = table.integer("valid_lifetime", max(7200, preferred), min=60, max=2**31)
+    preferred = table.integer("preferred_lifetime", 3600, min=4, max=2**31)
+    valid = table.integer("valid_lifetime", max(7200, preferred), min=4, max=2**31)
     if valid < preferred:
         raise table.error("valid_lifetime", f"must be at least preferred_lifetime ({preferred})")
     domain = tuple(table.text_list("domain", []))

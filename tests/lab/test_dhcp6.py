@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
@@ -80,20 +81,34 @@ def test_forced_bootfile_url_without_request(lab: Lab, workdir: Path) -> None:
     assert app.stop() == 0
 
 
+def _wait_record(client: Dhclient, reason: str, timeout: float = 20.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in client.records() if r.get("reason") == reason]
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"dhclient reported no {reason}: {client.records()}")
+
+
 def test_renew_keeps_address_release_frees_it(lab: Lab, workdir: Path) -> None:
     require_tools("dhclient")
-    app, [phone] = _start(lab, workdir)
+    # T1 = preferred / 2 = 2 s: the running dhclient sends a real RENEW two seconds after binding.
+    app, [phone] = _start(lab, workdir, "preferred_lifetime = 4\nvalid_lifetime = 600")
     client = Dhclient(phone, workdir, "c6", DHCLIENT6_CONF)
     first = client.obtain("-6")["new_ip6_address"]
     [before] = _leases(app)
+    renewed = _wait_record(client, "RENEW6")
+    assert renewed["new_ip6_address"] == first
+    [after] = _leases(app)
+    assert after["address"] == first and after["duid"] == before["duid"]
+    assert after["expires_unix"] > before["expires_unix"]
 
-    # A second run with the same lease file (same DUID, IAID, address) renews the same binding.
+    # A restarted client with the same lease file (same DUID, IAID, address) confirms and keeps it.
     client.stop_daemon()
     again = client.obtain("-6")
     assert again["new_ip6_address"] == first
-    [after] = _leases(app)
-    assert after["address"] == first and after["duid"] == before["duid"]
-    assert after["expires_unix"] >= before["expires_unix"]
+    assert [r["address"] for r in _leases(app)] == [first]
 
     client.release("-6")
     assert _leases(app) == []
