@@ -37,12 +37,12 @@ class Dhcp4Service:
         address = iface.ipv4_for(settings.range_start)
         if address is None:
             raise StartupError("dhcp4.range is not on the interface's subnet")
-        leases = self.ctx.store.leases4()
-        self.core = Dhcp4Server(settings, address.ip, address.network, leases)
+        self.core = Dhcp4Server(settings, address.ip, address.network, self.ctx.store.leases4())
         self.neighbours = Neighbours(iface.index)
         sock = udp_socket(socket.AF_INET, iface.name, "0.0.0.0", 67, broadcast=True, reuse_address=True)
         self.endpoint = await open_endpoint("dhcp4", sock, self._datagram, self.ctx.events)
-        log.info("dhcp4 pool %s-%s, %d leases loaded", settings.range_start, settings.range_end, len(leases),
+        log.info("dhcp4 pool %s-%s, %d leases loaded", settings.range_start, settings.range_end,
+                 len(self.core.pool.by_address),
                  extra={"server_id": str(address.ip)})
 
     def _datagram(self, data: bytes, source: tuple[str, int]) -> None:

@@ -8,6 +8,7 @@ can never be given an address whose ACK is still waiting for its commit.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -60,7 +61,8 @@ class Dhcp4Server:
         self.configure(settings)
         for lease in leases:
             key = client_key(lease.mac, lease.client_id)
-            self._meta[key] = (lease.mac, lease.client_id, lease.hostname, lease.vendor_class)
+            vendor = sys.intern(lease.vendor_class) if lease.vendor_class else None  # thousands of "yealink"
+            self._meta[key] = (lease.mac, lease.client_id, lease.hostname, vendor)
             self.pool.load(key, int(lease.address), lease.state, lease.expires)
 
     # -- configuration ------------------------------------------------------------------------------------------
@@ -111,7 +113,7 @@ class Dhcp4Server:
             mac=mac,
             key=client_key(mac, client_id),
             classes=classes,
-            vendor_class=vendor.decode("utf-8", "replace") if vendor else None,
+            vendor_class=sys.intern(vendor.decode("utf-8", "replace")) if vendor else None,
             hostname=packet.hostname(),
         )
         if kind == codec.DISCOVER:

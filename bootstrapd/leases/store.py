@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -100,12 +100,15 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def iter_leases4(conn: sqlite3.Connection) -> Iterator[Lease4]:
+    """Stream the rows: at start-up with 50,000 leases a full list would double the peak memory."""
+    rows = conn.execute("SELECT address, mac, client_id, expires, state, hostname, vendor_class FROM lease4")
+    for a, m, c, e, s, h, v in rows:
+        yield Lease4(IPv4Address(a), bytes(m), bytes(c) if c is not None else None, e, s, h, v)
+
+
 def read_leases4(conn: sqlite3.Connection) -> list[Lease4]:
-    rows = conn.execute(
-        "SELECT address, mac, client_id, expires, state, hostname, vendor_class FROM lease4"
-    ).fetchall()
-    return [Lease4(IPv4Address(a), bytes(m), bytes(c) if c is not None else None, e, s, h, v)
-            for a, m, c, e, s, h, v in rows]
+    return list(iter_leases4(conn))
 
 
 def read_leases6(conn: sqlite3.Connection) -> list[Lease6]:
@@ -132,8 +135,8 @@ class LeaseStore:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # Reading happens once, at start-up, before the writer runs.
-    def leases4(self) -> list[Lease4]:
-        return read_leases4(self.conn)
+    def leases4(self) -> Iterator[Lease4]:
+        return iter_leases4(self.conn)
 
     def leases6(self) -> list[Lease6]:
         return read_leases6(self.conn)
