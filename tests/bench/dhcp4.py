@@ -83,7 +83,7 @@ def _wait_bound(node: Node, port: int = 67, timeout: float = 10.0) -> None:
 def start_kea(node: Node, workdir: Path) -> Running:
     conf = workdir / "kea-dhcp4.json"
     conf.write_text(kea_config(workdir))
-    log = open(workdir / "kea.log", "wb")  # noqa: SIM115
+    log = open(workdir / "kea.log", "wb")
     env = {"KEA_PIDFILE_DIR": str(workdir), "KEA_LOCKFILE_DIR": str(workdir), "PATH": "/usr/sbin:/usr/bin:/bin"}
     proc = node.popen(["kea-dhcp4", "-c", str(conf)], stdout=log, stderr=log, env=env)
     _wait_bound(node)
@@ -97,7 +97,7 @@ def start_kea(node: Node, workdir: Path) -> Running:
 
 def start_dnsmasq(node: Node, workdir: Path) -> Running:
     leases = workdir / "dnsmasq.leases"
-    log = open(workdir / "dnsmasq.log", "wb")  # noqa: SIM115
+    log = open(workdir / "dnsmasq.log", "wb")
     proc = node.popen(["dnsmasq", "-d", "-C", "/dev/null", "--port=0", "--interface=eth1", "--bind-interfaces",
                        f"--dhcp-range={FIRST},{LAST},1h", f"--dhcp-leasefile={leases}", "--dhcp-lease-max=200000",
                        "--no-ping", f"--dhcp-option=66,tftp://{SERVER}/", f"--pid-file={workdir / 'dnsmasq.pid'}"],

@@ -17,10 +17,11 @@ from tests.lab.netns import Node
 _RECORD_SCRIPT = """#!/bin/sh
 # Record what the client received; configure the interface so renewals can be unicast from it.
 reason="${{reason:-$1}}"
-{{ echo "reason=$reason"; env | grep -E '^(new_|old_|ip=|subnet=|router=|dns=|opt|serverid=|lease=|boot_file=|tftp=|domain=|hostname=|interface=|siaddr=|mask=)' ; echo "---"; }} >> {out}
+vars='^(new_|old_|ip=|subnet=|router=|dns=|opt|serverid=|lease=|boot_file=|tftp=|domain=|hostname=|interface=|siaddr=|mask=)'
+{{ echo "reason=$reason"; env | grep -E "$vars"; echo "---"; }} >> {out}
 case "$reason" in
   BOUND|RENEW|REBIND|REBOOT)
-    [ -n "$new_ip_address" ] && ip addr replace "$new_ip_address/${{new_subnet_mask:+24}}" dev "$interface" 2>/dev/null ;;
+    [ -n "$new_ip_address" ] && ip addr replace "$new_ip_address/24" dev "$interface" 2>/dev/null ;;
   bound|renew)
     [ -n "$ip" ] && ip addr replace "$ip/24" dev "$interface" 2>/dev/null ;;
 esac

@@ -201,7 +201,8 @@ def perfdhcp(node: Node, server: str, *args: str, timeout: float = 120) -> dict[
         header = re.match(r"\*+ ?Statistics for: ([A-Z0-9-]+)", line)
         if header:
             section = header.group(1)
-        match = re.match(r"\s*(sent packets|received packets|drops|orphans|rejected leases|non unique addresses): (\d+)", line)
+        match = re.match(r"\s*(sent packets|received packets|drops|orphans|rejected leases|non unique addresses)"
+                         r": (\d+)", line)
         if match:
             stats[f"{section} {match.group(1)}"] = int(match.group(2))
     if not stats:

@@ -132,8 +132,8 @@ def test_reservation_is_honoured_and_kept_out_of_the_pool() -> None:
     got = {ip(dora(server, mac(n))) for n in (1, 2, 3)}
     assert "10.77.0.101" not in got
     # A reserved client asking for another address is refused it.
-    reply = server.handle(message(codec.REQUEST, mac(5), options={codec.REQUESTED_IP: IPv4Address("10.77.0.103").packed}),
-                          SRC, 1001.0)
+    wanted = {codec.REQUESTED_IP: IPv4Address("10.77.0.103").packed}
+    reply = server.handle(message(codec.REQUEST, mac(5), options=wanted), SRC, 1001.0)
     assert reply is not None and reply.data is not None and codec.decode(reply.data).msg_type() == codec.NAK
 
 
