@@ -22,7 +22,6 @@ import resource
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -189,7 +188,7 @@ def probe(host: str, port: int, cases: list[dict[str, Any]]) -> list[dict[str, A
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.settimeout(float(case.get("wait", 0.5)))
             sock.sendto(bytes.fromhex(case["hex"]), (host, port))
-            replies = []
+            replies: list[dict[str, Any]] = []
             try:
                 while len(replies) < 4:
                     data, addr = sock.recvfrom(70000)
