@@ -40,6 +40,8 @@ CANONICAL = {
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _REQUEST_LINE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+) +(\S+) +SIP/2\.0$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 +(\d{3})(?: (.*))?$")
+_HEADER_LINE = re.compile(r"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)", re.DOTALL)
+_COMMA_ITEMS = re.compile(r"(?:<[^>]*>?|[^,<])+")
 _SENT_PROTOCOL = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s*(.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -56,6 +58,10 @@ def canonical(name: str) -> str:
 
 def split_commas(value: str) -> list[str]:
     """Split a header value on commas that are not inside quotes or angle brackets (several Via values)."""
+    if '"' not in value:
+        if "<" not in value:
+            return [p for p in (part.strip() for part in value.split(",")) if p]
+        return [p for p in (part.strip() for part in _COMMA_ITEMS.findall(value)) if p]
     parts: list[str] = []
     current: list[str] = []
     quoted = False
@@ -87,6 +93,42 @@ def split_commas(value: str) -> list[str]:
 
 def split_params(text: str) -> tuple[str, dict[str, str | None]]:
     """``value ; a = 1 ; b ; c="x;y"`` -> (``value``, {a: 1, b: None, c: x;y}); names are lower-cased."""
+    if '"' in text:
+        pieces = _split_quoted(text)
+    else:
+        pieces = text.split(";")
+    params: dict[str, str | None] = {}
+    for piece in pieces[1:]:
+        name, eq, value = piece.partition("=")
+        name = name.strip().lower()
+        if not name:
+            continue
+        if eq:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = re.sub(r"\\(.)", r"\1", value[1:-1]) if "\\" in value else value[1:-1]
+            params[name] = value
+        else:
+            params[name] = None
+    return pieces[0].strip(), params
+
+
+def _split_quoted(text: str) -> list[str]:
+    """Split on semicolons outside double quotes."""
+    if "\\" not in text:
+        # Without escapes, the quote characters alternate: even segments are outside quotes.
+        segments = text.split('"')
+        if len(segments) % 2 == 0:
+            raise SipError("unterminated quoted string")
+        pieces = [""]
+        for i, segment in enumerate(segments):
+            if i % 2:
+                pieces[-1] += '"' + segment + '"'
+            else:
+                first, *rest = segment.split(";")
+                pieces[-1] += first
+                pieces.extend(rest)
+        return pieces
     pieces: list[str] = []
     current: list[str] = []
     quoted = False
@@ -110,20 +152,7 @@ def split_params(text: str) -> tuple[str, dict[str, str | None]]:
     if quoted:
         raise SipError("unterminated quoted string")
     pieces.append("".join(current))
-    params: dict[str, str | None] = {}
-    for piece in pieces[1:]:
-        name, eq, value = piece.partition("=")
-        name = name.strip().lower()
-        if not name:
-            continue
-        if eq:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = re.sub(r"\\(.)", r"\1", value[1:-1])
-            params[name] = value
-        else:
-            params[name] = None
-    return pieces[0].strip(), params
+    return pieces
 
 
 @dataclass(frozen=True)
@@ -240,31 +269,37 @@ class SipMessage:
     reason: str = ""
     headers: list[tuple[str, str]] = field(default_factory=list)  # (name as written, value)
     body: bytes = b""
+    # Lookup index over ``headers``, built on first use: set headers before reading any (parse() does).
+    _index: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_request(self) -> bool:
         return self.method is not None
 
+    def _headers_by_key(self) -> dict[str, list[str]]:
+        # Built once per message on first lookup: a PnP exchange looks up a dozen headers of each message.
+        index = self._index
+        if index is None:
+            index = {}
+            for have, value in self.headers:
+                index.setdefault(header_key(have), []).append(value)
+            self._index = index
+        return index
+
     def get(self, name: str) -> str | None:
-        key = header_key(name)
-        for have, value in self.headers:
-            if header_key(have) == key:
-                return value
-        return None
+        values = self._headers_by_key().get(header_key(name))
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header, repeated lines and comma-separated values alike (for Via, Contact …)."""
-        key = header_key(name)
         out: list[str] = []
-        for have, value in self.headers:
-            if header_key(have) == key:
-                out.extend(split_commas(value))
+        for value in self._headers_by_key().get(header_key(name), ()):
+            out.extend(split_commas(value))
         return out
 
     def lines(self, name: str) -> list[str]:
         """Every header line of a name as written (comma-joined values kept together)."""
-        key = header_key(name)
-        return [value for have, value in self.headers if header_key(have) == key]
+        return list(self._headers_by_key().get(header_key(name), ()))
 
     def require(self, name: str) -> str:
         value = self.get(name)
@@ -292,7 +327,7 @@ class SipMessage:
             first = f"SIP/2.0 {self.status} {self.reason}"
         out = [first]
         for name, value in self.headers:
-            if header_key(name) == "content-length":
+            if len(name) in (1, 14) and header_key(name) == "content-length":
                 continue
             out.append(f"{name}: {value}")
         out.append(f"Content-Length: {len(self.body)}")
@@ -334,6 +369,7 @@ def parse(data: bytes) -> SipMessage:
             raise SipError("bad status code")
         message.reason = (status.group(2) or "").strip()
     headers: list[tuple[str, str]] = []
+    header_line = _HEADER_LINE.match
     for line in raw_lines[1:]:
         if line[:1] in (" ", "\t"):
             if not headers:
@@ -341,15 +377,14 @@ def parse(data: bytes) -> SipMessage:
             name, value = headers[-1]
             headers[-1] = (name, f"{value} {line.strip()}".strip())
             continue
-        if not line.strip():
-            continue
-        name, colon, value = line.partition(":")
-        name = name.strip()
-        if not colon or not _TOKEN.match(name):
+        match = header_line(line)
+        if match is None:
+            if not line.strip():
+                continue
             raise SipError(f"bad header line {line[:60]!r}")
-        headers.append((name, value.strip()))
-        if len(headers) > MAX_HEADERS:
-            raise SipError("too many headers")
+        headers.append((match.group(1), match.group(2).strip()))
+    if len(headers) > MAX_HEADERS:
+        raise SipError("too many headers")
     message.headers = headers
     length = message.get("content-length")
     if length is not None:

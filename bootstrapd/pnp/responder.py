@@ -83,6 +83,12 @@ def _token() -> str:
     return secrets.token_hex(8)
 
 
+def _two_tokens() -> tuple[str, str]:
+    # One getrandom() call for both the To tag and the NOTIFY branch of an exchange.
+    both = secrets.token_hex(16)
+    return both[:16], both[16:]
+
+
 def _nothing(_: str) -> None:
     return None
 
@@ -100,6 +106,8 @@ class Responder:
         self.t1 = t1
         self.t2 = t2
         self.timer_f = 64 * t1
+        self._contact = f"<sip:{local[0]}:{local[1]}>"
+        self._via = f"SIP/2.0/UDP {local[0]}:{local[1]}"
         self._pending: dict[str, _Transaction] = {}
         self._heap: list[tuple[float, str]] = []
         # (Call-ID, CSeq number, top branch) -> (200 bytes, when it may be forgotten)
@@ -159,15 +167,15 @@ class Responder:
             self.count("pnp.overload")  # no 200: the phone retransmits and is served once there is room
             return []
         url = urls.expand(template, self.variables, mac=mac, vendor=vendor, model=model)
-        tag = _token()
-        ours = f"<sip:{self.local[0]}:{self.local[1]}>"
+        tag, token = _two_tokens()
+        ours = self._contact
         ok = response_to(req, 200, "OK", to_tag=tag, vias=reply_vias,
                          extra=[("Contact", ours), ("Expires", "0")]).encode()
-        notify = self._notify(req, tag, source, url)
+        notify = self._notify(req, tag, token, source, url)
+        branch = notify.branch
         self._recent[key] = (ok, now + self.timer_f)
         if len(self._recent) > RECENT_CAP:
             self._recent.popitem(last=False)
-        branch = notify.branch
         answer = Answered(mac, source[0], source[1], vendor, model, version, url, False, None)
         self._pending[branch] = _Transaction(notify.data, source, self.t1, now + self.t1, now + self.timer_f, answer)
         heapq.heappush(self._heap, (now + self.t1, branch))
@@ -190,7 +198,7 @@ class Responder:
         data: bytes
         branch: str
 
-    def _notify(self, sub: SipMessage, tag: str, source: Address, url: str) -> Responder._Built:
+    def _notify(self, sub: SipMessage, tag: str, token: str, source: Address, url: str) -> Responder._Built:
         target = f"sip:{source[0]}:{source[1]}"
         contacts = sub.get_all("contact")
         if contacts:
@@ -200,18 +208,18 @@ class Responder:
                 target = uri
             except SipError:
                 pass  # unusable Contact: address the NOTIFY to where the phone is
-        branch = "z9hG4bK" + _token()
+        branch = "z9hG4bK" + token
         to = sub.require("to")
         if parse_name_addr(to).tag is None:
             to = f"{to};tag={tag}"
         notify = request("NOTIFY", target, [
-            ("Via", f"SIP/2.0/UDP {self.local[0]}:{self.local[1]};branch={branch};rport"),
+            ("Via", f"{self._via};branch={branch};rport"),
             ("Max-Forwards", "70"),
             ("From", to),
             ("To", sub.require("from")),
             ("Call-ID", sub.require("call-id")),
             ("CSeq", "1 NOTIFY"),
-            ("Contact", f"<sip:{self.local[0]}:{self.local[1]}>"),
+            ("Contact", self._contact),
             ("Event", sub.require("event")),
             ("Subscription-State", "terminated;reason=timeout"),
             ("Content-Type", "application/url"),

@@ -35,7 +35,8 @@ def test_real_subscribes_parse(name: str) -> None:
     assert params["profile-type"] == "device"
     assert params["vendor"] and params["model"] and params["version"]
     assert len(msg.vias()) == 1
-    assert msg.vias()[0].branch and msg.vias()[0].branch.startswith("z9hG4bK")
+    branch = msg.vias()[0].branch
+    assert branch is not None and branch.startswith("z9hG4bK")
 
 
 def test_snom_rport_and_grandstream_rport() -> None:

@@ -1,0 +1,88 @@
+"""Benchmark: complete SIP PnP exchanges per second (SUBSCRIBE -> 200 -> NOTIFY -> 200) against the real daemon.
+
+Runs in its own namespace lab: the daemon in the appliance namespace, sipp as the phones in a phone namespace
+(tests/lab/sipp/yealink-w52p.xml, a fresh Call-ID per call), offered at rising rates (``-r``) for a few seconds each.
+A rate counts as held when every call completed (sipp saw the 200 and a NOTIFY that passed its checks, and sent its
+200) with no failed call, at 90% or more of the offered rate over the run (start-up and the last call included).
+The goal is 2,000 exchanges per second. Not part of the test suite; bounded in time.
+
+    python -m tests.bench.pnp [--rates 500,1000,2000,3000] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.lab.appliance import BASE_CONFIG, Appliance
+from tests.lab.netns import lab
+
+SCENARIO = Path(__file__).resolve().parent.parent / "lab" / "sipp" / "yealink-w52p.xml"
+
+
+def _last_stats(path: Path) -> dict[str, str]:
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    header, last = rows[0], rows[-1]
+    return dict(zip(header, last, strict=False))
+
+
+def run(rates: list[int], seconds: float) -> int:
+    if os.geteuid() != 0:
+        print("the benchmark needs root (network namespaces)", file=sys.stderr)
+        return 2
+    held = 0
+    with tempfile.TemporaryDirectory() as tmp, lab() as the_lab:
+        work = Path(tmp)
+        work.chmod(0o755)
+        node = the_lab.add_appliance()
+        phone = the_lab.add_phone(ipv4="10.77.0.20/24")
+        config = BASE_CONFIG.format(root=work / "root", state=work / "state") + (
+            '\n[pnp]\nenabled = true\nurl = "http://{ipv4}/$PN/"\n')
+        app = Appliance(node, work, config)
+        app.start()
+        print(f"{'offered/s':>9} {'calls':>6} {'ok':>6} {'failed':>6} {'retrans':>7} {'seconds':>7} {'done/s':>8}")
+        for rate in rates:
+            calls = int(rate * seconds)
+            stats = work / f"stats-{rate}.csv"
+            started = time.monotonic()
+            result = phone.run(["sipp", "-sf", str(SCENARIO), "-r", str(rate), "-rp", "1000", "-m", str(calls),
+                                "-l", str(max(1000, rate * 4)), "-i", phone.address, "-p", "5062", "-nostdin",
+                                "-recv_timeout", "8000", "-timeout", f"{int(seconds * 4 + 20)}s",
+                                "-trace_stat", "-stf", str(stats), "-fd", "1", "224.0.1.75:5060"],
+                               timeout=seconds * 4 + 40)
+            elapsed = time.monotonic() - started
+            values = _last_stats(stats) if stats.exists() else {}
+            ok = int(values.get("SuccessfulCall(C)", 0))
+            failed = int(values.get("FailedCall(C)", 0))
+            retrans = int(values.get("Retransmissions(C)", 0))
+            print(f"{rate:>9} {calls:>6} {ok:>6} {failed:>6} {retrans:>7} {elapsed:>7.2f} {ok / elapsed:>8.0f}",
+                  flush=True)
+            # Held: every exchange completed, none failed, and the offered rate was kept up (the run did not
+            # stretch out behind a backlog of retransmissions).
+            if ok == calls and failed == 0 and result.returncode == 0 and ok / elapsed >= 0.9 * rate:
+                held = max(held, rate)
+            else:
+                print(f"  sipp exit {result.returncode}: {result.stderr.strip()[-300:]}", flush=True)
+                break
+        alive = app.proc is not None and app.proc.poll() is None
+        app.stop()
+    print(f"highest rate held with no failed exchange: {held}/s (goal 2000/s); daemon alive throughout: {alive}")
+    return 0 if held >= 2000 else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="250,500,1000,2000,3000,4000")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of offered load per rate")
+    args = parser.parse_args()
+    return run([int(r) for r in args.rates.split(",")], args.seconds)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
