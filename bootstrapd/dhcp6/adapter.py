@@ -78,6 +78,9 @@ class Dhcp6Service:
             sock.close()
             raise
         self.endpoint = await open_endpoint(self.name, sock, self._received, self.ctx.events)
+        settings = self.ctx.settings.dhcp6
+        log.info("dhcp6 range %s-%s, %d leases loaded", settings.range_start, settings.range_end,
+                 len(self.core.pool.by_address), extra={"server_duid": self.duid.hex()})
 
     def reload(self, settings: Settings) -> None:
         self.core.reconfigure(settings.dhcp6, expand=self.ctx.interface.expand,
@@ -93,6 +96,9 @@ class Dhcp6Service:
         out = self.core.handle(data, host, time.time())
         if out is None:
             return
+        if out.exhausted:
+            _limited.warning("dhcp6.exhausted", "dhcp6 range exhausted: no address to give",
+                             duid=out.duid.hex() if out.duid else None)
         if out.leases:
             self.ctx.store.commit_then(out.leases, lambda: self._send(out), self._commit_failed)
         else:
@@ -104,15 +110,18 @@ class Dhcp6Service:
             return
         host, port = out.destination
         endpoint.sendto(out.data, (host, port, 0, self.ctx.interface.index))
+        # Addresses go out as IPv6Address objects: formatting them costs more than the rest of the event, and
+        # sinks that print (JSON logs, the journal) stringify them anyway.
         self.ctx.events.emit(
             "dhcp6.reply",
             duid=out.duid.hex() if out.duid else None,
             mac=format_mac(out.mac) if out.mac else None,
             type=out.kind,
             request=out.request,
-            address=[str(a) for a in out.addresses],
+            address=out.addresses[0] if out.addresses else None,
+            addresses=out.addresses,
             options=out.options,
-            classes=list(out.classes),
+            classes=out.classes,
         )
 
     def _commit_failed(self, error: BaseException) -> None:

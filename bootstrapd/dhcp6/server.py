@@ -50,6 +50,7 @@ class Outgoing:
     addresses: list[IPv6Address] = field(default_factory=list)
     options: list[int] = field(default_factory=list)
     classes: tuple[str, ...] = ()
+    exhausted: bool = False  # an IA got NoAddrsAvail
 
 
 def _key(duid: bytes, iaid: int) -> bytes:
@@ -60,15 +61,26 @@ def _split_key(key: bytes) -> tuple[bytes, int]:
     return key[:-4], int.from_bytes(key[-4:], "big")
 
 
-def _class_matches(cls: Class6, vendor: tuple[int, list[bytes]] | None, mac: bytes | None) -> bool:
-    if vendor is not None and (cls.enterprise is None or cls.enterprise == vendor[0]):
-        for entry in vendor[1]:
-            folded = entry.lower()
-            if any(folded.startswith(p.lower()) for p in cls.vendor_class):
-                return True
-            if any(p.lower() in folded for p in cls.vendor_class_contains):
-                return True
-    return mac is not None and any(mac.startswith(p) for p in cls.mac_prefix)
+class _Matcher:
+    """One class's match rules, prepared once: OUIs (3-byte prefixes) in a set, one lookup per packet."""
+
+    def __init__(self, cls: Class6) -> None:
+        self.name = cls.name
+        self.enterprise = cls.enterprise
+        self.vendor_class = tuple(p.lower() for p in cls.vendor_class)
+        self.vendor_class_contains = tuple(p.lower() for p in cls.vendor_class_contains)
+        self.ouis = frozenset(p for p in cls.mac_prefix if len(p) == 3)
+        self.prefixes = tuple(p for p in cls.mac_prefix if len(p) != 3)
+
+    def matches(self, vendor: tuple[int, list[bytes]] | None, mac: bytes | None) -> bool:
+        if vendor is not None and (self.enterprise is None or self.enterprise == vendor[0]):
+            for entry in vendor[1]:
+                folded = entry.lower()
+                if folded.startswith(self.vendor_class) or any(p in folded for p in self.vendor_class_contains):
+                    return True
+        if mac is None:
+            return False
+        return mac[:3] in self.ouis or (bool(self.prefixes) and mac.startswith(self.prefixes))
 
 
 class Dhcp6Server:
@@ -93,6 +105,7 @@ class Dhcp6Server:
         self.link_prefixes = tuple(link_prefixes) or (IPv6Network(f"{settings.range_start}/64", strict=False),)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self._option_cache: dict[tuple[str, ...], tuple[list[Option], str]] = {}
+        self._matchers = [_Matcher(c) for c in settings.classes]
         t1, t2 = settings.preferred_lifetime // 2, settings.preferred_lifetime * 4 // 5
         self.t1, self.t2 = t1, t2
 
@@ -239,6 +252,7 @@ class Dhcp6Server:
         if address is None:
             address = pool.allocate(key, now)
         if address is None:
+            out.exhausted = True
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
         settings = self.settings
         if commit:
@@ -313,7 +327,7 @@ class Dhcp6Server:
     def _classes(self, msg: Message, mac: bytes | None) -> tuple[str, ...]:
         vendor_raw = msg.get(codec.OPT_VENDOR_CLASS)
         vendor = codec.decode_vendor_class(vendor_raw) if vendor_raw is not None else None
-        return tuple(c.name for c in self.settings.classes if _class_matches(c, vendor, mac))
+        return tuple(m.name for m in self._matchers if m.matches(vendor, mac))
 
     def _configured(self, names: tuple[str, ...]) -> tuple[list[Option], str]:
         """Options every client of this class combination gets (cached), and its boot-file URL."""

@@ -1,0 +1,208 @@
+"""DHCPv6 benchmark: perfdhcp -6 against bootstrapd, kea-dhcp6 (memfile, persist) and dnsmasq, in one lab.
+
+``python -m tests.bench.dhcp6`` builds a lab (network namespaces, nothing on the real network) and, for each server
+in turn, runs perfdhcp -6 (full Solicit/Advertise/Request/Reply exchanges, a new random client per exchange) from a
+phone namespace at a few offered rates, a few seconds each, stopping at the first rate with 1% drops or more. It
+prints, per server, the highest offered rate held with under 1% drops, and the ratios to bootstrapd.
+
+Offered rate, not perfdhcp's "Rate" line: that line counts the exit wait in its period (protocols.md 9).
+
+All three servers get the same pool (fd77::1:0 - fd77::10:ffff, about a million addresses, so no run exhausts it).
+Durability differs: bootstrapd fsyncs every group commit before replying (SQLite WAL, synchronous=FULL); kea's
+memfile appends to a CSV without fsync; dnsmasq rewrites its lease file without fsync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.lab.appliance import BASE_CONFIG, Appliance
+from tests.lab.netns import Lab, Node, lab
+
+POOL_FIRST, POOL_LAST = "fd77::1:0", "fd77::10:ffff"
+RATES = (100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000)
+PERIOD = 3  # seconds of offered load per rate
+
+
+def perfdhcp(phone: Node, rate: int, period: int) -> dict[str, Any]:
+    """One perfdhcp -6 run; sent/received per exchange and the drop ratio over both."""
+    argv = ["perfdhcp", "-6", "-l", phone.ifname, "-r", str(rate), "-p", str(period), "-R", "100000000",
+            "-W", "1000000"]
+    result = phone.run(argv, timeout=period + 60)
+    sent = received = 0
+    per: dict[str, tuple[int, int]] = {}
+    for section in re.split(r"\*\*\*Statistics for: ", result.stdout)[1:]:
+        name = section.split("***", 1)[0]
+        s = re.search(r"^sent packets: (\d+)", section, re.M)
+        r = re.search(r"^received packets: (\d+)", section, re.M)
+        if s and r:
+            per[name] = (int(s.group(1)), int(r.group(1)))
+            sent += int(s.group(1))
+            received += int(r.group(1))
+    # A Request only follows an Advertise: count the exchanges that never started as drops too.
+    solicits = per.get("SOLICIT-ADVERTISE", (0, 0))[0]
+    replies = per.get("REQUEST-REPLY", (0, 0))[1]
+    drops = 1.0 - replies / solicits if solicits else 1.0
+    return {"rate": rate, "solicits": solicits, "replies": replies, "drop_ratio": drops, "per": per,
+            "ok": result.returncode == 0 and solicits > 0}
+
+
+def sweep(name: str, phone: Node, rates: tuple[int, ...], period: int) -> tuple[int, list[dict[str, Any]]]:
+    best = 0
+    runs = []
+    for rate in rates:
+        run = perfdhcp(phone, rate, period)
+        runs.append(run)
+        print(f"  {name:10} offered {rate:5}/s: {run['solicits']:6} solicits, {run['replies']:6} replies, "
+              f"{100 * run['drop_ratio']:5.2f}% dropped", flush=True)
+        if not run["ok"] or run["drop_ratio"] >= 0.01:
+            break
+        best = rate
+    return best, runs
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def run_bootstrapd(the_lab: Lab, ap: Node, phone: Node, work: Path, rates: tuple[int, ...],
+                   period: int) -> tuple[int, list[dict[str, Any]]]:
+    workdir = work / "bootstrapd"
+    workdir.mkdir()
+    text = BASE_CONFIG.format(root=workdir / "root", state=workdir / "state") + f"""
+[dhcp6]
+enabled = true
+range = "{POOL_FIRST}-{POOL_LAST}"
+bootfile_url = "tftp://[{{ipv6}}]/"
+"""
+    app = Appliance(ap, workdir, text)
+    app.start()
+    try:
+        return sweep("bootstrapd", phone, rates, period)
+    finally:
+        app.stop()
+
+
+def run_kea(the_lab: Lab, ap: Node, phone: Node, work: Path, rates: tuple[int, ...],
+            period: int) -> tuple[int, list[dict[str, Any]]]:
+    workdir = work / "kea"
+    workdir.mkdir()
+    conf = {
+        "Dhcp6": {
+            "interfaces-config": {"interfaces": [ap.ifname]},
+            "lease-database": {"type": "memfile", "persist": True, "name": str(workdir / "leases6.csv"),
+                               "lfc-interval": 0},
+            "server-id": {"type": "LLT", "persist": True},
+            "data-directory": str(workdir),
+            "preferred-lifetime": 3600, "valid-lifetime": 7200, "renew-timer": 1800, "rebind-timer": 2880,
+            "subnet6": [{
+                "id": 1, "subnet": "fd77::/64", "interface": ap.ifname,
+                "pools": [{"pool": f"{POOL_FIRST}-{POOL_LAST}"}],
+                "option-data": [{"name": "bootfile-url", "data": "tftp://[fd77::1]/"}],
+            }],
+            "loggers": [{"name": "kea-dhcp6", "severity": "WARN",
+                         "output_options": [{"output": str(workdir / "kea.log")}]}],
+        }
+    }
+    path = workdir / "kea-dhcp6.json"
+    path.write_text(json.dumps(conf, indent=2))
+    env = {"KEA_PIDFILE_DIR": str(workdir), "KEA_LOCKFILE_DIR": str(workdir), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    proc = ap.popen(["kea-dhcp6", "-c", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(ap, proc, "kea-dhcp6")
+        return sweep("kea-dhcp6", phone, rates, period)
+    finally:
+        _stop(proc)
+
+
+def run_dnsmasq(the_lab: Lab, ap: Node, phone: Node, work: Path, rates: tuple[int, ...],
+                period: int) -> tuple[int, list[dict[str, Any]]]:
+    workdir = work / "dnsmasq"
+    workdir.mkdir()
+    argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", f"--interface={ap.ifname}",
+            "--bind-interfaces", f"--dhcp-range={POOL_FIRST},{POOL_LAST},64,2h",
+            "--dhcp-option=option6:bootfile-url,tftp://[fd77::1]/",
+            f"--dhcp-leasefile={workdir / 'leases'}", f"--pid-file={workdir / 'pid'}", "--user=root",
+            "--log-facility=-", "--quiet-dhcp6"]
+    proc = ap.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(ap, proc, "dnsmasq")
+        return sweep("dnsmasq", phone, rates, period)
+    finally:
+        _stop(proc)
+
+
+def _wait_port(node: Node, proc: subprocess.Popen[Any], name: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
+        if ":547 " in node.run(["ss", "-uln"]).stdout:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{name} did not bind port 547")
+
+
+Runner = Callable[[Lab, Node, Node, Path, tuple[int, ...], int], tuple[int, list[dict[str, Any]]]]
+SERVERS: dict[str, tuple[str, Runner]] = {
+    "bootstrapd": ("", run_bootstrapd),
+    "kea-dhcp6": ("kea-dhcp6", run_kea),
+    "dnsmasq": ("dnsmasq", run_dnsmasq),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default=",".join(map(str, RATES)), help="offered rates to try, ascending")
+    parser.add_argument("--period", type=int, default=PERIOD, help="seconds per rate")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="which servers to measure")
+    args = parser.parse_args(argv)
+    rates = tuple(int(r) for r in args.rates.split(","))
+    names = [n for n in args.servers.split(",") if n]
+    if not shutil.which("perfdhcp"):
+        print("perfdhcp is missing (Debian package kea-admin)", file=sys.stderr)
+        return 1
+    results: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-dhcp6-") as tmp, lab() as the_lab:
+        work = Path(tmp)
+        work.chmod(0o755)
+        ap = the_lab.add_appliance()
+        phone = the_lab.add_phone()
+        for node in (ap, phone):
+            the_lab.wait_link_local(node)
+        for name in names:
+            tool, runner = SERVERS[name]
+            if tool and not shutil.which(tool):
+                print(f"  {name}: not installed, skipped")
+                continue
+            best, _ = runner(the_lab, ap, phone, work, rates, args.period)
+            results[name] = best
+    print()
+    print(f"DHCPv6, perfdhcp -6 full exchanges (SARR), {args.period} s per rate, highest offered rate with <1% drops:")
+    ours = results.get("bootstrapd", 0)
+    for name, best in results.items():
+        ratio = f"{ours / best:.2f}x" if best and name != "bootstrapd" else ""
+        shown = f"<{rates[0]}/s" if not best else f">={best}/s" if best == rates[-1] else f"{best}/s"
+        print(f"  {name:10} {shown:>9}  {('bootstrapd / ' + name + ' = ' + ratio) if ratio else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
