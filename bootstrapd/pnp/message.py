@@ -120,15 +120,15 @@ def _split_quoted(text: str) -> list[str]:
         segments = text.split('"')
         if len(segments) % 2 == 0:
             raise SipError("unterminated quoted string")
-        pieces = [""]
+        fast = [""]
         for i, segment in enumerate(segments):
             if i % 2:
-                pieces[-1] += '"' + segment + '"'
+                fast[-1] += '"' + segment + '"'
             else:
                 first, *rest = segment.split(";")
-                pieces[-1] += first
-                pieces.extend(rest)
-        return pieces
+                fast[-1] += first
+                fast.extend(rest)
+        return fast
     pieces: list[str] = []
     current: list[str] = []
     quoted = False
