@@ -218,3 +218,21 @@ def test_hostile_input_then_normal_client(lab: Lab, workdir: Path) -> None:
     assert _in_range(bound["new_ip6_address"])
     assert bound["new_dhcp6_bootfile_url"] == URL
     assert app.stop() == 0
+
+
+def test_sighup_reload_keeps_leases(lab: Lab, workdir: Path) -> None:
+    require_tools("dhclient")
+    app, [phone] = _start(lab, workdir)
+    client = Dhclient(phone, workdir, "c6", DHCLIENT6_CONF)
+    first = client.obtain("-6")["new_ip6_address"]
+    client.stop_daemon()
+    app.write_config(_config(workdir).replace("/phones/", "/reloaded/"))
+    app.reload()
+    app.wait_notify("READY=1")
+    # A new Solicit from the same DUID/IAID (fresh lease file, same dhclient DUID) keeps the address.
+    client.leases.write_text("\n".join(line for line in client.leases.read_text().splitlines()
+                                      if line.startswith("default-duid")) + "\n")
+    bound = client.obtain("-6")
+    assert bound["new_ip6_address"] == first
+    assert bound["new_dhcp6_bootfile_url"] == "tftp://[fd77::1]/reloaded/"
+    assert app.stop() == 0
