@@ -8,8 +8,23 @@ is computed once and cached, so a boot storm of identical phones costs one dict 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from bootstrapd.dhcp4.codec import encode_options
 from bootstrapd.dhcp4.settings import ClientClass, OptionMap
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSet:
+    """A merged option set, with its wire encoding computed once (the hot path only concatenates it)."""
+
+    options: OptionMap
+    wire: bytes
+    codes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, options: OptionMap) -> OptionSet:
+        return cls(dict(options), encode_options(options), tuple(sorted(options)))
 
 
 def matches(cls: ClientClass, vendor_class: bytes | None, user_class: bytes | None, mac: bytes) -> bool:
@@ -28,12 +43,12 @@ class Classifier:
     def __init__(self, classes: Sequence[ClientClass], base: OptionMap) -> None:
         self.classes = tuple(classes)
         self.base = dict(base)
-        self._cache: dict[tuple[str, ...], OptionMap] = {}
+        self._cache: dict[tuple[str, ...], OptionSet] = {}
 
     def classify(self, vendor_class: bytes | None, user_class: bytes | None, mac: bytes) -> tuple[str, ...]:
         return tuple(c.name for c in self.classes if matches(c, vendor_class, user_class, mac))
 
-    def options(self, names: tuple[str, ...]) -> OptionMap:
+    def options(self, names: tuple[str, ...]) -> OptionSet:
         """Global options overridden by each matched class's, in configuration order."""
         cached = self._cache.get(names)
         if cached is None:
@@ -41,7 +56,7 @@ class Classifier:
             for cls in self.classes:
                 if cls.name in names:
                     merged.update(cls.options)
+            cached = OptionSet.of(merged)
             if len(self._cache) < 4096:
-                self._cache[names] = merged
-            cached = merged
+                self._cache[names] = cached
         return cached

@@ -182,18 +182,26 @@ def encode_options(options: dict[int, bytes], last: tuple[int, bytes] | None = N
     if last is not None:
         items.append(last)
     for code, value in items:
-        if not value:
-            out += bytes((code, 0))
+        size = len(value)
+        if size <= 255:
+            out.append(code)
+            out.append(size)
+            out += value
             continue
-        for offset in range(0, len(value), 255):
+        for offset in range(0, size, 255):
             chunk = value[offset: offset + 255]
-            out += bytes((code, len(chunk)))
+            out.append(code)
+            out.append(len(chunk))
             out += chunk
     return bytes(out)
 
 
-def encode(packet: Packet, *, max_size: int = 1500, last: tuple[int, bytes] | None = None) -> bytes:
-    """Encode a message; ``last`` is an option to put after all others (82, RFC 3046) if it fits in ``max_size``."""
+def encode(packet: Packet, *, max_size: int = 1500, last: tuple[int, bytes] | None = None,
+           wire: bytes = b"") -> bytes:
+    """Encode a message; ``last`` is an option to put after all others (82, RFC 3046) if it fits in ``max_size``.
+
+    ``wire`` is a block of options already encoded (a cached option set), placed after ``packet.options``.
+    """
     try:
         header = _HEADER.pack(packet.op, packet.htype, packet.hlen, packet.hops, packet.xid, packet.secs,
                               packet.flags, packet.ciaddr, packet.yiaddr, packet.siaddr, packet.giaddr,
@@ -201,7 +209,7 @@ def encode(packet: Packet, *, max_size: int = 1500, last: tuple[int, bytes] | No
                               packet.file[:128].ljust(128, b"\0"))
     except struct.error as exc:
         raise Dhcp4Error(f"cannot encode: {exc}") from None
-    body = encode_options(packet.options)
+    body = encode_options(packet.options) + wire
     tail = encode_options({}, last) if last is not None else b""
     # max_size counts the IP and UDP headers (28 bytes): RFC 2132 9.10.
     limit = max_size - 28

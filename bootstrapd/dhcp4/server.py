@@ -9,13 +9,14 @@ can never be given an address whose ACK is still waiting for its commit.
 from __future__ import annotations
 
 import sys
+from socket import inet_ntoa
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from bootstrapd.dhcp4 import codec
-from bootstrapd.dhcp4.classes import Classifier
+from bootstrapd.dhcp4.classes import Classifier, OptionSet
 from bootstrapd.dhcp4.codec import Dhcp4Error, Packet
 from bootstrapd.dhcp4.settings import Dhcp4Settings, Host4, format_mac
 from bootstrapd.leases.pool import ACTIVE, DECLINED, OFFERED, RELEASED, Binding, Pool
@@ -55,6 +56,8 @@ class Dhcp4Server:
         self.server_ip = server_ip
         self.server_id = server_ip.packed
         self.network = network
+        self._netmask = int(network.netmask)
+        self._netaddr = int(network.network_address)
         self.pool = Pool(int(settings.range_start), int(settings.range_end))
         self.stats: dict[str, int] = {}
         self._meta: dict[bytes, tuple[bytes, bytes | None, str | None, str | None]] = {}
@@ -89,6 +92,9 @@ class Dhcp4Server:
             (settings.lease_time * 7 // 8).to_bytes(4, "big"),
         )
 
+    def _on_network(self, address: int) -> bool:
+        return address & self._netmask == self._netaddr
+
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
@@ -100,8 +106,8 @@ class Dhcp4Server:
         kind = packet.msg_type()
         if kind == 0:
             raise Dhcp4Error("BOOTP without a DHCP message type is not served")
-        if packet.giaddr != codec.ZERO and IPv4Address(packet.giaddr) not in self.network:
-            raise Dhcp4Error(f"relay {IPv4Address(packet.giaddr)} is not on a served subnet")
+        if packet.giaddr != codec.ZERO and not self._on_network(int.from_bytes(packet.giaddr, "big")):
+            raise Dhcp4Error(f"relay {inet_ntoa(packet.giaddr)} is not on a served subnet")
         mac = packet.mac
         if not self.limiter.allow(mac, now):
             self._count("rate_limited")
@@ -183,7 +189,7 @@ class Dhcp4Server:
             return self._ack(packet, info, int(requested), now)
         if requested is not None and ciaddr == 0:
             # INIT-REBOOT: the client checks the address it remembers.
-            if IPv4Address(int(requested)) not in self.network:
+            if not self._on_network(int(requested)):
                 return self._nak(packet, info, "wrong network") if self.settings.authoritative else None
             if self._may_have(int(requested), info, now):
                 if self.pool.binding(info.key) is None and not self.settings.authoritative:
@@ -192,7 +198,7 @@ class Dhcp4Server:
             return self._nak(packet, info, "address not available") if self.settings.authoritative else None
         if ciaddr != 0:
             # RENEWING (unicast) or REBINDING (broadcast): extend the lease on ciaddr.
-            if IPv4Address(ciaddr) not in self.network:
+            if not self._on_network(ciaddr):
                 return None
             binding = self.pool.binding(info.key)
             if binding is not None and binding.address == ciaddr and binding.state != DECLINED:
@@ -226,7 +232,7 @@ class Dhcp4Server:
         if client_id is not None:
             reply.options[codec.CLIENT_ID] = client_id
         if packet.giaddr != codec.ZERO:
-            destination = (str(IPv4Address(packet.giaddr)), SERVER_PORT)
+            destination = (inet_ntoa(packet.giaddr), SERVER_PORT)
             reply.flags |= codec.BROADCAST_FLAG  # the relay must broadcast a NAK on the client's segment
         else:
             destination = (BROADCAST, CLIENT_PORT)  # RFC 2131 4.1: NAK broadcast when giaddr is 0
@@ -281,10 +287,9 @@ class Dhcp4Server:
         host = self._reservation(info.mac)
         if host is not None:
             if host.options:
-                configured = {**configured, **host.options}
+                configured = OptionSet.of({**configured.options, **host.options})
             if host.hostname:
                 options[codec.HOSTNAME] = host.hostname.encode()
-        options.update(configured)
         client_id = packet.options.get(codec.CLIENT_ID)
         if client_id is not None:
             options[codec.CLIENT_ID] = client_id  # RFC 6842: echoed unchanged
@@ -296,16 +301,16 @@ class Dhcp4Server:
             if kind == codec.ACK:
                 reply.ciaddr = packet.ciaddr
         reply.options = options
-        data = codec.encode(reply, max_size=packet.max_size(), last=self._relay_info(packet))
+        data = codec.encode(reply, max_size=packet.max_size(), last=self._relay_info(packet), wire=configured.wire)
         destination, neighbour = self._destination(packet, address, source)
         event = {
             "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
             "request": codec.TYPE_NAMES.get(packet.msg_type(), "?"),
             "mac": format_mac(info.mac),
-            "address": str(IPv4Address(address)) if address is not None else None,
+            "address": inet_ntoa(address.to_bytes(4, "big")) if address is not None else None,
             "classes": info.classes,
             "vendor_class": info.vendor_class,
-            "options": sorted(options),
+            "options": configured.codes,
         }
         return Reply(data, destination, neighbour, event=event)
 
@@ -313,9 +318,9 @@ class Dhcp4Server:
                      source: tuple[str, int] | None) -> tuple[tuple[str, int], tuple[IPv4Address, bytes] | None]:
         """RFC 2131 4.1: relay, then ciaddr, then the broadcast flag, else unicast to yiaddr at chaddr."""
         if packet.giaddr != codec.ZERO:
-            return (str(IPv4Address(packet.giaddr)), SERVER_PORT), None
+            return (inet_ntoa(packet.giaddr), SERVER_PORT), None
         if packet.ciaddr != codec.ZERO:
-            return (str(IPv4Address(packet.ciaddr)), CLIENT_PORT), None
+            return (inet_ntoa(packet.ciaddr), CLIENT_PORT), None
         if address is None:
             # INFORM without ciaddr (broken client): answer where it came from.
             if source is not None and source[0] != "0.0.0.0":
@@ -324,7 +329,7 @@ class Dhcp4Server:
         if packet.broadcast:
             return (BROADCAST, CLIENT_PORT), None
         yiaddr = IPv4Address(address)
-        return (str(yiaddr), CLIENT_PORT), (yiaddr, packet.mac)
+        return (inet_ntoa(yiaddr.packed), CLIENT_PORT), (yiaddr, packet.mac)
 
     # -- introspection --------------------------------------------------------------------------------------------
     def lease_for(self, mac: bytes, client_id: bytes | None = None) -> Binding | None:

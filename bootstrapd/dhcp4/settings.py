@@ -66,7 +66,7 @@ def parse_mac(text: str) -> bytes:
 
 
 def format_mac(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
+    return mac.hex(":")
 
 
 def option_value(value: Any) -> bytes:
