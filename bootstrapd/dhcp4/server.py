@@ -9,10 +9,10 @@ can never be given an address whose ACK is still waiting for its commit.
 from __future__ import annotations
 
 import sys
-from socket import inet_ntoa
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+from socket import inet_ntoa
 from typing import Any
 
 from bootstrapd.dhcp4 import codec
