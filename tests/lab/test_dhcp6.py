@@ -236,3 +236,23 @@ def test_sighup_reload_keeps_leases(lab: Lab, workdir: Path) -> None:
     assert bound["new_ip6_address"] == first
     assert bound["new_dhcp6_bootfile_url"] == "tftp://[fd77::1]/reloaded/"
     assert app.stop() == 0
+
+
+def test_rapid_commit_with_dhclient_and_relayed_perfdhcp(lab: Lab, workdir: Path) -> None:
+    require_tools("dhclient", "perfdhcp")
+    app, [phone] = _start(lab, workdir, 'range = "fd77::1000-fd77::ffff"\nrapid_commit = true')
+    client = Dhclient(phone, workdir, "c6", DHCLIENT6_CONF + "send dhcp6.rapid-commit;\n")
+    result = phone.run(client._argv("-6", "-1"), timeout=30)
+    assert result.returncode == 0, result.stderr
+    # Two messages: the Solicit is answered by a Reply; dhclient never sends a Request.
+    assert "RCV: Reply message" in result.stderr and "XMT: Request on" not in result.stderr, result.stderr
+    [bound] = [r for r in client.records() if r.get("reason") == "BOUND6"]
+    assert [r["address"] for r in _leases(app)] == [bound["new_ip6_address"]]
+    # perfdhcp as a relay (-A 1): Relay-forw in, Relay-reply back to its port 547.
+    result = phone.run(["perfdhcp", "-6", "-A", "1", "-l", phone.ifname, "-r", "100", "-n", "200", "-R", "200",
+                        "-d", "2", "-W", "1000000"], timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    stats = _perfdhcp_stats(result.stdout)
+    assert stats["REQUEST-REPLY"]["received packets"] == 200, result.stdout
+    assert len(_leases(app)) == 201
+    assert app.stop() == 0
