@@ -108,10 +108,9 @@ class Lab:
         self.nodes: list[Node] = []
         self._veths = 0
         self.switch = self._namespace("sw")
-        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
-        # IGMP snooping off: a multicast SUBSCRIBE must reach the appliance without a querier on the lab bridge.
-        _ip("-n", self.switch, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
-        _ip("-n", self.switch, "link", "set", "br0", "up")
+        # IGMP snooping off on every bridge: a multicast SUBSCRIBE must reach the appliance without a querier.
+        self._bridges: set[str] = set()
+        self._bridge("br0")
 
     def _namespace(self, suffix: str) -> str:
         name = f"{self.prefix}{suffix}"
@@ -122,17 +121,26 @@ class Lab:
         _ip("-n", name, "link", "set", "lo", "up")
         return name
 
-    def _attach(self, ns: str, ifname: str, mac: str, mtu: int = 1500) -> None:
+    def _bridge(self, name: str) -> None:
+        if name in self._bridges:
+            return
+        _ip("-n", self.switch, "link", "add", name, "type", "bridge", "forward_delay", "0", "stp_state", "0")
+        _ip("-n", self.switch, "link", "set", name, "type", "bridge", "mcast_snooping", "0")
+        _ip("-n", self.switch, "link", "set", name, "up")
+        self._bridges.add(name)
+
+    def _attach(self, ns: str, ifname: str, mac: str, mtu: int = 1500, bridge: str = "br0") -> None:
+        self._bridge(bridge)
         self._veths += 1
         port = f"p{self._veths}"
         _ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns)
-        _ip("-n", self.switch, "link", "set", port, "master", "br0", "mtu", str(mtu), "up")
+        _ip("-n", self.switch, "link", "set", port, "master", bridge, "mtu", str(mtu), "up")
         _ip("-n", ns, "link", "set", ifname, "address", mac, "mtu", str(mtu), "up")
 
     def add_node(self, suffix: str, ifname: str, mac: str, ipv4: str | None = None, ipv6: str | None = None,
-                 mtu: int = 1500) -> Node:
+                 mtu: int = 1500, bridge: str = "br0") -> Node:
         ns = self._namespace(suffix)
-        self._attach(ns, ifname, mac, mtu)
+        self._attach(ns, ifname, mac, mtu, bridge)
         if ipv4:
             _ip("-n", ns, "addr", "add", ipv4, "dev", ifname)
         if ipv6:
@@ -148,10 +156,17 @@ class Lab:
         return self.add_node("ap", "eth1", mac, ipv4, ipv6, mtu)
 
     def add_phone(self, mac: str | None = None, ipv4: str | None = None, ipv6: str | None = None,
-                  mtu: int = 1500) -> Node:
+                  mtu: int = 1500, bridge: str = "br0") -> Node:
         index = sum(1 for n in self.nodes if n.ifname == "eth0") + 1
         mac = mac or f"00:15:65:77:{index >> 8:02x}:{index & 0xFF:02x}"
-        return self.add_node(f"ph{index}", "eth0", mac, ipv4, ipv6, mtu)
+        return self.add_node(f"ph{index}", "eth0", mac, ipv4, ipv6, mtu, bridge)
+
+    def add_interface(self, node: Node, ifname: str, mac: str, ipv4: str | None = None,
+                      bridge: str = "br1") -> None:
+        """A second interface on ``node``, on another bridge (another LAN the appliance must not serve)."""
+        self._attach(node.ns, ifname, mac, 1500, bridge)
+        if ipv4:
+            _ip("-n", node.ns, "addr", "add", ipv4, "dev", ifname)
 
     def wait_link_local(self, node: Node, timeout: float = 10.0) -> str:
         """The node's IPv6 link-local address, once the kernel has assigned it."""
