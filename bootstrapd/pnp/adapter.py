@@ -4,7 +4,7 @@
   unicast address) and joins the group on the provisioning interface's index only.
 - Replies and NOTIFYs leave from a second socket bound to the interface's own IPv4 address (``pnp.source_port``,
   ephemeral by default); the phones' 200s to our NOTIFYs come back to it, since it is our Via sent-by.
-- One ``call_at`` timer, re-armed only when the core's next deadline changes.
+- One ``call_at`` timer, re-armed only when the core's next deadline comes earlier than the armed one.
 - Each answered phone is an event ``pnp.answer`` and a line in ``state_dir/pnp-phones.json`` (MAC -> address), so
   ``bootstrapd resync MAC`` can find phones that got their address elsewhere. The file is rewritten at most once a
   second, off the event loop.
@@ -95,16 +95,19 @@ class PnpService:
             self.sender.sendto(item.data, item.addr)
 
     def _rearm(self) -> None:
+        """Arm the one timer for the core's next deadline.
+
+        A deadline that moved later (the oldest NOTIFY was answered, which under load is almost every datagram) keeps
+        the armed timer: it fires early once and re-arms then, instead of a cancel + call_at per datagram.
+        """
         assert self.core is not None and self._loop is not None
         deadline = self.core.next_deadline()
-        if deadline == self._armed:
+        if deadline is None or (self._armed is not None and self._armed <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._armed = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._fire)
+        self._timer = self._loop.call_at(deadline, self._fire)
 
     def _fire(self) -> None:
         assert self.core is not None and self._loop is not None

@@ -41,6 +41,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _REQUEST_LINE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+) +(\S+) +SIP/2\.0$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 +(\d{3})(?: (.*))?$")
 _HEADER_LINE = re.compile(r"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)", re.DOTALL)
+_HEADER_ALL = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:([^\r\n]*)\r?$", re.MULTILINE)
 _COMMA_ITEMS = re.compile(r"(?:<[^>]*>?|[^,<])+")
 _SENT_PROTOCOL = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s*(.*)$", re.IGNORECASE | re.DOTALL)
 
@@ -345,32 +346,20 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     return data, b""
 
 
-def parse(data: bytes) -> SipMessage:
-    """Parse one datagram; raises :class:`SipError` (and nothing else) on anything malformed."""
-    if not data or not data.strip():
-        raise SipError("empty datagram")
-    head_bytes, body = _split_head(data.lstrip(b"\r\n"))
-    if b"\0" in head_bytes:
-        raise SipError("NUL in header section")
-    head = head_bytes.decode("utf-8", "surrogateescape")
-    raw_lines = re.split(r"\r?\n", head)
-    first = raw_lines[0].strip()
-    message = SipMessage()
-    request = _REQUEST_LINE.match(first)
-    if request:
-        message.method = request.group(1).upper()
-        message.uri = request.group(2)
-    else:
-        status = _STATUS_LINE.match(first)
-        if not status:
-            raise SipError(f"not a SIP start line: {first[:60]!r}")
-        message.status = int(status.group(1))
-        if message.status < 100:
-            raise SipError("bad status code")
-        message.reason = (status.group(2) or "").strip()
+def _headers(rest: str) -> list[tuple[str, str]]:
+    if not rest:
+        return []
+    if "\n " not in rest and "\n\t" not in rest and rest[0] not in " \t":
+        # Fast path, one regex over the whole section: every line must be a "name: value" line, else the line-by-line
+        # loop below decides (and names the bad line).
+        pairs = _HEADER_ALL.findall(rest)
+        if len(pairs) == rest.count("\n") + 1:
+            if len(pairs) > MAX_HEADERS:
+                raise SipError("too many headers")
+            return [(name, value.strip()) for name, value in pairs]
     headers: list[tuple[str, str]] = []
     header_line = _HEADER_LINE.match
-    for line in raw_lines[1:]:
+    for line in re.split(r"\r?\n", rest):
         if line[:1] in (" ", "\t"):
             if not headers:
                 raise SipError("continuation line before any header")
@@ -385,7 +374,33 @@ def parse(data: bytes) -> SipMessage:
         headers.append((match.group(1), match.group(2).strip()))
     if len(headers) > MAX_HEADERS:
         raise SipError("too many headers")
-    message.headers = headers
+    return headers
+
+
+def parse(data: bytes) -> SipMessage:
+    """Parse one datagram; raises :class:`SipError` (and nothing else) on anything malformed."""
+    if not data or not data.strip():
+        raise SipError("empty datagram")
+    head_bytes, body = _split_head(data.lstrip(b"\r\n"))
+    if b"\0" in head_bytes:
+        raise SipError("NUL in header section")
+    head = head_bytes.decode("utf-8", "surrogateescape")
+    first, _, rest = head.partition("\n")
+    first = first.strip()
+    message = SipMessage()
+    request = _REQUEST_LINE.match(first)
+    if request:
+        message.method = request.group(1).upper()
+        message.uri = request.group(2)
+    else:
+        status = _STATUS_LINE.match(first)
+        if not status:
+            raise SipError(f"not a SIP start line: {first[:60]!r}")
+        message.status = int(status.group(1))
+        if message.status < 100:
+            raise SipError("bad status code")
+        message.reason = (status.group(2) or "").strip()
+    message.headers = _headers(rest)
     length = message.get("content-length")
     if length is not None:
         length = length.strip()

@@ -32,6 +32,12 @@ def _last_stats(path: Path) -> dict[str, str]:
     return dict(zip(header, last, strict=False))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (its threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(rates: list[int], seconds: float) -> int:
     if os.geteuid() != 0:
         print("the benchmark needs root (network namespaces)", file=sys.stderr)
@@ -46,29 +52,39 @@ def run(rates: list[int], seconds: float) -> int:
             '\n[pnp]\nenabled = true\nurl = "http://{ipv4}/$PN/"\n')
         app = Appliance(node, work, config)
         app.start()
-        print(f"{'offered/s':>9} {'calls':>6} {'ok':>6} {'failed':>6} {'retrans':>7} {'seconds':>7} {'done/s':>8}")
+        assert app.proc is not None
+        # `ip netns exec` execs the daemon: this pid is bootstrapd itself.
+        pid = app.proc.pid
+        print(f"{'offered/s':>9} {'calls':>6} {'ok':>6} {'failed':>6} {'retrans':>7} {'seconds':>7} {'done/s':>8} "
+              f"{'daemon CPU':>10} {'us/exch':>8}")
         for rate in rates:
             calls = int(rate * seconds)
             stats = work / f"stats-{rate}.csv"
+            errors = work / f"errors-{rate}.log"
             started = time.monotonic()
+            cpu_before = _cpu_seconds(pid)
             result = phone.run(["sipp", "-sf", str(SCENARIO), "-r", str(rate), "-rp", "1000", "-m", str(calls),
                                 "-l", str(max(1000, rate * 4)), "-i", phone.address, "-p", "5062", "-nostdin",
                                 "-recv_timeout", "8000", "-timeout", f"{int(seconds * 4 + 20)}s",
-                                "-trace_stat", "-stf", str(stats), "-fd", "1", "224.0.1.75:5060"],
+                                "-trace_stat", "-stf", str(stats), "-fd", "1", "-trace_err", "-error_file",
+                                str(errors), "224.0.1.75:5060"],
                                timeout=seconds * 4 + 40)
             elapsed = time.monotonic() - started
+            cpu = _cpu_seconds(pid) - cpu_before
             values = _last_stats(stats) if stats.exists() else {}
             ok = int(values.get("SuccessfulCall(C)", 0))
             failed = int(values.get("FailedCall(C)", 0))
             retrans = int(values.get("Retransmissions(C)", 0))
-            print(f"{rate:>9} {calls:>6} {ok:>6} {failed:>6} {retrans:>7} {elapsed:>7.2f} {ok / elapsed:>8.0f}",
-                  flush=True)
+            per = cpu / ok * 1e6 if ok else 0.0
+            print(f"{rate:>9} {calls:>6} {ok:>6} {failed:>6} {retrans:>7} {elapsed:>7.2f} {ok / elapsed:>8.0f} "
+                  f"{cpu / elapsed:>9.0%} {per:>8.0f}", flush=True)
             # Held: every exchange completed, none failed, and the offered rate was kept up (the run did not
             # stretch out behind a backlog of retransmissions).
             if ok == calls and failed == 0 and result.returncode == 0 and ok / elapsed >= 0.9 * rate:
                 held = max(held, rate)
             else:
-                print(f"  sipp exit {result.returncode}: {result.stderr.strip()[-300:]}", flush=True)
+                first = errors.read_text(errors="replace").strip().split("\n")[:3] if errors.exists() else []
+                print(f"  sipp exit {result.returncode}; first errors: {first}", flush=True)
                 break
         alive = app.proc is not None and app.proc.poll() is None
         app.stop()
