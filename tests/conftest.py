@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.netns import Lab, sweep_stale
+from tests.lab import netns
+from tests.lab.netns import Lab
 
 # In CI nothing may skip: a missing tool or privilege there is a failure, not a skip.
 IN_CI = os.environ.get("CI") == "true"
@@ -34,12 +35,8 @@ def require_root() -> None:
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     require_root()
-    sweep_stale()
-    the_lab = Lab()
-    try:
+    with netns.lab() as the_lab:
         yield the_lab
-    finally:
-        the_lab.close()
 
 
 @pytest.fixture
