@@ -121,7 +121,7 @@ class Dhcp6Server:
             relays.append(inner)
             inner = inner.inner
         link_mac = self._relay_mac(relays[-1]) if relays else None
-        result = self._dispatch(inner, now, link_mac)
+        result = self._dispatch(inner, now, link_mac, source)
         if result is None:
             return None
         reply, out = result
@@ -149,7 +149,8 @@ class Dhcp6Server:
             return value[2:]
         return None
 
-    def _dispatch(self, msg: Message, now: float, link_mac: bytes | None) -> tuple[Message, Outgoing] | None:
+    def _dispatch(self, msg: Message, now: float, link_mac: bytes | None,
+                  source: str) -> tuple[Message, Outgoing] | None:
         kind = msg.msg_type
         if kind not in (codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RENEW, codec.REBIND, codec.RELEASE,
                         codec.DECLINE, codec.INFORMATION_REQUEST):
@@ -168,7 +169,8 @@ class Dhcp6Server:
                     raise Dhcp6Error(f"{name} carrying a server ID")
             elif server_id != self.server_duid:
                 raise Dhcp6Error(f"{name} for another server" if server_id else f"{name} without a server ID")
-        if not self.limiter.allow(client_id or b"info-request", now):
+        # Per DUID; an Information-Request may come without one: then per source address.
+        if not self.limiter.allow(client_id or source.encode(), now):
             raise Dhcp6Error("rate limited")
 
         duid = client_id
