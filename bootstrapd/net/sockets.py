@@ -10,6 +10,8 @@ import socket
 import struct
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
 
 
 def udp_socket(
@@ -34,11 +36,17 @@ def udp_socket(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        for option, size in ((socket.SO_RCVBUF, rcvbuf), (socket.SO_SNDBUF, sndbuf)):
+        # A boot storm arrives in bursts: ask for big buffers. The *FORCE variants pass net.core.rmem_max (with
+        # CAP_NET_ADMIN, which the daemon has for neighbour entries); without it, take what the kernel allows.
+        sizes = ((SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf), (SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf))
+        for forced, plain, size in sizes:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, option, size)
+                sock.setsockopt(socket.SOL_SOCKET, forced, size)
             except OSError:
-                pass
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, plain, size)
+                except OSError:
+                    pass
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setblocking(False)
