@@ -42,6 +42,7 @@ _REQUEST_LINE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+) +(\S+) +SIP/2\.0$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 +(\d{3})(?: (.*))?$")
 _HEADER_LINE = re.compile(r"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)", re.DOTALL)
 _HEADER_ALL = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:([^\r\n]*)\r?$", re.MULTILINE)
+_URI_BAD = re.compile(r"[\x00-\x20\x7f\s<>\"]")
 _COMMA_ITEMS = re.compile(r"(?:<[^>]*>?|[^,<])+")
 _SENT_PROTOCOL = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s*(.*)$", re.IGNORECASE | re.DOTALL)
 
@@ -247,7 +248,10 @@ class SipUri:
 
 
 def parse_uri(text: str) -> SipUri:
-    scheme, colon, rest = text.strip().partition(":")
+    text = text.strip()
+    if _URI_BAD.search(text):
+        raise SipError("whitespace or control character in URI")
+    scheme, colon, rest = text.partition(":")
     if not colon or scheme.lower() not in ("sip", "sips"):
         raise SipError(f"not a SIP URI: {text[:60]!r}")
     rest = rest.split("?", 1)[0]
@@ -360,6 +364,8 @@ def _headers(rest: str) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
     header_line = _HEADER_LINE.match
     for line in re.split(r"\r?\n", rest):
+        if "\r" in line:
+            raise SipError("bare CR in header section")  # echoed back, it would split a header line
         if line[:1] in (" ", "\t"):
             if not headers:
                 raise SipError("continuation line before any header")

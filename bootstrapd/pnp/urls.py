@@ -52,8 +52,9 @@ def expand(template: str, variables: dict[str, str], *, mac: str | None, vendor:
            model: str | None) -> str:
     values = dict(variables)
     values["mac"] = mac or ""
-    values["vendor"] = quote(vendor or "", safe="")
-    values["model"] = quote(model or "", safe="")
+    # surrogateescape: header bytes that were not UTF-8 come back as the same bytes, percent-encoded.
+    values["vendor"] = quote((vendor or "").encode("utf-8", "surrogateescape"), safe="")
+    values["model"] = quote((model or "").encode("utf-8", "surrogateescape"), safe="")
     out = template
     for key, value in values.items():
         token = "{" + key + "}"

@@ -221,3 +221,8 @@ def test_plausible_garbage_raises_only_sip_error(lines: list[bytes], tail: bytes
         _exercise(parse(b"\r\n".join(lines) + tail))
     except ProtocolError as exc:
         assert isinstance(exc, SipError)
+
+
+def test_bare_cr_inside_a_header_is_refused() -> None:
+    with pytest.raises(SipError):
+        parse(b"SUBSCRIBE sip:x@y SIP/2.0\r\nFrom: <sip:a@b>\rX-Injected: 1\r\nCall-ID: c\r\n\r\n")

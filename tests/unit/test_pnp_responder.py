@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bootstrapd.configfile import Source
+from bootstrapd.errors import ProtocolError
 from bootstrapd.pnp.message import SipError, parse, parse_name_addr, split_params
 from bootstrapd.pnp.responder import Answered, Outgoing, Responder
 from bootstrapd.pnp.settings import PnpRule, PnpSettings, load_pnp
@@ -286,3 +289,33 @@ def test_event_parameters_from_notify_echo() -> None:
     out = core.receive(sample("grandstream-grp2612w.sip"), ("10.77.0.20", 5080), 0)
     _, params = split_params(parse(out[1].data).require("event"))
     assert params["vendor"] == "Grandstream" and params["version"] == "1.0.5.33"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["yealink-w52p.sip", "grandstream-grp2612w.sip", "snom-720.sip"]),
+       st.lists(st.tuples(st.integers(0, 600), st.binary(min_size=0, max_size=4)), max_size=6))
+def test_mutated_subscribes_raise_only_sip_error(name: str, edits: list[tuple[int, bytes]]) -> None:
+    data = bytearray(sample(name))
+    for where, what in edits:
+        where %= len(data) + 1
+        data[where: where + len(what)] = what
+    core, _, _ = make()
+    try:
+        out = core.receive(bytes(data), ("10.77.0.20", 5060), 0.0)
+    except ProtocolError as exc:
+        assert isinstance(exc, SipError)
+        return
+    assert all(o.addr == ("10.77.0.20", 5060) for o in out)
+    for item in out:
+        parse(item.data)  # whatever we send parses again
+    core.on_timer(100.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_into_the_core_raise_only_sip_error(data: bytes) -> None:
+    core, _, _ = make()
+    try:
+        core.receive(data, ("10.77.0.20", 5060), 0.0)
+    except ProtocolError as exc:
+        assert isinstance(exc, SipError)
