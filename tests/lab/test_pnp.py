@@ -311,3 +311,30 @@ def test_resync_by_mac_of_a_phone_pnp_answered(resync_lab: tuple[Lab, Appliance,
     proc.wait(timeout=10)
     notify = next(m for d, m in _messages(log) if d == "received")
     assert notify.startswith(f"NOTIFY sip:001565f4f9e1@{PHONE_IP} SIP/2.0")
+
+
+def test_resync_by_mac_from_leases_and_all(resync_lab: tuple[Lab, Appliance, Node], workdir: Path) -> None:
+    from bootstrapd.leases.store import connect
+
+    _, app, phone = resync_lab
+    conn = connect(app.state / "leases.sqlite3")  # creates the schema, as the daemon would
+    now = time.time()
+    for address, mac, expires in ((PHONE_IP, "001565770001", now + 3600), ("10.77.0.21", "001565770002", now - 10)):
+        conn.execute("INSERT INTO lease4 (address, mac, client_id, expires, state, hostname, vendor_class, updated) "
+                     "VALUES (?, ?, NULL, ?, 'active', NULL, NULL, ?)", (address, bytes.fromhex(mac), expires, now))
+    conn.close()
+    proc, log = _uas(phone, workdir, 200, calls=2)
+    by_mac = app.cli("resync", "--config", str(app.config), "00-15-65-77-00-01", "--timeout", "5")
+    assert by_mac.returncode == 0, by_mac.stdout + by_mac.stderr
+    assert by_mac.stdout.strip() == f"00-15-65-77-00-01 ({PHONE_IP}): 200 OK"
+    # --all: only the active, unexpired lease is a target.
+    every = app.cli("resync", "--config", str(app.config), "--all", "--reboot", "--timeout", "5", "--json")
+    assert every.returncode == 0, every.stdout + every.stderr
+    assert [(p["mac"], p["ip"], p["status"]) for p in json.loads(every.stdout)["phones"]] == [
+        ("001565770001", PHONE_IP, 200)]
+    assert proc.wait(timeout=10) == 0
+    received = [m for d, m in _messages(log) if d == "received"]
+    assert [_header(m, "Event") for m in received] == ["check-sync;reboot=false", "check-sync;reboot=true"]
+    # Expired lease: that MAC is unknown.
+    gone = app.cli("resync", "--config", str(app.config), "00:15:65:77:00:02", "--timeout", "1")
+    assert gone.returncode == 1 and "unknown MAC" in gone.stdout
