@@ -96,6 +96,9 @@ class Opened:
             self.fd = None
 
 
+READ_AHEAD = 256 << 10
+
+
 class Reader:
     """Sequential reads of an :class:`Opened` file: memoryview slices of cached bytes, or ``os.read`` calls."""
 
@@ -104,21 +107,30 @@ class Reader:
         self.size: int | None = opened.size
         self._view = memoryview(opened.data) if opened.data is not None else None
         self._offset = 0
+        self._buf = b""
 
     def read(self, n: int) -> bytes | memoryview:
         if self._view is not None:
             chunk = self._view[self._offset:self._offset + n]
             self._offset += len(chunk)
             return chunk
-        assert self.opened.fd is not None
-        out = os.read(self.opened.fd, n)
-        # A short read before EOF (rare on regular files) would end the transfer early: fill the block.
-        while 0 < len(out) < n:
-            more = os.read(self.opened.fd, n - len(out))
-            if not more:
-                break
-            out += more
-        return out
+        # Streamed: read ahead in large chunks, one system call per READ_AHEAD bytes instead of one per block.
+        if self._offset + n > len(self._buf):
+            assert self.opened.fd is not None
+            rest = self._buf[self._offset:]
+            want = max(n, READ_AHEAD) - len(rest)
+            chunks = [rest]
+            while want > 0:
+                more = os.read(self.opened.fd, want)
+                if not more:
+                    break
+                chunks.append(more)
+                want -= len(more)
+            self._buf = b"".join(chunks)
+            self._offset = 0
+        chunk = memoryview(self._buf)[self._offset:self._offset + n]
+        self._offset += len(chunk)
+        return chunk
 
     def close(self) -> None:
         self.opened.close()

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bootstrapd.config import Settings
-from bootstrapd.daemon import Context
+from bootstrapd.daemon import Context, StartupError
 from bootstrapd.errors import ProtocolError
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
@@ -57,9 +57,9 @@ def raise_nofile(needed: int) -> int:
     return soft
 
 
-def _resolver(ctx: Context) -> Resolver:
-    tftp = ctx.settings.tftp
-    return Resolver(ctx.settings.server.root, cache_size=tftp.cache_size, stream_above=tftp.large_file_size,
+def _resolver(settings: Settings) -> Resolver:
+    tftp = settings.tftp
+    return Resolver(settings.server.root, cache_size=tftp.cache_size, stream_above=tftp.large_file_size,
                     upload_dir=tftp.upload_dir or None, upload_max_size=tftp.upload_max_size)
 
 
@@ -81,7 +81,10 @@ class TftpService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.events = ctx.events
-        self.resolver = _resolver(ctx)
+        try:
+            self.resolver = _resolver(ctx.settings)
+        except ValueError as exc:
+            raise StartupError(f"tftp.upload_dir: {exc}") from None
         self.server = TftpServer(ctx.settings.tftp, self.resolver)
         self.endpoints: list[DatagramEndpoint] = []
         self.sessions: set[_Session] = set()
@@ -134,7 +137,10 @@ class TftpService:
         return sock
 
     def reload(self, settings: Settings) -> None:
-        self.resolver = _resolver(self.ctx)
+        try:
+            self.resolver = _resolver(settings)
+        except ValueError as exc:
+            log.error("tftp: reload keeps the previous file settings: tftp.upload_dir: %s", exc)
         self.server.configure(settings.tftp, self.resolver)
         raise_nofile(settings.tftp.max_transfers + 256)
 
@@ -312,6 +318,8 @@ class TftpService:
                 # Refused (old kernel, device without GSO): plain sends from now on, for this transfer and family.
                 session.gso = False
                 self.gso_supported = False
+                self.events.count("tftp.gso_refused")
+                log.debug("tftp: UDP GSO refused by the kernel; sending one datagram per block")
                 return datagrams[i:]
             i = j
         return []

@@ -213,6 +213,9 @@ class _Base:
             if len(data) >= 2 and data[1] == codec.ERROR and data[0] == 0:
                 return []
             return [(codec.encode_error(codec.ERR_UNKNOWN_TID, "unknown transfer ID"), addr)]
+        if len(data) >= 4 and data[0] == 0 and data[1] == codec.ACK and isinstance(self, ReadTransfer):
+            # The hot path of a download: one ACK per window, no packet object.
+            return [(d, self.client) for d in self._ack((data[2] << 8) | data[3], now)]
         packet = codec.decode(data)
         if isinstance(packet, Error):
             self._finish("option_refused" if packet.code == codec.ERR_OPTION else "client_error", now)
@@ -277,15 +280,16 @@ class ReadTransfer(_Base):
         return out
 
     def _packet(self, packet: codec.Packet, now: float) -> list[bytes]:
-        if not isinstance(packet, Ack):
-            return []
+        return self._ack(packet.block, now) if isinstance(packet, Ack) else []
+
+    def _ack(self, block: int, now: float) -> list[bytes]:
         if self.waiting_oack:
-            if packet.block != 0:
+            if block != 0:
                 return []
             self.waiting_oack = False
             self._progress(now)
             return self._fill()
-        acked = self.base - 1 + ((packet.block - (self.base - 1)) & 0xFFFF)
+        acked = self.base - 1 + ((block - (self.base - 1)) & 0xFFFF)
         if acked == self.base - 1 or acked >= self.next:
             return []  # duplicate (never a resend) or a block we never sent
         while self.base <= acked:

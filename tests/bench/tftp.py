@@ -22,6 +22,7 @@ import resource
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -286,58 +287,79 @@ def _atftp(phone: Any, host: str, name: str, dest: Path, options: dict[str, str]
     return elapsed
 
 
-def _run_server(kind: str, lab: Any, ap: Any, phone: Any, work: Path, digests: dict[str, str], clients: int
-                ) -> dict[str, Any]:
-    from tests.lab.appliance import BASE_CONFIG, Appliance
+class _Server:
+    """One server under test, started fresh for each phase (a storm's leftovers must not slow the next phase)."""
 
-    root = work / "root"
-    proc = None
-    app = None
-    if kind == "bootstrapd":
-        config = BASE_CONFIG.format(root=root, state=work / "state") + (
-            "\n[tftp]\nenabled = true\nmax_transfers = 5000\nmax_per_client = 5000\nrate_limit = 0\n"
-        )
-        app = Appliance(ap, work, config)
-        app.start()
-        assert app.proc is not None
-        proc = app.proc
-    elif kind == "tftpd-hpa":
-        proc = ap.popen(["in.tftpd", "-L", "-s", str(root)])
-        _wait_port(ap)
-    else:
-        proc = ap.popen(["dnsmasq", "-d", "--port=0", "--enable-tftp", f"--tftp-root={root}", "--interface=eth1",
-                         "--tftp-max=5000", "--conf-file=/dev/null", f"--pid-file={work / 'dnsmasq.pid'}"])
-        _wait_port(ap)
+    def __init__(self, kind: str, ap: Any, work: Path) -> None:
+        from tests.lab.appliance import BASE_CONFIG, Appliance
+
+        root = work / "root"
+        self.app: Any = None
+        self.log_tail = ""
+        if kind == "bootstrapd":
+            config = BASE_CONFIG.format(root=root, state=work / "state") + (
+                "\n[tftp]\nenabled = true\nmax_transfers = 5000\nmax_per_client = 5000\nrate_limit = 0\n"
+            )
+            self.app = Appliance(ap, work, config)
+            self.app.start()
+            self.proc = self.app.proc
+        elif kind == "tftpd-hpa":
+            self.proc = ap.popen(["in.tftpd", "-L", "-s", str(root)])
+            _wait_port(ap)
+        else:
+            # dnsmasq caps --tftp-max by its descriptor limit (1024 here): raise it, as bootstrapd does for itself.
+            self.proc = ap.popen(["prlimit", "--nofile=16384", "dnsmasq", "-d", "--port=0", "--enable-tftp",
+                                  f"--tftp-root={root}", "--interface=eth1", "--tftp-max=5000",
+                                  "--conf-file=/dev/null", f"--pid-file={work / 'dnsmasq.pid'}"])
+            _wait_port(ap)
+
+    def stop(self) -> None:
+        if self.app is not None:
+            self.app.stop()
+            return
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+        self.log_tail = err.decode(errors="replace")[-600:]
+
+
+def _run_server(kind: str, ap: Any, phone: Any, work: Path, digests: dict[str, str], clients: int) -> dict[str, Any]:
     result: dict[str, Any] = {"server": kind}
+    server = _Server(kind, ap, work)
     try:
         small = {n: digests[n] for n in SMALL}
         out = phone.run([sys.executable, "-m", "tests.bench.tftp", "storm", "--host", "10.77.0.1", "--clients",
-                         str(clients), "--files", json.dumps(small), "--options", json.dumps({"blksize": "1428"})],
-                        timeout=300)
+                         str(clients), "--files", json.dumps(small), "--options", json.dumps({"blksize": "1428"}),
+                         "--limit", "120"], timeout=300)
         if out.returncode != 0:
-            raise RuntimeError(out.stderr)
+            raise RuntimeError(out.stderr[-2000:])
         result["storm"] = json.loads(out.stdout)
         if kind == "bootstrapd":
-            status = Path(f"/proc/{proc.pid}/status").read_text()
+            status = Path(f"/proc/{server.proc.pid}/status").read_text()
             result["vmhwm_kb"] = int(next(line.split()[1] for line in status.splitlines()
                                           if line.startswith("VmHWM:")))
-        dest = work / "big.out"
-        for label, options in (("lockstep", {"blksize": "1428"}),
-                               ("windowed", {"blksize": "1428", "windowsize": "64"})):
+    finally:
+        server.stop()
+        result["storm_log"] = server.log_tail
+    dest = work / "big.out"
+    for label, options in (("lockstep", {"blksize": "1428"}), ("windowed", {"blksize": "1428", "windowsize": "64"})):
+        server = _Server(kind, ap, work)
+        try:
             seconds = _atftp(phone, "10.77.0.1", "big.bin", dest, options)
             digest = hashlib.sha256(dest.read_bytes()).hexdigest()
             result[label] = {"seconds": seconds, "ok": digest == digests["big.bin"]}
-            dest.unlink()
-    finally:
-        if app is not None:
-            app.stop()
-        elif proc is not None:
-            proc.terminate()
-            proc.wait(timeout=10)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            result[label] = {"seconds": float("nan"), "ok": False, "error": str(exc)[-300:]}
+        finally:
+            server.stop()
+        dest.unlink(missing_ok=True)
     return result
 
 
-def bench(clients: int) -> list[dict[str, Any]]:
+def bench(clients: int, servers: list[str]) -> list[dict[str, Any]]:
     import tempfile
 
     from tests.lab.netns import lab
@@ -352,9 +374,9 @@ def bench(clients: int) -> list[dict[str, Any]]:
         digests = make_files(work / "root")
         ap = the_lab.add_appliance()
         phone = the_lab.add_phone(ipv4="10.77.0.10/24")
-        for kind in ("bootstrapd", "tftpd-hpa", "dnsmasq"):
+        for kind in servers:
             print(f"-- {kind}", file=sys.stderr, flush=True)
-            results.append(_run_server(kind, the_lab, ap, phone, work, digests, clients))
+            results.append(_run_server(kind, ap, phone, work, digests, clients))
     return results
 
 
@@ -377,7 +399,8 @@ def report(results: list[dict[str, Any]], clients: int) -> str:
         lines.append(f"bootstrapd / {r['server']}: storm x{base['files_per_s'] / r['files_per_s']:.2f}, "
                      f"lock-step x{base['lock_mb_s'] / r['lock_mb_s']:.2f}, "
                      f"windowed x{base['win_mb_s'] / r['win_mb_s']:.2f}")
-    lines.append(f"bootstrapd peak RSS during the storm (VmHWM): {base['vmhwm_kb'] / 1024:.1f} MiB")
+    if "vmhwm_kb" in base:
+        lines.append(f"bootstrapd peak RSS during the storm (VmHWM): {base['vmhwm_kb'] / 1024:.1f} MiB")
     if any(not r[k]["ok"] for r in results for k in ("lockstep", "windowed")):
         lines.append("WARNING: a 50 MB download did not match")
     return "\n".join(lines)
@@ -403,6 +426,7 @@ def main() -> None:
     st.add_argument("--file", required=True)
     b = sub.add_parser("bench")
     b.add_argument("--clients", type=int, default=1000)
+    b.add_argument("--servers", default="bootstrapd,tftpd-hpa,dnsmasq")
     args = parser.parse_args()
     if args.command == "storm":
         result = asyncio.run(storm(args.host, args.port, json.loads(args.files), args.clients,
@@ -416,9 +440,9 @@ def main() -> None:
         clients = getattr(args, "clients", 1000)
         if os.geteuid() != 0:
             raise SystemExit("the benchmark needs root (network namespaces)")
-        results = bench(clients)
-        print(report(results, clients))
+        results = bench(clients, getattr(args, "servers", "bootstrapd,tftpd-hpa,dnsmasq").split(","))
         print(json.dumps(results), file=sys.stderr)
+        print(report(results, clients))
 
 
 if __name__ == "__main__":

@@ -242,3 +242,29 @@ def test_thousand_concurrent_transfers(env: Env) -> None:
     assert result["failed"] == 0, result
     assert result["ok"] == 1000
     env.healthy()
+
+
+def test_upload_enabled_by_reload(env: Env) -> None:
+    # Last in the module: it turns uploads on (SIGHUP), which the tests above expect to be refused.
+    text = BASE_CONFIG.format(root=env.root, state=env.app.state) + CONFIG + 'upload_dir = "uploads"\n' + \
+        "upload_max_size = 30000\n"
+    env.app.write_config(text)
+    env.app.reload()
+    env.app.wait_notify("READY=1")
+    local = env.out / "phone.log"
+    local.write_bytes(env.files["s20k.cfg"])
+    result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(local), "logs/phone.log"], timeout=30)
+    assert result.returncode == 0 and "Error" not in result.stdout, result.stdout
+    assert (env.root / "uploads" / "logs" / "phone.log").read_bytes() == env.files["s20k.cfg"]
+    # Never outside the upload folder, never over a provisioned file, never over the cap.
+    for name in ("../a.cfg", "/a.cfg/../x"):
+        result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(local), name], timeout=30)
+        assert "Error code 2: access violation" in result.stdout, result.stdout  # tftp-hpa reports on stdout
+    env.check("a.cfg", env.root / "a.cfg")
+    big = env.out / "big.log"
+    big.write_bytes(env.files["s20k.cfg"] * 2)
+    result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(big), "big.log"], timeout=30)
+    assert "Error code 3: upload too large" in result.stdout, result.stdout
+    assert not (env.root / "uploads" / "big.log").exists()
+    assert sorted(p.name for p in (env.root / "uploads").rglob("*")) == ["logs", "phone.log"]
+    env.healthy()
