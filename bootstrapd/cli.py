@@ -65,7 +65,7 @@ def _iso(ts: float) -> str:
 
 
 def cmd_leases(args: argparse.Namespace) -> int:
-    from bootstrapd.dhcp4.settings import format_mac
+    from bootstrapd.dhcpconf import format_mac
     from bootstrapd.leases.store import connect, read_leases4, read_leases6
 
     settings = _load(args)

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from ipaddress import IPv4Address
-from typing import Any
 
 from bootstrapd.configfile import Table
+from bootstrapd.dhcpconf import (
+    address_list,
+    builtin_criteria,
+    format_mac,
+    load_classes,
+    load_criteria,
+    load_option_table,
+    option_value,
+    parse_mac,
+    parse_range,
+)
+
+__all__ = ["ClientClass", "Dhcp4Settings", "Host4", "format_mac", "load_dhcp4", "option_value", "parse_mac"]
 
 OptionMap = dict[int, bytes]
 
@@ -54,130 +64,34 @@ class Dhcp4Settings:
     commit_window_ms: float
 
 
-def parse_mac(text: str) -> bytes:
-    cleaned = text.replace(":", "").replace("-", "").replace(".", "").strip()
-    if len(cleaned) % 2 or not cleaned:
-        raise ValueError(f"{text!r} is not a MAC address or prefix")
-    try:
-        value = bytes.fromhex(cleaned)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a MAC address or prefix") from None
-    return value
-
-
-def format_mac(mac: bytes) -> str:
-    return mac.hex(":")
-
-
-def option_value(value: Any) -> bytes:
-    """An option's configured value as wire bytes.
-
-    A string is sent as text; ``hex:0104...`` as raw bytes; a table of sub-option codes (``{1 = "http://..."}``)
-    as encapsulated sub-options (code, length, value), the TR-069 form of option 43.
-    """
-    if isinstance(value, str):
-        if value.lower().startswith("hex:"):
-            digits = value[4:].replace(":", "").replace(" ", "")
-            try:
-                return bytes.fromhex(digits)
-            except ValueError:
-                raise ValueError(f"{value!r} is not valid hex") from None
-        return value.encode("utf-8")
-    if isinstance(value, dict):
-        out = bytearray()
-        for sub, subvalue in value.items():
-            code = _code(sub, 1, 254)
-            data = option_value(subvalue)
-            if len(data) > 255:
-                raise ValueError(f"sub-option {code} is longer than 255 bytes")
-            out += bytes((code, len(data))) + data
-        return bytes(out)
-    raise ValueError(f"an option value must be text, 'hex:...' or a table of sub-options, not {value!r}")
-
-
-def _code(key: str, low: int, high: int) -> int:
-    try:
-        code = int(key)
-    except ValueError:
-        raise ValueError(f"{key!r} is not an option code") from None
-    if not low <= code <= high:
-        raise ValueError(f"option code {code} is outside {low}-{high}")
-    return code
-
-
 # Options the server computes itself; configuring them under [dhcp4.options] would break the protocol.
 _RESERVED = {0, 50, 51, 52, 53, 54, 55, 57, 58, 59, 61, 82, 255}
 
 
 def load_options(table: Table) -> OptionMap:
-    options: OptionMap = {}
-    for key, value in table.items():
-        try:
-            code = _code(key, 1, 254)
-            if code in _RESERVED:
-                raise ValueError(f"option {code} is set by the server itself")
-            options[code] = option_value(value)
-        except ValueError as exc:
-            raise table.error(key, str(exc)) from None
-    return options
-
-
-def _bytes_list(table: Table, key: str) -> tuple[bytes, ...]:
-    return tuple(v.encode() for v in table.text_list(key, []))
+    return load_option_table(table, high=254, reserved=_RESERVED, max_length=16 * 255)
 
 
 def _load_class(name: str, table: Table, base: ClientClass | None) -> ClientClass:
-    def pick(key: str, value: tuple[bytes, ...], inherited: tuple[bytes, ...]) -> tuple[bytes, ...]:
-        return value if table.has(key) else inherited
-
-    macs = tuple(table.parse("mac_prefix", lambda v: [parse_mac(m) for m in ([v] if isinstance(v, str) else v)], []))
-    options = load_options(table.table("options"))
     result = ClientClass(
         name=name,
-        vendor_class=pick("vendor_class", _bytes_list(table, "vendor_class"), base.vendor_class if base else ()),
-        vendor_class_contains=pick(
-            "vendor_class_contains",
-            _bytes_list(table, "vendor_class_contains"),
-            base.vendor_class_contains if base else (),
-        ),
-        user_class=pick("user_class", _bytes_list(table, "user_class"), base.user_class if base else ()),
-        mac_prefix=pick("mac_prefix", macs, base.mac_prefix if base else ()),
-        options={**(base.options if base else {}), **options},
+        **load_criteria(table, base),
+        user_class=tuple(v.encode() for v in table.text_list("user_class")) if table.has("user_class") else (
+            base.user_class if base else ()),
+        options={**(base.options if base else {}), **load_options(table.table("options"))},
     )
     table.finish()
     return result
 
 
 def builtin_classes() -> dict[str, ClientClass]:
-    """Classes shipped as data (``bootstrapd/data/classes.toml``): vendor class strings and MAC OUIs."""
-    text = resources.files("bootstrapd.data").joinpath("classes.toml").read_text(encoding="utf-8")
-    data = tomllib.loads(text)
-    out: dict[str, ClientClass] = {}
-    for name, spec in data.get("class", {}).items():
-        out[name] = ClientClass(
-            name=name,
-            vendor_class=tuple(v.encode() for v in spec.get("vendor_class", [])),
-            vendor_class_contains=tuple(v.encode() for v in spec.get("vendor_class_contains", [])),
-            mac_prefix=tuple(parse_mac(m) for m in spec.get("mac_prefix", [])),
-        )
-    return out
-
-
-def _parse_range(text: Any) -> tuple[IPv4Address, IPv4Address]:
-    if not isinstance(text, str) or "-" not in text:
-        raise ValueError("must be 'first-last', e.g. '10.77.0.100-10.77.0.199'")
-    first, last = (ipaddress.IPv4Address(p.strip()) for p in text.split("-", 1))
-    if int(last) < int(first):
-        raise ValueError(f"{last} comes before {first}")
-    if int(last) - int(first) > 1 << 20:
-        raise ValueError("more than 1,048,576 addresses")
-    return first, last
+    return {name: ClientClass(name=name, **criteria) for name, criteria in builtin_criteria().items()}
 
 
 def load_dhcp4(table: Table, server_url: str) -> Dhcp4Settings:
     enabled = table.flag("enabled", True)
     if enabled or table.has("range"):
-        start, end = table.parse("range", _parse_range)
+        start, end = table.parse("range", lambda v: parse_range(v, 4))
     else:
         start = end = IPv4Address("0.0.0.0")
     options = load_options(table.table("options"))
@@ -205,10 +119,7 @@ def load_dhcp4(table: Table, server_url: str) -> Dhcp4Settings:
     if len(set(addresses)) != len(addresses):
         raise table.error("host", "two reservations share one address")
 
-    classes = builtin_classes()
-    user_classes = table.table("class")
-    for name, _ in list(user_classes.items()):
-        classes[name] = _load_class(name, user_classes.table(name), classes.get(name))
+    classes = load_classes(table.table("class"), builtin_classes(), _load_class)
 
     settings = Dhcp4Settings(
         enabled=enabled,
@@ -218,11 +129,11 @@ def load_dhcp4(table: Table, server_url: str) -> Dhcp4Settings:
         offer_time=table.integer("offer_time", 30, min=1, max=600),
         decline_time=table.integer("decline_time", 600, min=1),
         router=table.parse("router", ipaddress.IPv4Address, None, "an IPv4 address"),
-        dns=tuple(ipaddress.IPv4Address(a) for a in table.parse("dns", _ip_list, [], "a list of IPv4 addresses")),
+        dns=tuple(table.parse("dns", lambda v: address_list(v, 4), [], "a list of IPv4 addresses")),
         domain=table.text("domain", None),
         options=options,
         hosts=tuple(hosts),
-        classes=tuple(classes.values()),
+        classes=classes,
         rate_limit=table.number("rate_limit", 20.0, min=0.1),
         rate_burst=table.integer("rate_burst", 40, min=1),
         authoritative=table.flag("authoritative", True),
@@ -231,9 +142,3 @@ def load_dhcp4(table: Table, server_url: str) -> Dhcp4Settings:
     table.finish()
     return settings
 
-
-def _ip_list(value: Any) -> list[str]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list):
-        raise ValueError("not a list")
-    return [str(ipaddress.IPv4Address(v)) for v in items]

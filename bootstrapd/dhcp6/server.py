@@ -246,11 +246,7 @@ class Dhcp6Server:
                 and pool.available(binding.address, key, now):
             address = binding.address
         else:
-            for hint in ia.addresses:
-                candidate = int(hint.address)
-                if pool.in_range(candidate) and pool.available(candidate, key, now):
-                    address = candidate
-                    break
+            address = pool.first_available(key, (int(hint.address) for hint in ia.addresses), now)
         if address is None:
             address = pool.allocate(key, now)
         if address is None:
@@ -282,11 +278,7 @@ class Dhcp6Server:
         else:
             # No binding (e.g. the lease expired): take the client's address back if it is still free (RFC 8415
             # 18.3.4 lets the server create the binding).
-            for hint in ia.addresses:
-                candidate = int(hint.address)
-                if pool.in_range(candidate) and pool.available(candidate, key, now):
-                    address = candidate
-                    break
+            address = pool.first_available(key, (int(hint.address) for hint in ia.addresses), now)
         if address is None:
             if kind == codec.REBIND and ia.addresses:
                 # Addresses we cannot extend: tell the client to stop using them (lifetimes 0).

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from typing import Any
 
 from bootstrapd.configfile import Table
-from bootstrapd.dhcp4.settings import builtin_classes, option_value, parse_mac
 from bootstrapd.dhcp6.codec import encode_domains
+from bootstrapd.dhcpconf import (
+    address_list,
+    builtin_criteria,
+    load_classes,
+    load_criteria,
+    load_option_table,
+    option_code,
+    option_value,
+    parse_range,
+)
 
 OptionMap6 = dict[int, bytes]
 VendorOptions = dict[int, list[tuple[int, bytes]]]  # enterprise number -> sub-options (code, value)
@@ -57,30 +65,8 @@ class Dhcp6Settings:
 _RESERVED = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 18, 19, 20, 23, 24, 25, 26, 59, 79}
 
 
-def _code(key: str, low: int, high: int) -> int:
-    try:
-        code = int(key)
-    except ValueError:
-        raise ValueError(f"{key!r} is not an option code") from None
-    if not low <= code <= high:
-        raise ValueError(f"option code {code} is outside {low}-{high}")
-    return code
-
-
 def load_options6(table: Table) -> OptionMap6:
-    options: OptionMap6 = {}
-    for key, value in table.items():
-        try:
-            code = _code(key, 1, 65535)
-            if code in _RESERVED:
-                raise ValueError(f"option {code} is set by the server itself (use its own key)")
-            data = option_value(value)
-            if len(data) > 65535:
-                raise ValueError("longer than 65535 bytes")
-            options[code] = data
-        except ValueError as exc:
-            raise table.error(key, str(exc)) from None
-    return options
+    return load_option_table(table, high=65535, reserved=_RESERVED, max_length=65535)
 
 
 def _sub_options(value: Any) -> list[tuple[int, bytes]]:
@@ -88,7 +74,7 @@ def _sub_options(value: Any) -> list[tuple[int, bytes]]:
         raise ValueError("must be a table of sub-option codes, e.g. {1 = \"http://...\"}")
     out: list[tuple[int, bytes]] = []
     for sub, subvalue in value.items():
-        code = _code(sub, 1, 65535)
+        code = option_code(sub, 1, 65535)
         data = option_value(subvalue)
         if len(data) > 65535:
             raise ValueError(f"sub-option {code} is longer than 65535 bytes")
@@ -100,7 +86,7 @@ def load_vendor_options(table: Table) -> VendorOptions:
     out: VendorOptions = {}
     for key, value in table.items():
         try:
-            enterprise = _code(key, 0, 0xFFFFFFFF)
+            enterprise = option_code(key, 0, 0xFFFFFFFF)
             out[enterprise] = _sub_options(value)
         except ValueError as exc:
             raise table.error(key, str(exc)) from None
@@ -108,39 +94,17 @@ def load_vendor_options(table: Table) -> VendorOptions:
 
 
 def parse_range6(text: Any) -> tuple[IPv6Address, IPv6Address]:
-    if not isinstance(text, str) or "-" not in text:
-        raise ValueError("must be 'first-last', e.g. 'fd77::100-fd77::1ff'")
-    first, last = (ipaddress.IPv6Address(p.strip()) for p in text.split("-", 1))
-    if int(last) < int(first):
-        raise ValueError(f"{last} comes before {first}")
-    if int(last) - int(first) >= 1 << 20:
-        raise ValueError("more than 1,048,576 addresses")
+    first, last = parse_range(text, 6)
     if first.is_link_local or first.is_multicast:
         raise ValueError("must be global or unique-local addresses")
     return first, last
 
 
-def _ip6_list(value: Any) -> list[IPv6Address]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list):
-        raise ValueError("not a list")
-    return [ipaddress.IPv6Address(v) for v in items]
-
-
-def _macs(value: Any) -> list[bytes]:
-    return [parse_mac(m) for m in ([value] if isinstance(value, str) else value)]
-
-
 def _load_class(name: str, table: Table, base: Class6 | None) -> Class6:
-    def texts(key: str, inherited: tuple[bytes, ...]) -> tuple[bytes, ...]:
-        return tuple(v.encode() for v in table.text_list(key)) if table.has(key) else inherited
-
     result = Class6(
         name=name,
-        vendor_class=texts("vendor_class", base.vendor_class if base else ()),
-        vendor_class_contains=texts("vendor_class_contains", base.vendor_class_contains if base else ()),
+        **load_criteria(table, base),
         enterprise=table.integer("enterprise", base.enterprise if base else None, min=0, max=0xFFFFFFFF),
-        mac_prefix=tuple(table.parse("mac_prefix", _macs, list(base.mac_prefix) if base else [], "MAC prefixes")),
         options={**(base.options if base else {}), **load_options6(table.table("options"))},
         vendor_options={**(base.vendor_options if base else {}), **load_vendor_options(table.table("vendor_options"))},
         bootfile_url=table.text("bootfile_url", base.bootfile_url if base else None),
@@ -151,11 +115,7 @@ def _load_class(name: str, table: Table, base: Class6 | None) -> Class6:
 
 def builtin_classes6() -> dict[str, Class6]:
     """The shipped classes (``bootstrapd/data/classes.toml``, shared with DHCPv4): vendor class strings and OUIs."""
-    return {
-        name: Class6(name=name, vendor_class=c.vendor_class, vendor_class_contains=c.vendor_class_contains,
-                     mac_prefix=c.mac_prefix)
-        for name, c in builtin_classes().items()
-    }
+    return {name: Class6(name=name, **criteria) for name, criteria in builtin_criteria().items()}
 
 
 def load_dhcp6(table: Table) -> Dhcp6Settings:
@@ -171,10 +131,7 @@ def load_dhcp6(table: Table) -> Dhcp6Settings:
     except ValueError as exc:
         raise table.error("domain", str(exc)) from None
 
-    classes = builtin_classes6()
-    user_classes = table.table("class")
-    for name, _ in list(user_classes.items()):
-        classes[name] = _load_class(name, user_classes.table(name), classes.get(name))
+    classes = load_classes(table.table("class"), builtin_classes6(), _load_class)
 
     settings = Dhcp6Settings(
         enabled=enabled,
@@ -187,11 +144,11 @@ def load_dhcp6(table: Table) -> Dhcp6Settings:
         offer_time=table.integer("offer_time", 30, min=1, max=600),
         decline_time=table.integer("decline_time", 600, min=1),
         rapid_commit=table.flag("rapid_commit", False),
-        dns=tuple(table.parse("dns", _ip6_list, [], "a list of IPv6 addresses")),
+        dns=tuple(table.parse("dns", lambda v: address_list(v, 6), [], "a list of IPv6 addresses")),
         domain=domain,
         options=load_options6(table.table("options")),
         vendor_options=load_vendor_options(table.table("vendor_options")),
-        classes=tuple(classes.values()),
+        classes=classes,
         rate_limit=table.number("rate_limit", 20.0, min=0.1),
         rate_burst=table.integer("rate_burst", 40, min=1),
     )

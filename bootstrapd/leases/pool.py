@@ -14,7 +14,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 OFFERED = "offered"
@@ -70,6 +70,13 @@ class Pool:
         if current.key == key and current.state != DECLINED:
             return True
         return self.reusable(current, now)
+
+    def first_available(self, key: bytes, candidates: Iterable[int], now: float) -> int | None:
+        """The first address the client asked for (a hint, a remembered address) that it may have."""
+        for address in candidates:
+            if self.in_range(address) and address not in self.reserved and self.available(address, key, now):
+                return address
+        return None
 
     def allocate(self, key: bytes, now: float) -> int | None:
         """A free dynamic address for ``key``, or None when the pool is exhausted."""
