@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrapd.leases.store import Lease4, LeaseStore
+from tests.lab import perfdhcp
 from tests.lab.appliance import Appliance
 from tests.lab.netns import Lab, Node, lab
 
@@ -68,7 +69,11 @@ def start_bootstrapd(node: Node, workdir: Path) -> Running:
     app = Appliance(node, workdir, BOOTSTRAPD)
     app.start()
     assert app.proc
-    return Running(app.stop, app.proc.pid)
+
+    def stop() -> None:
+        app.stop()
+
+    return Running(stop, app.proc.pid)
 
 
 def _wait_bound(node: Node, port: int = 67, timeout: float = 10.0) -> None:
@@ -111,20 +116,11 @@ def start_dnsmasq(node: Node, workdir: Path) -> Running:
     return Running(stop, proc.pid)
 
 
-def perfdhcp(client: Node, rate: int) -> dict[str, float]:
-    argv = ["perfdhcp", "-4", "-l", client.ifname, "-r", str(rate), "-p", str(PERIOD), "-R", "4000000",
-            "-W", "1000000", "-d", "2", SERVER]
-    out = client.run(argv, timeout=PERIOD + 30).stdout
-    sent = [int(x) for x in re.findall(r"^sent packets: (\d+)", out, re.M)]
-    received = [int(x) for x in re.findall(r"^received packets: (\d+)", out, re.M)]
-    if len(sent) < 2:
-        return {"sent": 0, "completed": 0, "drop_ratio": 1.0}
-    discover_sent, request_sent = sent[0], sent[1]
-    acks = received[1]
-    # Drops: exchanges offered that did not complete (no OFFER, or no ACK).
-    drop_ratio = 1.0 - acks / discover_sent if discover_sent else 1.0
-    return {"sent": discover_sent, "requests": request_sent, "completed": acks, "drop_ratio": drop_ratio,
-            "achieved": acks / PERIOD}
+def perfdhcp_run(client: Node, rate: int) -> dict[str, float]:
+    result = perfdhcp.run(client, 4, "-r", str(rate), "-p", str(PERIOD), "-R", "4000000", "-W", "1000000", "-d", "2",
+                          SERVER, timeout=PERIOD + 30)
+    return {"sent": result.started, "completed": result.completed, "drop_ratio": result.loss,
+            "achieved": result.completed / PERIOD}
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -160,7 +156,7 @@ def measure(the_lab: Lab, name: str, start: Callable[[Node, Path], Running], app
         workdir.chmod(0o755)
         server = start(appliance, workdir)
         try:
-            result = perfdhcp(client, rate)
+            result = perfdhcp_run(client, rate)
         finally:
             server.stop()
         runs.append({"rate": rate, **result})
@@ -186,7 +182,7 @@ def rss_with_leases(appliance: Node, client: Node, base: Path, count: int = 50_0
     app = Appliance(appliance, workdir, BOOTSTRAPD)
     app.start(timeout=60)
     assert app.proc
-    perfdhcp(client, 1000)  # some traffic on top of the loaded store
+    perfdhcp_run(client, 1000)  # some traffic on top of the loaded store
     rss = peak_rss_kb(app.proc.pid)
     app.stop()
     return rss

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.lab import perfdhcp
 from tests.lab.appliance import BASE_CONFIG, Appliance
 from tests.lab.netns import Lab, Node, lab
 
@@ -35,34 +35,21 @@ RATES = (100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000)
 PERIOD = 3  # seconds of offered load per rate
 
 
-def perfdhcp(phone: Node, rate: int, period: int) -> dict[str, Any]:
+def perfdhcp_run(phone: Node, rate: int, period: int) -> dict[str, Any]:
     """One perfdhcp -6 run; sent/received per exchange and the drop ratio over both."""
-    argv = ["perfdhcp", "-6", "-l", phone.ifname, "-r", str(rate), "-p", str(period), "-R", "100000000",
-            "-W", "1000000"]
-    result = phone.run(argv, timeout=period + 60)
-    sent = received = 0
-    per: dict[str, tuple[int, int]] = {}
-    for section in re.split(r"\*\*\*Statistics for: ", result.stdout)[1:]:
-        name = section.split("***", 1)[0]
-        s = re.search(r"^sent packets: (\d+)", section, re.M)
-        r = re.search(r"^received packets: (\d+)", section, re.M)
-        if s and r:
-            per[name] = (int(s.group(1)), int(r.group(1)))
-            sent += int(s.group(1))
-            received += int(r.group(1))
-    # A Request only follows an Advertise: count the exchanges that never started as drops too.
-    solicits = per.get("SOLICIT-ADVERTISE", (0, 0))[0]
-    replies = per.get("REQUEST-REPLY", (0, 0))[1]
-    drops = 1.0 - replies / solicits if solicits else 1.0
-    return {"rate": rate, "solicits": solicits, "replies": replies, "drop_ratio": drops, "per": per,
-            "ok": result.returncode == 0 and solicits > 0}
+    # A Request only follows an Advertise: exchanges that never got their Reply count as lost, whatever stage.
+    result = perfdhcp.run(phone, 6, "-r", str(rate), "-p", str(period), "-R", "100000000", "-W", "1000000",
+                          timeout=period + 60)
+    per = {name: (c.get("sent packets", 0), c.get("received packets", 0)) for name, c in result.stats.items()}
+    return {"rate": rate, "solicits": result.started, "replies": result.completed, "drop_ratio": result.loss,
+            "per": per, "ok": result.returncode == 0 and result.started > 0}
 
 
 def sweep(name: str, phone: Node, rates: tuple[int, ...], period: int) -> tuple[int, list[dict[str, Any]]]:
     best = 0
     runs = []
     for rate in rates:
-        run = perfdhcp(phone, rate, period)
+        run = perfdhcp_run(phone, rate, period)
         runs.append(run)
         print(f"  {name:10} offered {rate:5}/s: {run['solicits']:6} solicits, {run['replies']:6} replies, "
               f"{100 * run['drop_ratio']:5.2f}% dropped", flush=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tools
+from tests.lab import perfdhcp
 from tests.lab.appliance import Appliance
 from tests.lab.clients import Dhclient, udhcpc
-from tests.lab.netns import Lab, Node
+from tests.lab.netns import Lab
 
 CONFIG = """
 [server]
@@ -192,37 +193,20 @@ rate_limit = 50.0
 """
 
 
-def perfdhcp(node: Node, server: str, *args: str, timeout: float = 120) -> dict[str, int]:
-    result = node.run(["perfdhcp", "-4", "-l", node.ifname, *args, server], timeout=timeout)
-    out = result.stdout + result.stderr
-    stats: dict[str, int] = {}
-    section = ""
-    for line in out.splitlines():
-        header = re.match(r"\*+ ?Statistics for: ([A-Z0-9-]+)", line)
-        if header:
-            section = header.group(1)
-        match = re.match(r"\s*(sent packets|received packets|drops|orphans|rejected leases|non unique addresses)"
-                         r": (\d+)", line)
-        if match:
-            stats[f"{section} {match.group(1)}"] = int(match.group(2))
-    if not stats:
-        raise AssertionError(f"perfdhcp printed no statistics ({result.returncode}):\n{out}")
-    return stats
-
-
 def test_perfdhcp_2000_exchanges_no_drops_no_duplicates(lab: Lab, workdir: Path) -> None:
     require_tools("perfdhcp")
     node = lab.add_appliance(ipv4="10.78.0.1/16", ipv6=None)
     app = Appliance(node, workdir, PERF_CONFIG)
     app.start()
     relay = lab.add_phone(mac="02:30:00:00:00:01", ipv4="10.78.0.2/16")
-    stats = perfdhcp(relay, "10.78.0.1", "-r", "250", "-n", "2000", "-R", "2000", "-W", "2000000",
-                     "-d", "2")
-    assert stats["DISCOVER-OFFER sent packets"] == 2000, stats
-    assert stats["DISCOVER-OFFER drops"] == 0, stats
-    assert stats["REQUEST-ACK drops"] == 0, stats
-    assert stats["REQUEST-ACK received packets"] == 2000, stats
-    assert stats["REQUEST-ACK non unique addresses"] == 0, stats
+    result = perfdhcp.run(relay, 4, "-r", "250", "-n", "2000", "-R", "2000", "-W", "2000000", "-d", "2",
+                          "10.78.0.1")
+    stats = result.stats
+    assert stats["DISCOVER-OFFER"]["sent packets"] == 2000, result.output
+    assert stats["DISCOVER-OFFER"]["drops"] == 0, result.output
+    assert stats["REQUEST-ACK"]["drops"] == 0, result.output
+    assert stats["REQUEST-ACK"]["received packets"] == 2000, result.output
+    assert stats["REQUEST-ACK"]["non unique addresses"] == 0, result.output
     app.stop()
     addresses = [x["address"] for x in leases(app)]
     macs = [x["mac"] for x in leases(app)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from ipaddress import IPv6Address
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import require_tools
+from tests.lab import perfdhcp
 from tests.lab.appliance import BASE_CONFIG, Appliance
 from tests.lab.clients import Dhclient
 from tests.lab.netns import Lab, Node
@@ -136,26 +136,16 @@ def test_committed_leases_survive_kill_9(lab: Lab, workdir: Path) -> None:
     assert app.stop() == 0
 
 
-def _perfdhcp_stats(output: str) -> dict[str, dict[str, int]]:
-    stats: dict[str, dict[str, int]] = {}
-    for section in re.split(r"\*\*\*Statistics for: ", output)[1:]:
-        name = section.split("***", 1)[0]
-        stats[name] = {key: int(value) for key, value in
-                       re.findall(r"^(sent packets|received packets|drops): (\d+)", section, re.M)}
-    return stats
-
-
 def test_perfdhcp_1000_exchanges(lab: Lab, workdir: Path) -> None:
     require_tools("perfdhcp")
     app, [phone] = _start(lab, workdir, 'range = "fd77::1000-fd77::ffff"')
-    result = phone.run(["perfdhcp", "-6", "-l", phone.ifname, "-r", "200", "-n", "1000", "-R", "1000",
-                        "-d", "2", "-W", "1000000"], timeout=90)
-    assert result.returncode == 0, result.stdout + result.stderr
-    stats = _perfdhcp_stats(result.stdout)
+    result = perfdhcp.run(phone, 6, "-r", "200", "-n", "1000", "-R", "1000", "-d", "2", "-W", "1000000",
+                          timeout=90)
+    assert result.returncode == 0, result.output
     for exchange in ("SOLICIT-ADVERTISE", "REQUEST-REPLY"):
-        assert stats[exchange]["sent packets"] == 1000, result.stdout
-        assert stats[exchange]["received packets"] == 1000, result.stdout
-        assert stats[exchange]["drops"] == 0, result.stdout
+        assert result.stats[exchange]["sent packets"] == 1000, result.output
+        assert result.stats[exchange]["received packets"] == 1000, result.output
+        assert result.stats[exchange]["drops"] == 0, result.output
     assert len(_leases(app)) == 1000  # every REPLY left only after its lease was durable
     assert app.stop() == 0
 
@@ -249,10 +239,9 @@ def test_rapid_commit_with_dhclient_and_relayed_perfdhcp(lab: Lab, workdir: Path
     [bound] = [r for r in client.records() if r.get("reason") == "BOUND6"]
     assert [r["address"] for r in _leases(app)] == [bound["new_ip6_address"]]
     # perfdhcp as a relay (-A 1): Relay-forw in, Relay-reply back to its port 547.
-    result = phone.run(["perfdhcp", "-6", "-A", "1", "-l", phone.ifname, "-r", "100", "-n", "200", "-R", "200",
-                        "-d", "2", "-W", "1000000"], timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    stats = _perfdhcp_stats(result.stdout)
-    assert stats["REQUEST-REPLY"]["received packets"] == 200, result.stdout
+    relayed = perfdhcp.run(phone, 6, "-A", "1", "-r", "100", "-n", "200", "-R", "200", "-d", "2", "-W", "1000000",
+                           timeout=60)
+    assert relayed.returncode == 0, relayed.output
+    assert relayed.stats["REQUEST-REPLY"]["received packets"] == 200, relayed.output
     assert len(_leases(app)) == 201
     assert app.stop() == 0
