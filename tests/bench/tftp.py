@@ -214,7 +214,8 @@ def _describe(data: bytes, addr: tuple[Any, ...]) -> dict[str, Any]:
 
 def stranger_error(host: str, port: int, name: str, blksize: int = 512) -> dict[str, Any]:
     """Start a lock-step transfer, let a second socket (a stranger) send ERROR and a bogus ACK to the transfer's
-    port, then finish the transfer: returns what the stranger got and whether the download completed."""
+    port, acknowledge a block never sent, then finish the transfer: returns what the stranger got and the digest of
+    what was downloaded (None if anything unexpected arrived)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock, socket.socket(family, socket.SOCK_DGRAM) as other:
         sock.settimeout(3)
@@ -232,6 +233,8 @@ def stranger_error(host: str, port: int, name: str, blksize: int = 512) -> dict[
             stranger.append(_describe(reply, addr))
         except TimeoutError:
             pass
+        # The client itself acknowledges a block never sent: ignored, no resend, the transfer goes on.
+        sock.sendto(struct.pack("!HH", ACK, 500), peer)
         chunks = [data[4:]]
         block = 1
         while len(data) - 4 == blksize:
