@@ -18,8 +18,8 @@ import pytest
 from tests.conftest import require_tools
 from tests.lab.appliance import BASE_CONFIG, Appliance
 from tests.lab.netns import Lab, Node
+from tests.lab.sipphone import SIPP, body, first_notify, header, read_messages, run_phone
 
-SIPP = Path(__file__).resolve().parent / "sipp"
 PHONE_IP = "10.77.0.20"
 
 PNP = """
@@ -50,50 +50,6 @@ def _config(workdir: Path, body: str = PNP) -> str:
     return BASE_CONFIG.format(root=workdir / "root", state=workdir / "state") + body
 
 
-def _messages(log: Path) -> list[tuple[str, str]]:
-    """sipp's -trace_msg file -> [("sent" | "received", message text)]."""
-    out: list[tuple[str, str]] = []
-    if not log.exists():
-        return out
-    for block in log.read_text(errors="replace").split("\n----------------------------------------------- ")[0:]:
-        lines = block.split("\n")
-        for i, line in enumerate(lines):
-            if line.startswith(("UDP message sent", "UDP message received")):
-                text = "\n".join(lines[i + 2:])
-                out.append(("sent" if "sent" in line else "received", text))
-                break
-    return out
-
-
-def _body(message: str) -> str:
-    _, _, body = message.replace("\r\n", "\n").partition("\n\n")
-    return body.rstrip("\n")
-
-
-def _header(message: str, name: str) -> str | None:
-    for line in message.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")[1:]:
-        key, _, value = line.partition(":")
-        if key.strip().lower() == name.lower():
-            return value.strip()
-    return None
-
-
-def run_phone(phone: Node, scenario: str, workdir: Path, *extra: str, port: int = 5062,
-              timeout: int = 10) -> tuple[int, list[tuple[str, str]], str]:
-    log = workdir / f"{scenario}-{port}-{time.monotonic_ns()}.log"
-    result = phone.run(["sipp", "-sf", str(SIPP / f"{scenario}.xml"), "-m", "1", "-i", phone.address,
-                        "-p", str(port), "-nostdin", "-trace_msg", "-message_file", str(log),
-                        "-timeout", f"{timeout}s", "-timeout_error", *extra, "224.0.1.75:5060"],
-                       timeout=timeout + 20)
-    return result.returncode, _messages(log), result.stdout[-2000:] + result.stderr[-2000:]
-
-
-def _notify(messages: list[tuple[str, str]]) -> str:
-    notifies = [m for d, m in messages if d == "received" and m.startswith("NOTIFY ")]
-    assert notifies, messages
-    return notifies[0]
-
-
 @pytest.fixture
 def pnp_lab(lab: Lab, workdir: Path) -> tuple[Lab, Appliance, Node]:
     require_tools("sipp")
@@ -118,10 +74,10 @@ def test_sipp_phone_gets_200_and_notify_with_url(pnp_lab: tuple[Lab, Appliance, 
     assert code == 0, output + app.log()
     received = [m for d, m in messages if d == "received"]
     assert received[0].startswith("SIP/2.0 200 OK")
-    assert _header(received[0], "Expires") == "0"
-    notify = _notify(messages)
-    assert _body(notify) == url
-    assert _header(notify, "Content-Length") == str(len(url))
+    assert header(received[0], "Expires") == "0"
+    notify = first_notify(messages)
+    assert body(notify) == url
+    assert header(notify, "Content-Length") == str(len(url))
     sent = [m for d, m in messages if d == "sent"]
     assert sent[-1].startswith("SIP/2.0 200 OK")  # sipp confirmed the NOTIFY
     assert app.proc is not None and app.proc.poll() is None
@@ -216,7 +172,7 @@ def test_hostile_datagrams_then_normal_phone_still_answered(pnp_lab: tuple[Lab, 
     assert app.proc is not None and app.proc.poll() is None
     code, messages, output = run_phone(phone, "yealink-w52p", workdir)
     assert code == 0, output + app.log()
-    assert _body(_notify(messages)) == "tftp://10.77.0.1/"
+    assert body(first_notify(messages)) == "tftp://10.77.0.1/"
 
 
 # -- check-sync ------------------------------------------------------------------------------------------------------
@@ -262,12 +218,12 @@ def test_resync_by_ip_with_and_without_reboot(resync_lab: tuple[Lab, Appliance, 
     report = json.loads(second.stdout)
     assert report["ok"] == 1 and report["phones"][0]["status"] == 200
     assert proc.wait(timeout=10) == 0
-    notifies = [m for d, m in _messages(log) if d == "received"]
-    assert [_header(m, "Event") for m in notifies] == ["check-sync;reboot=false", "check-sync;reboot=true"]
+    notifies = [m for d, m in read_messages(log) if d == "received"]
+    assert [header(m, "Event") for m in notifies] == ["check-sync;reboot=false", "check-sync;reboot=true"]
     for m in notifies:
         assert m.startswith(f"NOTIFY sip:phone@{PHONE_IP} SIP/2.0")
-        assert _header(m, "Max-Forwards") == "70" and _header(m, "Content-Length") == "0"
-        assert "10.77.0.1:" in (_header(m, "Via") or "") and ";tag=" in (_header(m, "From") or "")
+        assert header(m, "Max-Forwards") == "70" and header(m, "Content-Length") == "0"
+        assert "10.77.0.1:" in (header(m, "Via") or "") and ";tag=" in (header(m, "From") or "")
 
 
 def test_resync_rejected_with_481_exits_1(resync_lab: tuple[Lab, Appliance, Node], workdir: Path) -> None:
@@ -309,7 +265,7 @@ def test_resync_by_mac_of_a_phone_pnp_answered(resync_lab: tuple[Lab, Appliance,
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == f"00:15:65:F4:F9:E1 ({PHONE_IP}): 200 OK"
     proc.wait(timeout=10)
-    notify = next(m for d, m in _messages(log) if d == "received")
+    notify = next(m for d, m in read_messages(log) if d == "received")
     assert notify.startswith(f"NOTIFY sip:001565f4f9e1@{PHONE_IP} SIP/2.0")
 
 
@@ -333,8 +289,8 @@ def test_resync_by_mac_from_leases_and_all(resync_lab: tuple[Lab, Appliance, Nod
     assert [(p["mac"], p["ip"], p["status"]) for p in json.loads(every.stdout)["phones"]] == [
         ("001565770001", PHONE_IP, 200)]
     assert proc.wait(timeout=10) == 0
-    received = [m for d, m in _messages(log) if d == "received"]
-    assert [_header(m, "Event") for m in received] == ["check-sync;reboot=false", "check-sync;reboot=true"]
+    received = [m for d, m in read_messages(log) if d == "received"]
+    assert [header(m, "Event") for m in received] == ["check-sync;reboot=false", "check-sync;reboot=true"]
     # Expired lease: that MAC is unknown.
     gone = app.cli("resync", "--config", str(app.config), "00:15:65:77:00:02", "--timeout", "1")
     assert gone.returncode == 1 and "unknown MAC" in gone.stdout
