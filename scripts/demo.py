@@ -17,6 +17,7 @@ from pathlib import Path
 from tests.lab.appliance import Appliance
 from tests.lab.clients import Dhclient, udhcpc
 from tests.lab.netns import Lab, Node, lab
+from tests.lab.sipphone import body, first_notify, run_phone
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "lab.toml"
@@ -59,11 +60,31 @@ def phone_udhcpc(the_lab: Lab, workdir: Path, mac: str, name: str) -> Node:
     return phone
 
 
+def phone_dhcp6(the_lab: Lab, workdir: Path, phone: Node, name: str) -> None:
+    the_lab.wait_link_local(phone)
+    got = Dhclient(phone, workdir, name, "also request dhcp6.bootfile-url;\n").obtain("-6")
+    step(f"phone {phone.mac} (ISC dhclient -6)")
+    show("IPv6 address (IA_NA)", got.get("new_ip6_address"))
+    show("option 59 bootfile-url", got.get("new_dhcp6_bootfile_url"))
+
+
+def phone_pnp(the_lab: Lab, workdir: Path, scenario: str, address: str) -> None:
+    phone = the_lab.add_phone(ipv4=f"{address}/24")
+    code, messages, output = run_phone(phone, scenario, workdir)
+    step(f"phone {address} (sipp replaying a real {scenario} PnP SUBSCRIBE to 224.0.1.75:5060)")
+    if code != 0:
+        show("sipp failed", output)
+        return
+    replies = [m.replace("\r\n", "\n").split("\n", 1)[0] for d, m in messages if d == "received"]
+    show("answers", " / ".join(replies))
+    show("provisioning URL (NOTIFY)", body(first_notify(messages)))
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("make demo needs root: it builds network namespaces", file=sys.stderr)
         return 2
-    for tool in ("dhclient", "busybox"):
+    for tool in ("dhclient", "busybox", "sipp"):
         if not shutil.which(tool):
             print(f"missing {tool}: run `make peers`", file=sys.stderr)
             return 2
@@ -82,7 +103,12 @@ def main() -> int:
             step(f"bootstrapd running ({', '.join(enabled)}), READY=1 received")
             phone_dhclient(the_lab, workdir, "00:15:65:77:00:01", "phone1")
             phone_udhcpc(the_lab, workdir, "80:5e:c0:77:00:02", "phone2")
-            phone_dhclient(the_lab, workdir, "00:15:65:77:00:03", "phone3")
+            phone3 = phone_dhclient(the_lab, workdir, "00:15:65:77:00:03", "phone3")
+            if "dhcp6" in enabled:
+                phone_dhcp6(the_lab, workdir, phone3, "phone3v6")
+            if "pnp" in enabled:
+                phone_pnp(the_lab, workdir, "yealink-w52p", "10.77.0.21")
+                phone_pnp(the_lab, workdir, "snom-720", "10.77.0.22")
             step("bootstrapd leases")
             print(app.cli("leases", "--config", str(app.config)).stdout, end="")
             code = app.stop()
