@@ -22,7 +22,7 @@ peers:
 	@bash scripts/install-peers.sh $(PEERS)
 
 lint: venv
-	$(VENV)/bin/ruff check bootstrapd tests
+	$(VENV)/bin/ruff check bootstrapd tests scripts
 	$(VENV)/bin/mypy
 
 test: venv peers lint

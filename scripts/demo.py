@@ -80,11 +80,26 @@ def phone_pnp(the_lab: Lab, workdir: Path, scenario: str, address: str) -> None:
     show("provisioning URL (NOTIFY)", body(first_notify(messages)))
 
 
+def phone_tftp(the_lab: Lab, workdir: Path, phone: Node) -> None:
+    """The download a phone does next: its boot file over TFTP (tftp-hpa), a config over IPv6 (curl)."""
+    step(f"phone {phone.mac} downloads its files over TFTP")
+    boot = workdir / "boot.out"
+    result = phone.run(["tftp", "-m", "octet", "10.77.0.1", "-c", "get", "y000000000000.boot", str(boot)])
+    first = boot.read_text().splitlines()[0] if result.returncode == 0 and boot.exists() else result.stderr.strip()
+    show("tftp-hpa y000000000000.boot", f"{boot.stat().st_size if boot.exists() else 0} bytes, {first}")
+    cfg = workdir / "common.out"
+    result = phone.run(["curl", "-sS", "-o", str(cfg), "tftp://[fd77::1]/common.cfg"])
+    size = cfg.stat().st_size if result.returncode == 0 and cfg.exists() else result.stderr.strip()
+    show("curl tftp://[fd77::1]/common.cfg", f"{size} bytes")
+    result = phone.run(["curl", "-sS", "--path-as-is", "-o", "/dev/null", "tftp://10.77.0.1/../../etc/passwd"])
+    show("curl tftp://…/../../etc/passwd", f"refused (curl exit {result.returncode})")
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("make demo needs root: it builds network namespaces", file=sys.stderr)
         return 2
-    for tool in ("dhclient", "busybox", "sipp"):
+    for tool in ("dhclient", "busybox", "sipp", "tftp", "curl"):
         if not shutil.which(tool):
             print(f"missing {tool}: run `make peers`", file=sys.stderr)
             return 2
@@ -106,6 +121,8 @@ def main() -> int:
             phone3 = phone_dhclient(the_lab, workdir, "00:15:65:77:00:03", "phone3")
             if "dhcp6" in enabled:
                 phone_dhcp6(the_lab, workdir, phone3, "phone3v6")
+            if "tftp" in enabled:
+                phone_tftp(the_lab, workdir, phone3)
             if "pnp" in enabled:
                 phone_pnp(the_lab, workdir, "yealink-w52p", "10.77.0.21")
                 phone_pnp(the_lab, workdir, "snom-720", "10.77.0.22")

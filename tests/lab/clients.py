@@ -22,6 +22,8 @@ vars='^(new_|old_|ip=|subnet=|router=|dns=|opt|serverid=|lease=|boot_file=|tftp=
 case "$reason" in
   BOUND|RENEW|REBIND|REBOOT)
     [ -n "$new_ip_address" ] && ip addr replace "$new_ip_address/24" dev "$interface" 2>/dev/null ;;
+  BOUND6|RENEW6|REBIND6|REBOOT6)
+    [ -n "$new_ip6_address" ] && ip -6 addr replace "$new_ip6_address/64" dev "$interface" nodad 2>/dev/null ;;
   bound|renew)
     [ -n "$ip" ] && ip addr replace "$ip/24" dev "$interface" 2>/dev/null ;;
 esac

@@ -10,7 +10,7 @@ from bootstrapd.errors import ProtocolError
 from bootstrapd.tftp import codec
 from bootstrapd.tftp.codec import Ack, Data, Error, OAck, Request, TftpError
 
-names = st.text(st.characters(min_codepoint=0x20, blacklist_characters="\x7f", blacklist_categories=("Cs",)),
+names = st.text(st.characters(min_codepoint=0x20, blacklist_characters="\x7f", blacklist_categories=["Cs"]),
                 min_size=1, max_size=60)
 option_names = st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=10)
 option_values = st.text("0123456789abc", max_size=8)
@@ -21,7 +21,7 @@ packets = st.one_of(
     st.builds(Data, st.integers(0, 65535), st.binary(max_size=1500)),
     st.builds(Ack, st.integers(0, 65535)),
     st.builds(Error, st.integers(0, 8), st.text(st.characters(blacklist_characters="\0",
-                                                              blacklist_categories=("Cs",)), max_size=40)),
+                                                              blacklist_categories=["Cs"]), max_size=40)),
     st.builds(OAck, st.dictionaries(option_names, option_values, min_size=1, max_size=5)),  # never empty
 )
 
