@@ -34,6 +34,11 @@ PAD, END = 0, 255
 ZERO = b"\0\0\0\0"
 
 
+def ntoa(address: bytes) -> str:
+    """Dotted quad of 4 bytes (no socket import in a protocol core; faster than building an IPv4Address)."""
+    return f"{address[0]}.{address[1]}.{address[2]}.{address[3]}"
+
+
 class Dhcp4Error(ProtocolError):
     """A DHCPv4 message that cannot be accepted."""
 

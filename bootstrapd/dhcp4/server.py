@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from socket import inet_ntoa
 from typing import Any
 
 from bootstrapd.dhcp4 import codec
@@ -107,7 +106,7 @@ class Dhcp4Server:
         if kind == 0:
             raise Dhcp4Error("BOOTP without a DHCP message type is not served")
         if packet.giaddr != codec.ZERO and not self._on_network(int.from_bytes(packet.giaddr, "big")):
-            raise Dhcp4Error(f"relay {inet_ntoa(packet.giaddr)} is not on a served subnet")
+            raise Dhcp4Error(f"relay {codec.ntoa(packet.giaddr)} is not on a served subnet")
         mac = packet.mac
         if not self.limiter.allow(mac, now):
             self._count("rate_limited")
@@ -232,7 +231,7 @@ class Dhcp4Server:
         if client_id is not None:
             reply.options[codec.CLIENT_ID] = client_id
         if packet.giaddr != codec.ZERO:
-            destination = (inet_ntoa(packet.giaddr), SERVER_PORT)
+            destination = (codec.ntoa(packet.giaddr), SERVER_PORT)
             reply.flags |= codec.BROADCAST_FLAG  # the relay must broadcast a NAK on the client's segment
         else:
             destination = (BROADCAST, CLIENT_PORT)  # RFC 2131 4.1: NAK broadcast when giaddr is 0
@@ -307,7 +306,7 @@ class Dhcp4Server:
             "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
             "request": codec.TYPE_NAMES.get(packet.msg_type(), "?"),
             "mac": format_mac(info.mac),
-            "address": inet_ntoa(address.to_bytes(4, "big")) if address is not None else None,
+            "address": codec.ntoa(address.to_bytes(4, "big")) if address is not None else None,
             "classes": info.classes,
             "vendor_class": info.vendor_class,
             "options": configured.codes,
@@ -318,9 +317,9 @@ class Dhcp4Server:
                      source: tuple[str, int] | None) -> tuple[tuple[str, int], tuple[IPv4Address, bytes] | None]:
         """RFC 2131 4.1: relay, then ciaddr, then the broadcast flag, else unicast to yiaddr at chaddr."""
         if packet.giaddr != codec.ZERO:
-            return (inet_ntoa(packet.giaddr), SERVER_PORT), None
+            return (codec.ntoa(packet.giaddr), SERVER_PORT), None
         if packet.ciaddr != codec.ZERO:
-            return (inet_ntoa(packet.ciaddr), CLIENT_PORT), None
+            return (codec.ntoa(packet.ciaddr), CLIENT_PORT), None
         if address is None:
             # INFORM without ciaddr (broken client): answer where it came from.
             if source is not None and source[0] != "0.0.0.0":
@@ -329,7 +328,7 @@ class Dhcp4Server:
         if packet.broadcast:
             return (BROADCAST, CLIENT_PORT), None
         yiaddr = IPv4Address(address)
-        return (inet_ntoa(yiaddr.packed), CLIENT_PORT), (yiaddr, packet.mac)
+        return (codec.ntoa(yiaddr.packed), CLIENT_PORT), (yiaddr, packet.mac)
 
     # -- introspection --------------------------------------------------------------------------------------------
     def lease_for(self, mac: bytes, client_id: bytes | None = None) -> Binding | None:

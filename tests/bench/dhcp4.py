@@ -28,7 +28,7 @@ from tests.lab import perfdhcp
 from tests.lab.appliance import Appliance
 from tests.lab.netns import Lab, Node, lab
 
-RATES = [100, 250, 500, 1000, 2000, 3000, 4000, 6000, 8000]
+RATES = [100, 250, 500, 1000, 2000, 3000, 4000, 4500, 5000, 6000, 8000]
 PERIOD = 4
 SERVER, CLIENT = "10.78.0.1", "10.78.0.2"
 FIRST, LAST = "10.78.1.0", "10.78.250.255"
