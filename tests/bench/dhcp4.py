@@ -76,22 +76,13 @@ def start_bootstrapd(node: Node, workdir: Path) -> Running:
     return Running(stop, app.proc.pid)
 
 
-def _wait_bound(node: Node, port: int = 67, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if f":{port} " in node.run(["ss", "-uln"]).stdout:
-            return
-        time.sleep(0.1)
-    raise TimeoutError("server did not bind")
-
-
 def start_kea(node: Node, workdir: Path) -> Running:
     conf = workdir / "kea-dhcp4.json"
     conf.write_text(kea_config(workdir))
     log = open(workdir / "kea.log", "wb")
     env = {"KEA_PIDFILE_DIR": str(workdir), "KEA_LOCKFILE_DIR": str(workdir), "PATH": "/usr/sbin:/usr/bin:/bin"}
     proc = node.popen(["kea-dhcp4", "-c", str(conf)], stdout=log, stderr=log, env=env)
-    _wait_bound(node)
+    node.wait_udp_port(67, proc=proc)
 
     def stop() -> None:
         proc.terminate()
@@ -107,7 +98,7 @@ def start_dnsmasq(node: Node, workdir: Path) -> Running:
                        f"--dhcp-range={FIRST},{LAST},1h", f"--dhcp-leasefile={leases}", "--dhcp-lease-max=200000",
                        "--no-ping", f"--dhcp-option=66,tftp://{SERVER}/", f"--pid-file={workdir / 'dnsmasq.pid'}"],
                       stdout=log, stderr=log)
-    _wait_bound(node)
+    node.wait_udp_port(67, proc=proc)
 
     def stop() -> None:
         proc.terminate()

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,7 @@ def run_kea(the_lab: Lab, ap: Node, phone: Node, work: Path, rates: tuple[int, .
     env = {"KEA_PIDFILE_DIR": str(workdir), "KEA_LOCKFILE_DIR": str(workdir), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     proc = ap.popen(["kea-dhcp6", "-c", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(ap, proc, "kea-dhcp6")
+        ap.wait_udp_port(547, 15.0, proc)
         return sweep("kea-dhcp6", phone, rates, period)
     finally:
         _stop(proc)
@@ -130,21 +129,10 @@ def run_dnsmasq(the_lab: Lab, ap: Node, phone: Node, work: Path, rates: tuple[in
             "--log-facility=-", "--quiet-dhcp6"]
     proc = ap.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(ap, proc, "dnsmasq")
+        ap.wait_udp_port(547, 15.0, proc)
         return sweep("dnsmasq", phone, rates, period)
     finally:
         _stop(proc)
-
-
-def _wait_port(node: Node, proc: subprocess.Popen[Any], name: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}")
-        if ":547 " in node.run(["ss", "-uln"]).stdout:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{name} did not bind port 547")
 
 
 Runner = Callable[[Lab, Node, Node, Path, tuple[int, ...], int], tuple[int, list[dict[str, Any]]]]

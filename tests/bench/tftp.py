@@ -268,16 +268,6 @@ def make_files(root: Path, seed: int = 77) -> dict[str, str]:
     return digests
 
 
-def _wait_port(node: Any, port: int = 69, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = node.run(["ss", "-Hlun", f"sport = :{port}"]).stdout
-        if out.strip():
-            return
-        time.sleep(0.1)
-    raise TimeoutError("server did not bind port 69")
-
-
 def _atftp(phone: Any, host: str, name: str, dest: Path, options: dict[str, str]) -> float:
     argv = ["atftp", "--get", "-r", name, "-l", str(dest)]
     for key, value in options.items():
@@ -308,13 +298,13 @@ class _Server:
             self.proc = self.app.proc
         elif kind == "tftpd-hpa":
             self.proc = ap.popen(["in.tftpd", "-L", "-s", str(root)])
-            _wait_port(ap)
+            ap.wait_udp_port(69)
         else:
             # dnsmasq caps --tftp-max by its descriptor limit (1024 here): raise it, as bootstrapd does for itself.
             self.proc = ap.popen(["prlimit", "--nofile=16384", "dnsmasq", "-d", "--port=0", "--enable-tftp",
                                   f"--tftp-root={root}", "--interface=eth1", "--tftp-max=5000",
                                   "--conf-file=/dev/null", f"--pid-file={work / 'dnsmasq.pid'}"])
-            _wait_port(ap)
+            ap.wait_udp_port(69)
 
     def stop(self) -> None:
         if self.app is not None:

@@ -85,6 +85,17 @@ class Node:
         self.lab.procs.append(proc)
         return proc
 
+    def wait_udp_port(self, port: int, timeout: float = 10.0, proc: subprocess.Popen[Any] | None = None) -> None:
+        """Wait until something in this namespace listens on UDP ``port`` (a peer server we started)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+            if self.run(["ss", "-Hlun", f"sport = :{port}"]).stdout.strip():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"nothing listens on UDP {port} in {self.ns}")
+
     @property
     def address(self) -> str:
         assert self.ipv4

@@ -178,16 +178,6 @@ def test_hostile_datagrams_then_normal_phone_still_answered(pnp_lab: tuple[Lab, 
 # -- check-sync ------------------------------------------------------------------------------------------------------
 
 
-def _wait_bound(node: Node, port: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = node.run(["ss", "-Hlun", f"sport = :{port}"]).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on UDP {port} in {node.ns}")
-
-
 def _uas(phone: Node, workdir: Path, status: int, calls: int = 1) -> tuple[subprocess.Popen[bytes], Path]:
     """sipp as the phone's SIP stack, answering ``calls`` check-sync NOTIFYs with ``status``."""
     log = workdir / f"uas-{status}-{time.monotonic_ns()}.log"
@@ -195,7 +185,7 @@ def _uas(phone: Node, workdir: Path, status: int, calls: int = 1) -> tuple[subpr
                         "-m", str(calls), "-nostdin", "-trace_msg", "-message_file", str(log),
                         "-timeout", "20s", "-timeout_error"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_bound(phone, 5060)
+    phone.wait_udp_port(5060, 5.0)
     return proc, log
 
 
