@@ -39,10 +39,14 @@ class Pool:
         self.last = last
         self.reserved = reserved
         self._cursor = first
+        # After a full scan finds nothing, further scans are skipped for a second (or until an address is freed):
+        # with a big, full range every DISCOVER from a random MAC would otherwise cost a walk of the whole range.
+        self._exhausted_until = 0.0
 
     def reconfigure(self, first: int, last: int, reserved: frozenset[int]) -> None:
         """New range and reservations (SIGHUP): bindings are kept; addresses outside the range are not reissued."""
         self.first, self.last, self.reserved = first, last, reserved
+        self._exhausted_until = 0.0
         if not first <= self._cursor <= last:
             self._cursor = first
 
@@ -80,6 +84,8 @@ class Pool:
 
     def allocate(self, key: bytes, now: float) -> int | None:
         """A free dynamic address for ``key``, or None when the pool is exhausted."""
+        if now < self._exhausted_until <= now + 1.0:  # (a wall clock stepped back does not extend it)
+            return None
         span = self.last - self.first + 1
         address = self._cursor
         for _ in range(span):
@@ -89,6 +95,7 @@ class Pool:
                 self._cursor = address + 1 if address < self.last else self.first
                 return address
             address += 1
+        self._exhausted_until = now + 1.0
         return None
 
     def bind(self, key: bytes, address: int, state: str, expires: float) -> Binding:
@@ -113,6 +120,7 @@ class Pool:
         if binding is None or binding.address != address or binding.state == DECLINED:
             return None
         binding.state, binding.expires = RELEASED, now
+        self._exhausted_until = 0.0
         return binding
 
     def decline(self, address: int, until: float) -> Binding:
@@ -129,6 +137,7 @@ class Pool:
         binding = self.by_key.get(key)
         if binding is not None and binding.state == OFFERED:
             binding.expires = 0.0
+            self._exhausted_until = 0.0
 
     def load(self, key: bytes, address: int, state: str, expires: float) -> None:
         """Restore a binding from the store at start-up."""
