@@ -201,25 +201,67 @@ def encode_options(options: dict[int, bytes], last: tuple[int, bytes] | None = N
     return bytes(out)
 
 
+def _split_tlvs(block: bytes) -> list[bytes]:
+    out: list[bytes] = []
+    i = 0
+    while i < len(block):
+        end = i + 2 + block[i + 1]
+        out.append(block[i:end])
+        i = end
+    return out
+
+
+def _overload(body: bytes, room: int) -> tuple[bytes, bytes, bytes, int]:
+    """RFC 2131 4.1 / RFC 2132 9.3: options that do not fit the options field go into ``file``, then ``sname``.
+
+    Options keep their order; those that fit nowhere are left out (the message must not exceed the client's size).
+    Returns the options field, the file and sname fields, and the overload flags.
+    """
+    main, file_area, sname_area = bytearray(), bytearray(), bytearray()
+    flags = 0
+    for tlv in _split_tlvs(body):
+        if not file_area and not sname_area and len(main) + len(tlv) <= room:
+            main += tlv
+        elif not sname_area and len(file_area) + len(tlv) <= 127:
+            file_area += tlv
+            flags |= 1
+        elif len(sname_area) + len(tlv) <= 63:
+            sname_area += tlv
+            flags |= 2
+    if file_area:
+        file_area.append(END)
+    if sname_area:
+        sname_area.append(END)
+    return bytes(main), bytes(file_area), bytes(sname_area), flags
+
+
 def encode(packet: Packet, *, max_size: int = 1500, last: tuple[int, bytes] | None = None,
            wire: bytes = b"") -> bytes:
-    """Encode a message; ``last`` is an option to put after all others (82, RFC 3046) if it fits in ``max_size``.
+    """Encode a message of at most ``max_size`` bytes (IP and UDP headers included, RFC 2132 9.10).
 
-    ``wire`` is a block of options already encoded (a cached option set), placed after ``packet.options``.
+    ``wire`` is a block of options already encoded (a cached option set), placed after ``packet.options``; ``last``
+    is an option to put after all others (82, RFC 3046), left out if it does not fit. Options beyond the options
+    field overflow into ``file`` and ``sname`` (option 52).
     """
+    body = encode_options(packet.options) + wire
+    tail = encode_options({}, last) if last is not None else b""
+    limit = max_size - 28
+    fixed = HEADER_SIZE + 4 + 1  # header, magic cookie, END
+    if tail and fixed + len(body) + len(tail) > limit:
+        tail = b""  # option 82 does not fit: reply without it rather than not at all
+    file, sname = packet.file, packet.sname
+    if fixed + len(body) > limit:
+        body, file_area, sname_area, flags = _overload(body, limit - fixed - 3)
+        body = bytes((OVERLOAD, 1, flags)) + body
+        file = file_area or file
+        sname = sname_area or sname
     try:
         header = _HEADER.pack(packet.op, packet.htype, packet.hlen, packet.hops, packet.xid, packet.secs,
                               packet.flags, packet.ciaddr, packet.yiaddr, packet.siaddr, packet.giaddr,
-                              packet.chaddr.ljust(16, b"\0")[:16], packet.sname[:64].ljust(64, b"\0"),
-                              packet.file[:128].ljust(128, b"\0"))
+                              packet.chaddr.ljust(16, b"\0")[:16], sname[:64].ljust(64, b"\0"),
+                              file[:128].ljust(128, b"\0"))
     except struct.error as exc:
         raise Dhcp4Error(f"cannot encode: {exc}") from None
-    body = encode_options(packet.options) + wire
-    tail = encode_options({}, last) if last is not None else b""
-    # max_size counts the IP and UDP headers (28 bytes): RFC 2132 9.10.
-    limit = max_size - 28
-    if tail and len(header) + 4 + len(body) + len(tail) + 1 > limit:
-        tail = b""  # option 82 does not fit: reply without it rather than not at all
     message = header + MAGIC + body + tail + bytes((END,))
     if len(message) < MIN_SIZE:
         message += b"\0" * (MIN_SIZE - len(message))

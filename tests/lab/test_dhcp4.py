@@ -264,3 +264,24 @@ def test_hostile_datagrams_then_a_normal_client_still_gets_a_lease(lab: Lab, app
     assert "Traceback" not in log and "internal_error" not in log
     dropped = re.search(r"'dhcp4.dropped': (\d+)", log)
     assert dropped and int(dropped.group(1)) > 5000, log[-2000:]
+
+
+def test_dhclient_with_a_576_byte_limit_gets_every_option_through_overload(lab: Lab, workdir: Path) -> None:
+    """Long provisioning URLs do not fit a 576-byte reply: they arrive in the file/sname fields (option 52)."""
+    require_tools("dhclient")
+    urls = {code: f"http://10.77.0.1/provisioning/{code}/{'p' * 12}/" for code in (161, 162, 163, 164, 165)}
+    extra = "".join(f'{code} = "{url}"\n' for code, url in urls.items())
+    # These alone, with the header and cookie, leave no room in 576 - 28 bytes for the other options.
+    assert 240 + sum(2 + len(u) for u in urls.values()) + 60 > 576 - 28
+    node = lab.add_appliance()
+    app = Appliance(node, workdir, CONFIG.replace("[dhcp4.options]\n", "[dhcp4.options]\n" + extra))
+    app.start()
+    phone = lab.add_phone(mac="02:10:00:00:00:57")
+    conf = "".join(f"option custom-{code} code {code} = text;\n" for code in urls)
+    conf += "send dhcp-max-message-size 576;\nrequest subnet-mask, routers, tftp-server-name;\n"
+    got = Dhclient(phone, workdir, "small", conf).obtain()
+    assert in_range(got["new_ip_address"])
+    for code, url in urls.items():
+        assert got[f"new_custom_{code}"] == url
+    assert got["new_tftp_server_name"] == "tftp://10.77.0.1/boot/"
+    app.stop()

@@ -77,6 +77,27 @@ def test_option_82_is_dropped_when_it_does_not_fit_the_clients_max_size() -> Non
     assert codec.RELAY_AGENT not in codec.decode(reply.data).options
 
 
+def test_options_over_the_clients_max_size_overflow_into_file_and_sname() -> None:
+    """RFC 2132 9.3: with max size 576 the provisioning options still all arrive, through option overload."""
+    urls = {code: f"http://10.77.0.1/{code}/{'x' * 30}" for code in (43, 150, 161, 162, 163, 164)}
+    body = "".join(f'{code} = "{url}"\n' for code, url in urls.items())
+    server = make_server(f"[dhcp4.class.big]\nmac_prefix = [\"02:00:00\"]\n[dhcp4.class.big.options]\n{body}")
+    reply = server.handle(message(codec.DISCOVER, mac(1), options={codec.MAX_SIZE: (576).to_bytes(2, "big")}),
+                          SRC, 1000.0)
+    assert reply is not None and reply.data is not None
+    assert len(reply.data) <= 576 - 28
+    packet = codec.decode(reply.data)
+    assert packet.options[codec.OVERLOAD] in (b"\x01", b"\x03")
+    for code, url in urls.items():
+        assert packet.options[code] == url.encode()
+    assert packet.options[66] == b"tftp://10.77.0.1/" and packet.msg_type() == codec.OFFER
+    # Without a max size option the client may take 576 too (RFC 2131): same answer; a larger one needs no overload.
+    big = server.handle(message(codec.DISCOVER, mac(2), options={codec.MAX_SIZE: (1500).to_bytes(2, "big")}),
+                        SRC, 1000.0)
+    assert big is not None and big.data is not None
+    assert codec.OVERLOAD not in codec.decode(big.data).options
+
+
 def test_client_id_is_echoed_and_keys_the_lease() -> None:
     server = make_server()
     client_id = b"\xff\x00\x01\x02\x03weird"
