@@ -59,13 +59,13 @@ class Dhcp4Server:
         self._netaddr = int(network.network_address)
         self.pool = Pool(int(settings.range_start), int(settings.range_end))
         self.stats: dict[str, int] = {}
-        self._meta: dict[bytes, tuple[bytes, bytes | None, str | None, str | None]] = {}
         self.configure(settings)
         for lease in leases:
             key = client_key(lease.mac, lease.client_id)
             vendor = sys.intern(lease.vendor_class) if lease.vendor_class else None  # thousands of "yealink"
-            self._meta[key] = (lease.mac, lease.client_id, lease.hostname, vendor)
-            self.pool.load(key, int(lease.address), lease.state, lease.expires)
+            binding = self.pool.load(key, int(lease.address), lease.state, lease.expires)
+            if binding is not None:
+                binding.info = (lease.mac, lease.client_id, lease.hostname, vendor)
 
     # -- configuration ------------------------------------------------------------------------------------------
     def configure(self, settings: Dhcp4Settings) -> None:
@@ -211,13 +211,13 @@ class Dhcp4Server:
         binding = self.pool.bind(info.key, address, ACTIVE, now + self.lease_time)
         host = self._reservation(info.mac)
         hostname = (host.hostname if host and host.hostname else None) or info.hostname
-        self._meta[info.key] = (info.mac, packet.client_id(), hostname, info.vendor_class)
+        binding.info = (info.mac, packet.client_id(), hostname, info.vendor_class)
         reply = self._reply(packet, info, codec.ACK, address)
         reply.commit.append(self._lease(binding))
         return reply
 
     def _lease(self, binding: Binding) -> Lease4:
-        mac, client_id, hostname, vendor_class = self._meta.get(binding.key, (b"", None, None, None))
+        mac, client_id, hostname, vendor_class = binding.info or (b"", None, None, None)
         return Lease4(IPv4Address(binding.address), mac, client_id, binding.expires, binding.state, hostname,
                       vendor_class)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 OFFERED = "offered"
 ACTIVE = "active"
@@ -29,6 +30,9 @@ class Binding:
     key: bytes
     state: str
     expires: float
+    # What the server wants to remember about the client (MAC, hostname …): it lives and dies with the binding, so
+    # clients that come and go (random MACs) cannot grow memory beyond one entry per address.
+    info: Any = None
 
 
 class Pool:
@@ -139,15 +143,16 @@ class Pool:
             binding.expires = 0.0
             self._exhausted_until = 0.0
 
-    def load(self, key: bytes, address: int, state: str, expires: float) -> None:
-        """Restore a binding from the store at start-up."""
+    def load(self, key: bytes, address: int, state: str, expires: float) -> Binding | None:
+        """Restore a binding from the store at start-up (None: an older row of a client seen again later)."""
         if state == DECLINED:
-            self.by_address[address] = Binding(address, b"", DECLINED, expires)
-            return
+            binding = Binding(address, b"", DECLINED, expires)
+            self.by_address[address] = binding
+            return binding
         current = self.by_key.get(key)
         if current is not None and current.state == ACTIVE and current.expires > expires:
-            return
-        self.bind(key, address, state, expires)
+            return None
+        return self.bind(key, address, state, expires)
 
     def bindings(self) -> Iterator[Binding]:
         return iter(self.by_address.values())
