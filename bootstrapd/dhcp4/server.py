@@ -63,7 +63,7 @@ class Dhcp4Server:
         for lease in leases:
             key = client_key(lease.mac, lease.client_id)
             vendor = sys.intern(lease.vendor_class) if lease.vendor_class else None  # thousands of "yealink"
-            binding = self.pool.load(key, int(lease.address), lease.state, lease.expires)
+            binding = self.pool.load(key, int(lease.address), lease.state, lease.expires, lease.mac)
             if binding is not None:
                 binding.info = (lease.mac, lease.client_id, lease.hostname, vendor)
 
@@ -141,6 +141,8 @@ class Dhcp4Server:
         host = self.hosts.get(info.mac)
         if host is not None and int(host.address) != address:
             return False  # a client with a reservation gets that address and no other
+        if not self.pool.can_take(info.mac, info.key, now):
+            return False  # this MAC already holds its share (rotating client identifiers, a DECLINE loop)
         owner = self.reserved_for.get(address)
         if owner is not None:
             return owner == info.mac and self.pool.available(address, info.key, now)
@@ -157,17 +159,22 @@ class Dhcp4Server:
         wanted = packet.requested_ip()
         if wanted is not None and self._may_have(int(wanted), info, now):
             return int(wanted)
+        if not self.pool.can_take(info.mac, info.key, now):
+            return None
         return self.pool.allocate(info.key, now)
 
     # -- messages ---------------------------------------------------------------------------------------------------
     def _discover(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+        if self._reservation(info.mac) is None and not self.pool.can_take(info.mac, info.key, now):
+            self._count("client_limit")  # not an exhausted pool: no warning
+            return None
         address = self._choose(packet, info, now)
         if address is None:
             self._count("pool_exhausted")
             return Reply(None, event={"type": "exhausted", "mac": format_mac(info.mac), "classes": info.classes})
         current = self.pool.binding(info.key)
         if current is None or current.address != address or current.state != ACTIVE or current.expires <= now:
-            self.pool.bind(info.key, address, OFFERED, now + self.settings.offer_time)
+            self.pool.bind(info.key, address, OFFERED, now + self.settings.offer_time, info.mac)
         return self._reply(packet, info, codec.OFFER, address)
 
     def _request(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
@@ -208,7 +215,7 @@ class Dhcp4Server:
         raise Dhcp4Error("REQUEST with neither server id, requested address nor ciaddr")
 
     def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: float) -> Reply:
-        binding = self.pool.bind(info.key, address, ACTIVE, now + self.lease_time)
+        binding = self.pool.bind(info.key, address, ACTIVE, now + self.lease_time, info.mac)
         host = self._reservation(info.mac)
         hostname = (host.hostname if host and host.hostname else None) or info.hostname
         binding.info = (info.mac, packet.client_id(), hostname, info.vendor_class)
@@ -247,7 +254,7 @@ class Dhcp4Server:
         binding = self.pool.binding(info.key)
         if binding is None or binding.address != int(requested):
             return None  # only the holder can decline its address
-        quarantined = self.pool.decline(int(requested), now + self.settings.decline_time)
+        quarantined = self.pool.decline(int(requested), now + self.settings.decline_time, info.mac)
         self._count("declined")
         lease = Lease4(IPv4Address(quarantined.address), info.mac, None, quarantined.expires, DECLINED)
         return Reply(None, commit=[lease],

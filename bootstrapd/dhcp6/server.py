@@ -91,7 +91,7 @@ class Dhcp6Server:
         self._macs: dict[bytes, bytes] = {}  # DUID -> MAC, for DUIDs without one (learnt from relays' option 79)
         self.reconfigure(settings, expand=expand, link_prefixes=link_prefixes)
         for lease in leases:
-            self.pool.load(_key(lease.duid, lease.iaid), int(lease.address), lease.state, lease.expires)
+            self.pool.load(_key(lease.duid, lease.iaid), int(lease.address), lease.state, lease.expires, lease.duid)
             if lease.mac and lease.mac != codec.duid_mac(lease.duid):
                 self._macs[lease.duid] = lease.mac
 
@@ -245,6 +245,9 @@ class Dhcp6Server:
         if binding is not None and binding.state != poolmod.DECLINED and pool.in_range(binding.address) \
                 and pool.available(binding.address, key, now):
             address = binding.address
+        elif not pool.can_take(duid, key, now):
+            # This DUID already holds its share (IAIDs rotated or packed into one message, a DECLINE loop).
+            return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
         else:
             address = pool.first_available(key, (int(hint.address) for hint in ia.addresses), now)
         if address is None:
@@ -255,14 +258,14 @@ class Dhcp6Server:
         settings = self.settings
         if commit:
             expires = now + settings.valid_lifetime
-            pool.bind(key, address, poolmod.ACTIVE, expires)
+            pool.bind(key, address, poolmod.ACTIVE, expires, duid)
             out.leases.append(self._lease(key, address, ACTIVE, expires))
         else:
             current = pool.holder(address)
             # An advertise must not shorten an active lease back to an offer.
             if not (current is not None and current.key == key and current.state == poolmod.ACTIVE
                     and current.expires > now):
-                pool.bind(key, address, poolmod.OFFERED, now + settings.offer_time)
+                pool.bind(key, address, poolmod.OFFERED, now + settings.offer_time, duid)
         out.addresses.append(IPv6Address(address))
         return self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
 
@@ -275,7 +278,7 @@ class Dhcp6Server:
         if binding is not None and binding.state in (poolmod.ACTIVE, poolmod.OFFERED) and \
                 pool.in_range(binding.address) and pool.available(binding.address, key, now):
             address = binding.address
-        else:
+        elif pool.can_take(duid, key, now):
             # No binding (e.g. the lease expired): take the client's address back if it is still free (RFC 8415
             # 18.3.4 lets the server create the binding).
             address = pool.first_available(key, (int(hint.address) for hint in ia.addresses), now)
@@ -286,7 +289,7 @@ class Dhcp6Server:
                             [IaAddress(a.address, 0, 0) for a in ia.addresses])
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_BINDING, "no binding"))
         expires = now + settings.valid_lifetime
-        pool.bind(key, address, poolmod.ACTIVE, expires)
+        pool.bind(key, address, poolmod.ACTIVE, expires, duid)
         out.leases.append(self._lease(key, address, ACTIVE, expires))
         out.addresses.append(IPv6Address(address))
         result = self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
@@ -309,7 +312,7 @@ class Dhcp6Server:
                 out.leases.append(self._lease(key, address, RELEASED, now))
             else:
                 until = now + self.settings.decline_time
-                self.pool.decline(address, until)
+                self.pool.decline(address, until, duid)
                 out.leases.append(self._lease(key, address, DECLINED, until))
             out.addresses.append(entry.address)
         if missing or not ia.addresses:

@@ -23,6 +23,11 @@ ACTIVE = "active"
 RELEASED = "released"
 DECLINED = "declined"
 
+# Addresses one client (a MAC for DHCPv4, a DUID for DHCPv6) may hold at once, in any state (offered, active,
+# quarantined after its DECLINE): a phone needs one; rotating client identifiers or IAIDs, or a DECLINE loop, within
+# the rate limit must not take the pool.
+MAX_PER_CLIENT = 4
+
 
 @dataclass(slots=True)
 class Binding:
@@ -33,12 +38,16 @@ class Binding:
     # What the server wants to remember about the client (MAC, hostname …): it lives and dies with the binding, so
     # clients that come and go (random MACs) cannot grow memory beyond one entry per address.
     info: Any = None
+    owner: bytes = b""  # the client behind the key (MAC, DUID), for MAX_PER_CLIENT; b"": not counted
 
 
 class Pool:
     def __init__(self, first: int, last: int, reserved: frozenset[int] = frozenset()) -> None:
         self.by_address: dict[int, Binding] = {}
         self.by_key: dict[bytes, Binding] = {}
+        # owner -> its binding, or a list when it holds several (rare: kept compact for 50,000 phones). Only
+        # bindings in by_address are listed, so it is bounded like by_address.
+        self.by_owner: dict[bytes, Binding | list[Binding]] = {}
         self.first = first
         self.last = last
         self.reserved = reserved
@@ -79,6 +88,48 @@ class Pool:
             return True
         return self.reusable(current, now)
 
+    def held(self, owner: bytes, now: float) -> int:
+        """How many addresses ``owner`` holds now (offered, active, or quarantined after its DECLINE)."""
+        owned = self.by_owner.get(owner)
+        if owned is None:
+            return 0
+        if isinstance(owned, Binding):
+            return 0 if self.reusable(owned, now) else 1
+        return sum(1 for b in owned if not self.reusable(b, now))
+
+    def can_take(self, owner: bytes, key: bytes, now: float) -> bool:
+        """May ``key`` (a client of ``owner``) get an address? Moving its own live binding never counts."""
+        if not owner:
+            return True
+        current = self.by_key.get(key)
+        if current is not None and current.state != DECLINED and not self.reusable(current, now):
+            return True
+        return self.held(owner, now) < MAX_PER_CLIENT
+
+    def _place(self, binding: Binding) -> None:
+        self._remove(binding.address)
+        self.by_address[binding.address] = binding
+        if binding.owner:
+            owned = self.by_owner.get(binding.owner)
+            if owned is None:
+                self.by_owner[binding.owner] = binding
+            elif isinstance(owned, Binding):
+                self.by_owner[binding.owner] = [owned, binding]
+            else:
+                owned.append(binding)
+
+    def _remove(self, address: int) -> None:
+        binding = self.by_address.pop(address, None)
+        if binding is None or not binding.owner:
+            return
+        owned = self.by_owner.get(binding.owner)
+        if owned is binding:
+            del self.by_owner[binding.owner]
+        elif isinstance(owned, list):
+            owned[:] = [b for b in owned if b is not binding]
+            if len(owned) == 1:
+                self.by_owner[binding.owner] = owned[0]
+
     def first_available(self, key: bytes, candidates: Iterable[int], now: float) -> int | None:
         """The first address the client asked for (a hint, a remembered address) that it may have."""
         for address in candidates:
@@ -102,20 +153,23 @@ class Pool:
         self._exhausted_until = now + 1.0
         return None
 
-    def bind(self, key: bytes, address: int, state: str, expires: float) -> Binding:
+    def bind(self, key: bytes, address: int, state: str, expires: float, owner: bytes = b"") -> Binding:
         """Give ``address`` to ``key`` (dropping the client's other binding and the address's previous holder)."""
         old = self.by_key.get(key)
         if old is not None and old.address != address and self.by_address.get(old.address) is old:
-            del self.by_address[old.address]
+            self._remove(old.address)
         previous = self.by_address.get(address)
         if previous is not None and previous.key != key and self.by_key.get(previous.key) is previous:
             del self.by_key[previous.key]
         if old is not None and old.address == address:
             old.state, old.expires = state, expires
-            self.by_address[address] = old
+            if self.by_address.get(address) is not old or old.owner != owner:
+                self._remove(address)
+                old.owner = owner
+                self._place(old)
             return old
-        binding = Binding(address, key, state, expires)
-        self.by_address[address] = binding
+        binding = Binding(address, key, state, expires, owner=owner)
+        self._place(binding)
         self.by_key[key] = binding
         return binding
 
@@ -127,13 +181,16 @@ class Pool:
         self._exhausted_until = 0.0
         return binding
 
-    def decline(self, address: int, until: float) -> Binding:
-        """Quarantine an address someone else answers for; its former client gets another one next time."""
+    def decline(self, address: int, until: float, owner: bytes = b"") -> Binding:
+        """Quarantine an address someone else answers for; its former client gets another one next time.
+
+        The quarantine counts against the decliner (``owner``): a DECLINE loop cannot quarantine the whole pool.
+        """
         previous = self.by_address.get(address)
         if previous is not None and self.by_key.get(previous.key) is previous:
             del self.by_key[previous.key]
-        binding = Binding(address, b"", DECLINED, until)
-        self.by_address[address] = binding
+        binding = Binding(address, b"", DECLINED, until, owner=owner)
+        self._place(binding)
         return binding
 
     def forget_offer(self, key: bytes) -> None:
@@ -143,16 +200,14 @@ class Pool:
             binding.expires = 0.0
             self._exhausted_until = 0.0
 
-    def load(self, key: bytes, address: int, state: str, expires: float) -> Binding | None:
+    def load(self, key: bytes, address: int, state: str, expires: float, owner: bytes = b"") -> Binding | None:
         """Restore a binding from the store at start-up (None: an older row of a client seen again later)."""
         if state == DECLINED:
-            binding = Binding(address, b"", DECLINED, expires)
-            self.by_address[address] = binding
-            return binding
+            return self.decline(address, expires, owner)
         current = self.by_key.get(key)
         if current is not None and current.state == ACTIVE and current.expires > expires:
             return None
-        return self.bind(key, address, state, expires)
+        return self.bind(key, address, state, expires, owner)
 
     def bindings(self) -> Iterator[Binding]:
         return iter(self.by_address.values())
