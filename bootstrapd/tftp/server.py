@@ -60,6 +60,7 @@ class Started:
     transfer: Transfer
     datagrams: list[bytes]
     large: bool
+    upload: bool = False
 
 
 _ERRORS = {
@@ -104,6 +105,7 @@ class TftpServer:
         self.files = files
         self.active = 0
         self.large = 0
+        self.uploads = 0
         self.per_client: dict[Any, int] = {}
         self.configure(settings, files)
 
@@ -165,6 +167,10 @@ class TftpServer:
 
     def _write(self, packet: Request, client: Address, limits: Limits, now: float) -> Started | Refusal:
         name = packet.filename
+        if self.uploads >= self.settings.max_uploads:
+            # An upload is held in memory until its last block: this cap, not max_transfers, bounds that memory.
+            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "busy with uploads, try again"), client, name,
+                           "busy_uploads")
         try:
             self.files.upload_target(name)
         except Refused as exc:
@@ -176,7 +182,8 @@ class TftpServer:
         transfer = WriteTransfer(client, name, _UploadSink(self.files, name), limits, negotiated, now,
                                  self.settings.upload_max_size)
         self._count(client[0], +1, False)
-        return Started(transfer, transfer.start(now), False)
+        self.uploads += 1
+        return Started(transfer, transfer.start(now), False, upload=True)
 
     def _count(self, host: Any, delta: int, large: bool) -> None:
         self.active += delta
@@ -191,3 +198,5 @@ class TftpServer:
     def finished(self, started: Started) -> None:
         """Release the transfer's slots (call exactly once, when it is done or abandoned)."""
         self._count(started.transfer.client[0], -1, started.large)
+        if started.upload:
+            self.uploads -= 1

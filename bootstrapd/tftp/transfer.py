@@ -28,6 +28,9 @@ Outgoing = list[tuple[bytes, Address]]
 
 BLKSIZE_MIN, BLKSIZE_MAX = 8, 65464
 MAX_BACKOFF = 30.0
+# How long a finished upload keeps answering a retransmitted last DATA with the final ACK (RFC 1350 section 6,
+# "dallying"): long enough for one retransmission by clients with a 5 s timer (tftp-hpa, atftp).
+DALLY = 10.0
 
 
 class Source(Protocol):
@@ -160,23 +163,28 @@ class _Base:
         self.windowsize = negotiated.windowsize
         self.oack = codec.encode_oack(negotiated.accepted) if negotiated.accepted else None
         self.base_timeout = negotiated.timeout or limits.timeout
-        self.rto = self.base_timeout
+        # Until the client has answered, our own timer applies even if it asked for a longer one: a spoofed request
+        # with timeout=255 would otherwise hold a transfer slot and its socket for the whole session lifetime.
+        self.rto = min(self.base_timeout, limits.timeout)
         self.started = now
         self.tries = 0
         self.retransmits = 0
         self.heard = False  # the client has acknowledged (or sent) something on this transfer
         self.bytes = 0
         self._retry_at: float | None = None
+        self._dally_until: float | None = None  # finished, but still answering a retransmitted last packet
         self.completion: Completion | None = None
 
     @property
     def done(self) -> bool:
-        return self.completion is not None
+        return self.completion is not None and self._dally_until is None
 
     @property
     def deadline(self) -> float | None:
         if self.done:
             return None
+        if self._dally_until is not None:
+            return self._dally_until
         end = self.started + self.limits.session_lifetime
         return end if self._retry_at is None else min(self._retry_at, end)
 
@@ -202,11 +210,18 @@ class _Base:
     def abort(self, outcome: str, now: float) -> None:
         """End the transfer without sending anything (the service stops, no socket could be had)."""
         self._finish(outcome, now)
+        self._dally_until = None
+
+    def _dallied(self, data: bytes) -> list[bytes]:
+        """What a finished transfer still answers from its client while it dallies."""
+        return []
 
     def receive(self, data: bytes, addr: Address, now: float) -> Outgoing:
         """A datagram that arrived on this transfer's socket; raises TftpError for garbage from the client."""
         if self.done:
             return []
+        if self.completion is not None:
+            return [(d, self.client) for d in self._dallied(data)] if addr == self.client else []
         if addr != self.client:
             # ERROR 5 to the stranger, the transfer goes on (RFC 1350). An ERROR is not answered: two servers
             # must not bounce errors at each other forever.
@@ -229,6 +244,9 @@ class _Base:
         """Called at (or after) :attr:`deadline`; returns what to retransmit."""
         deadline = self.deadline
         if deadline is None or now < deadline:
+            return []
+        if self._dally_until is not None:
+            self._dally_until = None
             return []
         if now >= self.started + self.limits.session_lifetime:
             self._finish("lifetime", now)
@@ -264,13 +282,19 @@ class ReadTransfer(_Base):
         self._arm(now)
         if self.oack is not None:
             return [self.oack]
-        return self._fill()
+        return self._fill(now)
 
-    def _fill(self) -> list[bytes]:
+    def _fill(self, now: float) -> list[bytes]:
         out = []
         limit = self.base + self.windowsize
         while self.next < limit and (self.last is None or self.next <= self.last):
-            payload = self.source.read(self.blksize)
+            try:
+                payload = self.source.read(self.blksize)
+            except OSError:
+                # The file went bad under us (I/O error, a vanished network mount): end here, so the adapter
+                # closes the socket and releases the slot instead of an exception escaping the event loop callback.
+                self._finish("read_error", now)
+                return [codec.encode_error(codec.ERR_UNDEFINED, "read error")]
             datagram = codec.encode_data(self.next, payload)
             if len(payload) < self.blksize:
                 self.last = self.next
@@ -288,7 +312,7 @@ class ReadTransfer(_Base):
                 return []
             self.waiting_oack = False
             self._progress(now)
-            return self._fill()
+            return self._fill(now)
         acked = self.base - 1 + ((block - (self.base - 1)) & 0xFFFF)
         if acked == self.base - 1 or acked >= self.next:
             return []  # duplicate (never a resend) or a block we never sent
@@ -300,7 +324,7 @@ class ReadTransfer(_Base):
         if self.last is not None and acked == self.last:
             self._finish("ok", now)
             return []
-        return self._fill()
+        return self._fill(now)
 
     def _resend(self) -> list[bytes]:
         if self.waiting_oack:
@@ -355,7 +379,14 @@ class WriteTransfer(_Base):
                 self._finish("disk_full", now)
                 return [codec.encode_error(codec.ERR_DISK_FULL, exc.strerror or "cannot store")]
             self._finish("ok", now)
+            self._dally_until = now + min(DALLY, max(0.0, self.started + self.limits.session_lifetime - now))
         return [self.last_sent]
+
+    def _dallied(self, data: bytes) -> list[bytes]:
+        # Our final ACK was lost and the client sends its last DATA again: acknowledge it again, store nothing.
+        if len(data) >= 4 and data[:2] == b"\0\3" and (data[2] << 8 | data[3]) == (self.expected - 1) & 0xFFFF:
+            return [self.last_sent]
+        return []
 
     def _resend(self) -> list[bytes]:
         return [self.last_sent]

@@ -1,0 +1,183 @@
+"""Adversarial review of the TFTP cores: hostile sequences with injected time, and the defects they found."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bootstrapd.errors import ProtocolError
+from bootstrapd.tftp import codec
+from bootstrapd.tftp.codec import Error
+from bootstrapd.tftp.server import Refusal, Started, TftpServer
+from bootstrapd.tftp.settings import TftpSettings
+from bootstrapd.tftp.transfer import ReadTransfer, WriteTransfer, negotiate
+from tests.unit.test_tftp_transfer import CLIENT, LIMITS, Files, Mem, Store, ack, blocks, read, rrq, sent
+
+FILES = {"a.cfg": b"a" * 1024, "b.cfg": b"b\nc\r" * 300, "fw.rom": b"f" * 9000, "e": b""}
+
+# Valid datagrams a client or a stranger might send, mutated below.
+SEEDS = [
+    rrq("a.cfg"), rrq("b.cfg", blksize="8", tsize="0"), rrq("fw.rom", windowsize="4", blksize="512"),
+    rrq("e", timeout="255"), codec.encode_request(codec.RRQ, "b.cfg", "netascii", {"windowsize": "3"}),
+    codec.encode_request(codec.WRQ, "up.log", "octet", {"tsize": "100", "blksize": "8"}),
+    ack(0), ack(1), ack(2), ack(65535), codec.encode_data(1, b"x" * 8), codec.encode_data(2, b"y"),
+    codec.encode_error(8, "no"), codec.encode_error(0, ""), codec.encode_oack({"blksize": "8"}), b"\0", b"\0\4\0",
+]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.integers(0, 3))
+        pos = draw(st.integers(0, len(data)))
+        if kind == 0 and data:
+            data[min(pos, len(data) - 1)] = draw(st.integers(0, 255))
+        elif kind == 1:
+            data[pos:pos] = draw(st.binary(max_size=6))
+        elif kind == 2:
+            del data[pos:pos + draw(st.integers(1, 4))]
+        else:
+            data = data[:pos]
+    return bytes(data)
+
+
+PEERS = [CLIENT, ("10.77.0.10", 40001), ("10.77.0.11", 40000), ("fe80::1", 69, 0, 2)]
+
+step = st.one_of(
+    st.tuples(st.just("request"), mutated(), st.sampled_from(PEERS)),
+    st.tuples(st.just("transfer"), mutated(), st.sampled_from(PEERS), st.integers(0, 7)),
+    st.tuples(st.just("time"), st.floats(0.0, 40.0)),
+)
+
+
+class UploadFiles(Files):
+    def upload_target(self, name: str) -> str:
+        return name
+
+    def store_upload(self, name: str, data: bytes) -> str:
+        self.uploads[name] = data
+        return name
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, max_size=40))
+def test_hostile_sequences_raise_only_protocol_errors_and_keep_counts(steps: list[tuple[object, ...]]) -> None:
+    tftp = TftpSettings(enabled=True, max_transfers=6, max_per_client=3, rate_limit=50.0, large_file_size=5000,
+                        max_large_transfers=1, timeout=0.5, retries=3, first_ack_retries=1, session_lifetime=30.0,
+                        upload_max_size=200)
+    server = TftpServer(tftp, UploadFiles(FILES))  # type: ignore[arg-type]
+    live: list[Started] = []
+    now = 0.0
+
+    def reap() -> None:
+        for started in [s for s in live if s.transfer.done]:
+            live.remove(started)
+            server.finished(started)
+
+    for item in steps:
+        if item[0] == "request":
+            _, data, peer = item
+            try:
+                outcome = server.request(data, peer, now)  # type: ignore[arg-type]
+            except ProtocolError:
+                continue
+            if isinstance(outcome, Started):
+                live.append(outcome)
+        elif item[0] == "transfer":
+            _, data, peer, index = item
+            if not live:
+                continue
+            transfer = live[int(index) % len(live)].transfer  # type: ignore[call-overload]
+            try:
+                out = transfer.receive(data, peer, now)  # type: ignore[arg-type]
+            except ProtocolError:
+                continue
+            for datagram, _to in out:
+                assert len(datagram) <= 4 + 65464
+        else:
+            now += float(item[1])  # type: ignore[arg-type]
+            for started in live:
+                started.transfer.timeout(now)
+        reap()
+        assert server.active == len(live)
+        assert sum(server.per_client.values()) == len(live)
+    # Left alone, every transfer ends by itself: no slot is held forever.
+    for _ in range(200):
+        if not live:
+            break
+        deadlines = [s.transfer.deadline for s in live if s.transfer.deadline is not None]
+        now = max(now, min(deadlines)) if deadlines else now + 1
+        for started in live:
+            started.transfer.timeout(now)
+        reap()
+    assert not live and server.active == 0 and server.per_client == {}
+
+
+def test_client_timeout_option_does_not_hold_a_half_open_slot() -> None:
+    # A spoofed RRQ with timeout=255 must not keep a transfer (and its socket) for the whole session lifetime: until
+    # the client has answered, our own retransmission timer applies.
+    limits = replace(LIMITS, session_lifetime=600.0)
+    t, out = read(b"x" * 100, {"timeout": "255"}, limits)
+    assert codec.decode(out[0]) == codec.OAck({"timeout": "255"})
+    now = 0.0
+    while not t.done:
+        deadline = t.deadline
+        assert deadline is not None
+        now = deadline
+        t.timeout(now)
+    assert t.completion and t.completion.outcome == "timeout"
+    assert now <= 1.0 + 2.0  # first_ack_retries = 1 at our 1 s timeout, not 255 s
+    # Once the client has answered, its timeout option is honoured.
+    t, out = read(b"x" * 2000, {"timeout": "7"}, limits)
+    sent(t.receive(ack(0), CLIENT, 0.5))
+    assert t.deadline == 7.5
+
+
+class Failing(Mem):
+    def read(self, n: int) -> bytes:
+        if self.offset >= 512:
+            raise OSError(5, "Input/output error")
+        return super().read(n)
+
+
+def test_read_error_ends_the_transfer_inside_the_core() -> None:
+    t = ReadTransfer(CLIENT, "f", Failing(b"x" * 5000), LIMITS, negotiate({}, LIMITS, 5000), 0.0)
+    assert blocks(t.start(0.0)) == [1]
+    reply = sent(t.receive(ack(1), CLIENT, 0.1))
+    assert codec.decode(reply[0]) == Error(0, "read error")
+    assert t.completion and t.completion.outcome == "read_error"
+
+
+def test_upload_final_ack_is_repeated_after_completion() -> None:
+    # RFC 1350 section 6: the host sending the final ACK dallies, answering a retransmitted last DATA, or the
+    # client reports a failed upload although the file was stored.
+    store = Store()
+    t = WriteTransfer(CLIENT, "up.log", store, LIMITS, negotiate({}, LIMITS, None, write=True), 0.0, 2000)
+    t.start(0.0)
+    assert sent(t.receive(codec.encode_data(1, b"tail"), CLIENT, 0.1)) == [ack(1)]
+    assert t.completion and t.completion.outcome == "ok" and store.stored == [b"tail"]
+    assert sent(t.receive(codec.encode_data(1, b"tail"), CLIENT, 1.0)) == [ack(1)]
+    assert store.stored == [b"tail"]  # stored once
+    assert t.deadline is not None  # the adapter keeps the socket for the dally time ...
+    t.timeout(t.deadline)
+    assert t.deadline is None and t.done  # ... then closes it
+    assert t.timeout(100.0) == []
+
+
+def test_concurrent_uploads_are_capped() -> None:
+    # Each upload is held in memory until its last block: without a cap of their own, max_transfers half-finished
+    # uploads could hold max_transfers * upload_max_size bytes.
+    tftp = TftpSettings(enabled=True, max_transfers=100, max_per_client=100, rate_limit=0, max_uploads=2)
+    server = TftpServer(tftp, UploadFiles({}))  # type: ignore[arg-type]
+    wrq = codec.encode_request(codec.WRQ, "up.log", "octet")
+    first = server.request(wrq, ("10.0.0.1", 1), 0.0)
+    second = server.request(wrq, ("10.0.0.2", 1), 0.0)
+    third = server.request(wrq, ("10.0.0.3", 1), 0.0)
+    assert isinstance(first, Started) and isinstance(second, Started)
+    assert isinstance(third, Refusal) and third.outcome == "busy_uploads"
+    assert isinstance(server.request(rrq("x"), ("10.0.0.3", 1), 0.0), Refusal)  # not found, but not busy
+    server.finished(first)
+    assert isinstance(server.request(wrq, ("10.0.0.3", 1), 0.0), Started)
