@@ -218,7 +218,7 @@ class Dhcp6Server:
             addresses = [a.address for ia in ias for a in ia.addresses]
             if not addresses:
                 return None  # RFC 8415 18.3.3: nothing to confirm, no reply
-            on_link = all(any(a in net for net in self.link_prefixes) for a in addresses)
+            on_link = all(self._on_link(a) for a in addresses)
             status = StatusCode(codec.SUCCESS, "all addresses on link") if on_link else StatusCode(
                 codec.NOT_ON_LINK, "not on link")
             reply.options.append((codec.OPT_STATUS_CODE, status.encode()))
@@ -228,6 +228,9 @@ class Dhcp6Server:
         return reply, out
 
     # --- addresses -------------------------------------------------------------------------------------------------
+
+    def _on_link(self, address: IPv6Address) -> bool:
+        return any(address in net for net in self.link_prefixes)
 
     def _lease(self, key: bytes, address: int, state: str, expires: float) -> Lease6:
         duid, iaid = _split_key(key)
@@ -283,10 +286,12 @@ class Dhcp6Server:
             # 18.3.4 lets the server create the binding).
             address = pool.first_available(key, (int(hint.address) for hint in ia.addresses), now)
         if address is None:
-            if kind == codec.REBIND and ia.addresses:
-                # Addresses we cannot extend: tell the client to stop using them (lifetimes 0).
-                return IaNa(ia.iaid, self.t1, self.t2,
-                            [IaAddress(a.address, 0, 0) for a in ia.addresses])
+            # Rebind: addresses that are wrong for the link, or ours but held by another client, must not be used
+            # any more (lifetimes 0). An on-link address outside our range is another server's business (RFC 8415
+            # 18.3.5): NoBinding, so the phone keeps it rather than dropping a working address.
+            revoke = [a for a in ia.addresses if pool.in_range(int(a.address)) or not self._on_link(a.address)]
+            if kind == codec.REBIND and revoke and len(revoke) == len(ia.addresses):
+                return IaNa(ia.iaid, self.t1, self.t2, [IaAddress(a.address, 0, 0) for a in revoke])
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_BINDING, "no binding"))
         expires = now + settings.valid_lifetime
         pool.bind(key, address, poolmod.ACTIVE, expires, duid)

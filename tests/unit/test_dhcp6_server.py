@@ -381,3 +381,13 @@ def test_settings_errors_name_the_key() -> None:
                       ("[dhcp6.vendor_options]\n4491 = \"x\"", "dhcp6.vendor_options.4491")]:
         with pytest.raises(config.ConfigError, match=key.replace(".", r"\.")):
             settings(body)
+
+
+def test_rebind_of_an_on_link_address_we_do_not_manage_is_not_revoked() -> None:
+    # RFC 8415 18.3.5: no binding but the address is appropriate for the link (another server's pool on the same
+    # link, e.g. during a migration): NoBinding, never lifetimes 0 that would make the phone drop a working address.
+    srv = server()
+    reply, out = handle(srv, msg(codec.REBIND, YEALINK, ia(4, "fd77::5")))
+    answer = ias(reply)[0]
+    assert answer.status is not None and answer.status.code == codec.NO_BINDING and not answer.addresses
+    assert not out.leases
