@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
+import pytest
+
 from bootstrapd.dhcp4 import codec as c4
 from bootstrapd.dhcp6 import codec as c6
 from bootstrapd.leases.pool import MAX_PER_CLIENT
@@ -62,7 +64,7 @@ def test_dhcp4_decline_loop_cannot_quarantine_the_pool() -> None:
 
 def test_dhcp6_one_message_with_many_ias_cannot_take_the_pool() -> None:
     srv = h6.server('range = "fd77::100-fd77::1ff"\nrate_limit = 1000.0\nrate_burst = 1000')
-    reply, out = h6.handle(srv, h6.msg(c6.REQUEST, h6.YEALINK, *(h6.ia(i) for i in range(200)),
+    reply, out = h6.handle(srv, h6.msg(c6.REQUEST, h6.YEALINK, *(h6.ia(i) for i in range(c6.MAX_IAS)),
                                        server_id=h6.SERVER_DUID))
     granted = [x for x in h6.ias(reply) if x.addresses]
     assert 1 <= len(granted) <= MAX_PER_CLIENT and len(out.leases) == len(granted)
@@ -82,3 +84,14 @@ def test_dhcp6_rotating_iaids_and_declines_cannot_take_the_pool() -> None:
                                   server_id=h6.SERVER_DUID))
     assert 1 <= held <= MAX_PER_CLIENT
     h6.obtain(srv, h6.OTHER)
+
+
+def test_dhcp6_message_packed_with_ias_is_dropped_before_any_work() -> None:
+    # 4,000 IA_NA in one 64 KB Solicit cost ~1,000 normal exchanges of CPU (and a 176 KB reply): at the per-DUID
+    # rate a single client saturated the server. Phones send one IA; more than MAX_IAS is refused by the codec.
+    srv = h6.server('range = "fd77::100-fd77::1ff"\nrate_limit = 1000.0\nrate_burst = 1000')
+    packed = h6.msg(c6.SOLICIT, h6.YEALINK, *(h6.ia(i) for i in range(4000)))
+    with pytest.raises(c6.Dhcp6Error):
+        srv.handle(packed, h6.CLIENT, h6.NOW)
+    reply, _ = h6.handle(srv, h6.msg(c6.SOLICIT, h6.YEALINK, *(h6.ia(i) for i in range(c6.MAX_IAS))))
+    assert len(h6.ias(reply)) == c6.MAX_IAS
