@@ -14,7 +14,13 @@ message (Via sent-by, Contact). Otherwise anyone could make us send NOTIFYs to a
 listener is an easy reflector. The Contact is only used as the NOTIFY's Request-URI text.
 
 State is bounded: at most ``max_pending`` NOTIFY transactions (beyond that SUBSCRIBEs get no answer and the phone
-retransmits) and a fixed-size cache of recent 200s for retransmitted SUBSCRIBEs.
+retransmits), at most ``max_pending_per_source`` of them per source address, and at most ``2 * max_pending`` recent
+200s kept for retransmitted SUBSCRIBEs; every message is at most ``max_message_size`` bytes, so each of those holds
+about that much at most.
+
+Reflection: a spoofed SUBSCRIBE makes us send a 200 and a NOTIFY retransmitted on Timer E until Timer F, about 12
+datagrams and 13 times the request's size toward the spoofed source. The per-source cap bounds what a victim can get
+to ``max_pending_per_source`` such exchanges per 32 s (a real phone has one at a time); the size cap bounds each.
 """
 
 from __future__ import annotations
@@ -43,7 +49,6 @@ from bootstrapd.pnp.settings import PnpSettings
 T1 = 0.5
 T2 = 4.0
 TIMER_F = 64 * T1
-RECENT_CAP = 65536
 
 Address = tuple[str, int]
 
@@ -109,6 +114,7 @@ class Responder:
         self._contact = f"<sip:{local[0]}:{local[1]}>"
         self._via = f"SIP/2.0/UDP {local[0]}:{local[1]}"
         self._pending: dict[str, _Transaction] = {}
+        self._per_source: dict[str, int] = {}  # source address -> NOTIFY transactions in flight
         self._heap: list[tuple[float, str]] = []
         # (Call-ID, CSeq number, top branch) -> (200 bytes, when it may be forgotten)
         self._recent: OrderedDict[tuple[str, int, str], tuple[bytes, float]] = OrderedDict()
@@ -121,11 +127,24 @@ class Responder:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def pending_by_source(self) -> dict[str, int]:
+        return dict(self._per_source)
+
+    @property
+    def remembered(self) -> int:
+        """How many 200s are kept for retransmitted SUBSCRIBEs."""
+        return len(self._recent)
+
     # -- input ------------------------------------------------------------------------------------------------------
 
     def receive(self, data: bytes, addr: Address, now: float) -> list[Outgoing]:
         """Handle one datagram from ``addr``; returns what to send. Raises SipError for what is dropped."""
         self._forget(now)
+        if len(data) > self.settings.max_message_size:
+            # RFC 3261 18.1.1: requests this large do not belong on UDP; everything we echo stays small with it.
+            self.count("pnp.too_large")
+            raise SipError(f"datagram of {len(data)} bytes")
         message = parse(data)
         if message.is_request:
             return self._request(message, (str(addr[0]), int(addr[1])), now)
@@ -166,6 +185,9 @@ class Responder:
         if len(self._pending) >= self.settings.max_pending:
             self.count("pnp.overload")  # no 200: the phone retransmits and is served once there is room
             return []
+        if self._per_source.get(source[0], 0) >= self.settings.max_pending_per_source:
+            self.count("pnp.source_busy")  # a phone has one exchange at a time; more is a flood or a spoofed victim
+            return []
         url = urls.expand(template, self.variables, mac=mac, vendor=vendor, model=model)
         tag, token = _two_tokens()
         ours = self._contact
@@ -174,8 +196,9 @@ class Responder:
         notify = self._notify(req, tag, token, source, url)
         branch = notify.branch
         self._recent[key] = (ok, now + self.timer_f)
-        if len(self._recent) > RECENT_CAP:
+        while len(self._recent) > 2 * self.settings.max_pending:
             self._recent.popitem(last=False)
+        self._per_source[source[0]] = self._per_source.get(source[0], 0) + 1
         answer = Answered(mac, source[0], source[1], vendor, model, version, url, False, None)
         self._pending[branch] = _Transaction(notify.data, source, self.t1, now + self.t1, now + self.timer_f, answer)
         heapq.heappush(self._heap, (now + self.t1, branch))
@@ -239,7 +262,7 @@ class Responder:
         if resp.status < 200:
             transaction.interval = self.t2  # RFC 3261 17.1.2.2: Proceeding, retransmit every T2
             return
-        del self._pending[branch]
+        self._end(branch)
         answer = transaction.answer
         self.count("pnp.acknowledged" if resp.status < 300 else "pnp.rejected")
         self.answered(Answered(answer.mac, answer.ip, answer.port, answer.vendor, answer.model, answer.version,
@@ -266,7 +289,7 @@ class Responder:
             if transaction is None or min(transaction.next_at, transaction.give_up_at) != at:
                 continue
             if at >= transaction.give_up_at:
-                del self._pending[branch]
+                self._end(branch)
                 self.count("pnp.notify_timeout")
                 self.answered(transaction.answer)
                 continue
@@ -278,6 +301,15 @@ class Responder:
             heapq.heappush(heap, (min(transaction.next_at, transaction.give_up_at), branch))
         self._forget(now)
         return out
+
+    def _end(self, branch: str) -> None:
+        transaction = self._pending.pop(branch)
+        host = transaction.addr[0]
+        left = self._per_source.get(host, 0) - 1
+        if left > 0:
+            self._per_source[host] = left
+        else:
+            self._per_source.pop(host, None)
 
     def _forget(self, now: float) -> None:
         recent = self._recent

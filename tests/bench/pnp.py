@@ -49,7 +49,9 @@ def run(rates: list[int], seconds: float) -> int:
         node = the_lab.add_appliance()
         phone = the_lab.add_phone(ipv4="10.77.0.20/24")
         config = BASE_CONFIG.format(root=work / "root", state=work / "state") + (
-            '\n[pnp]\nenabled = true\nurl = "http://{ipv4}/$PN/"\n')
+            '\n[pnp]\nenabled = true\nurl = "http://{ipv4}/$PN/"\n'
+            # sipp plays every phone from one address: lift the per-source cap (real phones have one exchange each).
+            'max_pending_per_source = 1000000\n')
         app = Appliance(node, work, config)
         app.start()
         assert app.proc is not None

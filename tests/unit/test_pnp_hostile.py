@@ -1,0 +1,140 @@
+"""Adversarial review of the PnP responder: hostile sequences with injected time, reflection and memory bounds."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bootstrapd.errors import ProtocolError
+from bootstrapd.pnp.message import SipError, parse
+from bootstrapd.pnp.responder import Answered, Responder
+from bootstrapd.pnp.settings import PnpSettings
+from tests.unit.test_pnp_responder import LOCAL, VARS, sample
+
+NAMES = ["yealink-w52p.sip", "grandstream-grp2612w.sip", "snom-720.sip"]
+SOURCES = [("10.77.0.20", 5060), ("10.77.0.20", 5062), ("10.77.0.21", 5060), ("10.77.0.22", 1)]
+
+
+def make(**overrides: int) -> tuple[Responder, list[Answered]]:
+    answers: list[Answered] = []
+    pnp = PnpSettings(enabled=True, url="tftp://{ipv4}/", **overrides)  # type: ignore[arg-type]
+    return Responder(pnp, LOCAL, VARS, answered=answers.append), answers
+
+
+def subscribe(n: int, name: str = "yealink-w52p.sip") -> bytes:
+    """A SUBSCRIBE of its own exchange: Call-ID and branch made unique by ``n``."""
+    data = sample(name)
+    message = parse(data)
+    call_id = message.require("call-id").encode()
+    branch = (message.vias()[0].branch or "").encode()
+    return data.replace(call_id, call_id + b"-%d" % n).replace(branch, branch + b"x%d" % n)
+
+
+def ok_for(notify: bytes, status: int = 200) -> bytes:
+    """The phone's answer to our NOTIFY (header bytes that were not UTF-8 echoed as they came)."""
+    msg = parse(notify)
+    head = [f"SIP/2.0 {status} Whatever"]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        head.append(f"{name}: {msg.require(name)}")
+    return ("\r\n".join(head) + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+def edit(data: bytes, edits: list[tuple[int, bytes]]) -> bytes:
+    buf = bytearray(data)
+    for where, what in edits:
+        where %= len(buf) + 1
+        buf[where:where + len(what)] = what
+    return bytes(buf)
+
+
+edits = st.lists(st.tuples(st.integers(0, 700), st.binary(max_size=4)), max_size=3)
+step = st.one_of(
+    st.tuples(st.just("subscribe"), st.integers(0, 5), st.sampled_from(NAMES), edits, st.sampled_from(SOURCES)),
+    st.tuples(st.just("answer"), st.integers(0, 20), st.sampled_from([100, 180, 200, 202, 400, 481, 500, 603]),
+              edits),
+    st.tuples(st.just("time"), st.floats(0.0, 10.0)),
+)
+
+
+@settings(max_examples=250, deadline=None)
+@given(st.lists(step, max_size=30))
+def test_hostile_sequences_raise_only_sip_errors_and_state_stays_bounded(steps: list[tuple[object, ...]]) -> None:
+    core, answers = make(max_pending=4, max_pending_per_source=2)
+    notifies: list[bytes] = []
+    now = 0.0
+    started = 0
+    for item in steps:
+        out = []
+        try:
+            if item[0] == "subscribe":
+                _, n, name, changes, source = item
+                out = core.receive(edit(subscribe(int(n), str(name)), changes), source, now)  # type: ignore[arg-type, call-overload]
+                for o in out:
+                    assert o.addr == source  # never anywhere the message names
+                    if o.data.startswith(b"NOTIFY "):
+                        notifies.append(o.data)
+                        started += 1
+            elif item[0] == "answer":
+                _, index, status, changes = item
+                if notifies:
+                    answer = ok_for(notifies[int(index) % len(notifies)], int(status))  # type: ignore[call-overload]
+                    out = core.receive(edit(answer, changes), ("10.77.0.20", 5060), now)  # type: ignore[arg-type]
+                    assert out == []
+            else:
+                now += float(item[1])  # type: ignore[arg-type]
+                out = core.on_timer(now)
+        except ProtocolError as exc:
+            assert isinstance(exc, SipError)
+        for o in out:
+            parse(o.data)
+        assert core.pending <= 4
+        assert all(count <= 2 for count in core.pending_by_source.values())
+        assert sum(core.pending_by_source.values()) == core.pending
+    # Every NOTIFY transaction ends (answered or Timer F), and each is reported exactly once.
+    core.on_timer(now + 1000.0)
+    assert core.pending == 0 and core.pending_by_source == {} and core.next_deadline() is None
+    assert len(answers) == started
+
+
+def test_spoofed_subscribes_toward_one_victim_are_capped_per_source() -> None:
+    # A spoofed SUBSCRIBE makes us send a 200 and a NOTIFY retransmitted on Timer E for 32 s: about 12 datagrams and
+    # 13 times its size toward the "source". Per source address, at most max_pending_per_source of those run at once.
+    core, _ = make(max_pending_per_source=2)
+    victim = ("10.77.0.99", 5060)
+    sent = [o for n in range(50) for o in core.receive(subscribe(n), victim, 0.0)]
+    assert len(sent) == 4 and core.pending == 2
+    # A retransmission of an answered SUBSCRIBE still gets its 200 (no NOTIFY), and other phones are not affected.
+    assert len(core.receive(subscribe(0), victim, 0.1)) == 1
+    assert len(core.receive(subscribe(7), ("10.77.0.30", 5060), 0.1)) == 2
+    t = 0.0
+    while (deadline := core.next_deadline()) is not None:
+        t = deadline
+        sent += core.on_timer(t)
+    request_bytes = 50 * len(subscribe(0))
+    to_victim = [o for o in sent if o.addr == victim]
+    assert len(to_victim) == 2 * 12  # 50 spoofed requests: 2 exchanges of a 200 and 11 NOTIFYs
+    assert sum(len(o.data) for o in to_victim) < 2 * request_bytes // 3  # well under their size, not 13 times it
+
+
+def test_oversized_messages_are_dropped_before_parsing() -> None:
+    # RFC 3261 18.1.1: a request over 1300 bytes does not belong on UDP. Without a bound, a crafted 60 KB SUBSCRIBE
+    # (huge Call-ID and From) made us send 12 x 60 KB to its source and keep 120 KB per exchange in memory.
+    core, _ = make(max_message_size=2048)
+    data = subscribe(1).replace(b"Call-ID: ", b"Call-ID: " + b"c" * 3000)
+    try:
+        core.receive(data, ("10.77.0.20", 5060), 0.0)
+        raise AssertionError("accepted")
+    except SipError:
+        pass
+    assert core.pending == 0
+    assert len(core.receive(subscribe(2), ("10.77.0.20", 5060), 0.0)) == 2
+
+
+def test_recent_answers_are_bounded_by_the_configuration() -> None:
+    # Phones that answer their NOTIFY at once free max_pending, but each exchange left a cached 200 for 32 s.
+    core, _ = make(max_pending=10)
+    for n in range(100):
+        out = core.receive(subscribe(n), (f"10.77.0.{n % 200}", 5060), 0.0)
+        core.receive(ok_for(out[1].data), ("10.77.0.20", 5060), 0.0)
+    assert core.pending == 0
+    assert core.remembered <= 2 * 10
