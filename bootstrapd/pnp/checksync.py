@@ -85,7 +85,7 @@ class CheckSync:
         if now < self._next:
             return None
         self._interval = min(self._interval * 2, self.t2)
-        self._next += self._interval
+        self._next = now + self._interval  # from when it fired: a late call sends once, not a catch-up burst
         self.sent += 1
         return self.data
 

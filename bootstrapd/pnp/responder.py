@@ -295,9 +295,10 @@ class Responder:
                 continue
             out.append(Outgoing(transaction.data, transaction.addr))
             self.count("pnp.notify_retransmit")
-            # Timer E: the next interval doubles up to T2, counted from when this one was due (not from now).
+            # Timer E: the next interval doubles up to T2, counted from when it fired (RFC 3261 17.1.2.2): a loop
+            # running late sends one copy, not one per interval it missed (a burst just when we are overloaded).
             transaction.interval = min(transaction.interval * 2, self.t2)
-            transaction.next_at = at + transaction.interval
+            transaction.next_at = now + transaction.interval
             heapq.heappush(heap, (min(transaction.next_at, transaction.give_up_at), branch))
         self._forget(now)
         return out

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootstrapd.errors import ProtocolError
+from bootstrapd.pnp.checksync import CheckSync
 from bootstrapd.pnp.message import SipError, parse
 from bootstrapd.pnp.responder import Answered, Responder
 from bootstrapd.pnp.settings import PnpSettings
@@ -138,3 +139,56 @@ def test_recent_answers_are_bounded_by_the_configuration() -> None:
         core.receive(ok_for(out[1].data), ("10.77.0.20", 5060), 0.0)
     assert core.pending == 0
     assert core.remembered <= 2 * 10
+
+
+def test_a_late_timer_sends_one_retransmission_not_a_burst() -> None:
+    # An event loop running late (a boot storm) must not answer with several copies of each NOTIFY at once: Timer E
+    # restarts from when it fired (RFC 3261 17.1.2.2), not from when it was due.
+    core, _ = make()
+    core.receive(subscribe(1), ("10.77.0.20", 5060), 0.0)
+    assert len(core.on_timer(7.9)) == 1  # due at 0.5; 1.5, 3.5 and 7.5 have passed as well
+    deadline = core.next_deadline()
+    assert deadline is not None and deadline > 7.9
+
+
+def test_check_sync_late_timer_sends_once() -> None:
+    cs = CheckSync(user="phone", target="10.77.0.20", port=5060, local=("10.77.0.1", 41000), reboot=False)
+    cs.start(0.0)
+    assert cs.on_timer(7.9) is not None
+    deadline = cs.deadline()
+    assert deadline is not None and deadline > 7.9
+    assert cs.on_timer(7.9) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("time"), st.floats(0.0, 6.0)),
+    st.tuples(st.just("answer"), st.sampled_from([100, 183, 200, 202, 401, 481, 500]), st.booleans(),
+              st.sampled_from(["NOTIFY", "SUBSCRIBE"]), edits),
+), max_size=25))
+def test_check_sync_sequences(steps: list[tuple[object, ...]]) -> None:
+    cs = CheckSync(user="phone", target="10.77.0.20", port=5060, local=("10.77.0.1", 41000), reboot=True)
+    msg = parse(cs.start(0.0))
+    now = 0.0
+    final: int | None = None
+    for item in steps:
+        if item[0] == "time":
+            now += float(item[1])  # type: ignore[arg-type]
+            cs.on_timer(now)
+            continue
+        _, status, ours, method, changes = item
+        branch = cs.branch if ours else "z9hG4bKnotours"
+        data = (f"SIP/2.0 {status} R\r\nVia: SIP/2.0/UDP 10.77.0.1:41000;branch={branch}\r\n"
+                f"From: {msg.require('from')}\r\nTo: {msg.require('to')};tag=p\r\nCall-ID: {cs.call_id}\r\n"
+                f"CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n").encode()
+        try:
+            response = parse(edit(data, changes))  # type: ignore[arg-type]
+            if cs.matches(response) and cs.receive(response) and final is None:
+                final = response.status
+        except ProtocolError as exc:
+            assert isinstance(exc, SipError)
+    assert cs.sent <= 11  # Timer E until Timer F at most, whatever came in between
+    if cs.outcome is not None and cs.outcome.status is not None:
+        assert cs.outcome.status >= 200 and cs.outcome.status == final
+    cs.on_timer(now + 100.0)
+    assert cs.done and cs.deadline() is None
