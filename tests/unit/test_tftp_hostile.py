@@ -12,7 +12,7 @@ from bootstrapd.tftp import codec
 from bootstrapd.tftp.codec import Error
 from bootstrapd.tftp.server import Refusal, Started, TftpServer
 from bootstrapd.tftp.settings import TftpSettings
-from bootstrapd.tftp.transfer import ReadTransfer, WriteTransfer, negotiate
+from bootstrapd.tftp.transfer import Netascii, ReadTransfer, WriteTransfer, negotiate
 from tests.unit.test_tftp_transfer import CLIENT, LIMITS, Files, Mem, Store, ack, blocks, read, rrq, sent
 
 FILES = {"a.cfg": b"a" * 1024, "b.cfg": b"b\nc\r" * 300, "fw.rom": b"f" * 9000, "e": b""}
@@ -181,3 +181,77 @@ def test_concurrent_uploads_are_capped() -> None:
     assert isinstance(server.request(rrq("x"), ("10.0.0.3", 1), 0.0), Refusal)  # not found, but not busy
     server.finished(first)
     assert isinstance(server.request(wrq, ("10.0.0.3", 1), 0.0), Started)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300).map(lambda b: b.replace(b"\0", b"\n")), st.integers(8, 40), st.integers(1, 5),
+       st.booleans(), st.lists(st.booleans(), max_size=200))
+def test_lossy_download_delivers_the_exact_bytes(data: bytes, blksize: int, window: int, netascii: bool,
+                                                  drops: list[bool]) -> None:
+    # A receiver per RFC 1350/7440 (ACK the last in-order block at the window's end or on timeout) over a channel
+    # dropping datagrams both ways: every byte arrives, the netascii size announced is the size sent, the last
+    # block is short (an empty one when the size is a multiple of blksize), and the transfer ends "ok".
+    limits = replace(LIMITS, blksize_max=64, retries=1000, first_ack_retries=1000, session_lifetime=1e9)
+    source: Mem | Netascii = Mem(data)
+    expected = data
+    if netascii:
+        source = Netascii(Mem(data), Netascii.converted_size(data))
+        expected = Netascii.convert(data)
+    options = {"blksize": str(blksize), "windowsize": str(window), "tsize": "0"}
+    t = ReadTransfer(CLIENT, "f", source, limits, negotiate(options, limits, source.size), 0.0)
+    oack = codec.decode(t.start(0.0)[0])
+    assert isinstance(oack, codec.OAck) and oack.options["tsize"] == str(len(expected))
+    lost = iter(drops)
+    got = b""
+    have = 0  # last block received in order
+    in_window = 0
+    now = 0.0
+    pending = [codec.encode_oack(oack.options)]
+    for _ in range(5000):
+        if t.done:
+            break
+        reply: bytes | None = None
+        for datagram in pending:
+            if next(lost, False):
+                continue
+            packet = codec.decode(datagram)
+            if isinstance(packet, codec.OAck):
+                reply = ack(0)
+                continue
+            assert isinstance(packet, codec.Data)
+            if packet.block != (have + 1) & 0xFFFF:
+                reply = ack(have)  # out of order or a duplicate: the last block received in order
+                continue
+            have += 1
+            in_window += 1
+            got += packet.payload
+            if len(packet.payload) < blksize or in_window == window:
+                reply, in_window = ack(have), 0
+        if reply is not None and not next(lost, False):
+            pending = [d for d, _to in t.receive(reply, CLIENT, now)]
+            if pending or t.done:
+                continue
+        deadline = t.deadline  # nothing came back: the sender's timer fires
+        assert deadline is not None
+        now = max(now, deadline)
+        pending = t.timeout(now)
+        in_window = 0
+    assert t.completion is not None and t.completion.outcome == "ok"
+    assert got == expected
+
+
+def test_windowed_block_numbers_roll_over() -> None:
+    data = bytes(8 * 70000 + 3)
+    limits = replace(LIMITS, blksize_max=8)
+    t = ReadTransfer(CLIENT, "f", Mem(data), limits, negotiate({"blksize": "8", "windowsize": "7"}, limits, None), 0.0)
+    t.start(0.0)
+    out = sent(t.receive(ack(0), CLIENT, 0.0))
+    got = []
+    expect = 1
+    while out:
+        for datagram in out:
+            assert datagram[:4] == codec.encode_data(expect, b"")  # DATA, block number wrapped
+            got.append(datagram[4:])
+            expect += 1
+        out = sent(t.receive(ack((expect - 1) & 0xFFFF), CLIENT, 0.0))
+    assert b"".join(got) == data and t.completion and t.completion.outcome == "ok"
