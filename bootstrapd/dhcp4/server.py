@@ -165,9 +165,15 @@ class Dhcp4Server:
 
     # -- messages ---------------------------------------------------------------------------------------------------
     def _discover(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+        reclaimed: Binding | None = None
         if self._reservation(info.mac) is None and not self.pool.can_take(info.mac, info.key, now):
-            self._count("client_limit")  # not an exhausted pool: no warning
-            return None
+            # This MAC already holds its share under other client identifiers: the newest identity replaces the
+            # oldest (a phone reset with a new client-id is still served); only quarantines are never reclaimed.
+            reclaimed = self.pool.reclaim_oldest(info.mac, now)
+            if reclaimed is None:
+                self._count("client_limit")  # not an exhausted pool: no warning
+                return None
+            self._count("client_reclaimed")
         address = self._choose(packet, info, now)
         if address is None:
             self._count("pool_exhausted")
@@ -175,7 +181,10 @@ class Dhcp4Server:
         current = self.pool.binding(info.key)
         if current is None or current.address != address or current.state != ACTIVE or current.expires <= now:
             self.pool.bind(info.key, address, OFFERED, now + self.settings.offer_time, info.mac)
-        return self._reply(packet, info, codec.OFFER, address)
+        reply = self._reply(packet, info, codec.OFFER, address)
+        if reclaimed is not None:
+            reply.commit.append(self._lease(reclaimed))  # the old identity's lease is released on disk too
+        return reply
 
     def _request(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
         server_id = packet.server_id()

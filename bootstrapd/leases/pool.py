@@ -106,6 +106,23 @@ class Pool:
             return True
         return self.held(owner, now) < MAX_PER_CLIENT
 
+    def reclaim_oldest(self, owner: bytes, now: float) -> Binding | None:
+        """Free the live binding of ``owner`` that expires first (never a quarantined one) and return it.
+
+        A device that comes back under a new client identifier (a firmware change, a reset) is one client with a
+        stale identity: its new identity takes the place of its oldest one instead of being refused. Quarantined
+        addresses still count, so a DECLINE loop stays bounded.
+        """
+        owned = self.by_owner.get(owner)
+        candidates = [owned] if isinstance(owned, Binding) else list(owned or ())
+        live = [b for b in candidates if b.state != DECLINED and not self.reusable(b, now)]
+        if not live:
+            return None
+        oldest = min(live, key=lambda b: b.expires)
+        oldest.state, oldest.expires = RELEASED, now
+        self._exhausted_until = 0.0
+        return oldest
+
     def _place(self, binding: Binding) -> None:
         self._remove(binding.address)
         self.by_address[binding.address] = binding
