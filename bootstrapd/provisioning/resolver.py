@@ -184,6 +184,14 @@ class HotCache:
         self.total = 0
 
 
+def _fd_path(fd: int, fallback: str) -> str:
+    """The path an open descriptor refers to (Linux /proc); ``fallback`` where /proc is not mounted."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return fallback
+
+
 def _read_all(fd: int, size: int) -> bytes:
     chunks = []
     left = size
@@ -236,6 +244,10 @@ class Resolver:
             odd = exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR)
             raise Refused(Reason.NOT_REGULAR if odd else Reason.DENIED, name) from None
         try:
+            # O_NOFOLLOW guards the last component only: a directory on the way swapped for a symlink after
+            # resolve() would still be followed. Check where the descriptor really points.
+            if not inside(_fd_path(fd, real), self.root):
+                raise Refused(Reason.ESCAPE, "resolves outside the root")
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise Refused(Reason.NOT_REGULAR, name)
@@ -250,11 +262,13 @@ class Resolver:
                     self.cache.put(real, st, data)
                 return Opened(real, len(data), data, None)
             return Opened(real, st.st_size, None, fd)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.close(fd)
             except OSError:
                 pass
+            if isinstance(exc, OSError):
+                raise Refused(Reason.DENIED, f"{name}: {exc.strerror or exc}") from None  # EIO and the like
             raise
 
     def upload_target(self, name: str) -> str:
