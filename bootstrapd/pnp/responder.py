@@ -7,7 +7,7 @@ Flow (RFC 6080 ``ua-profile``, RFC 3261 17.1.2 for the NOTIFY):
   until the phone's final response or Timer F (64*T1); either way the phone is reported through ``answered``.
 - A retransmitted SUBSCRIBE (same Call-ID, CSeq and top branch) gets the very same 200 again and no second NOTIFY.
 - Other events -> 489; other requests -> 405 (ACK gets nothing); stray responses and garbage raise SipError, which the
-  adapter counts as a drop.
+  adapter counts as a drop. A retransmitted final response to a finished NOTIFY is absorbed for Timer K (T4, 5 s).
 
 Security: every datagram goes to the address and port the SUBSCRIBE came from, never to a host named inside the
 message (Via sent-by, Contact). Otherwise anyone could make us send NOTIFYs to a third party, and a multicast
@@ -49,6 +49,7 @@ from bootstrapd.pnp.settings import PnpSettings
 T1 = 0.5
 T2 = 4.0
 TIMER_F = 64 * T1
+T4 = 5.0  # Timer K over UDP: how long a finished NOTIFY transaction absorbs retransmissions of its final response
 
 Address = tuple[str, int]
 
@@ -115,6 +116,7 @@ class Responder:
         self._via = f"SIP/2.0/UDP {local[0]}:{local[1]}"
         self._pending: dict[str, _Transaction] = {}
         self._per_source: dict[str, int] = {}  # source address -> NOTIFY transactions in flight
+        self._completed: OrderedDict[str, float] = OrderedDict()  # branch -> end of Timer K
         self._heap: list[tuple[float, str]] = []
         # (Call-ID, CSeq number, top branch) -> (200 bytes, when it may be forgotten)
         self._recent: OrderedDict[tuple[str, int, str], tuple[bytes, float]] = OrderedDict()
@@ -148,7 +150,7 @@ class Responder:
         message = parse(data)
         if message.is_request:
             return self._request(message, (str(addr[0]), int(addr[1])), now)
-        self._response(message)
+        self._response(message, now)
         return []
 
     def _request(self, req: SipMessage, source: Address, now: float) -> list[Outgoing]:
@@ -249,13 +251,16 @@ class Responder:
         ], url.encode("utf-8", "surrogateescape"))
         return Responder._Built(notify.encode(), branch)
 
-    def _response(self, resp: SipMessage) -> None:
+    def _response(self, resp: SipMessage, now: float) -> None:
         vias = resp.vias()
         if not vias:
             raise SipError("response without Via")
         branch = vias[0].branch or ""
         transaction = self._pending.get(branch)
         if transaction is None or resp.cseq()[1] != "NOTIFY":
+            if branch in self._completed and resp.status is not None and resp.status >= 200:
+                self.count("pnp.retransmitted_response")  # Timer K: absorbed, not garbage
+                return
             self.count("pnp.stray_response")
             raise SipError("response to nothing of ours")
         assert resp.status is not None
@@ -263,6 +268,9 @@ class Responder:
             transaction.interval = self.t2  # RFC 3261 17.1.2.2: Proceeding, retransmit every T2
             return
         self._end(branch)
+        self._completed[branch] = now + T4
+        while len(self._completed) > self.settings.max_pending:
+            self._completed.popitem(last=False)
         answer = transaction.answer
         self.count("pnp.acknowledged" if resp.status < 300 else "pnp.rejected")
         self.answered(Answered(answer.mac, answer.ip, answer.port, answer.vendor, answer.model, answer.version,
@@ -313,6 +321,12 @@ class Responder:
             self._per_source.pop(host, None)
 
     def _forget(self, now: float) -> None:
+        completed = self._completed
+        while completed:
+            branch, until = next(iter(completed.items()))
+            if until > now:
+                break
+            del completed[branch]
         recent = self._recent
         while recent:
             key, (_, until) = next(iter(recent.items()))

@@ -192,3 +192,21 @@ def test_check_sync_sequences(steps: list[tuple[object, ...]]) -> None:
         assert cs.outcome.status >= 200 and cs.outcome.status == final
     cs.on_timer(now + 100.0)
     assert cs.done and cs.deadline() is None
+
+
+def test_retransmitted_final_response_is_absorbed_for_timer_k() -> None:
+    # RFC 3261 17.1.2.2: after the final response the client transaction stays Completed for Timer K (T4, 5 s) and
+    # absorbs retransmissions of it. A phone that got our NOTIFY twice answers twice: the second 200 is not garbage.
+    counted: list[str] = []
+    core = Responder(PnpSettings(enabled=True, url="tftp://{ipv4}/"), LOCAL, VARS, count=counted.append)
+    out = core.receive(subscribe(1), ("10.77.0.20", 5060), 0.0)
+    assert core.receive(ok_for(out[1].data), ("10.77.0.20", 5060), 0.6) == []
+    assert core.receive(ok_for(out[1].data), ("10.77.0.20", 5060), 0.7) == []
+    assert counted.count("pnp.acknowledged") == 1 and "pnp.stray_response" not in counted
+    assert counted.count("pnp.retransmitted_response") == 1
+    try:
+        core.receive(ok_for(out[1].data), ("10.77.0.20", 5060), 6.0)  # Timer K has fired: nothing of ours
+        raise AssertionError("accepted")
+    except SipError:
+        pass
+    assert counted.count("pnp.stray_response") == 1
