@@ -184,6 +184,21 @@ class HotCache:
         self.total = 0
 
 
+def _regular_size(path: str) -> int:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _tree_size(folder: str | None) -> int:
+    total = 0
+    for parent, _dirs, files in os.walk(folder or ""):
+        total += sum(_regular_size(os.path.join(parent, name)) for name in files)
+    return total
+
+
 def _fd_path(fd: int, fallback: str) -> str:
     """The path an open descriptor refers to (Linux /proc); ``fallback`` where /proc is not mounted."""
     try:
@@ -206,10 +221,13 @@ def _read_all(fd: int, size: int) -> bytes:
 
 class Resolver:
     def __init__(self, root: str | Path, cache_size: int = 64 << 20, stream_above: int = 1 << 20,
-                 upload_dir: str | Path | None = None, upload_max_size: int = 1 << 20) -> None:
+                 upload_dir: str | Path | None = None, upload_max_size: int = 1 << 20,
+                 upload_dir_max_size: int = 0) -> None:
         self.root = os.path.realpath(root)
         self.cache = HotCache(cache_size, stream_above)
         self.upload_max_size = upload_max_size
+        self.upload_dir_max_size = upload_dir_max_size  # 0: no cap on the folder's total
+        self._upload_used: int | None = None  # bytes in the upload folder, counted on first need
         self.upload_dir: str | None = None
         if upload_dir:
             folder = Path(upload_dir)
@@ -292,6 +310,14 @@ class Resolver:
         if len(data) > self.upload_max_size:
             raise Refused(Reason.TOO_LARGE, f"{len(data)} bytes > {self.upload_max_size}")
         target = self.upload_target(name)
+        growth = len(data) - _regular_size(target)
+        if self.upload_dir_max_size:
+            # Every upload is capped, but distinct names could still fill the disk. The folder's total is counted
+            # once and then kept up to date; it is counted again before refusing, to see files removed meanwhile.
+            if self._upload_used is None or self._upload_used + growth > self.upload_dir_max_size:
+                self._upload_used = _tree_size(self.upload_dir)
+            if self._upload_used + growth > self.upload_dir_max_size:
+                raise Refused(Reason.TOO_LARGE, "the upload folder is full")
         folder = os.path.dirname(target)
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}.{id(data):x}.part")
@@ -308,6 +334,8 @@ class Resolver:
             raise
         os.close(fd)
         os.replace(tmp, target)
+        if self._upload_used is not None:
+            self._upload_used += growth
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)

@@ -60,7 +60,8 @@ def raise_nofile(needed: int) -> int:
 def _resolver(settings: Settings) -> Resolver:
     tftp = settings.tftp
     return Resolver(settings.server.root, cache_size=tftp.cache_size, stream_above=tftp.large_file_size,
-                    upload_dir=tftp.upload_dir or None, upload_max_size=tftp.upload_max_size)
+                    upload_dir=tftp.upload_dir or None, upload_max_size=tftp.upload_max_size,
+                    upload_dir_max_size=tftp.upload_dir_max_size)
 
 
 class _Session:

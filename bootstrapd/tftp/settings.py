@@ -25,6 +25,7 @@ class TftpSettings:
     cache_size: int = 64 << 20
     upload_dir: str = ""  # empty: uploads (WRQ) are refused
     upload_max_size: int = 1 << 20
+    upload_dir_max_size: int = 256 << 20  # the upload folder's total; 0: no cap
     max_uploads: int = 16  # concurrent uploads (each held in memory up to upload_max_size until its last block)
 
 
@@ -46,6 +47,7 @@ def load_tftp(table: Table) -> TftpSettings:
         cache_size=table.integer("cache_size", 64 << 20, min=0),
         upload_dir=table.text("upload_dir", ""),
         upload_max_size=table.integer("upload_max_size", 1 << 20, min=0),
+        upload_dir_max_size=table.integer("upload_dir_max_size", 256 << 20, min=0),
         max_uploads=table.integer("max_uploads", 16, min=1, max=100_000),
     )
     if settings.blksize_max and settings.blksize_max < 8:

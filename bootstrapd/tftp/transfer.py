@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bootstrapd.provisioning.resolver import Refused
+from bootstrapd.provisioning.resolver import Reason, Refused
 from bootstrapd.tftp import codec
 from bootstrapd.tftp.codec import Ack, Data, Error
 
@@ -374,7 +374,8 @@ class WriteTransfer(_Base):
                 self.sink.store(b"".join(self.chunks))
             except Refused as exc:
                 self._finish("refused_upload", now)
-                return [codec.encode_error(codec.ERR_ACCESS, str(exc))]
+                code = codec.ERR_DISK_FULL if exc.reason == Reason.TOO_LARGE else codec.ERR_ACCESS
+                return [codec.encode_error(code, str(exc))]
             except OSError as exc:
                 self._finish("disk_full", now)
                 return [codec.encode_error(codec.ERR_DISK_FULL, exc.strerror or "cannot store")]

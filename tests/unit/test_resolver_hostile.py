@@ -85,3 +85,16 @@ def test_upload_names_stay_in_the_upload_folder(tree: Path) -> None:
         resolver.store_upload("x" * 300, b"too long a name")
     assert (tree / "a.cfg").read_bytes() == b"alpha"
     assert not os.listdir(tree / "uploads") if (tree / "uploads").exists() else True
+
+
+def test_the_upload_folder_has_a_size_cap(tree: Path) -> None:
+    # Each upload is capped, but a phone could upload distinct names until the disk is full.
+    resolver = Resolver(tree, upload_dir="uploads", upload_max_size=100, upload_dir_max_size=10)
+    resolver.store_upload("one.log", b"123456")
+    with pytest.raises(Refused) as info:
+        resolver.store_upload("two.log", b"123456")
+    assert info.value.reason == Reason.TOO_LARGE
+    resolver.store_upload("one.log", b"abcdef")  # replacing a file does not add to the folder
+    (tree / "uploads" / "one.log").unlink()  # the operator cleans up: room again
+    resolver.store_upload("two.log", b"123456")
+    assert sorted(p.name for p in (tree / "uploads").iterdir()) == ["two.log"]

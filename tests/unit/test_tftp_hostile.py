@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootstrapd.errors import ProtocolError
+from bootstrapd.provisioning.resolver import Reason, Refused
 from bootstrapd.tftp import codec
 from bootstrapd.tftp.codec import Error
 from bootstrapd.tftp.server import Refusal, Started, TftpServer
@@ -255,3 +256,14 @@ def test_windowed_block_numbers_roll_over() -> None:
             expect += 1
         out = sent(t.receive(ack((expect - 1) & 0xFFFF), CLIENT, 0.0))
     assert b"".join(got) == data and t.completion and t.completion.outcome == "ok"
+
+
+def test_upload_refused_for_a_full_folder_is_error_3() -> None:
+    class Full:
+        def store(self, data: bytes) -> None:
+            raise Refused(Reason.TOO_LARGE, "the upload folder is full")
+
+    t = WriteTransfer(CLIENT, "up.log", Full(), LIMITS, negotiate({}, LIMITS, None, write=True), 0.0, 2000)
+    t.start(0.0)
+    reply = sent(t.receive(codec.encode_data(1, b"x"), CLIENT, 0.1))
+    assert codec.decode(reply[0]) == Error(3, "too_large: the upload folder is full")
