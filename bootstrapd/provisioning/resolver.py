@@ -184,18 +184,23 @@ class HotCache:
         self.total = 0
 
 
-def _regular_size(path: str) -> int:
+# What an uploaded file costs the upload folder at least: empty files take no bytes but an inode and a directory
+# entry each, and would otherwise be free to create without end.
+FILE_COST = 4096
+
+
+def _upload_cost(path: str) -> int:
     try:
         st = os.lstat(path)
     except OSError:
         return 0
-    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return max(st.st_size, FILE_COST) if stat.S_ISREG(st.st_mode) else 0
 
 
 def _tree_size(folder: str | None) -> int:
     total = 0
-    for parent, _dirs, files in os.walk(folder or ""):
-        total += sum(_regular_size(os.path.join(parent, name)) for name in files)
+    for parent, dirs, files in os.walk(folder or ""):
+        total += FILE_COST * len(dirs) + sum(_upload_cost(os.path.join(parent, name)) for name in files)
     return total
 
 
@@ -310,7 +315,7 @@ class Resolver:
         if len(data) > self.upload_max_size:
             raise Refused(Reason.TOO_LARGE, f"{len(data)} bytes > {self.upload_max_size}")
         target = self.upload_target(name)
-        growth = len(data) - _regular_size(target)
+        growth = max(len(data), FILE_COST) - _upload_cost(target)
         if self.upload_dir_max_size:
             # Every upload is capped, but distinct names could still fill the disk. The folder's total is counted
             # once and then kept up to date; it is counted again before refusing, to see files removed meanwhile.

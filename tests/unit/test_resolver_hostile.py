@@ -89,12 +89,22 @@ def test_upload_names_stay_in_the_upload_folder(tree: Path) -> None:
 
 def test_the_upload_folder_has_a_size_cap(tree: Path) -> None:
     # Each upload is capped, but a phone could upload distinct names until the disk is full.
-    resolver = Resolver(tree, upload_dir="uploads", upload_max_size=100, upload_dir_max_size=10)
-    resolver.store_upload("one.log", b"123456")
+    resolver = Resolver(tree, upload_dir="uploads", upload_max_size=10000, upload_dir_max_size=10000)
+    resolver.store_upload("one.log", b"1" * 6000)
     with pytest.raises(Refused) as info:
-        resolver.store_upload("two.log", b"123456")
+        resolver.store_upload("two.log", b"2" * 6000)
     assert info.value.reason == Reason.TOO_LARGE
-    resolver.store_upload("one.log", b"abcdef")  # replacing a file does not add to the folder
+    resolver.store_upload("one.log", b"3" * 6000)  # replacing a file does not add to the folder
     (tree / "uploads" / "one.log").unlink()  # the operator cleans up: room again
-    resolver.store_upload("two.log", b"123456")
+    resolver.store_upload("two.log", b"2" * 6000)
     assert sorted(p.name for p in (tree / "uploads").iterdir()) == ["two.log"]
+
+
+def test_empty_uploads_count_against_the_folder_cap(tree: Path) -> None:
+    # Empty files cost no bytes but an inode and a directory entry each: charged a filesystem block apiece.
+    resolver = Resolver(tree, upload_dir="uploads", upload_max_size=100, upload_dir_max_size=3 * 4096)
+    for n in range(3):
+        resolver.store_upload(f"empty{n}.log", b"")
+    with pytest.raises(Refused) as info:
+        resolver.store_upload("empty3.log", b"")
+    assert info.value.reason == Reason.TOO_LARGE
