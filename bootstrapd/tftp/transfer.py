@@ -346,7 +346,7 @@ class WriteTransfer(_Base):
         self.sink = sink
         self.max_size = max_size
         self.expected = 1
-        self.chunks: list[bytes] = []
+        self.received = bytearray()  # one buffer: a list of small blocks would cost ~41 bytes of header each
         self.last_sent = b""
 
     def start(self, now: float) -> list[bytes]:
@@ -364,14 +364,14 @@ class WriteTransfer(_Base):
         if self.bytes + len(packet.payload) > self.max_size:
             self._finish("too_large", now)
             return [codec.encode_error(codec.ERR_DISK_FULL, "upload too large")]
-        self.chunks.append(packet.payload)
+        self.received += packet.payload
         self.bytes += len(packet.payload)
         self._progress(now)
         self.last_sent = codec.encode_ack(self.expected)
         self.expected += 1
         if len(packet.payload) < self.blksize:
             try:
-                self.sink.store(b"".join(self.chunks))
+                self.sink.store(bytes(self.received))
             except Refused as exc:
                 self._finish("refused_upload", now)
                 code = codec.ERR_DISK_FULL if exc.reason == Reason.TOO_LARGE else codec.ERR_ACCESS
@@ -393,7 +393,7 @@ class WriteTransfer(_Base):
         return [self.last_sent]
 
     def _closed(self) -> None:
-        self.chunks.clear()
+        self.received = bytearray()
 
 
 Transfer = ReadTransfer | WriteTransfer

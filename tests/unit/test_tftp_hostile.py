@@ -267,3 +267,25 @@ def test_upload_refused_for_a_full_folder_is_error_3() -> None:
     t.start(0.0)
     reply = sent(t.receive(codec.encode_data(1, b"x"), CLIENT, 0.1))
     assert codec.decode(reply[0]) == Error(3, "too_large: the upload folder is full")
+
+
+def test_an_upload_in_tiny_blocks_holds_about_its_own_size() -> None:
+    # blksize=8 is legal: as a list of 8-byte bytes objects an upload held ~6 times its size (41 bytes of object
+    # header per block), which made max_uploads * upload_max_size an underestimate of the memory a peer can pin.
+    import tracemalloc
+
+    size = 64 * 1024
+    limits = replace(LIMITS, blksize_max=8)
+    t = WriteTransfer(CLIENT, "up.log", Store(), limits, negotiate({"blksize": "8"}, limits, None, write=True), 0.0,
+                      size + 1)
+    t.start(0.0)
+    blocks_in = [codec.encode_data(n & 0xFFFF, b"z" * 8) for n in range(1, size // 8 + 1)]
+    tracemalloc.start()
+    try:
+        for datagram in blocks_in:
+            t.receive(datagram, CLIENT, 0.0)
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not t.done
+    assert held < 2 * size
