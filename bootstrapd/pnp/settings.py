@@ -25,7 +25,7 @@ class PnpSettings:
     port: int = 5060
     source_port: int = 0
     max_pending: int = 10000
-    max_pending_per_source: int = 4
+    max_pending_per_source: int = 8
     max_message_size: int = 2048
     rules: tuple[PnpRule, ...] = ()
 
@@ -60,7 +60,7 @@ def load_pnp(table: Table, server_url: str) -> PnpSettings:
         port=table.integer("port", 5060, min=1, max=65535),
         source_port=table.integer("source_port", 0, min=0, max=65535),
         max_pending=table.integer("max_pending", 10000, min=1, max=1_000_000),
-        max_pending_per_source=table.integer("max_pending_per_source", 4, min=1, max=1_000_000),
+        max_pending_per_source=table.integer("max_pending_per_source", 8, min=1, max=1_000_000),
         max_message_size=table.integer("max_message_size", 2048, min=512, max=65535),
         rules=tuple(_load_rule(t) for t in table.tables("rule")),
     )
