@@ -105,7 +105,7 @@ class TftpServer:
         self.files = files
         self.active = 0
         self.large = 0
-        self.uploads = 0
+        self._uploading: list[Started] = []  # uploads still receiving (holding data in memory)
         self.per_client: dict[Any, int] = {}
         self.configure(settings, files)
 
@@ -182,8 +182,15 @@ class TftpServer:
         transfer = WriteTransfer(client, name, _UploadSink(self.files, name), limits, negotiated, now,
                                  self.settings.upload_max_size)
         self._count(client[0], +1, False)
-        self.uploads += 1
-        return Started(transfer, transfer.start(now), False, upload=True)
+        started = Started(transfer, transfer.start(now), False, upload=True)
+        self._uploading.append(started)
+        return started
+
+    @property
+    def uploads(self) -> int:
+        """Uploads still receiving; a finished one that only dallies for a lost final ACK holds no data."""
+        self._uploading = [s for s in self._uploading if s.transfer.completion is None]
+        return len(self._uploading)
 
     def _count(self, host: Any, delta: int, large: bool) -> None:
         self.active += delta
@@ -199,4 +206,4 @@ class TftpServer:
         """Release the transfer's slots (call exactly once, when it is done or abandoned)."""
         self._count(started.transfer.client[0], -1, started.large)
         if started.upload:
-            self.uploads -= 1
+            self._uploading = [s for s in self._uploading if s is not started]

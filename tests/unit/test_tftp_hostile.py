@@ -289,3 +289,18 @@ def test_an_upload_in_tiny_blocks_holds_about_its_own_size() -> None:
         tracemalloc.stop()
     assert not t.done
     assert held < 2 * size
+
+
+def test_a_dallying_upload_does_not_hold_an_upload_slot() -> None:
+    # The finished upload keeps its socket 10 s for a lost final ACK, but no longer holds data: with max_uploads
+    # counting it, 16 slots would allow only 1.6 uploads a second.
+    tftp = TftpSettings(enabled=True, max_transfers=100, max_per_client=100, rate_limit=0, max_uploads=1)
+    server = TftpServer(tftp, UploadFiles({}))  # type: ignore[arg-type]
+    wrq = codec.encode_request(codec.WRQ, "up.log", "octet")
+    first = server.request(wrq, ("10.0.0.1", 1), 0.0)
+    assert isinstance(first, Started)
+    first.transfer.receive(codec.encode_data(1, b"done"), ("10.0.0.1", 1), 0.1)
+    assert first.transfer.completion is not None and not first.transfer.done  # dallying
+    assert isinstance(server.request(wrq, ("10.0.0.2", 1), 0.2), Started)
+    server.finished(first)
+    assert server.active == 1
