@@ -45,6 +45,9 @@ class Refused(Exception):
         self.reason = reason
 
 
+PATH_MAX = 4096
+
+
 def normalize(name: str, root: str = "") -> tuple[str, ...]:
     """The components of a requested name, relative to the root; raises :class:`Refused`.
 
@@ -54,6 +57,8 @@ def normalize(name: str, root: str = "") -> tuple[str, ...]:
     """
     if not name:
         raise Refused(Reason.EMPTY, "empty name")
+    if len(name) > PATH_MAX:
+        raise Refused(Reason.BAD_NAME, "name too long")  # no such file can exist; refused before any system call
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise Refused(Reason.BAD_NAME, "control character in name")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in name):

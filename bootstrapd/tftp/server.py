@@ -70,6 +70,14 @@ _ERRORS = {
 }
 
 
+SHOWN_NAME = 256  # characters of a requested name kept in refusal events
+
+
+def _shown(name: str) -> str:
+    # Refusals are logged with the name: a 64 KB one in every datagram would multiply the log volume.
+    return name if len(name) <= SHOWN_NAME else name[:SHOWN_NAME] + "..."
+
+
 class TokenBuckets:
     """Per-client request rate: ``rate`` tokens per second, at most ``burst`` saved."""
 
@@ -130,16 +138,17 @@ class TftpServer:
             raise codec.TftpError(f"{type(packet).__name__} on the request port")
         host = client[0]
         name = packet.filename
+        shown = _shown(name)
         if not self.buckets.take(host, now):
-            return Refusal(None, client, name, "rate_limited")
+            return Refusal(None, client, shown, "rate_limited")
         if packet.mode not in codec.MODES:
             return Refusal(codec.encode_error(codec.ERR_ILLEGAL, f"mode {packet.mode!r} not supported"), client,
-                           name, "bad_mode")
+                           shown, "bad_mode")
         if self.active >= self.settings.max_transfers:
-            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "server busy, try again"), client, name, "busy")
+            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "server busy, try again"), client, shown, "busy")
         if self.per_client.get(host, 0) >= self.settings.max_per_client:
             return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "too many transfers from your address"), client,
-                           name, "busy")
+                           shown, "busy")
         limits = self.limits
         if blksize_max is not None and blksize_max < limits.blksize_max:
             limits = replace(limits, blksize_max=blksize_max)
@@ -150,36 +159,37 @@ class TftpServer:
         except Refused as exc:
             code = _ERRORS.get(exc.reason, codec.ERR_ACCESS)
             message = "file not found" if code == codec.ERR_NOT_FOUND else f"access violation ({exc.reason.value})"
-            return Refusal(codec.encode_error(code, message), client, name, exc.reason.value)
+            return Refusal(codec.encode_error(code, message), client, shown, exc.reason.value)
         large = opened.size >= self.settings.large_file_size > 0
         if large and self.large >= self.settings.max_large_transfers:
             opened.reader().close()
             return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "busy with large files, try again"), client,
-                           name, "busy_large")
+                           shown, "busy_large")
         source: Source = opened.reader()
         if packet.mode == "netascii":
             size = Netascii.converted_size(opened.data) if opened.data is not None else None
             source = Netascii(source, size)
         negotiated = negotiate(packet.options, limits, source.size)
-        transfer = ReadTransfer(client, name, source, limits, negotiated, now)
+        transfer = ReadTransfer(client, shown, source, limits, negotiated, now)
         self._count(host, +1, large)
         return Started(transfer, transfer.start(now), large)
 
     def _write(self, packet: Request, client: Address, limits: Limits, now: float) -> Started | Refusal:
         name = packet.filename
+        shown = _shown(name)
         if self.uploads >= self.settings.max_uploads:
             # An upload is held in memory until its last block: this cap, not max_transfers, bounds that memory.
-            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "busy with uploads, try again"), client, name,
+            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "busy with uploads, try again"), client, shown,
                            "busy_uploads")
         try:
             self.files.upload_target(name)
         except Refused as exc:
             return Refusal(codec.encode_error(codec.ERR_ACCESS, f"access violation ({exc.reason.value})"), client,
-                           name, exc.reason.value)
+                           shown, exc.reason.value)
         negotiated = negotiate(packet.options, limits, None, write=True)
         if negotiated.tsize is not None and negotiated.tsize > self.settings.upload_max_size:
-            return Refusal(codec.encode_error(codec.ERR_DISK_FULL, "upload too large"), client, name, "too_large")
-        transfer = WriteTransfer(client, name, _UploadSink(self.files, name), limits, negotiated, now,
+            return Refusal(codec.encode_error(codec.ERR_DISK_FULL, "upload too large"), client, shown, "too_large")
+        transfer = WriteTransfer(client, shown, _UploadSink(self.files, name), limits, negotiated, now,
                                  self.settings.upload_max_size)
         self._count(client[0], +1, False)
         started = Started(transfer, transfer.start(now), False, upload=True)

@@ -304,3 +304,24 @@ def test_a_dallying_upload_does_not_hold_an_upload_slot() -> None:
     assert isinstance(server.request(wrq, ("10.0.0.2", 1), 0.2), Started)
     server.finished(first)
     assert server.active == 1
+
+
+def test_a_request_with_thousands_of_options_gets_an_oack_of_the_known_ones() -> None:
+    options = {f"opt{n}": "x" * 3 for n in range(6000)} | {"blksize": "1024", "BLKSIZE": "9"}
+    data = codec.encode_request(codec.RRQ, "a.cfg", "octet", options)
+    assert len(data) > 60000
+    server = TftpServer(TftpSettings(enabled=True), Files(FILES))  # type: ignore[arg-type]
+    started = server.request(data, CLIENT, 0.0, 1468)
+    assert isinstance(started, Started)
+    assert codec.decode(started.datagrams[0]) == codec.OAck({"blksize": "1024"})  # the first occurrence wins
+
+
+def test_a_huge_file_name_is_refused_and_logged_short() -> None:
+    # A name can fill a 64 KB datagram; copied into every refusal event it would multiply log volume by a thousand.
+    from bootstrapd.provisioning.resolver import Resolver
+
+    server = TftpServer(TftpSettings(enabled=True), Resolver("/nonexistent-root"))
+    refusal = server.request(rrq("x" * 60000), CLIENT, 0.0)
+    assert isinstance(refusal, Refusal) and refusal.datagram is not None
+    assert len(refusal.file) <= 260
+    assert refusal.outcome == "bad_name"
