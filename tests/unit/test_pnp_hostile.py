@@ -95,6 +95,8 @@ def test_hostile_sequences_raise_only_sip_errors_and_state_stays_bounded(steps: 
     core.on_timer(now + 1000.0)
     assert core.pending == 0 and core.pending_by_source == {} and core.next_deadline() is None
     assert len(answers) == started
+    # And a normal phone is still answered.
+    assert len(core.receive(subscribe(99), ("10.77.0.200", 5060), now + 2000.0)) == 2
 
 
 def test_spoofed_subscribes_toward_one_victim_are_capped_per_source() -> None:

@@ -115,6 +115,8 @@ def test_hostile_sequences_raise_only_protocol_errors_and_keep_counts(steps: lis
             started.transfer.timeout(now)
         reap()
     assert not live and server.active == 0 and server.per_client == {}
+    # And the service still answers a normal client.
+    assert isinstance(server.request(rrq("a.cfg"), ("10.77.0.200", 1234), now + 100.0), Started)
 
 
 def test_client_timeout_option_does_not_hold_a_half_open_slot() -> None:
