@@ -244,14 +244,23 @@ class LeaseStore:
             assert self._loop is not None
             callbacks = [done for _, done in batch]
             try:
-                self._loop.call_soon_threadsafe(_settle, callbacks, error)
+                self._loop.call_soon_threadsafe(_settle, self._loop, callbacks, error)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
 
 
-def _settle(callbacks: list[Done], error: BaseException | None) -> None:
-    for done in callbacks:
+# Replies released by one commit go out at most this many per event-loop iteration. A commit that took 25 ms at
+# 4,000 exchanges/s releases 100 ACKs at once; sent back to back they overflow a relay's (or perfdhcp's) default
+# socket buffer, measured as RcvbufErrors on the client side. Interleaving them with the loop's other work spaces
+# them out at no cost in latency worth speaking of.
+SEND_CHUNK = 16
+
+
+def _settle(loop: asyncio.AbstractEventLoop, callbacks: list[Done], error: BaseException | None) -> None:
+    for done in callbacks[:SEND_CHUNK]:
         try:
             done(error)
         except Exception:  # one reply that fails to go out must not keep the others of its batch from leaving
             logging.getLogger("bootstrapd.leases").exception("sending a reply after its commit failed")
+    if len(callbacks) > SEND_CHUNK:
+        loop.call_soon(_settle, loop, callbacks[SEND_CHUNK:], error)

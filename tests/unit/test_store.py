@@ -60,3 +60,28 @@ def test_rows_round_trip_and_replace(tmp_path: Path) -> None:
     store.set_meta("duid", b"\x01\x02")
     assert store.get_meta("duid") == b"\x01\x02"
     store.close()
+
+
+def test_a_big_batch_of_replies_leaves_in_chunks_per_loop_iteration() -> None:
+    """100 replies released by one commit are not sent back to back (they would overflow a relay's buffer)."""
+    from bootstrapd.leases import store as store_module
+
+    sent: list[int] = []
+    iterations: list[int] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        def sender(n: int) -> store_module.Done:
+            return lambda error: sent.append(n)
+
+        callbacks = [sender(n) for n in range(100)]
+        store_module._settle(loop, callbacks, None)
+        iterations.append(len(sent))
+        while len(sent) < 100:
+            await asyncio.sleep(0)
+            iterations.append(len(sent))
+
+    asyncio.run(scenario())
+    assert sent == list(range(100))  # all of them, in order
+    assert iterations[0] == store_module.SEND_CHUNK
+    assert len(iterations) >= 100 // store_module.SEND_CHUNK
