@@ -253,7 +253,7 @@ class LeaseStore:
 # 4,000 exchanges/s releases 100 ACKs at once; sent back to back they overflow a relay's (or perfdhcp's) default
 # socket buffer, measured as RcvbufErrors on the client side. Interleaving them with the loop's other work spaces
 # them out at no cost in latency worth speaking of.
-SEND_CHUNK = 16
+SEND_CHUNK = 8
 
 
 def _settle(loop: asyncio.AbstractEventLoop, callbacks: list[Done], error: BaseException | None) -> None:

@@ -108,10 +108,11 @@ def start_dnsmasq(node: Node, workdir: Path) -> Running:
 
 
 def perfdhcp_run(client: Node, rate: int) -> dict[str, float]:
+    before = perfdhcp.rcvbuf_errors(client)
     result = perfdhcp.run(client, 4, "-r", str(rate), "-p", str(PERIOD), "-R", "4000000", "-W", "1000000", "-d", "2",
                           SERVER, timeout=PERIOD + 30)
     return {"sent": result.started, "completed": result.completed, "drop_ratio": result.loss,
-            "achieved": result.completed / PERIOD}
+            "achieved": result.completed / PERIOD, "client_rcvbuf_drops": perfdhcp.rcvbuf_errors(client) - before}
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -153,7 +154,8 @@ def measure(the_lab: Lab, name: str, start: Callable[[Node, Path], Running], app
         runs.append({"rate": rate, **result})
         ok = result["drop_ratio"] < 0.01
         print(f"  {name:10} offered {rate:6}/s  completed {result['completed']:7.0f}  "
-              f"drops {result['drop_ratio'] * 100:6.2f}%  {'ok' if ok else 'FAIL'}", flush=True)
+              f"drops {result['drop_ratio'] * 100:6.2f}%  {'ok' if ok else 'FAIL'}"
+              f"  (of which perfdhcp's own socket buffer: {result['client_rcvbuf_drops']:.0f})", flush=True)
         if not ok:
             break
         best = rate

@@ -47,6 +47,15 @@ class Result:
         return 1.0 - self.completed / self.started if self.started else 1.0
 
 
+def rcvbuf_errors(node: Node) -> int:
+    """UDP datagrams the node's kernel dropped for a full socket buffer (perfdhcp's losses, not the server's)."""
+    lines = [line.split() for line in node.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
+             if line.startswith("Udp:")]
+    if len(lines) < 2:
+        return 0
+    return int(dict(zip(lines[0][1:], lines[1][1:], strict=False)).get("RcvbufErrors", "0"))
+
+
 def run(node: Node, family: int, *args: str, timeout: float = 120) -> Result:
     """``perfdhcp -4|-6 -l <the node's lab interface> ARGS``; ARGS end with the server address for DHCPv4 relay mode."""
     result = node.run(["perfdhcp", f"-{family}", "-l", node.ifname, *args], timeout=timeout)
