@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import dhcppython.packet
 import pytest
 
 from tests.conftest import require_tools
@@ -285,3 +286,24 @@ def test_dhclient_with_a_576_byte_limit_gets_every_option_through_overload(lab: 
         assert got[f"new_custom_{code}"] == url
     assert got["new_tftp_server_name"] == "tftp://10.77.0.1/boot/"
     app.stop()
+
+
+def test_inform_from_dhcping_gets_the_options_without_a_lease(lab: Lab, appliance: Appliance) -> None:
+    """DHCPINFORM (a phone whose address comes from elsewhere asks where to provision from): ACK unicast to ciaddr,
+    the configured and class options, no lease time, no address; decoded with dhcppython, not our own codec."""
+    require_tools("dhcping")
+    phone = lab.add_phone(mac="00:15:65:00:00:31", ipv4="10.77.0.30/24")
+    result = phone.run(["dhcping", "-i", "-V", "-t", "5", "-c", "10.77.0.30", "-s", "10.77.0.1",
+                        "-h", "00:15:65:00:00:31"], timeout=30)
+    assert result.returncode == 0 and "Got answer from: 10.77.0.1" in result.stdout, result.stdout + result.stderr
+    answer = result.stdout.split("Got answer from: 10.77.0.1", 1)[1]
+    dump = answer.split("\nop:", 1)[0]
+    wire = bytes.fromhex("".join(line for line in dump.splitlines() if re.fullmatch(r"(?:[0-9a-f]{2} ?)+", line)))
+    reply = dhcppython.packet.DHCPPacket.from_bytes(wire)
+    options = {o.code: o.data for o in reply.options}
+    assert reply.msg_type == "DHCPACK"
+    assert str(reply.ciaddr) == "10.77.0.30" and str(reply.yiaddr) == "0.0.0.0"
+    assert 51 not in options and 58 not in options
+    assert options[66] == b"tftp://10.77.0.1/boot/"
+    assert options[43] == b"http://10.77.0.1/yealink43/"  # the Yealink OUI puts it in the yealink class
+    assert leases(appliance) == []  # INFORM hands out no lease
