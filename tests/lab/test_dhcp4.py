@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -307,3 +309,47 @@ def test_inform_from_dhcping_gets_the_options_without_a_lease(lab: Lab, applianc
     assert options[66] == b"tftp://10.77.0.1/boot/"
     assert options[43] == b"http://10.77.0.1/yealink43/"  # the Yealink OUI puts it in the yealink class
     assert leases(appliance) == []  # INFORM hands out no lease
+
+
+def test_reply_addressing_on_the_wire(lab: Lab, workdir: Path) -> None:
+    """RFC 2131 4.1, seen by tshark on the appliance's interface: OFFER/ACK unicast to yiaddr at chaddr (a neighbour
+    entry, no broadcast) unless the client set the broadcast flag; a NAK broadcast."""
+    require_tools("tshark", "busybox")
+    node = lab.add_appliance()
+    app = Appliance(node, workdir, CONFIG)
+    app.start()
+    fields = ["-T", "fields", "-E", "separator=,", "-E", "occurrence=f", "-e", "dhcp.option.dhcp",
+              "-e", "dhcp.hw.mac_addr",
+              "-e", "ip.dst", "-e", "eth.dst"]
+    out = workdir / "tshark.txt"
+    with open(out, "wb") as sink:
+        capture = node.popen(["tshark", "-n", "-l", "-i", "eth1", "-f", "udp src port 67", *fields],
+                             stdout=sink, stderr=subprocess.PIPE)
+        assert capture.stderr is not None
+        started = b""
+        while b"Capturing on" not in started:  # tshark says so once the capture runs
+            line = capture.stderr.readline()
+            assert line, "tshark did not start"
+            started += line
+        unicast = lab.add_phone(mac="02:40:00:00:00:01")
+        address = udhcpc(unicast, workdir, "uni")["ip"]
+        broadcast = lab.add_phone(mac="02:40:00:00:00:02")
+        udhcpc(broadcast, workdir, "bcast", "-B")
+        # A phone moved from another network: dhclient's INIT-REBOOT for its old address gets a NAK, then DORA.
+        moved = Dhclient(lab.add_phone(mac="02:40:00:00:00:03"), workdir, "moved", DHCLIENT_CONF)
+        moved.leases.write_text('lease {\n  interface "eth0";\n  fixed-address 192.168.9.9;\n'
+                                '  option subnet-mask 255.255.255.0;\n  option dhcp-server-identifier 192.168.9.1;\n'
+                                '  renew 4 2037/1/1 00:00:01;\n  rebind 4 2037/1/1 00:00:01;\n'
+                                '  expire 4 2037/1/1 00:00:01;\n}\n')
+        assert in_range(moved.obtain()["new_ip_address"])
+        time.sleep(1)  # let the last datagrams reach tshark's output before stopping it
+        capture.terminate()
+        capture.wait(timeout=10)
+    rows = [line.split(",") for line in out.read_text().splitlines() if line]
+    seen = {(kind, mac): (dst, eth) for kind, mac, dst, eth in rows}
+    assert seen[("2", "02:40:00:00:00:01")] == (address, "02:40:00:00:00:01")  # OFFER unicast at chaddr
+    assert seen[("5", "02:40:00:00:00:01")] == (address, "02:40:00:00:00:01")  # ACK unicast at chaddr
+    assert seen[("2", "02:40:00:00:00:02")] == ("255.255.255.255", "ff:ff:ff:ff:ff:ff")  # broadcast flag set
+    assert seen[("5", "02:40:00:00:00:02")] == ("255.255.255.255", "ff:ff:ff:ff:ff:ff")
+    assert seen[("6", "02:40:00:00:00:03")] == ("255.255.255.255", "ff:ff:ff:ff:ff:ff")  # NAK broadcast
+    app.stop()
