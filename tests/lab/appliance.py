@@ -47,13 +47,14 @@ class Appliance:
     def write_config(self, config_text: str) -> None:
         self.config.write_text(config_text.replace("@ROOT@", str(self.root)).replace("@STATE@", str(self.state)))
 
-    def start(self, *extra: str, timeout: float = 20.0, expect_ready: bool = True) -> None:
+    def start(self, *extra: str, timeout: float = 20.0, expect_ready: bool = True,
+              env: dict[str, str] | None = None) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.notify_path.unlink()
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(self.notify_path))
         self._notify.settimeout(0.2)
-        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify_path), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify_path), PYTHONUNBUFFERED="1", **(env or {}))
         stderr = open(self.stderr_path, "ab")
         self.proc = self.node.popen(
             [sys.executable, "-m", "bootstrapd", "run", "--config", str(self.config), *extra],

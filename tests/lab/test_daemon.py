@@ -86,3 +86,18 @@ def test_never_serves_another_interface(lab: Lab, workdir: Path) -> None:
     served = lab.add_phone(mac="02:99:00:00:00:02")
     assert udhcpc(served, workdir, "served")["ip"].startswith("10.77.0.1")
     assert app.stop() == 0
+
+
+def test_systemd_watchdog_and_reload_notifications(lab: Lab, workdir: Path) -> None:
+    """With WATCHDOG_USEC set (as systemd does for WatchdogSec=), WATCHDOG=1 arrives at half the interval; SIGHUP
+    says RELOADING=1, then READY=1 again."""
+    node = lab.add_appliance()
+    app = Appliance(node, workdir, _config(workdir / "root", workdir / "state"))
+    app.start(env={"WATCHDOG_USEC": "400000"})
+    app.wait_notify("WATCHDOG=1", timeout=5)
+    app.wait_notify("WATCHDOG=1", timeout=5)
+    app.reload()
+    app.wait_notify("RELOADING=1", timeout=5)
+    app.wait_notify("READY=1", timeout=5)
+    assert app.stop() == 0
+
