@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PEERS := isc-dhcp-client busybox tftp-hpa atftp curl sip-tester tshark kea-admin iproute2 dhcping \
+PEERS := isc-dhcp-client busybox tftp-hpa atftp curl sip-tester tshark kea-admin iproute2 dhcping systemd \
          dnsmasq-base kea-dhcp4-server kea-dhcp6-server tftpd-hpa
 STAMP := $(VENV)/.installed
 
