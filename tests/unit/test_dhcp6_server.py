@@ -21,8 +21,9 @@ NOW = 1_000_000.0
 CLIENT = "fe80::215:65ff:fe01:203"
 
 
-def settings(body: str = "") -> Dhcp6Settings:
-    text = f"""
+def full_settings(body: str = "") -> config.Settings:
+    """A configuration with DHCPv6 on (and DHCPv4 off); ``body`` adds [dhcp6] keys."""
+    return config.loads(f"""
 [server]
 interface = "eth1"
 [dhcp4]
@@ -30,8 +31,11 @@ enabled = false
 [dhcp6]
 enabled = true
 {body}
-"""
-    return config.loads(text).dhcp6
+""")
+
+
+def settings(body: str = "") -> Dhcp6Settings:
+    return full_settings(body).dhcp6
 
 
 def server(body: str = "", leases: list[Lease6] | None = None) -> Dhcp6Server:

@@ -11,18 +11,11 @@ from bootstrapd.daemon import StartupError, check_interface
 from bootstrapd.dhcp6.adapter import make_duid
 from bootstrapd.dhcp6.codec import duid_mac
 from bootstrapd.net.interfaces import Interface
+from tests.unit.test_dhcp6_server import full_settings
 
 
 def _settings(range_: str = "fd77::100-fd77::1ff") -> config.Settings:
-    return config.loads(f"""
-[server]
-interface = "eth1"
-[dhcp4]
-enabled = false
-[dhcp6]
-enabled = true
-range = "{range_}"
-""")
+    return full_settings(f'range = "{range_}"')
 
 
 def _iface(*addresses: str) -> Interface:

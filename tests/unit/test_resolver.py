@@ -10,16 +10,6 @@ import pytest
 from bootstrapd.provisioning.resolver import HotCache, Reason, Refused, Resolver, normalize
 
 
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    (root / "dir").mkdir(parents=True)
-    (root / "a.cfg").write_bytes(b"alpha")
-    (root / "dir" / "b.cfg").write_bytes(b"beta")
-    (tmp_path / "secret").write_bytes(b"secret")
-    return root
-
-
 @pytest.mark.parametrize("name,reason", [
     ("../secret", Reason.ESCAPE),
     ("dir/../../secret", Reason.ESCAPE),

@@ -10,17 +10,6 @@ import pytest
 from bootstrapd.provisioning.resolver import Reason, Refused, Resolver
 
 
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    (root / "dir").mkdir(parents=True)
-    (root / "a.cfg").write_bytes(b"alpha")
-    (root / "dir" / "b.cfg").write_bytes(b"beta")
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "b.cfg").write_bytes(b"secret")
-    return root
-
-
 @pytest.mark.parametrize("name", [
     "%2e%2e/outside/b.cfg", "....//outside/b.cfg", "..\\outside\\b.cfg", "dir\\..\\..\\outside\\b.cfg",
     "a.cfg\0", "x" * 5000, "a" * 300 + "/b", "c:\\a.cfg", "c:/../outside/b.cfg", "//tmp/../outside/b.cfg",
