@@ -14,45 +14,17 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from bootstrapd import config
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
 from bootstrapd.leases.store import LeaseStore
 from bootstrapd.net.interfaces import Interface, InterfaceError, lookup
+from bootstrapd.service import Context, Service, ServiceFactory, StartupError
 
 log = logging.getLogger("bootstrapd")
 
-
-class StartupError(Exception):
-    """The daemon cannot start with this configuration on this machine (exit status 2)."""
-
-
-class Service(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    def reload(self, settings: Settings) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-@dataclass
-class Context:
-    """What services share: the settings in force, the interface, the event stream and the lease store."""
-
-    settings: Settings
-    interface: Interface
-    events: Events
-    store: LeaseStore
-    extras: dict[str, object] = field(default_factory=dict)
-
-
-ServiceFactory = Callable[[Context], Service]
+__all__ = ["Context", "Daemon", "Service", "StartupError", "check_interface", "sd_notify"]
 
 
 def service_factories(settings: Settings) -> list[ServiceFactory]:

@@ -11,12 +11,12 @@ import socket
 import time
 
 from bootstrapd.config import Settings
-from bootstrapd.daemon import Context, StartupError
 from bootstrapd.dhcp4.server import Dhcp4Server, Reply
 from bootstrapd.log import RateLimited
 from bootstrapd.net.interfaces import Neighbours
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
+from bootstrapd.service import Context, StartupError
 
 log = logging.getLogger("bootstrapd.dhcp4")
 _limited = RateLimited(log, interval=30.0)

@@ -14,13 +14,13 @@ import time
 from ipaddress import IPv6Network
 
 from bootstrapd.config import Settings
-from bootstrapd.daemon import Context
 from bootstrapd.dhcp6.codec import MAX_DUID, check_duid
 from bootstrapd.dhcp6.server import SERVER_PORT, Dhcp6Server, Outgoing
 from bootstrapd.dhcpconf import format_mac
 from bootstrapd.log import RateLimited
 from bootstrapd.net.sockets import join_ipv6_group, udp_socket
 from bootstrapd.net.udp import Address, DatagramEndpoint, open_endpoint
+from bootstrapd.service import Context
 
 log = logging.getLogger("bootstrapd.dhcp6")
 _limited = RateLimited(log)

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bootstrapd.config import Settings
-from bootstrapd.daemon import Context
 from bootstrapd.net.sockets import join_ipv4_group, udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
 from bootstrapd.pnp.responder import Answered, Outgoing, Responder
+from bootstrapd.service import Context
 
 GROUP = "224.0.1.75"
 RECORD = "pnp-phones.json"

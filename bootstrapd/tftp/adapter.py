@@ -24,11 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 from bootstrapd.config import Settings
-from bootstrapd.daemon import Context, StartupError
 from bootstrapd.errors import ProtocolError
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
 from bootstrapd.provisioning.resolver import Resolver
+from bootstrapd.service import Context, StartupError
 from bootstrapd.tftp.server import Refusal, Started, TftpServer
 from bootstrapd.tftp.transfer import Completion
 

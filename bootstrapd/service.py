@@ -1,0 +1,44 @@
+"""What every service gets and is: the shared :class:`Context`, the :class:`Service` protocol, :class:`StartupError`.
+
+A module of its own so that the daemon imports the services and the services import this, never the daemon: the
+adapters and ``daemon.py`` used to import each other in a circle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bootstrapd.config import Settings
+from bootstrapd.events import Events
+from bootstrapd.leases.store import LeaseStore
+from bootstrapd.net.interfaces import Interface
+
+
+class StartupError(Exception):
+    """The daemon cannot start with this configuration on this machine (exit status 2)."""
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    def reload(self, settings: Settings) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Context:
+    """What services share: the settings in force, the interface, the event stream and the lease store."""
+
+    settings: Settings
+    interface: Interface
+    events: Events
+    store: LeaseStore
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+ServiceFactory = Callable[[Context], Service]
