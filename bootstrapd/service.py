@@ -12,6 +12,7 @@ from typing import Protocol
 
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
+from bootstrapd.leases.owners import LeaseOwners
 from bootstrapd.leases.store import LeaseStore
 from bootstrapd.net.interfaces import Interface
 
@@ -32,12 +33,14 @@ class Service(Protocol):
 
 @dataclass
 class Context:
-    """What services share: the settings in force, the interface, the event stream and the lease store."""
+    """What services share: the settings in force, the interface, the event stream, the lease store, and who holds
+    which address (the DHCP servers register into ``owners``; the file services and the journal ask it)."""
 
     settings: Settings
     interface: Interface
     events: Events
     store: LeaseStore
+    owners: LeaseOwners = field(default_factory=LeaseOwners)
     extras: dict[str, object] = field(default_factory=dict)
 
 

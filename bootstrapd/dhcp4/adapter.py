@@ -38,6 +38,7 @@ class Dhcp4Service:
         if address is None:
             raise StartupError("dhcp4.range is not on the interface's subnet")
         self.core = Dhcp4Server(settings, address.ip, address.network, self.ctx.store.leases4())
+        self.ctx.owners.register(self.core.owner)
         self.neighbours = Neighbours(iface.index)
         sock = udp_socket(socket.AF_INET, iface.name, "0.0.0.0", 67, broadcast=True, reuse_address=True)
         self.endpoint = await open_endpoint("dhcp4", sock, self._datagram, self.ctx.events)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Any
 
 from bootstrapd.dhcp4 import codec
@@ -66,6 +66,15 @@ class Dhcp4Server:
             binding = self.pool.load(key, int(lease.address), lease.state, lease.expires, lease.mac)
             if binding is not None:
                 binding.info = (lease.mac, lease.client_id, lease.hostname, vendor)
+
+    def owner(self, address: IPv4Address | IPv6Address, now: float) -> bytes | None:
+        """The MAC holding an active, unexpired lease on ``address`` (see leases.owners)."""
+        if not isinstance(address, IPv4Address):
+            return None
+        binding = self.pool.holder(int(address))
+        if binding is None or binding.state != ACTIVE or binding.expires <= now:
+            return None
+        return binding.owner or None
 
     # -- configuration ------------------------------------------------------------------------------------------
     def configure(self, settings: Dhcp4Settings) -> None:

@@ -66,6 +66,7 @@ class Dhcp6Service:
         self.core = Dhcp6Server(ctx.settings.dhcp6, self.duid, ctx.store.leases6(), expand=ctx.interface.expand,
                                 link_prefixes=_link_prefixes(ctx))
         self.endpoint: DatagramEndpoint | None = None
+        ctx.owners.register(self.core.owner)
 
     async def start(self) -> None:
         iface = self.ctx.interface

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from bootstrapd.dhcp6 import codec
 from bootstrapd.dhcp6.codec import (
@@ -108,6 +108,15 @@ class Dhcp6Server:
         self._matchers = [_Matcher(c) for c in settings.classes]
         t1, t2 = settings.preferred_lifetime // 2, settings.preferred_lifetime * 4 // 5
         self.t1, self.t2 = t1, t2
+
+    def owner(self, address: IPv4Address | IPv6Address, now: float) -> bytes | None:
+        """The MAC behind the DUID holding an active, unexpired lease on ``address`` (see leases.owners)."""
+        if not isinstance(address, IPv6Address):
+            return None
+        binding = self.pool.holder(int(address))
+        if binding is None or binding.state != poolmod.ACTIVE or binding.expires <= now or not binding.owner:
+            return None
+        return self._macs.get(binding.owner) or codec.duid_mac(binding.owner)
 
     # --- entry point ----------------------------------------------------------------------------------------------
 
