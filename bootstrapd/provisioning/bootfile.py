@@ -65,10 +65,6 @@ def parse_boot(data: bytes | str, name: str) -> BootFile:
                 boot.findings.append(warning(name, line.number, "include-not-cfg",
                                              f"{url!r} does not name a .cfg file (the guide: the format must be "
                                              f"*.cfg)"))
-            if "$" in url:
-                boot.findings.append(warning(name, line.number, "include-wildcard",
-                                             f"{url!r}: the guide documents $PN/$MAC only in the server URL; "
-                                             f"the phone may request it literally"))
             boot.includes.append(Include(url, line.number, line.models))
             continue
         entry = parse_assignment(line, name, boot.findings)

@@ -20,6 +20,7 @@ class Finding:
     code: str  # stable identifier scripts can match ("missing-header", "include-missing", ...)
     message: str
     models: tuple[str, ...] = field(default=(), compare=False)  # the models it applies to, where that matters
+    target: str | None = field(default=None, compare=False)  # the URL it is about (a missing include, resource)
 
     def where(self) -> str:
         return f"{self.file}:{self.line}" if self.line else self.file
@@ -36,9 +37,9 @@ class Finding:
                 "message": self.message, "models": list(self.models)}
 
 
-def error(file: str, line: int | None, code: str, message: str) -> Finding:
-    return Finding(Severity.ERROR, file, line, code, message)
+def error(file: str, line: int | None, code: str, message: str, target: str | None = None) -> Finding:
+    return Finding(Severity.ERROR, file, line, code, message, target=target)
 
 
-def warning(file: str, line: int | None, code: str, message: str) -> Finding:
-    return Finding(Severity.WARNING, file, line, code, message)
+def warning(file: str, line: int | None, code: str, message: str, target: str | None = None) -> Finding:
+    return Finding(Severity.WARNING, file, line, code, message, target=target)

@@ -9,7 +9,8 @@ The rules, with the guide's sections:
 
 - Where from: the server URL (Zero Touch > PnP > DHCP > flash, "Obtaining the Provisioning Server Address") with
   ``$PN``/``$MAC`` replaced ("Configuring Wildcard of the Provisioning Server URL"); a URL naming a ``.boot`` file
-  makes the phone request only that boot file.
+  makes the phone request only that boot file. The guide documents the wildcards in the server URL; the model also
+  replaces them in include URLs (``include:config "$MAC.cfg"``, common in deployments: unverified).
 - Order ("Downloading Boot, Configuration and Resource Files"): ``<mac>.boot``, else ``y000000000000.boot``, then
   the files its ``include:config`` lines name, top to bottom; without a boot file (or on firmware older than the
   model's boot-file support, "Supported Phones") the old mechanism: the model's common CFG then ``<mac>.cfg``; then
@@ -343,13 +344,13 @@ def provision(phone: Phone, server_url: str, *,
         first = specific if exclude else [i for i in boot.includes if i in specific or not i.models]
         found_specific = False
         for inc in first:
-            url = join(out.boot, inc.url)
+            url = join(out.boot, expand(inc.url, phone))
             why = (f"include, {out.boot.rpartition('/')[2]} line {inc.line}"
                    + (f" [{','.join(inc.models)}]" if inc.models else ""))
             got = yield from run.fetch_cfg(url, Kind.CFG, why)
             if not got.found:
                 out.findings.append(error(out.boot, inc.line, "include-missing",
-                                          f"include:config {inc.url!r}: {url} is not on the server"))
+                                          f"include:config {inc.url!r}: {url} is not on the server", url))
                 continue
             found_specific = found_specific or bool(inc.models)
             if got.data is not None:
@@ -361,12 +362,12 @@ def provision(phone: Phone, server_url: str, *,
                 out.notes.append("exclude mode: no model-specific file found on the server, so the unspecified "
                                  "ones are downloaded")
                 for inc in plain:
-                    url = join(out.boot, inc.url)
+                    url = join(out.boot, expand(inc.url, phone))
                     got = yield from run.fetch_cfg(url, Kind.CFG, f"include, {out.boot.rpartition('/')[2]} line "
                                                    f"{inc.line} (exclude mode fallback)")
                     if not got.found:
                         out.findings.append(error(out.boot, inc.line, "include-missing",
-                                                  f"include:config {inc.url!r}: {url} is not on the server"))
+                                                  f"include:config {inc.url!r}: {url} is not on the server", url))
                     elif got.data is not None:
                         run.apply(got)
     else:
@@ -392,7 +393,7 @@ def provision(phone: Phone, server_url: str, *,
                 download.found, download.size = True, len(data)
             else:
                 out.findings.append(warning(param.final.file, param.final.line, "resource-missing",
-                                            f"{key} = {value}: {url} is not on the server"))
+                                            f"{key} = {value}: {url} is not on the server", url))
 
     if out.value(SYNC) == "1":
         base = out.value(SYNC_PATH) or folder

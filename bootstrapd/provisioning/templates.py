@@ -6,6 +6,7 @@ Every ``*.j2`` file under the root is a template; its output name is its name wi
 without placeholders is rendered once. A template sees ``phones`` (the inventory rows of its output), every
 placeholder as a variable, ``phone`` when the name has ``{mac}``, and ``inventory`` (every row).
 
+Block tags take their line with them (``trim_blocks``/``lstrip_blocks``), so ``{% if %}`` lines leave no blank lines.
 Templates run in Jinja2's immutable sandbox with StrictUndefined (a missing column is an error, not an empty
 value). Rendering is deterministic: unchanged inputs give byte-identical files across runs and restarts (the phone's
 MD5 check then skips a needless update). Errors name the template, its line and the phone.
@@ -112,7 +113,7 @@ class _TreeLoader(jinja2.BaseLoader):
 def environment(root: str, inputs: dict[str, tuple[int, int, int]]) -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment(
         loader=_TreeLoader(root, inputs), undefined=jinja2.StrictUndefined, autoescape=False,
-        keep_trailing_newline=True, auto_reload=False, cache_size=0,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, auto_reload=False, cache_size=0,
     )
 
 
