@@ -36,11 +36,11 @@ def key_problem(key: str) -> str | None:
 
 
 def _key_bytes(key: str | bytes) -> bytes:
-    raw = key.encode("ascii", "replace") if isinstance(key, str) else key
-    problem = key_problem(raw.decode("latin-1"))
+    text = key if isinstance(key, str) else key.decode("latin-1")
+    problem = key_problem(text)
     if problem:
         raise AesError(f"AES key {problem}")
-    return raw
+    return text.encode("ascii")
 
 
 def _cipher(key: bytes) -> Cipher[modes.ECB]:
