@@ -38,8 +38,9 @@ def test_unknown_model_names_and_duplicates() -> None:
 
 
 def test_boot_file() -> None:
-    boot = parse_boot(b'#!version:1.0.0.1\n[T46S]include:config <tftp://h/n.cfg>\n[T48S,T46G]include:config <../sip.cfg>'
-                      b'\ninclude:config "features.cfg"\ninclude:config bare.cfg\ninclude:config\noverwrite_mode = 1\n'
+    boot = parse_boot(b'#!version:1.0.0.1\n[T46S]include:config <tftp://h/n.cfg>\n'
+                      b'[T48S,T46G]include:config <../sip.cfg>\ninclude:config "features.cfg"\n'
+                      b'include:config bare.cfg\ninclude:config\noverwrite_mode = 1\n'
                       b'specific_model.excluded_mode=0\nfoo = 1\noverwrite_mode = 2\n', "y000000000000.boot")
     assert [(i.url, i.line, i.models) for i in boot.includes] == [
         ("tftp://h/n.cfg", 2, ("T46S",)), ("../sip.cfg", 3, ("T48S", "T46G")), ("features.cfg", 4, ()),

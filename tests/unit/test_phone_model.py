@@ -5,6 +5,8 @@ A tree is a dict URL -> bytes; the fetcher answers from it and records what the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bootstrapd.provisioning import yealink_aes
 from bootstrapd.provisioning.models import table
 from bootstrapd.provisioning.phone import Kind, Outcome, Phone, Session, join, run, server_base
@@ -21,7 +23,7 @@ def phone(model: str = "T46U", **kw: object) -> Phone:
 
 
 class Tree:
-    def __init__(self, files: dict[str, str | bytes]) -> None:
+    def __init__(self, files: Mapping[str, str | bytes]) -> None:
         self.files = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
         self.asked: list[str] = []
 
@@ -30,7 +32,7 @@ class Tree:
         return self.files.get(url)
 
 
-def provision(files: dict[str, str | bytes], p: Phone | None = None, url: str = S) -> tuple[Outcome, Tree]:
+def provision(files: Mapping[str, str | bytes], p: Phone | None = None, url: str = S) -> tuple[Outcome, Tree]:
     tree = Tree(files)
     return run(p or phone(), url, tree), tree
 
@@ -74,7 +76,7 @@ def test_firmware_without_boot_files_uses_the_old_mechanism() -> None:
 
 
 def test_a_boot_file_without_header_is_not_used() -> None:
-    out, tree = provision({f"{S}{MAC}.boot": 'include:config "x.cfg"\n',
+    out, _ = provision({f"{S}{MAC}.boot": 'include:config "x.cfg"\n',
                            f"{S}y000000000000.boot": H + 'include:config "y.cfg"\n', f"{S}y.cfg": H + "a = 1\n"})
     assert out.boot == f"{S}y000000000000.boot" and values(out) == {"a": "1"}
     assert any(f.code == "missing-header" for f in out.findings)
@@ -235,7 +237,8 @@ KEY = "ljB7jiDIQQ7XD888"
 
 def test_an_encrypted_mac_file_with_its_key_file() -> None:
     plain = H + "account.1.password = s3cret\n"
-    files = {f"{S}y000000000000.boot": H + 'include:config "a.cfg"\ninclude:config "$MAC.cfg"\n',
+    files: dict[str, str | bytes] = {
+             f"{S}y000000000000.boot": H + 'include:config "a.cfg"\ninclude:config "$MAC.cfg"\n',
              f"{S}a.cfg": H + "static.auto_provision.aes_key_in_file = 1\n",
              f"{S}{MAC}.cfg": yealink_aes.encrypt(plain.encode(), KEY),
              f"{S}{MAC}_Security.enc": yealink_aes.encrypt_key(KEY)}
@@ -246,7 +249,7 @@ def test_an_encrypted_mac_file_with_its_key_file() -> None:
 
 
 def test_an_encrypted_file_with_the_phones_configured_key_or_without_any_key() -> None:
-    files = {f"{S}y000000000000.boot": H + 'include:config "$MAC.cfg"\n',
+    files: dict[str, str | bytes] = {f"{S}y000000000000.boot": H + 'include:config "$MAC.cfg"\n',
              f"{S}{MAC}.cfg": yealink_aes.encrypt((H + "a = 1\n").encode(), KEY)}
     out, _ = provision(files, phone(preset={"static.auto_provision.aes_key_16.mac": KEY}))
     assert values(out) == {"a": "1"}

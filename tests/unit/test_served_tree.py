@@ -100,7 +100,7 @@ def test_bad_encryption_settings(tmp_path: Path, encrypt: str, message: str) -> 
 def test_an_inventory_inside_the_root_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    with pytest.raises(ConfigError, match="inside server.root"):
+    with pytest.raises(ConfigError, match=r"inside server\.root"):
         loads(f'[server]\ninterface = "eth1"\nroot = "{root}"\n[dhcp4]\nenabled = false\n'
               f'[provisioning]\ninventory = "root/phones.csv"\n', str(tmp_path / "b.toml"))
 
