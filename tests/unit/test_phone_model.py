@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from bootstrapd.provisioning import yealink_aes
 from bootstrapd.provisioning.models import table
 from bootstrapd.provisioning.phone import Kind, Outcome, Phone, Session, join, run, server_base
@@ -278,3 +281,18 @@ def test_model_table() -> None:
     assert {m.id for m in models.by_hardware_id(77)} == {"W60P", "W53P", "CP930W_BASE"}
     assert "T21P_E2" in models.prefix_names and "W52P" not in models.prefix_names
     assert len(models.prefix_names) == 35  # the guide's list of valid [MODEL] names
+
+
+# -- arbitrary files from the network never break the model ---------------------------------------------------
+
+@given(st.dictionaries(st.sampled_from([f"{S}{MAC}.boot", f"{S}y000000000000.boot", f"{S}a.cfg", f"{S}{MAC}.cfg",
+                                        f"{S}y000000000108.cfg", f"{S}{MAC}_Security.enc"]),
+                       st.one_of(st.binary(max_size=300), st.text(max_size=300).map(lambda t: (H + t).encode())
+                                 ), max_size=6),
+       st.sampled_from(["T46U", "W52P", "T21_E2"]))
+def test_arbitrary_files_give_an_outcome_never_an_exception(files: dict[str, bytes], model: str) -> None:
+    boot = files.get(f"{S}y000000000000.boot")
+    if boot is not None:
+        files[f"{S}y000000000000.boot"] = boot + b'\ninclude:config "a.cfg"\ninclude:config "$MAC.cfg"\n'
+    out, _ = provision(files, phone(model, preset={"static.auto_provision.aes_key_in_file": "1"}))
+    assert out.mechanism in ("boot", "old")
