@@ -10,12 +10,12 @@ those: no process of the machine is visible from inside.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import require_root, require_tools
+from tests.conftest import require_tools
+from tests.deploy import sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "install-peers.sh"
@@ -49,14 +49,7 @@ install -m 755 "$FILES/init-script" /etc/init.d/bdt-peer-sysv
 update-rc.d bdt-peer-sysv defaults >/dev/null 2>&1
 """
 
-SANDBOX = """set -euo pipefail
-mount -t tmpfs tmpfs "$SCRATCH"
-for dir in /etc /usr/sbin; do
-  name=$(echo "$dir" | tr / _)
-  mkdir -p "$SCRATCH/$name.up" "$SCRATCH/$name.work"
-  mount -t overlay overlay -o "lowerdir=$dir,upperdir=$SCRATCH/$name.up,workdir=$SCRATCH/$name.work" "$dir"
-done
-# The machine's own state before the installation: a unit the user enabled, and the policy-rc.d case under test.
+SCRIPT_IN_SANDBOX = """# Before the installation: a unit the user enabled; the policy-rc.d case under test.
 cp "$FILES/unit" /etc/systemd/system/bdt-mine.service
 systemctl enable --quiet bdt-mine.service
 rm -f /usr/sbin/policy-rc.d
@@ -64,8 +57,8 @@ if [ -n "$USER_POLICY" ]; then printf '%s' "$USER_POLICY" > /usr/sbin/policy-rc.
 # Processes named like the servers (this shell is PID 1 of a fresh PID namespace: they are all it can see).
 pids=()
 for name in $NAMES; do
-  ln -s "$(command -v sleep)" "$SCRATCH/$name"
-  "$SCRATCH/$name" 600 &
+  ln -s "$(command -v sleep)" "$FILES/$name"
+  "$FILES/$name" 600 &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do  # until exec has happened, comm is still bash's
@@ -90,8 +83,7 @@ NAMES = ("in.tftpd", "kea-dhcp4", "kea-dhcp6")
 
 
 def _run(tmp_path: Path, user_policy: str) -> dict[str, str]:
-    require_root()
-    require_tools("unshare", "systemctl", "update-rc.d", "dpkg-query", "sleep")
+    require_tools("systemctl", "update-rc.d", "dpkg-query", "sleep")
     files = tmp_path / "files"
     files.mkdir()
     (files / "apt-get").write_text(FAKE_APT_GET)
@@ -101,10 +93,9 @@ def _run(tmp_path: Path, user_policy: str) -> dict[str, str]:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     report = tmp_path / "report"
-    env = dict(os.environ, SCRATCH=str(scratch), FILES=str(files), SCRIPT=str(SCRIPT), REPORT=str(report),
-               USER_POLICY=user_policy, NAMES=" ".join(NAMES))
-    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc",
-                             "bash", "-c", SANDBOX], env=env, capture_output=True, text=True, timeout=120)
+    env = dict(FILES=str(files), SCRIPT=str(SCRIPT), REPORT=str(report), USER_POLICY=user_policy,
+               NAMES=" ".join(NAMES))
+    result = sandbox.run(SCRIPT_IN_SANDBOX, scratch, ["/etc", "/usr/sbin"], env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = report.read_text().splitlines()
     out = (tmp_path / "report.out").read_text()
