@@ -32,7 +32,7 @@ CAPABILITY_BITS = {
 EXTRA: dict[str, tuple[tuple[str, str], ...]] = {
     # bootstrapd/net/interfaces.py Neighbours: RTM_NEWNEIGH so a unicast OFFER/ACK reaches a client that has no
     # address yet (RFC 2131 4.1). A reply sent on an AF_PACKET socket instead would need CAP_NET_RAW here.
-    "dhcp4": (("CAP_NET_ADMIN", "neighbour entries for unicast OFFERs and ACKs (RFC 2131 4.1)"),),
+    "dhcp4": (("CAP_NET_ADMIN", "neighbour entries for unicast OFFERs and ACKs, RFC 2131 4.1"),),
 }
 
 UNIT = "systemd/bootstrapd.service"
@@ -132,7 +132,7 @@ def problem(settings: Settings, status: str | None = None, port_start: int | Non
     caps = sorted({need.capability for need in lacking})
     return (f"missing capabilit{'y' if len(caps) == 1 else 'ies'} {' '.join(caps)}: "
             + "; ".join(str(need) for need in lacking)
-            + f" (the unit {UNIT} grants them with AmbientCapabilities=)")
+            + f" (the unit {UNIT} grants {'it' if len(caps) == 1 else 'them'} with AmbientCapabilities=)")
 
 
 def root_warning(settings: Settings, euid: int | None = None, port_start: int | None = None) -> str | None:
@@ -144,4 +144,4 @@ def root_warning(settings: Settings, euid: int | None = None, port_start: int | 
     grant = f"with only {caps}" if caps else "with no capabilities"
     detail = "; ".join(str(need) for need in used) or "this configuration binds no privileged port"
     return (f"running as root: {UNIT} runs bootstrapd as an unprivileged dynamic user {grant}, the system "
-            f"read-only and its state in StateDirectory= ({detail})")
+            f"read-only and its state in StateDirectory=: {detail}")
