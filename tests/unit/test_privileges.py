@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from bootstrapd import config, privileges
 from bootstrapd.privileges import Need
@@ -79,3 +81,20 @@ def test_root_gets_one_warning_naming_what_the_unit_grants() -> None:
     assert "tftp needs CAP_NET_BIND_SERVICE (UDP port 69)" in warning
     quiet = _config("[tftp]\nenabled = true\nport = 6969\n")
     assert "dynamic user with no capabilities, " in (privileges.root_warning(quiet, euid=0, port_start=1024) or "")
+
+
+def test_http_and_ftp_ports_are_covered_once_those_services_exist() -> None:
+    """HTTP(S) and FTP are read by name (their sections come with the HTTP/FTP servers): 80, 443 and 21 need
+    CAP_NET_BIND_SERVICE, a passive range above 1024 nothing, one below it does."""
+    http = SimpleNamespace(enabled=True, port=80, tls_port=443)
+    ftp = SimpleNamespace(enabled=True, port=21, passive_ports="30000-30099")
+    settings: Any = SimpleNamespace(**{**vars(_config("")), "http": http, "ftp": ftp})
+    assert privileges.needs(settings) == [
+        Need("http", "CAP_NET_BIND_SERVICE", "TCP port (http.port) 80, TCP port (http.tls_port) 443"),
+        Need("ftp", "CAP_NET_BIND_SERVICE", "TCP port (ftp.port) 21"),
+    ]
+    ftp.passive_ports = "1000-1099"
+    assert privileges.needs(settings)[-1] == Need(
+        "ftp", "CAP_NET_BIND_SERVICE", "TCP port (ftp.port) 21, TCP port (ftp.passive_ports) 1000")
+    http.enabled = ftp.enabled = False
+    assert privileges.needs(settings) == []
