@@ -4,9 +4,10 @@ No I/O here: the file arrives as a :class:`Source` (sequential ``read``) and an 
 :class:`Sink`, both handed in by the adapter. Rules kept (protocols.md section 8):
 
 - Windowed sending (RFC 7440, windowsize 1 is RFC 1350 lock-step): an ACK of block n slides the window to n+1 and
-  only blocks never sent before go out; the blocks of the window are kept encoded, so a retransmission (only ever on
-  timeout, from the first unacknowledged block) costs no file read.
-- A duplicate ACK never causes a resend (Sorcerer's Apprentice); an ACK for a block never sent is ignored.
+  a full window goes out from there at once (RFC 7440 section 4): blocks after n that were already sent go again,
+  then new ones. The blocks of the window are kept encoded, so sending one again costs no file read.
+- A duplicate ACK never causes a resend (Sorcerer's Apprentice): only the timeout does, from the first
+  unacknowledged block; an ACK for a block never sent is ignored.
 - Exponential backoff, a bounded number of tries, and fewer tries before the client has acknowledged anything, so
   a spoofed request cannot turn us into a reflector.
 - A datagram from another address or port gets ERROR 5 and the transfer goes on; an ERROR from the client ends it.
@@ -324,7 +325,15 @@ class ReadTransfer(_Base):
         if self.last is not None and acked == self.last:
             self._finish("ok", now)
             return []
-        return self._fill(now)
+        # RFC 7440 section 4: the next window starts right after the acknowledged block. An ACK short of the window's
+        # end means the client lost the block after it (or got blocks out of order and dropped the rest): what is
+        # still unacknowledged goes again at once, already encoded, then new blocks fill the window.
+        again = [datagram for datagram, _ in self.window]
+        more = self._fill(now)
+        if self.completion is not None:
+            return more  # the file went bad: only the ERROR
+        self.retransmits += len(again)
+        return again + more
 
     def _resend(self) -> list[bytes]:
         if self.waiting_oack:

@@ -112,8 +112,10 @@ def test_window_slides_and_retransmits_from_first_unacked() -> None:
     assert codec.decode(out[0]) == OAck({"windowsize": "4"})
     first = sent(t.receive(ack(0), CLIENT, 0.1))
     assert blocks(first) == [1, 2, 3, 4]
-    # Client got 1 and 2, lost 3: it acknowledges 2. The window slides: only new blocks go out.
-    assert blocks(sent(t.receive(ack(2), CLIENT, 0.2))) == [5, 6]
+    # Client got 1 and 2, lost 3: it acknowledges 2. RFC 7440 section 4: the next window starts right after the
+    # acknowledged block, so 3 and 4 go again at once, with 5 and 6 to fill the window.
+    assert blocks(sent(t.receive(ack(2), CLIENT, 0.2))) == [3, 4, 5, 6]
+    assert t.retransmits == 2
     # Duplicate ACK 2: no resend (Sorcerer's Apprentice).
     assert t.receive(ack(2), CLIENT, 0.3) == []
     # ACK for a block never sent: ignored.
@@ -121,6 +123,22 @@ def test_window_slides_and_retransmits_from_first_unacked() -> None:
     # Timeout: the whole window again, from the first unacknowledged block.
     assert blocks(t.timeout(1.2)) == [3, 4, 5, 6]
     assert blocks(sent(t.receive(ack(6), CLIENT, 1.3))) == [7, 8, 9, 10]
+
+
+def test_partial_window_ack_goes_on_at_once_with_a_full_window() -> None:
+    """RFC 7440 section 4: after an ACK for block n the sender goes on from n+1 with a full window, at once.
+
+    windowsize 2; the window 3-4 is out and the client acknowledges 3 (it lost 4): 4 and 5 leave immediately, not
+    5 alone with 4 waiting for the retransmission timeout.
+    """
+    t, out = read(b"w" * 512 * 8, {"windowsize": "2"})
+    assert codec.decode(out[0]) == OAck({"windowsize": "2"})
+    assert blocks(sent(t.receive(ack(0), CLIENT, 0.1))) == [1, 2]
+    assert blocks(sent(t.receive(ack(2), CLIENT, 0.2))) == [3, 4]
+    assert blocks(sent(t.receive(ack(3), CLIENT, 0.3))) == [4, 5]
+    assert t.deadline == 0.3 + 1.0  # the retransmission timer restarts from this window
+    assert blocks(sent(t.receive(ack(5), CLIENT, 0.4))) == [6, 7]
+    assert t.completion is None
 
 
 def test_window_clamped_and_zero_ignored() -> None:
