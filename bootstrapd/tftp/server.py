@@ -114,6 +114,8 @@ class TftpServer:
         self.active = 0
         self.large = 0
         self._uploading: list[Started] = []  # uploads still receiving (holding data in memory)
+        # client address and port (its TID) -> (the request datagram, its transfer), to know a retransmitted request
+        self._live: dict[Address, tuple[bytes, Started]] = {}
         self.per_client: dict[Any, int] = {}
         self.configure(settings, files)
 
@@ -139,6 +141,12 @@ class TftpServer:
         host = client[0]
         name = packet.filename
         shown = _shown(name)
+        live = self._live.get(client)
+        if live is not None and live[0] == data and live[1].transfer.completion is None:
+            # RFC 1350 section 4: the client's TID names the transfer. The same request again from the same port
+            # is the client retransmitting it because our first answer is late or lost: the transfer it started
+            # answers (its own timer resends that first packet); a second transfer would answer from a second TID.
+            return Refusal(None, client, shown, "duplicate")
         if not self.buckets.take(host, now):
             return Refusal(None, client, shown, "rate_limited")
         if packet.mode not in codec.MODES:
@@ -153,7 +161,10 @@ class TftpServer:
         if blksize_max is not None and blksize_max < limits.blksize_max:
             limits = replace(limits, blksize_max=blksize_max)
         if packet.opcode == codec.WRQ:
-            return self._write(packet, client, limits, now)
+            outcome = self._write(packet, client, limits, now)
+            if isinstance(outcome, Started):
+                self._live[client] = (data, outcome)
+            return outcome
         try:
             opened = self.files.open(name)
         except Refused as exc:
@@ -172,7 +183,9 @@ class TftpServer:
         negotiated = negotiate(packet.options, limits, source.size)
         transfer = ReadTransfer(client, shown, source, limits, negotiated, now)
         self._count(host, +1, large)
-        return Started(transfer, transfer.start(now), large)
+        started = Started(transfer, transfer.start(now), large)
+        self._live[client] = (data, started)
+        return started
 
     def _write(self, packet: Request, client: Address, limits: Limits, now: float) -> Started | Refusal:
         name = packet.filename
@@ -190,7 +203,7 @@ class TftpServer:
         if negotiated.tsize is not None and negotiated.tsize > self.settings.upload_max_size:
             return Refusal(codec.encode_error(codec.ERR_DISK_FULL, "upload too large"), client, shown, "too_large")
         transfer = WriteTransfer(client, shown, _UploadSink(self.files, name), limits, negotiated, now,
-                                 self.settings.upload_max_size)
+                                 self.settings.upload_max_size, netascii=packet.mode == "netascii")
         self._count(client[0], +1, False)
         started = Started(transfer, transfer.start(now), False, upload=True)
         self._uploading.append(started)
@@ -214,6 +227,10 @@ class TftpServer:
 
     def finished(self, started: Started) -> None:
         """Release the transfer's slots (call exactly once, when it is done or abandoned)."""
-        self._count(started.transfer.client[0], -1, started.large)
+        client = started.transfer.client
+        self._count(client[0], -1, started.large)
+        live = self._live.get(client)
+        if live is not None and live[1] is started:
+            del self._live[client]
         if started.upload:
             self._uploading = [s for s in self._uploading if s is not started]

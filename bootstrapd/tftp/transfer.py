@@ -51,7 +51,7 @@ class Netascii:
     """RFC 1350 netascii on the way out: LF -> CR LF, CR -> CR NUL, as a sequential stream over another source.
 
     Every byte converts on its own, so chunks convert independently. The size after conversion is known only when
-    the adapter can count it (``size``), else tsize is not offered.
+    the adapter can count it (``size``), else tsize is not offered. :meth:`decode` is the way back, for uploads.
     """
 
     def __init__(self, source: Source, size: int | None = None) -> None:
@@ -63,6 +63,15 @@ class Netascii:
     @staticmethod
     def convert(raw: bytes | memoryview) -> bytes:
         return bytes(raw).replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
+
+    @staticmethod
+    def decode(wire: bytes) -> bytes:
+        """Netascii as received -> the file: CR LF -> LF, CR NUL -> CR (a CR followed by anything else is kept).
+
+        In netascii every CR starts a pair, so a CR LF found first is always a real pair; what is left of CR NUL
+        afterwards cannot have been made by the first replacement (it only produces LF).
+        """
+        return wire.replace(b"\r\n", b"\n").replace(b"\r\0", b"\r")
 
     @staticmethod
     def converted_size(data: bytes) -> int:
@@ -350,10 +359,11 @@ class WriteTransfer(_Base):
     """Receiving an upload (WRQ), lock-step, size capped; the sink gets the whole file once the last block arrives."""
 
     def __init__(self, client: Address, filename: str, sink: Sink, limits: Limits, negotiated: Negotiated,
-                 now: float, max_size: int) -> None:
+                 now: float, max_size: int, netascii: bool = False) -> None:
         super().__init__(client, filename, limits, negotiated, now)
         self.sink = sink
-        self.max_size = max_size
+        self.max_size = max_size  # bytes on the wire (netascii included: the stored file is never larger)
+        self.netascii = netascii
         self.expected = 1
         self.received = bytearray()  # one buffer: a list of small blocks would cost ~41 bytes of header each
         self.last_sent = b""
@@ -380,7 +390,8 @@ class WriteTransfer(_Base):
         self.expected += 1
         if len(packet.payload) < self.blksize:
             try:
-                self.sink.store(bytes(self.received))
+                received = bytes(self.received)
+                self.sink.store(Netascii.decode(received) if self.netascii else received)
             except Refused as exc:
                 self._finish("refused_upload", now)
                 code = codec.ERR_DISK_FULL if exc.reason == Reason.TOO_LARGE else codec.ERR_ACCESS

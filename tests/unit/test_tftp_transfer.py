@@ -310,7 +310,7 @@ def test_server_limits_and_refusals() -> None:
     # Per client: a has 1 transfer, its third request in the same instant is over its rate (burst 4 - 3 taken).
     second = server.request(rrq("small.cfg"), a, 0.0)
     assert isinstance(second, Started)
-    per_client = server.request(rrq("small.cfg"), a, 0.0)
+    per_client = server.request(rrq("small.cfg"), (a[0], 2), 0.0)
     assert isinstance(per_client, Refusal) and per_client.outcome in ("busy", "rate_limited")
     overall = server.request(rrq("small.cfg"), c, 0.0)
     assert isinstance(overall, Refusal) and overall.outcome == "busy"
@@ -319,7 +319,7 @@ def test_server_limits_and_refusals() -> None:
     again = server.request(rrq("small.cfg"), c, 0.0)
     assert isinstance(again, Started)
     # Rate limit: a's bucket (burst 4) is empty now; dropped silently until it refills.
-    limited = server.request(rrq("small.cfg"), a, 0.1)
+    limited = server.request(rrq("small.cfg"), (a[0], 3), 0.1)
     assert isinstance(limited, Refusal) and limited.datagram is None and limited.outcome == "rate_limited"
 
 
@@ -337,3 +337,79 @@ def test_server_blksize_capped_by_interface() -> None:
     started = server.request(rrq("a", blksize="9000"), CLIENT, 0.0, blksize_max=1468)
     assert isinstance(started, Started)
     assert codec.decode(started.datagrams[0]) == OAck({"blksize": "1468"})
+
+
+def test_a_retransmitted_request_is_a_duplicate_not_a_second_transfer() -> None:
+    """RFC 1350 section 4: a transfer is known by the client's TID (its address and port). A client whose first
+    DATA (or OACK) is late sends its RRQ again from the same port: that is the same transfer, not a second one on
+    another server TID (which the client would answer with ERROR 5, or take blocks from both)."""
+    server = TftpServer(TftpSettings(enabled=True), Files({"a.cfg": b"a" * 2000}))  # type: ignore[arg-type]
+    request = rrq("a.cfg", blksize="1024")
+    first = server.request(request, CLIENT, 0.0)
+    assert isinstance(first, Started)
+    again = server.request(request, CLIENT, 0.9)
+    assert isinstance(again, Refusal) and again.datagram is None and again.outcome == "duplicate"
+    assert server.active == 1
+    # The same request from another port is another transfer; another request from the same port too (a client
+    # that gave up on the first and asks for something else).
+    assert isinstance(server.request(request, (CLIENT[0], CLIENT[1] + 1), 1.0), Started)
+    other = server.request(rrq("a.cfg"), CLIENT, 1.0)
+    assert isinstance(other, Started)
+    assert isinstance(server.request(rrq("a.cfg"), CLIENT, 1.1), Refusal)
+    # Once a transfer has ended, the same request from the same port is a new transfer (tftp-hpa's interactive
+    # client fetches file after file from one port).
+    server.finished(first)
+    server.finished(other)
+    assert isinstance(server.request(rrq("a.cfg"), CLIENT, 2.0), Started)
+
+
+def test_a_retransmitted_write_request_is_a_duplicate_too() -> None:
+    class Uploads(Files):
+        def upload_target(self, name: str) -> str:
+            return name
+
+    server = TftpServer(TftpSettings(enabled=True), Uploads({}))  # type: ignore[arg-type]
+    wrq = codec.encode_request(codec.WRQ, "up.log", "octet")
+    first = server.request(wrq, CLIENT, 0.0)
+    assert isinstance(first, Started)
+    again = server.request(wrq, CLIENT, 0.5)
+    assert isinstance(again, Refusal) and again.outcome == "duplicate"
+    assert server.active == 1 and server.uploads == 1
+
+
+def test_netascii_upload_is_stored_with_line_ends_converted_back() -> None:
+    """RFC 1350 (netascii, RFC 764): on the wire a line ends in CR LF and a bare CR is CR NUL; the file is stored
+    with the local convention, LF and CR, also where a CR ends one block and its LF or NUL starts the next."""
+    # A CR LF whose CR ends block 1, a CR NUL whose CR ends block 2, then lines of every kind.
+    text = b"x" * 511 + b"\n" + b"y" * 510 + b"\r" + b"line one\nline two\r\nbare\rcarriage\n" * 40
+    wire = Netascii.convert(text)
+    assert Netascii.decode(wire) == text
+    store = Store()
+    t = WriteTransfer(CLIENT, "up.log", store, LIMITS, negotiate({}, LIMITS, None, write=True), 0.0, 1 << 20,
+                      netascii=True)
+    t.start(0.0)
+    chunks = [wire[i:i + 512] for i in range(0, len(wire), 512)]
+    assert chunks[0].endswith(b"\r") and chunks[1].startswith(b"\n")  # pairs split across blocks
+    assert chunks[1].endswith(b"\r") and chunks[2].startswith(b"\0")
+    for n, chunk in enumerate(chunks, 1):
+        t.receive(codec.encode_data(n, chunk), CLIENT, 0.1 * n)
+    if len(chunks[-1]) == 512:
+        t.receive(codec.encode_data(len(chunks) + 1, b""), CLIENT, 9.0)
+    assert store.stored == [text]
+
+
+def test_the_server_asks_for_netascii_uploads_to_be_converted() -> None:
+    class Uploads(Files):
+        def upload_target(self, name: str) -> str:
+            return name
+
+        def store_upload(self, name: str, data: bytes) -> str:
+            self.uploads[name] = data
+            return name
+
+    files = Uploads({})
+    server = TftpServer(TftpSettings(enabled=True), files)  # type: ignore[arg-type]
+    started = server.request(codec.encode_request(codec.WRQ, "up.log", "netascii"), CLIENT, 0.0)
+    assert isinstance(started, Started)
+    started.transfer.receive(codec.encode_data(1, b"a\r\nb\r\0"), CLIENT, 0.1)
+    assert files.uploads == {"up.log": b"a\nb\r"}
