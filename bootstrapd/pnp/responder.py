@@ -178,7 +178,7 @@ class Responder:
         message = parse(data)
         if message.is_request:
             return self._request(message, (str(addr[0]), int(addr[1])), now)
-        self._response(message, now)
+        self._response(message, str(addr[0]), now)
         return []
 
     def _request(self, req: SipMessage, source: Address, now: float) -> list[Outgoing]:
@@ -293,12 +293,17 @@ class Responder:
         ], url.encode("utf-8", "surrogateescape"))
         return Responder._Built(notify.encode(), branch)
 
-    def _response(self, resp: SipMessage, now: float) -> None:
+    def _response(self, resp: SipMessage, host: str, now: float) -> None:
         vias = resp.vias()
         if not vias:
             raise SipError("response without Via")
         branch = vias[0].branch or ""
         transaction = self._pending.get(branch)
+        if transaction is not None and transaction.addr[0] != host:
+            # Only the phone the NOTIFY went to answers it: this one would make a phone "acknowledged" (and
+            # recorded for resync) on someone else's word. The port may differ (a phone's SIP stack may answer
+            # from another socket); the address may not.
+            transaction = None
         if transaction is None or resp.cseq()[1] != "NOTIFY":
             if branch in self._completed and resp.status is not None and resp.status >= 200:
                 self.count("pnp.retransmitted_response")  # Timer K: absorbed, not garbage

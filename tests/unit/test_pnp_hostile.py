@@ -138,8 +138,9 @@ def test_recent_answers_are_bounded_by_the_configuration() -> None:
     # Phones that answer their NOTIFY at once free max_pending, but each exchange left a cached 200 for 32 s.
     core, _ = make(max_pending=10)
     for n in range(100):
-        out = core.receive(subscribe(n), (f"10.77.0.{n % 200}", 5060), 0.0)
-        core.receive(ok_for(out[1].data), ("10.77.0.20", 5060), 0.0)
+        phone = (f"10.77.0.{n % 200}", 5060)
+        out = core.receive(subscribe(n), phone, 0.0)
+        core.receive(ok_for(out[1].data), phone, 0.0)
     assert core.pending == 0
     assert core.remembered <= 2 * 10
 
