@@ -48,7 +48,8 @@ class Appliance:
         self.config.write_text(config_text.replace("@ROOT@", str(self.root)).replace("@STATE@", str(self.state)))
 
     def start(self, *extra: str, timeout: float = 20.0, expect_ready: bool = True,
-              env: dict[str, str] | None = None) -> None:
+              env: dict[str, str] | None = None, launcher: str = "bootstrapd") -> None:
+        """Run ``python -m <launcher> run --config …`` (another launcher: e.g. tests.lab.slowdisk)."""
         with contextlib.suppress(FileNotFoundError):
             self.notify_path.unlink()
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -57,7 +58,7 @@ class Appliance:
         env = dict(os.environ, NOTIFY_SOCKET=str(self.notify_path), PYTHONUNBUFFERED="1", **(env or {}))
         stderr = open(self.stderr_path, "ab")
         self.proc = self.node.popen(
-            [sys.executable, "-m", "bootstrapd", "run", "--config", str(self.config), *extra],
+            [sys.executable, "-m", launcher, "run", "--config", str(self.config), *extra],
             stdout=subprocess.DEVNULL, stderr=stderr, env=env,
         )
         stderr.close()

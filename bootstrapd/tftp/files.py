@@ -1,0 +1,214 @@
+"""TFTP's file work, kept off the event loop that DHCP and PnP share (issue #8 item 16).
+
+A slow disk (a busy SD card, a network mount that stopped answering) must stall only the transfers waiting for it.
+So the one thing done on the loop is what the kernel answers from memory: resolving the name, ``open`` and
+``fstat``, and serving the hot-file cache (:meth:`Resolver.open_nowait`). Everything that reads or writes file data
+runs in worker threads:
+
+- a cache miss is read whole in a worker (:meth:`FileWork.load`), then put in the cache; requests for the same name
+  arriving meanwhile wait for that one read instead of starting their own;
+- a large file is streamed through :class:`PrefetchReader`, which reads ahead one chunk at a time in a worker and
+  answers ``None`` when the next block is not in memory yet (the transfer stalls and is resumed when it is);
+- an upload is stored (written, fsynced, renamed) in a worker of its own (:meth:`FileWork.store`), one at a time, so
+  the upload folder's accounting in the resolver never runs twice at once.
+
+Results come back to the loop as callbacks (``loop.run_in_executor``); nothing here blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from bootstrapd.provisioning.resolver import READ_AHEAD, Opened, Reason, Refused, Resolver
+from bootstrapd.tftp.server import OpenedFile, Sink
+
+log = logging.getLogger("bootstrapd.tftp")
+
+READ_WORKERS = 4
+
+Loaded = Callable[[OpenedFile | Refused], None]
+
+
+def _read_chunk(fd: int, size: int) -> bytes:
+    chunks = []
+    want = size
+    while want > 0:
+        more = os.read(fd, want)
+        if not more:
+            break
+        chunks.append(more)
+        want -= len(more)
+    return b"".join(chunks)
+
+
+class PrefetchReader:
+    """Sequential reads of a streamed file, one chunk ahead in a worker thread; :meth:`read` never blocks.
+
+    At most two chunks are held: the one being served and the one read ahead. ``wake`` is called on the loop when a
+    chunk arrives that a :meth:`read` answered ``None`` for. Closing while a read is in flight closes the descriptor
+    when that read returns, so the worker never reads a descriptor number that was reused meanwhile.
+    """
+
+    def __init__(self, opened: Opened, work: FileWork, chunk: int = READ_AHEAD) -> None:
+        self.opened = opened
+        self.size: int | None = opened.size
+        self._work = work
+        self._chunk = chunk
+        self._buf = b""
+        self._offset = 0
+        self._ahead: bytes | None = None  # read ahead, not yet in _buf
+        self._reading = False
+        self._eof = False  # the worker reached the end of the file
+        self._error: OSError | None = None
+        self._closed = False
+        self._wanted = False  # read() answered None: wake() is due when data comes
+        self._prefetch()
+
+    def _prefetch(self) -> None:
+        if self._reading or self._eof or self._error or self._closed or self._ahead is not None:
+            return
+        assert self.opened.fd is not None
+        self._reading = True
+        future = self._work.loop.run_in_executor(self._work.readers, _read_chunk, self.opened.fd, self._chunk)
+        future.add_done_callback(self._arrived)
+
+    def _arrived(self, future: asyncio.Future[bytes]) -> None:
+        self._reading = False
+        if self._closed:
+            self.opened.close()
+            return
+        try:
+            data = future.result()
+        except OSError as exc:
+            self._error = exc
+        except asyncio.CancelledError:  # the service is stopping
+            self._error = OSError("the service is stopping")
+        else:
+            self._eof = len(data) < self._chunk
+            self._ahead = data
+        if self._wanted:
+            self._wanted = False
+            self._work.wake()
+
+    def read(self, n: int) -> bytes | memoryview | None:
+        if len(self._buf) - self._offset < n and self._ahead is not None:
+            self._buf = self._buf[self._offset:] + self._ahead
+            self._offset = 0
+            self._ahead = None
+        available = len(self._buf) - self._offset
+        if available < n and not (self._eof and self._ahead is None):
+            if self._error is not None:
+                raise self._error
+            self._wanted = True
+            self._prefetch()
+            return None
+        chunk = memoryview(self._buf)[self._offset:self._offset + n]
+        self._offset += len(chunk)
+        self._prefetch()  # keep one chunk ahead
+        return chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buf = b""
+        self._ahead = None
+        if not self._reading:
+            self.opened.close()
+
+
+class _Streamed:
+    """A large file as the TFTP core sees it: its size, and a reader that reads ahead off the loop."""
+
+    data: bytes | None = None
+
+    def __init__(self, opened: Opened, work: FileWork) -> None:
+        self.opened = opened
+        self.size = opened.size
+        self._work = work
+
+    def reader(self) -> PrefetchReader:
+        return PrefetchReader(self.opened, self._work)
+
+
+class FileWork:
+    """The resolver, as the TFTP core uses it (:class:`bootstrapd.tftp.server.Files`), plus its worker threads."""
+
+    def __init__(self, resolver: Resolver, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
+        self.resolver = resolver
+        self.loop = loop
+        self.wake = wake  # a streamed file has data for a stalled transfer
+        self.readers = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="tftp-read")
+        self.uploads = ThreadPoolExecutor(1, thread_name_prefix="tftp-upload")
+        self._loading: dict[str, list[Loaded]] = {}  # name being read -> who waits for it
+
+    # -- the core's Files protocol -------------------------------------------------------------------------------
+
+    def open_nowait(self, name: str) -> Opened | _Streamed | None:
+        opened = self.resolver.open_nowait(name)
+        if opened is not None and opened.fd is not None:
+            return _Streamed(opened, self)
+        return opened
+
+    def upload_target(self, name: str) -> str:
+        return self.resolver.upload_target(name)
+
+    def store_upload(self, name: str, data: bytes) -> str:
+        return self.resolver.store_upload(name, data)
+
+    # -- work in the threads -------------------------------------------------------------------------------------
+
+    def load(self, name: str, done: Loaded) -> None:
+        """Read ``name`` into the cache in a worker; ``done`` gets the opened file (or the refusal) on the loop."""
+        waiting = self._loading.get(name)
+        if waiting is not None:
+            waiting.append(done)
+            return
+        self._loading[name] = [done]
+        self.loop.run_in_executor(self.readers, self.resolver.open, name).add_done_callback(
+            lambda future: self._loaded(name, future))
+
+    def _loaded(self, name: str, future: asyncio.Future[Opened]) -> None:
+        first, *others = self._loading.pop(name)
+        first(self._outcome(future))
+        for done in others:
+            # The file is in the cache now (unless it changed or grew meanwhile): each waiter opens it for itself,
+            # as a descriptor of a streamed file cannot be shared.
+            try:
+                opened = self.open_nowait(name)
+            except Refused as exc:
+                done(exc)
+                continue
+            if opened is None:
+                self.load(name, done)
+            else:
+                done(opened)
+
+    def _outcome(self, future: asyncio.Future[Opened]) -> OpenedFile | Refused:
+        if future.cancelled():
+            return Refused(Reason.DENIED, "the service is stopping")
+        error = future.exception()
+        if isinstance(error, Refused):
+            return error
+        if error is not None:
+            log.warning("tftp: reading a file failed: %s", error)
+            return Refused(Reason.DENIED, str(error))
+        opened = future.result()
+        # It grew past the cache's size limit since open_nowait(): stream it like any large file.
+        return _Streamed(opened, self) if opened.fd is not None else opened
+
+    def store(self, sink: Sink, data: bytes, done: Callable[[BaseException | None], None]) -> None:
+        """Store an upload in the upload worker; ``done`` gets None or the error, on the loop."""
+        def stored(future: asyncio.Future[None]) -> None:
+            done(OSError("the service is stopping") if future.cancelled() else future.exception())
+
+        self.loop.run_in_executor(self.uploads, sink.store, data).add_done_callback(stored)
+
+    def close(self) -> None:
+        # Work in flight finishes in its thread (an upload being written is completed, not torn); nothing new starts.
+        self.readers.shutdown(wait=False, cancel_futures=True)
+        self.uploads.shutdown(wait=False)
