@@ -225,6 +225,29 @@ def _fd_path(fd: int, fallback: str) -> str:
         return fallback
 
 
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux 4.14+
+
+
+def read_nowait(fd: int, size: int, offset: int) -> bytes | None:
+    """Up to ``size`` bytes at ``offset`` if the kernel has them in memory (page cache), else None, never waiting for
+    the disk (``preadv2`` with ``RWF_NOWAIT``). Fewer bytes than asked when only part is in memory; ``b""`` at the
+    end of the file. None also where the kernel or file system cannot tell (then a worker thread reads)."""
+    global _NOWAIT
+    if not _NOWAIT:
+        return None
+    buf = bytearray(size)
+    try:
+        got = os.preadv(fd, [buf], offset, _NOWAIT)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            _NOWAIT = 0  # not here: every read goes to a worker thread
+            return None
+        raise
+    return bytes(buf) if got == size else bytes(memoryview(buf)[:got])
+
+
 def _read_all(fd: int, size: int) -> bytes:
     chunks = []
     left = size
@@ -274,9 +297,10 @@ class Resolver:
         return opened
 
     def open_nowait(self, name: str) -> Opened | None:
-        """The file without reading its data now: cached bytes, or a descriptor to stream a large file from; None
-        when it would have to be read into the cache first (then call :meth:`open`, off the event loop). Only
-        metadata calls (realpath, open, fstat) are made here, which the kernel answers from its caches."""
+        """The file without waiting for the disk: cached bytes, a small file the kernel has in memory (read and
+        cached now), or a descriptor to stream a large file from; None when the file's data would have to come
+        from the disk (then call :meth:`open`, off the event loop). The metadata calls (realpath, open, fstat) are
+        answered from the kernel's caches."""
         return self._open(name, wait=False)
 
     def _open(self, name: str, wait: bool) -> Opened | None:
@@ -304,10 +328,13 @@ class Resolver:
                 os.close(fd)
                 return Opened(real, len(data), data, None)
             if st.st_size <= self.cache.file_max:
-                if not wait:
-                    os.close(fd)
-                    return None
-                data = _read_all(fd, st.st_size)
+                if wait:
+                    data = _read_all(fd, st.st_size)
+                else:
+                    data = read_nowait(fd, st.st_size, 0)
+                    if data is None or len(data) < st.st_size:
+                        os.close(fd)
+                        return None  # not (all) in the page cache: to be read by open(), off the event loop
                 os.close(fd)
                 if len(data) == st.st_size:
                     self.cache.put(real, st, data)

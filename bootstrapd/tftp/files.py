@@ -1,14 +1,14 @@
 """TFTP's file work, kept off the event loop that DHCP and PnP share (issue #8 item 16).
 
 A slow disk (a busy SD card, a network mount that stopped answering) must stall only the transfers waiting for it.
-So the one thing done on the loop is what the kernel answers from memory: resolving the name, ``open`` and
-``fstat``, and serving the hot-file cache (:meth:`Resolver.open_nowait`). Everything that reads or writes file data
-runs in worker threads:
+So the loop does only what the kernel answers from memory: resolving the name, ``open`` and ``fstat``, the
+hot-file cache, and reads of data the kernel holds in its page cache (``RWF_NOWAIT``: such a read fails rather
+than wait). Everything that would wait for the disk runs in worker threads:
 
-- a cache miss is read whole in a worker (:meth:`FileWork.load`), then put in the cache; requests for the same name
-  arriving meanwhile wait for that one read instead of starting their own;
-- a large file is streamed through :class:`PrefetchReader`, which reads ahead one chunk at a time in a worker and
-  answers ``None`` when the next block is not in memory yet (the transfer stalls and is resumed when it is);
+- a small file neither in the hot cache nor in the page cache is read whole in a worker (:meth:`FileWork.load`),
+  then cached; requests for the same name arriving meanwhile wait for that one read instead of starting their own;
+- a large file is streamed through :class:`PrefetchReader`: chunks in the page cache are read on the spot, others
+  in a worker while the transfer stalls (``read`` answers ``None``; the transfer is resumed when the data is in);
 - an upload is stored (written, fsynced, renamed) in a worker of its own (:meth:`FileWork.store`), one at a time, so
   the upload folder's accounting in the resolver never runs twice at once.
 
@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from bootstrapd.provisioning.resolver import READ_AHEAD, Opened, Reason, Refused, Resolver
+from bootstrapd.provisioning.resolver import READ_AHEAD, Opened, Reason, Refused, Resolver, read_nowait
 from bootstrapd.tftp.server import OpenedFile, Sink
 
 log = logging.getLogger("bootstrapd.tftp")
@@ -33,47 +33,77 @@ READ_WORKERS = 4
 Loaded = Callable[[OpenedFile | Refused], None]
 
 
-def _read_chunk(fd: int, size: int) -> bytes:
+def _read_chunk(fd: int, size: int, offset: int) -> bytes:
+    """In a worker thread: ``size`` bytes at ``offset``, waiting for the disk (fewer only at the end of the file)."""
     chunks = []
     want = size
     while want > 0:
-        more = os.read(fd, want)
+        more = os.pread(fd, want, offset)
         if not more:
             break
         chunks.append(more)
         want -= len(more)
+        offset += len(more)
     return b"".join(chunks)
 
 
 class PrefetchReader:
-    """Sequential reads of a streamed file, one chunk ahead in a worker thread; :meth:`read` never blocks.
+    """Sequential reads of a streamed file that never wait for the disk; :meth:`read` answers None instead.
 
-    At most two chunks are held: the one being served and the one read ahead. ``wake`` is called on the loop when a
-    chunk arrives that a :meth:`read` answered ``None`` for. Closing while a read is in flight closes the descriptor
-    when that read returns, so the worker never reads a descriptor number that was reused meanwhile.
+    What the kernel has in memory (the page cache: a firmware image the previous phone fetched, or the kernel's own
+    read-ahead) is read on the spot, ``READ_AHEAD`` bytes at a time, without a thread hop; anything else is read by
+    a worker thread while the transfer stalls, and ``wake`` is called on the loop once it is in. Reads use explicit
+    offsets (``pread``), so the descriptor's position is never shared between the loop and a worker. Closing while a
+    worker reads closes the descriptor when that read returns, so the worker never reads a number reused meanwhile.
     """
 
     def __init__(self, opened: Opened, work: FileWork, chunk: int = READ_AHEAD) -> None:
+        assert opened.fd is not None
         self.opened = opened
+        self.fd = opened.fd
         self.size: int | None = opened.size
         self._work = work
         self._chunk = chunk
         self._buf = b""
-        self._offset = 0
-        self._ahead: bytes | None = None  # read ahead, not yet in _buf
+        self._offset = 0  # in _buf
+        self._pos = 0  # in the file: where the next read starts
+        self._ahead: bytes | None = None  # what a worker read, not yet in _buf
         self._reading = False
-        self._eof = False  # the worker reached the end of the file
+        self._eof = False
         self._error: OSError | None = None
         self._closed = False
         self._wanted = False  # read() answered None: wake() is due when data comes
-        self._prefetch()
 
-    def _prefetch(self) -> None:
-        if self._reading or self._eof or self._error or self._closed or self._ahead is not None:
-            return
-        assert self.opened.fd is not None
+    def read(self, n: int) -> bytes | memoryview | None:
+        while len(self._buf) - self._offset < n and not self._eof:
+            more: bytes | None
+            if self._ahead is not None:
+                more = self._ahead
+                self._ahead = None
+            elif self._reading:
+                break
+            elif self._error is not None:
+                raise self._error
+            else:
+                more = read_nowait(self.fd, self._chunk, self._pos)  # OSError: the core ends with read_error
+                if more is None:
+                    self._submit()
+                    break
+            self._pos += len(more)
+            if len(more) == 0:
+                self._eof = True
+            self._buf = self._buf[self._offset:] + more
+            self._offset = 0
+        if len(self._buf) - self._offset < n and not self._eof:
+            self._wanted = True
+            return None
+        chunk = memoryview(self._buf)[self._offset:self._offset + n]
+        self._offset += len(chunk)
+        return chunk
+
+    def _submit(self) -> None:
         self._reading = True
-        future = self._work.loop.run_in_executor(self._work.readers, _read_chunk, self.opened.fd, self._chunk)
+        future = self._work.loop.run_in_executor(self._work.readers, _read_chunk, self.fd, self._chunk, self._pos)
         future.add_done_callback(self._arrived)
 
     def _arrived(self, future: asyncio.Future[bytes]) -> None:
@@ -82,34 +112,14 @@ class PrefetchReader:
             self.opened.close()
             return
         try:
-            data = future.result()
+            self._ahead = future.result()
         except OSError as exc:
             self._error = exc
         except asyncio.CancelledError:  # the service is stopping
             self._error = OSError("the service is stopping")
-        else:
-            self._eof = len(data) < self._chunk
-            self._ahead = data
         if self._wanted:
             self._wanted = False
             self._work.wake()
-
-    def read(self, n: int) -> bytes | memoryview | None:
-        if len(self._buf) - self._offset < n and self._ahead is not None:
-            self._buf = self._buf[self._offset:] + self._ahead
-            self._offset = 0
-            self._ahead = None
-        available = len(self._buf) - self._offset
-        if available < n and not (self._eof and self._ahead is None):
-            if self._error is not None:
-                raise self._error
-            self._wanted = True
-            self._prefetch()
-            return None
-        chunk = memoryview(self._buf)[self._offset:self._offset + n]
-        self._offset += len(chunk)
-        self._prefetch()  # keep one chunk ahead
-        return chunk
 
     def close(self) -> None:
         if self._closed:

@@ -2,20 +2,26 @@
 
     SLOWDISK_DIRS=/srv/root/slow:/srv/root/uploads SLOWDISK_LOCK=/tmp/lock python -m tests.lab.slowdisk run ...
 
-Every ``os.read`` of a file and every ``os.fsync`` whose path (the descriptor's, from /proc) lies under one of
-``SLOWDISK_DIRS`` first takes a shared ``flock`` on ``SLOWDISK_LOCK``: while the test holds that lock exclusively,
-the call blocks exactly as it would on a disk or network mount that stopped answering, wherever in the daemon it is
-made. Before blocking it appends ``read`` or ``fsync`` and a newline to ``SLOWDISK_LOCK.waiting``, so the test knows
-the daemon has reached it. Nothing else changes: the daemon's own code runs unmodified (no FUSE, no mocked
-resolver), and files outside those folders are not touched.
+Every ``os.read``/``os.pread`` of a file and every ``os.fsync`` whose path (the descriptor's, from /proc) lies
+under one of ``SLOWDISK_DIRS`` first takes a shared ``flock`` on ``SLOWDISK_LOCK``: while the test holds that lock
+exclusively, the call blocks exactly as it would on a disk or network mount that stopped answering, wherever in the
+daemon it is made. Before blocking it appends ``read`` or ``fsync`` and a newline to ``SLOWDISK_LOCK.waiting``, so
+the test knows the daemon has reached it. A read that asks not to wait (``os.preadv`` with ``RWF_NOWAIT``, which the
+kernel answers only from its page cache) fails with EAGAIN meanwhile, as it would for data not in memory. Nothing
+else changes: the daemon's own code runs unmodified (no FUSE, no mocked resolver), and files outside those folders
+are not touched.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sys
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsLenAndGetItem, WriteableBuffer
 
 
 class HasFileno(Protocol):
@@ -23,7 +29,7 @@ class HasFileno(Protocol):
 
 _DIRS = tuple(d.rstrip("/") + "/" for d in os.environ.get("SLOWDISK_DIRS", "").split(":") if d)
 _LOCK = os.environ.get("SLOWDISK_LOCK", "")
-_read, _fsync = os.read, os.fsync
+_read, _pread, _preadv, _fsync = os.read, os.pread, os.preadv, os.fsync
 
 
 def _slow(fd: int) -> bool:
@@ -42,10 +48,34 @@ def _wait(what: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _held() -> bool:
+    with open(_LOCK) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
 def read(fd: int, n: int) -> bytes:
     if _slow(fd):
         _wait("read")
     return _read(fd, n)
+
+
+def pread(fd: int, n: int, offset: int) -> bytes:
+    if _slow(fd):
+        _wait("read")
+    return _pread(fd, n, offset)
+
+
+def preadv(fd: int, buffers: SupportsLenAndGetItem[WriteableBuffer], offset: int, flags: int = 0) -> int:
+    if _slow(fd):
+        if flags & os.RWF_NOWAIT and _held():
+            raise BlockingIOError(errno.EAGAIN, "not in the page cache (slow disk)")
+        _wait("read")
+    return _preadv(fd, buffers, offset, flags)
 
 
 def fsync(fd: int | HasFileno) -> None:
@@ -59,6 +89,8 @@ def main() -> int:
         print("tests.lab.slowdisk: set SLOWDISK_DIRS and SLOWDISK_LOCK", file=sys.stderr)
         return 2
     os.read = read
+    os.pread = pread
+    os.preadv = preadv
     os.fsync = fsync
     from bootstrapd.cli import main as bootstrapd
 

@@ -1,4 +1,8 @@
-"""TFTP's file work off the event loop (issue #8 item 16): a real loop, real files, reads held back by the test."""
+"""TFTP's file work off the event loop (issue #8 item 16): a real loop, real files, reads held back by the test.
+
+``cold`` makes every file look absent from the page cache (``RWF_NOWAIT`` reads find nothing), as after a reboot or
+on a disk that stopped answering; without it, the files the test just wrote are in memory and are read on the spot.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bootstrapd.provisioning import resolver as resolver_module
 from bootstrapd.provisioning.resolver import Opened, Reason, Refused, Resolver
 from bootstrapd.tftp import files as files_module
 from bootstrapd.tftp.files import FileWork, PrefetchReader
@@ -28,6 +33,15 @@ class GatedResolver(Resolver):
         return super().open(name)
 
 
+@pytest.fixture
+def cold(monkeypatch: pytest.MonkeyPatch) -> None:
+    def nothing_in_memory(fd: int, size: int, offset: int) -> None:
+        return None
+
+    monkeypatch.setattr(resolver_module, "read_nowait", nothing_in_memory)
+    monkeypatch.setattr(files_module, "read_nowait", nothing_in_memory)
+
+
 async def _until(condition: object, timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():  # type: ignore[operator]
@@ -35,6 +49,7 @@ async def _until(condition: object, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
+@pytest.mark.usefixtures("cold")
 def test_a_cache_miss_is_read_in_a_worker_while_the_loop_goes_on(tmp_path: Path) -> None:
     (tmp_path / "a.cfg").write_bytes(b"alpha" * 100)
     resolver = GatedResolver(tmp_path)
@@ -65,15 +80,16 @@ def test_a_cache_miss_is_read_in_a_worker_while_the_loop_goes_on(tmp_path: Path)
     asyncio.run(scenario())
 
 
-def test_a_streamed_file_is_read_ahead_in_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = os.urandom(300_000)
+@pytest.mark.usefixtures("cold")
+def test_a_streamed_file_not_in_memory_is_read_in_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(600_000)
     (tmp_path / "fw.bin").write_bytes(data)
     gate = threading.Event()
     real = files_module._read_chunk
 
-    def gated(fd: int, size: int) -> bytes:
+    def gated(fd: int, size: int, offset: int) -> bytes:
         assert gate.wait(10)
-        return real(fd, size)
+        return real(fd, size, offset)
 
     monkeypatch.setattr(files_module, "_read_chunk", gated)
     woken: list[int] = []
@@ -93,19 +109,22 @@ def test_a_streamed_file_is_read_ahead_in_a_worker(tmp_path: Path, monkeypatch: 
         out = bytearray()
         while True:
             block = reader.read(1468)
-            if block is None:
-                await asyncio.sleep(0.001)
+            if block is None:  # the next chunk is being read: wait to be woken, as a stalled transfer does
+                seen = len(woken)
+                await _until(lambda: len(woken) > seen)  # noqa: B023 (awaited right here, in this iteration)
                 continue
             out += block
             if len(block) < 1468:
                 break
         assert bytes(out) == data
+        assert len(woken) >= 3  # 600 KB in 256 KB chunks, each read by the worker
         reader.close()
         work.close()
 
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("cold")
 def test_closing_a_stream_while_its_read_runs_closes_the_descriptor_after_it(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # Closing at once would free the descriptor number while the worker still reads it: the next open() could get
@@ -114,9 +133,9 @@ def test_closing_a_stream_while_its_read_runs_closes_the_descriptor_after_it(tmp
     gate = threading.Event()
     real = files_module._read_chunk
 
-    def gated(fd: int, size: int) -> bytes:
+    def gated(fd: int, size: int, offset: int) -> bytes:
         assert gate.wait(10)
-        return real(fd, size)
+        return real(fd, size, offset)
 
     monkeypatch.setattr(files_module, "_read_chunk", gated)
 
@@ -128,6 +147,7 @@ def test_closing_a_stream_while_its_read_runs_closes_the_descriptor_after_it(tmp
         assert isinstance(reader, PrefetchReader)
         fd = reader.opened.fd
         assert fd is not None
+        assert reader.read(512) is None  # a worker reads it now
         reader.close()
         os.fstat(fd)  # still open: the read in flight owns it
         gate.set()
@@ -163,3 +183,34 @@ def test_an_upload_is_stored_in_the_upload_worker(tmp_path: Path) -> None:
 
     assert asyncio.run(scenario()) == [None]
     assert (tmp_path / "up" / "phone.log").read_bytes() == b"log line\n"
+
+
+def test_what_the_kernel_has_in_memory_is_read_on_the_spot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The files were just written: their pages are in the page cache. Neither the small file nor the streamed one
+    # needs a worker thread (no hop, no stall): the fast path is as fast as before.
+    small, big = b"s" * 3000, os.urandom(700_000)
+    (tmp_path / "s.cfg").write_bytes(small)
+    (tmp_path / "fw.bin").write_bytes(big)
+
+    def no_worker(*args: object) -> bytes:
+        raise AssertionError("a worker read data the kernel had in memory")
+
+    monkeypatch.setattr(files_module, "_read_chunk", no_worker)
+
+    async def scenario() -> None:
+        work = FileWork(Resolver(tmp_path, stream_above=100_000), asyncio.get_running_loop(), lambda: None)
+        opened = work.open_nowait("s.cfg")
+        assert opened is not None and opened.data == small  # read and cached now
+        streamed = work.open_nowait("fw.bin")
+        assert streamed is not None and streamed.data is None
+        reader = streamed.reader()
+        out = bytearray()
+        while (block := reader.read(1468)) is not None:
+            out += block
+            if len(block) < 1468:
+                break
+        assert bytes(out) == big
+        reader.close()
+        work.close()
+
+    asyncio.run(scenario())
