@@ -29,7 +29,9 @@ __all__ = ["Context", "Daemon", "Service", "StartupError", "check_interface", "s
 
 def service_factories(settings: Settings) -> list[ServiceFactory]:
     """The enabled services, imported only when enabled."""
-    factories: list[ServiceFactory] = []
+    from bootstrapd.provisioning.adapter import ProvisioningService
+
+    factories: list[ServiceFactory] = [ProvisioningService]  # first: the file services serve through it
     if settings.dhcp4.enabled:
         from bootstrapd.dhcp4.adapter import Dhcp4Service
 

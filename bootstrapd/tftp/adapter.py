@@ -30,6 +30,7 @@ from bootstrapd.config import Settings
 from bootstrapd.errors import ProtocolError
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
+from bootstrapd.provisioning.adapter import files_for
 from bootstrapd.provisioning.resolver import Refused, Resolver
 from bootstrapd.service import Context, StartupError
 from bootstrapd.tftp.files import FileWork
@@ -90,7 +91,7 @@ class TftpService:
             self.resolver = _resolver(ctx.settings)
         except ValueError as exc:
             raise StartupError(f"tftp.upload_dir: {exc}") from None
-        self.server = TftpServer(ctx.settings.tftp, self.resolver)
+        self.server = TftpServer(ctx.settings.tftp, files_for(ctx, self.resolver))
         self.endpoints: list[DatagramEndpoint] = []
         self.sessions: set[_Session] = set()
         self._stalled: set[_Session] = set()  # streamed transfers waiting for their file's next chunk
@@ -103,7 +104,7 @@ class TftpService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.work = FileWork(self.resolver, self._loop, self._wake)
+        self.work = FileWork(files_for(self.ctx, self.resolver), self._loop, self._wake)
         self.server.configure(self.ctx.settings.tftp, self.work)
         iface = self.ctx.interface
         settings = self.ctx.settings.tftp
@@ -152,8 +153,9 @@ class TftpService:
         except ValueError as exc:
             log.error("tftp: reload keeps the previous file settings: tftp.upload_dir: %s", exc)
         if self.work is not None:
-            self.work.resolver = self.resolver  # requests being read finish with the one they started with
-        self.server.configure(settings.tftp, self.work or self.resolver)
+            # Requests being read finish with the files they started with.
+            self.work.tree = files_for(self.ctx, self.resolver)
+        self.server.configure(settings.tftp, self.work or files_for(self.ctx, self.resolver))
         raise_nofile(settings.tftp.max_transfers + 256)
 
     async def stop(self) -> None:

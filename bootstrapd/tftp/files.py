@@ -22,8 +22,9 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
-from bootstrapd.provisioning.resolver import READ_AHEAD, Opened, Reason, Refused, Resolver, read_nowait
+from bootstrapd.provisioning.resolver import READ_AHEAD, Opened, Reason, Refused, read_nowait
 from bootstrapd.tftp.server import OpenedFile, Sink
 
 log = logging.getLogger("bootstrapd.tftp")
@@ -31,6 +32,18 @@ log = logging.getLogger("bootstrapd.tftp")
 READ_WORKERS = 4
 
 Loaded = Callable[[OpenedFile | Refused], None]
+
+
+class Tree(Protocol):
+    """What TFTP serves from: the resolver, or the resolver behind the provisioning overlays (ServedTree)."""
+
+    def open(self, name: str) -> Opened: ...
+
+    def open_nowait(self, name: str) -> Opened | None: ...
+
+    def upload_target(self, name: str) -> str: ...
+
+    def store_upload(self, name: str, data: bytes) -> str: ...
 
 
 def _read_chunk(fd: int, size: int, offset: int) -> bytes:
@@ -146,10 +159,10 @@ class _Streamed:
 
 
 class FileWork:
-    """The resolver, as the TFTP core uses it (:class:`bootstrapd.tftp.server.Files`), plus its worker threads."""
+    """The files, as the TFTP core uses them (:class:`bootstrapd.tftp.server.Files`), plus the worker threads."""
 
-    def __init__(self, resolver: Resolver, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
-        self.resolver = resolver
+    def __init__(self, tree: Tree, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
+        self.tree = tree
         self.loop = loop
         self.wake = wake  # a streamed file has data for a stalled transfer
         self.readers = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="tftp-read")
@@ -159,16 +172,16 @@ class FileWork:
     # -- the core's Files protocol -------------------------------------------------------------------------------
 
     def open_nowait(self, name: str) -> Opened | _Streamed | None:
-        opened = self.resolver.open_nowait(name)
+        opened = self.tree.open_nowait(name)
         if opened is not None and opened.fd is not None:
             return _Streamed(opened, self)
         return opened
 
     def upload_target(self, name: str) -> str:
-        return self.resolver.upload_target(name)
+        return self.tree.upload_target(name)
 
     def store_upload(self, name: str, data: bytes) -> str:
-        return self.resolver.store_upload(name, data)
+        return self.tree.store_upload(name, data)
 
     # -- work in the threads -------------------------------------------------------------------------------------
 
@@ -179,15 +192,18 @@ class FileWork:
             waiting.append(done)
             return
         self._loading[name] = [done]
-        self.loop.run_in_executor(self.readers, self.resolver.open, name).add_done_callback(
+        self.loop.run_in_executor(self.readers, self.tree.open, name).add_done_callback(
             lambda future: self._loaded(name, future))
 
     def _loaded(self, name: str, future: asyncio.Future[Opened]) -> None:
         first, *others = self._loading.pop(name)
-        first(self._outcome(future))
+        outcome = self._outcome(future)
+        first(outcome)
         for done in others:
-            # The file is in the cache now (unless it changed or grew meanwhile): each waiter opens it for itself,
-            # as a descriptor of a streamed file cannot be shared.
+            if not isinstance(outcome, _Streamed):
+                done(outcome)  # bytes in memory (or a refusal): the same for everyone who asked meanwhile
+                continue
+            # It grew into a streamed file: a descriptor cannot be shared, each waiter opens the file for itself.
             try:
                 opened = self.open_nowait(name)
             except Refused as exc:

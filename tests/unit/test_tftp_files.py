@@ -214,3 +214,29 @@ def test_what_the_kernel_has_in_memory_is_read_on_the_spot(tmp_path: Path, monke
         work.close()
 
     asyncio.run(scenario())
+
+
+def test_rendered_and_encrypted_files_are_built_off_the_loop_once_for_everyone_waiting(tmp_path: Path) -> None:
+    # Through the provisioning overlays (ServedTree): a static file the kernel has in memory is served on the spot;
+    # a rendered, encrypted MAC file is built by open() in a worker, and the phones asking for it meanwhile all get
+    # that one result.
+    from tests.unit.test_served_tree import MAC, served
+
+    tree = served(tmp_path)
+    assert tree.open_nowait(f"{MAC}.cfg") is None  # rendered + encrypted: not on the loop
+    plain = tree.open_nowait("sip.cfg")
+    assert plain is not None and plain.data == b"#!version:1.0.0.1\na = 1\n"
+    expected = tree.lookup(f"{MAC}.cfg").data
+
+    async def scenario() -> list[object]:
+        work = FileWork(tree, asyncio.get_running_loop(), lambda: None)
+        got: list[object] = []
+        for _ in range(5):
+            work.load(f"{MAC}.cfg", got.append)
+        await _until(lambda: len(got) == 5)
+        work.close()
+        return got
+
+    results = asyncio.run(scenario())
+    assert all(getattr(r, "data", None) == expected for r in results)
+    assert len({id(r) for r in results}) == 1  # one build, shared
