@@ -52,7 +52,10 @@ class PhoneRecord:
 def printable(value: str | None, limit: int = TEXT_MAX) -> str | None:
     if value is None:
         return None
-    return "".join("?" if _unprintable(ord(c)) else c for c in value[:limit])
+    value = value[:limit]
+    if value.isprintable():  # the common case, at C speed (controls, separators and surrogates are not printable)
+        return value
+    return "".join("?" if _unprintable(ord(c)) else c for c in value)
 
 
 def _unprintable(code: int) -> bool:

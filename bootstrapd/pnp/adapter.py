@@ -6,8 +6,10 @@
   ephemeral by default); the phones' 200s to our NOTIFYs come back to it, since it is our Via sent-by.
 - One ``call_at`` timer, re-armed only when the core's next deadline comes earlier than the armed one.
 - Each answered phone is an event ``pnp.answer``; one that acknowledged its NOTIFY is also a phone record in the
-  store (:mod:`bootstrapd.pnp.phones`), written by the store's writer thread, so ``bootstrapd resync MAC`` can find
-  phones that got their address elsewhere. An old ``state_dir/pnp-phones.json`` is imported once, off the loop.
+  store (:mod:`bootstrapd.pnp.phones`), so ``bootstrapd resync MAC`` can find phones that got their address
+  elsewhere. Records are handed to the store's writer thread once a second, the latest per MAC (a phone or a sipp
+  run repeating exchanges costs one upsert a second, not one commit per exchange), and on stop. An old
+  ``state_dir/pnp-phones.json`` is imported once, off the loop.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrapd.config import Settings
+from bootstrapd.leases.phones import PhoneRecord
 from bootstrapd.log import RateLimited
 from bootstrapd.net.sockets import join_ipv4_group, udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
@@ -29,6 +32,7 @@ from bootstrapd.pnp.responder import Answered, Outgoing, Responder
 from bootstrapd.service import Context
 
 GROUP = "224.0.1.75"
+RECORD_EVERY = 1.0  # seconds between hand-overs of phone records to the store's writer
 
 log = logging.getLogger("bootstrapd.pnp")
 _limited = RateLimited(log)
@@ -55,6 +59,8 @@ class PnpService:
         self._armed: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._import: asyncio.Future[None] | None = None
+        self._unrecorded: dict[str, PhoneRecord] = {}  # MAC -> its latest record, not yet handed to the store
+        self._record_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         settings = self.ctx.settings.pnp
@@ -120,7 +126,16 @@ class PnpService:
                              version=answer.version, url=answer.url, acknowledged=answer.acknowledged)
         record = phones.record_for(answer, time.time())  # the wall clock: a date to show, not a timeout
         if record is not None:
-            self.ctx.store.record_phones([record], self._recorded)
+            self._unrecorded[record.mac] = record
+            if self._record_timer is None and self._loop is not None:
+                self._record_timer = self._loop.call_later(RECORD_EVERY, self._record)
+
+    def _record(self) -> None:
+        self._record_timer = None
+        if self._unrecorded:
+            records = list(self._unrecorded.values())
+            self._unrecorded.clear()
+            self.ctx.store.record_phones(records, self._recorded)
 
     def _recorded(self, error: BaseException | None) -> None:
         if error is not None:
@@ -147,8 +162,10 @@ class PnpService:
             self.core.reconfigure(settings.pnp, variables(self.ctx))
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for handle in (self._timer, self._record_timer):
+            if handle is not None:
+                handle.cancel()
+        self._record()  # queued before the daemon closes the store, whose writer commits what is queued
         for endpoint in (self.listener, self.sender):
             if endpoint is not None:
                 endpoint.close()
