@@ -241,8 +241,8 @@ def read_nowait(fd: int, size: int, offset: int) -> bytes | None:
     except BlockingIOError:
         return None
     except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            _NOWAIT = 0  # not here: every read goes to a worker thread
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.EPERM):
+            _NOWAIT = 0  # not here (or denied by a seccomp filter): every read goes to a worker thread
             return None
         raise
     return bytes(buf) if got == size else bytes(memoryview(buf)[:got])

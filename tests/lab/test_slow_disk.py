@@ -14,6 +14,7 @@ import fcntl
 import json
 import random
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,7 +137,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         (app.root / "uploads").mkdir()
         lock = work / "disk.lock"
         lock.write_text("")
-        app.start("--debug", "--log-format", "json", launcher="tests.lab.slowdisk",
+        app.start("--debug", "--log-format", "json", command=[sys.executable, "-m", "tests.lab.slowdisk"],
                   env={"SLOWDISK_DIRS": f"{app.root / 'slow'}:{app.root / 'uploads'}", "SLOWDISK_LOCK": str(lock)})
         try:
             yield Env(the_lab, app, phone, dhcp, work, lock, files)
