@@ -27,8 +27,8 @@ from bootstrapd.config import Settings
 from bootstrapd.errors import ProtocolError
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
-from bootstrapd.provisioning.resolver import Resolver
-from bootstrapd.service import Context, StartupError
+from bootstrapd.provisioning.files import build_resolver
+from bootstrapd.service import Context
 from bootstrapd.tftp.server import Refusal, Started, TftpServer
 from bootstrapd.tftp.transfer import Completion
 
@@ -57,13 +57,6 @@ def raise_nofile(needed: int) -> int:
     return soft
 
 
-def _resolver(settings: Settings) -> Resolver:
-    tftp = settings.tftp
-    return Resolver(settings.server.root, cache_size=tftp.cache_size, stream_above=tftp.large_file_size,
-                    upload_dir=tftp.upload_dir or None, upload_max_size=tftp.upload_max_size,
-                    upload_dir_max_size=tftp.upload_dir_max_size)
-
-
 class _Session:
     __slots__ = ("gso", "local", "sock", "started", "timer", "timer_at")
 
@@ -82,10 +75,7 @@ class TftpService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.events = ctx.events
-        try:
-            self.resolver = _resolver(ctx.settings)
-        except ValueError as exc:
-            raise StartupError(f"tftp.upload_dir: {exc}") from None
+        self.resolver = ctx.files or build_resolver(ctx.settings, ctx.owners)  # the daemon's, shared with HTTP/FTP
         self.server = TftpServer(ctx.settings.tftp, self.resolver)
         self.endpoints: list[DatagramEndpoint] = []
         self.sessions: set[_Session] = set()
@@ -138,10 +128,7 @@ class TftpService:
         return sock
 
     def reload(self, settings: Settings) -> None:
-        try:
-            self.resolver = _resolver(settings)
-        except ValueError as exc:
-            log.error("tftp: reload keeps the previous file settings: tftp.upload_dir: %s", exc)
+        self.resolver = self.ctx.files or self.resolver  # the daemon rebuilt it before calling us
         self.server.configure(settings.tftp, self.resolver)
         raise_nofile(settings.tftp.max_transfers + 256)
 

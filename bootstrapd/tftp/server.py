@@ -27,22 +27,24 @@ class OpenedFile(Protocol):
 
 
 class Files(Protocol):
-    """The part of :class:`bootstrapd.provisioning.resolver.Resolver` the server uses."""
+    """The part of :class:`bootstrapd.provisioning.resolver.Resolver` the server uses. ``client`` is the
+    requesting address: the MAC-file rule decides with it."""
 
-    def open(self, name: str) -> OpenedFile: ...
+    def open(self, name: str, client: str | None = None) -> OpenedFile: ...
 
-    def upload_target(self, name: str) -> str: ...
+    def upload_target(self, name: str, client: str | None = None) -> str: ...
 
-    def store_upload(self, name: str, data: bytes) -> str: ...
+    def store_upload(self, name: str, data: bytes, client: str | None = None) -> str: ...
 
 
 class _UploadSink:
-    def __init__(self, files: Files, name: str) -> None:
+    def __init__(self, files: Files, name: str, client: str) -> None:
         self.files = files
         self.name = name
+        self.client = client
 
     def store(self, data: bytes) -> None:
-        self.files.store_upload(self.name, data)
+        self.files.store_upload(self.name, data, client=self.client)
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ class TftpServer:
         if packet.opcode == codec.WRQ:
             return self._write(packet, client, limits, now)
         try:
-            opened = self.files.open(name)
+            opened = self.files.open(name, client=host)
         except Refused as exc:
             code = _ERRORS.get(exc.reason, codec.ERR_ACCESS)
             message = "file not found" if code == codec.ERR_NOT_FOUND else f"access violation ({exc.reason.value})"
@@ -182,14 +184,14 @@ class TftpServer:
             return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "busy with uploads, try again"), client, shown,
                            "busy_uploads")
         try:
-            self.files.upload_target(name)
+            self.files.upload_target(name, client=client[0])
         except Refused as exc:
             return Refusal(codec.encode_error(codec.ERR_ACCESS, f"access violation ({exc.reason.value})"), client,
                            shown, exc.reason.value)
         negotiated = negotiate(packet.options, limits, None, write=True)
         if negotiated.tsize is not None and negotiated.tsize > self.settings.upload_max_size:
             return Refusal(codec.encode_error(codec.ERR_DISK_FULL, "upload too large"), client, shown, "too_large")
-        transfer = WriteTransfer(client, shown, _UploadSink(self.files, name), limits, negotiated, now,
+        transfer = WriteTransfer(client, shown, _UploadSink(self.files, name, client[0]), limits, negotiated, now,
                                  self.settings.upload_max_size)
         self._count(client[0], +1, False)
         started = Started(transfer, transfer.start(now), False, upload=True)

@@ -55,10 +55,10 @@ step = st.one_of(
 
 
 class UploadFiles(Files):
-    def upload_target(self, name: str) -> str:
+    def upload_target(self, name: str, client: str | None = None) -> str:
         return name
 
-    def store_upload(self, name: str, data: bytes) -> str:
+    def store_upload(self, name: str, data: bytes, client: str | None = None) -> str:
         self.uploads[name] = data
         return name
 

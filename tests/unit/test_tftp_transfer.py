@@ -247,7 +247,7 @@ class Files:
         self.files = files
         self.uploads: dict[str, bytes] = {}
 
-    def open(self, name: str) -> object:
+    def open(self, name: str, client: str | None = None) -> object:
         if name not in self.files:
             raise Refused(Reason.NOT_FOUND, name)
         data = self.files[name]
@@ -263,10 +263,10 @@ class Files:
 
         return Opened()
 
-    def upload_target(self, name: str) -> str:
+    def upload_target(self, name: str, client: str | None = None) -> str:
         raise Refused(Reason.UPLOAD_DISABLED, "uploads are disabled")
 
-    def store_upload(self, name: str, data: bytes) -> str:
+    def store_upload(self, name: str, data: bytes, client: str | None = None) -> str:
         raise AssertionError
 
 
