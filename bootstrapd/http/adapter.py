@@ -173,16 +173,20 @@ class HttpService:
                 return web.Response(status=405, headers={"Allow": ", ".join(sorted(route.methods))})
             outcome.outcome = "route"
             return await route.handler(request)
-        name = path.lstrip("/") or "/"
+        if request.method not in READ_METHODS + WRITE_METHODS:
+            outcome.outcome = "method_not_allowed"
+            resolver = self._resolver()
+            allow = READ_METHODS + (WRITE_METHODS if resolver.uploads is not None and resolver.uploads.enabled else ())
+            response = web.Response(status=405, headers={"Allow": ", ".join(allow)})
+            response.force_close()
+            return response
+        name = path.lstrip("/")
+        if not name:
+            outcome.outcome = "not_regular"  # the root folder: there is no index to send
+            return web.Response(status=404, text="not_regular\n")
         if request.method in READ_METHODS:
             return await self.files.get(request, name, client, outcome)
-        if request.method in WRITE_METHODS:
-            return await self.files.put(request, name, client, outcome, settings.body_timeout)
-        outcome.outcome = "method_not_allowed"
-        request.protocol.force_close()
-        resolver = self._resolver()
-        allow = READ_METHODS + (WRITE_METHODS if resolver.uploads is not None and resolver.uploads.enabled else ())
-        return web.Response(status=405, headers={"Allow": ", ".join(allow)})
+        return await self.files.put(request, name, client, outcome, settings.body_timeout)
 
     def _event(self, request: web.BaseRequest, client: str, outcome: Outcome, response: web.StreamResponse | None,
                duration: float) -> None:

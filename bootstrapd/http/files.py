@@ -208,25 +208,22 @@ class FileHandler:
         try:
             target = resolver.upload_name(name, client, outcome.user)
         except Refused as exc:
-            request.protocol.force_close()  # the body is not read: the connection cannot carry another request
-            return refusal(exc, outcome, uploads_on)
+            return _closing(refusal(exc, outcome, uploads_on))
         assert resolver.uploads is not None
         limit = resolver.uploads.max_size
         if request.content_length is not None and request.content_length > limit:
-            request.protocol.force_close()
-            return refusal(Refused(Reason.TOO_LARGE, f"{request.content_length} bytes"), outcome, uploads_on)
+            return _closing(refusal(Refused(Reason.TOO_LARGE, f"{request.content_length} bytes"), outcome,
+                                    uploads_on))
         if request.headers.get("Expect", "").lower() == "100-continue" and request.transport is not None:
             request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             async with asyncio.timeout(body_timeout):
                 data = await _read_body(request, limit)
         except TimeoutError:
-            request.protocol.force_close()
             outcome.outcome = "body_timeout"
-            return web.Response(status=408, text="body_timeout\n")
+            return _closing(web.Response(status=408, text="body_timeout\n"))
         if data is None:
-            request.protocol.force_close()
-            return refusal(Refused(Reason.TOO_LARGE, "body over the cap"), outcome, uploads_on)
+            return _closing(refusal(Refused(Reason.TOO_LARGE, "body over the cap"), outcome, uploads_on))
         existed = os.path.exists(resolver.uploads.path(target))
         try:
             await asyncio.get_running_loop().run_in_executor(None, resolver.store_upload, name, data, client,
@@ -240,6 +237,13 @@ class FileHandler:
         outcome.bytes = len(data)
         outcome.file_mac = target.mac
         return web.Response(status=204 if existed else 201)
+
+
+def _closing(response: web.Response) -> web.Response:
+    """An answer sent before the body was read: ``Connection: close``, and aiohttp discards what is left of the
+    body for up to its lingering time, so the client reads the answer instead of a reset."""
+    response.force_close()
+    return response
 
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:

@@ -46,12 +46,12 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
             ranges.append((max(0, size - suffix), size - 1))
             continue
         first = int(first_text)
-        last = int(last_text) if last_text else size - 1
-        if last < first:
-            return None  # invalid range-spec: the whole header is ignored
+        if last_text and int(last_text) < first:
+            return None  # an invalid range-spec: the whole header is ignored
         if first >= size:
             continue
-        ranges.append((first, min(last, size - 1)))
+        last = min(int(last_text), size - 1) if last_text else size - 1
+        ranges.append((first, last))
     if not ranges:
         raise Unsatisfiable(f"bytes */{size}")
     return _coalesce(ranges)
