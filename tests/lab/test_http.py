@@ -7,7 +7,6 @@ from __future__ import annotations
 import email.utils
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -235,17 +234,22 @@ def test_every_request_is_an_event_with_the_phone(env: Env) -> None:
     assert not re.search(r"Yealink\x01", env.app.log())
 
 
-def test_same_bytes_over_every_protocol(env: Env, tmp_path: Path) -> None:
+def test_same_bytes_over_every_protocol(env: Env) -> None:
     for name in ("common.cfg", "fw.rom"):
         got = {}
         for url in (f"tftp://{V4}/{name}", f"http://{V4}/{name}", f"https://{V4}/{name}", f"ftp://{V4}/{name}",
-                    f"http://[{V6}]/{name}", f"ftp://[{V6}]/{name}"):
-            status, _, body = env.curl(env.phone, url, timeout=60)
-            got[url] = body
+                    f"tftp://[{V6}]/{name}", f"http://[{V6}]/{name}", f"https://[{V6}]/{name}",
+                    f"ftp://[{V6}]/{name}"):
+            _, _, got[url] = env.curl(env.phone, url, timeout=60)
         assert all(body == env.files[name] for body in got.values()), {u: len(b) for u, b in got.items()}
-    # The phone's uploaded local file comes back over TFTP and FTP as well (the guide's download order ends there).
-    stored = env.app.state / "uploads" / MAC / f"{MAC}-local.cfg"
-    if stored.exists():
-        for url in (f"tftp://{V4}/{MAC}-local.cfg", f"ftp://{V4}/{MAC}-local.cfg"):
-            _, _, body = env.curl(env.phone, url)
-            assert body == stored.read_bytes(), url
+    # The phone's uploaded local file comes back over every protocol (the guide's download order ends with it).
+    local = env.out / "local-every.cfg"
+    local.write_bytes(b"#!version:1.0.0.1\nlocal.every = 1\n")
+    status, _, _ = env.curl(env.phone, f"http://{V4}/{MAC}-local.cfg", "-T", str(local))
+    assert status in (201, 204)
+    for url in (f"tftp://{V4}/{MAC}-local.cfg", f"http://{V4}/{MAC}-local.cfg", f"https://{V4}/{MAC}-local.cfg",
+                f"ftp://{V4}/{MAC}-local.cfg"):
+        _, _, body = env.curl(env.phone, url)
+        assert body == local.read_bytes(), url
+        _, _, body = env.curl(env.intruder, url)
+        assert body != local.read_bytes(), url  # and to that phone only
