@@ -56,6 +56,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return 2
+    for warning in settings.warnings:
+        print(f"bootstrapd: warning: {warning}", file=sys.stderr)
     print(f"{settings.file}: OK")
     return 0
 
@@ -157,6 +159,10 @@ _EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
 def _register_extras() -> None:
+    from bootstrapd.provisioning.cli import setup_hash_password
+
+    _EXTRA["hash-password"] = ("print the scrypt hash of a password (read from the terminal or one line of stdin) "
+                               "for an [[auth]] entry", setup_hash_password)
     try:
         from bootstrapd.pnp.cli import setup_resync
     except ImportError:
