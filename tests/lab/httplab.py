@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import time
@@ -87,11 +86,6 @@ class Env:
     files: dict[str, bytes]
     ca: Path
     watch_log: Path
-
-    @property
-    def phone_ip(self) -> str:
-        out = self.phone.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
-        return next(a.split("/")[0] for a in re.findall(r"inet (\S+)", out) if a.startswith("10.77.0.1"))
 
     def curl(self, node: Node, url: str, *args: str, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
         """(status, headers of the last response, body) of one curl run."""
