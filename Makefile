@@ -7,7 +7,7 @@ PEERS := isc-dhcp-client busybox tftp-hpa atftp curl sip-tester tshark kea-admin
          inotify-tools
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 clean
+.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http clean
 
 all: test
 
@@ -32,7 +32,7 @@ test: venv peers lint
 demo: venv peers
 	$(PY) -m scripts.demo
 
-bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6
+bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http
 
 bench-dhcp4: venv peers
 	$(PY) -m tests.bench.dhcp4
@@ -45,6 +45,9 @@ bench-pnp: venv peers
 
 bench-dhcp6: venv peers
 	$(PY) -m tests.bench.dhcp6
+
+bench-http: venv peers
+	$(PY) -m tests.bench.http $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -31,6 +31,7 @@ import aioftp
 from bootstrapd.config import Settings
 from bootstrapd.ftp.pathio import TreePathIO, tree_name
 from bootstrapd.ftp.settings import FtpSettings
+from bootstrapd.net.sendfile import send_descriptor
 from bootstrapd.net.sockets import interface_binds, tcp_listener
 from bootstrapd.provisioning.paths import Reason, Refused
 from bootstrapd.provisioning.resolver import Opened, Resolver
@@ -349,9 +350,7 @@ async def _send(stream: aioftp.ThrottleStreamIO, opened: Opened, offset: int) ->
             await stream.write(bytes(view[start:start + BLOCK]))
         return
     assert opened.fd is not None
-    transport = stream.writer.transport
-    with open(opened.fd, "rb", buffering=0, closefd=False) as file:
-        await asyncio.get_running_loop().sendfile(transport, file, offset, opened.size - offset)
+    await send_descriptor(stream.writer.transport, opened.fd, offset, opened.size - offset, stream.write)
 
 
 class FtpService:

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from bootstrapd.http.ranges import Unsatisfiable, parse_ranges
+from bootstrapd.net.sendfile import send_descriptor
 from bootstrapd.provisioning.paths import Reason, Refused
 from bootstrapd.provisioning.resolver import Opened, Resolver
 
@@ -276,6 +277,9 @@ class BodyResponse(web.StreamResponse):
                  head: bool) -> None:
         status = 206 if ranges is not None else 200
         super().__init__(status=status, headers=headers)
+        # Bytes in memory: the head goes out with the first write, one send for a small file. A descriptor is
+        # sendfile'd after the head, which must be on the wire first.
+        self._send_headers_immediately = opened.data is None
         self.opened = opened
         self.head = head
         size = opened.size
@@ -322,16 +326,16 @@ class BodyResponse(web.StreamResponse):
             self.opened.close()
 
     async def _sendfile(self, request: web.BaseRequest) -> None:
-        loop = asyncio.get_running_loop()
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("connection lost")
         assert self.opened.fd is not None
-        with open(self.opened.fd, "rb", buffering=0, closefd=False) as file:
-            for prefix, offset, count in self.segments:
-                if prefix:
-                    await self.write(prefix)
-                    await self.drain()
-                if count:
-                    # The kernel copies page cache to socket; TLS transports fall back to read + write.
-                    await loop.sendfile(transport, file, offset, count)
+        for prefix, offset, count in self.segments:
+            if prefix:
+                await self.write(prefix)
+                await self.drain()
+            await send_descriptor(transport, self.opened.fd, offset, count, self._write_drained)
+
+    async def _write_drained(self, data: bytes) -> None:
+        await self.write(data)
+        await self.drain()

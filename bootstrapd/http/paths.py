@@ -23,6 +23,8 @@ def decode_path(target: str) -> str:
     path = target.split("?", 1)[0].split("#", 1)[0]
     if not path.startswith("/"):
         raise BadPath("not an origin-form target")
+    if "%" not in path and path.isascii() and path.isprintable():
+        return path  # the common case: nothing to decode, nothing to refuse here
     out = bytearray()
     i = 0
     raw = path.encode("utf-8", "surrogateescape")

@@ -32,10 +32,13 @@ class BadUserAgent(ValueError):
     """A User-Agent with control characters, line breaks or absurd length."""
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def check_text(value: str) -> str:
     if len(value) > MAX_LENGTH:
         raise BadUserAgent("User-Agent too long")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029\u0085" for c in value):
+    if _CONTROL.search(value):
         raise BadUserAgent("control character or line break in User-Agent")
     return value
 

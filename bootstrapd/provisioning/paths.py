@@ -8,6 +8,7 @@ answer (TFTP error code, HTTP status, FTP reply).
 from __future__ import annotations
 
 import enum
+import re
 
 
 class Reason(enum.StrEnum):
@@ -34,6 +35,7 @@ class Refused(Exception):
 
 
 PATH_MAX = 4096
+_BAD = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def normalize(name: str, root: str = "") -> tuple[str, ...]:
@@ -47,10 +49,11 @@ def normalize(name: str, root: str = "") -> tuple[str, ...]:
         raise Refused(Reason.EMPTY, "empty name")
     if len(name) > PATH_MAX:
         raise Refused(Reason.BAD_NAME, "name too long")  # no such file can exist; refused before any system call
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    bad = _BAD.search(name)
+    if bad is not None:
+        if bad.group() >= "\ud800":
+            raise Refused(Reason.BAD_NAME, "name is not valid text")  # surrogates: bytes that were not UTF-8
         raise Refused(Reason.BAD_NAME, "control character in name")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
-        raise Refused(Reason.BAD_NAME, "name is not valid text")
     path = name.replace("\\", "/")
     if path.startswith("/"):
         rooted = root.rstrip("/") + "/"

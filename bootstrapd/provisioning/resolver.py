@@ -162,6 +162,7 @@ class Resolver:
             raise ValueError(f"the upload folder {uploads.folder} must lie outside the root {self.root}")
         self._dirs: dict[str, tuple[int, dict[str, str]]] = {}  # folder -> (mtime_ns, lower-case name -> name)
         self._dirs_lock = threading.Lock()
+        self._hot: dict[str, tuple[str, str, int, int]] = {}  # name -> (path, real path, st_dev, st_ino) vetted
 
     # -- the pipeline ---------------------------------------------------------------------------------------
 
@@ -181,10 +182,48 @@ class Resolver:
             content = overlay.get(key)
             if content is not None:
                 return self._content(key, content, mac)
-        real = self._static(parts, name)
+        hot = self._hot_static(key)
+        if hot is not None:
+            hot.mac, hot.name = mac, key
+            return hot
+        candidate, real = self._static(parts, name)
         opened = self._open_file(real, key, self.root, transform=True)
+        if opened.data is not None:
+            self._remember(key, candidate, real)
         opened.mac, opened.name = mac, key
         return opened
+
+    def _hot_static(self, key: str) -> Opened | None:
+        """A small static file vetted before, unchanged: one stat() instead of resolving every component again.
+
+        The name is stat()ed as asked (symlinks followed by the kernel); only when it still leads to the very
+        inode vetted last time, with the same size and mtime, are the cached bytes served. A symlink re-pointed
+        or swapped in meanwhile leads elsewhere and takes the full path (and its refusals).
+        """
+        hot = self._hot.get(key)
+        if hot is None:
+            return None
+        candidate, real, device, inode = hot
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            return None
+        if (st.st_dev, st.st_ino) != (device, inode):
+            return None
+        cached = self.cache.get(real, st)
+        if cached is None:
+            return None
+        data = self._transform(key, cached.data) if self.transforms else cached.data
+        return Opened(real, len(data), data, None, st.st_mtime, cached.etag if data is cached.data else etag_of(data))
+
+    def _remember(self, key: str, candidate: str, real: str) -> None:
+        try:
+            st = os.stat(real)
+        except OSError:
+            return
+        if len(self._hot) >= 65536:
+            self._hot.clear()
+        self._hot[key] = (candidate, real, st.st_dev, st.st_ino)
 
     def needs_auth(self, name: str) -> bool:
         """Whether ``name`` lies in an [[auth]] folder (so the adapter verifies credentials at all)."""
@@ -206,8 +245,8 @@ class Resolver:
             data = transform.apply(key, data)
         return data
 
-    def _static(self, parts: tuple[str, ...], name: str) -> str:
-        """The real path of a static file inside the root; raises :class:`Refused`."""
+    def _static(self, parts: tuple[str, ...], name: str) -> tuple[str, str]:
+        """The path and real path of a static file inside the root; raises :class:`Refused`."""
         candidate = os.path.join(self.root, *parts)
         if not os.path.lexists(candidate) and mac_of(parts[-1]) is not None:
             candidate = self._case_insensitive(parts) or candidate
@@ -220,7 +259,7 @@ class Resolver:
                 # under the root is reported as what it is (/etc/passwd).
                 raise Refused(Reason.ABSOLUTE, "absolute path outside the root")
             raise Refused(Reason.NOT_FOUND, name)
-        return real
+        return candidate, real
 
     def _case_insensitive(self, parts: tuple[str, ...]) -> str | None:
         """A MAC file saved in another case (``00156574B150.cfg`` for ``00156574b150.cfg``)."""

@@ -27,7 +27,7 @@ def test_unusual_names_never_leave_the_root(tree: Path, name: str) -> None:
 class SwappingResolver(Resolver):
     """Replaces ``dir`` by a symlink to a folder outside the root between resolving and opening."""
 
-    def _static(self, parts: tuple[str, ...], name: str) -> str:
+    def _static(self, parts: tuple[str, ...], name: str) -> tuple[str, str]:
         real = super()._static(parts, name)
         folder = Path(self.root) / "dir"
         if folder.is_dir() and not folder.is_symlink():
@@ -63,3 +63,28 @@ def test_a_read_error_is_a_refusal(tree: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(Refused) as info:
         Resolver(tree).open("a.cfg")
     assert info.value.reason == Reason.DENIED
+
+
+def test_the_fast_path_follows_changes_to_the_tree(tree: Path) -> None:
+    # A file vetted once is served on one stat() while it is the same inode; a symlink re-pointed (inside the
+    # root) or swapped for one leaving the root takes the full path again.
+    (tree / "fw1.rom").write_bytes(b"one")
+    (tree / "fw2.rom").write_bytes(b"two")
+    (tree / "current.rom").symlink_to("fw1.rom")
+    resolver = Resolver(tree)
+    assert resolver.open("current.rom").data == b"one"
+    assert resolver.open("current.rom").data == b"one"
+    (tree / "current.rom").unlink()
+    (tree / "current.rom").symlink_to("fw2.rom")
+    assert resolver.open("current.rom").data == b"two"
+    (tree / "current.rom").unlink()
+    (tree / "current.rom").symlink_to(tree.parent / "secret")
+    with pytest.raises(Refused) as info:
+        resolver.open("current.rom")
+    assert info.value.reason == Reason.ESCAPE
+    assert resolver.open("dir/b.cfg").data == b"beta"  # vetted: the next request takes the fast path
+    (tree / "dir").rename(tree / "dir.old")
+    (tree / "dir").symlink_to(tree.parent / "outside")  # outside/b.cfg exists, another inode
+    assert resolver.open("dir.old/b.cfg").data == b"beta"
+    with pytest.raises(Refused):
+        resolver.open("dir/b.cfg")
