@@ -111,6 +111,7 @@ class TreeServer(aioftp.Server):
         self.commands_mapping["size"] = self.size
         self.commands_mapping["nlst"] = self.list
         self.commands_mapping["_too_long"] = self.too_long
+        self.commands_mapping["_idle"] = self.idle
         self.connections = {}
         self._start_server_extra_arguments = {}
         self.listeners: list[asyncio.Server] = []
@@ -166,7 +167,7 @@ class TreeServer(aioftp.Server):
             line = await stream.readline()
         except TimeoutError:
             self.service.ctx.events.count("ftp.idle_timeout")
-            return "quit", ""
+            return "_idle", ""
         except (ValueError, asyncio.LimitOverrunError):
             return "_too_long", ""  # longer than the stream's 64 KiB buffer
         if not line:
@@ -205,6 +206,10 @@ class TreeServer(aioftp.Server):
         self.service.ctx.events.count("ftp.port_refused")
         connection.response("502", "active mode (PORT/EPRT) is not supported: use PASV or EPSV")
         return True
+
+    async def idle(self, connection: aioftp.Connection, rest: str) -> bool:
+        connection.response("421", "idle timeout, closing the control connection")
+        return False
 
     async def too_long(self, connection: aioftp.Connection, rest: str) -> bool:
         self.service.ctx.events.count("ftp.bad_command")

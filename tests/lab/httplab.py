@@ -123,8 +123,9 @@ class Env:
         """Nothing outside the tree and the upload store was opened, read or written: inotifywait watches the
         folder the tree's symlinks point into, and the folder holding the tree (for files created beside it)."""
         time.sleep(0.2)
-        seen = self.watch_log.read_text() if self.watch_log.exists() else ""
-        assert seen == "", f"something touched files outside the tree:\n{seen}"
+        for log, what in ((self.watch_log, "outside the tree"), (Path(str(self.watch_log) + ".tree"), "in the tree")):
+            seen = log.read_text() if log.exists() else ""
+            assert seen == "", f"something touched files {what}:\n{seen}"
 
 
 def build(work: Path) -> Iterator[Env]:
@@ -166,12 +167,16 @@ def build(work: Path) -> Iterator[Env]:
         watch_log = work / "inotify.log"
         watcher = subprocess.Popen(["inotifywait", "-m", "-q", "-r", "-e", "open,access,modify,create,delete,moved_to",
                                     "--format", "%w%f %e", "-o", str(watch_log), str(outside)])
+        # The tree itself is read, never written: any change to it is a finding too.
+        tree_watcher = subprocess.Popen(["inotifywait", "-m", "-q", "-r", "-e", "modify,create,delete,moved_to,attrib",
+                                         "--format", "%w%f %e", "-o", str(watch_log) + ".tree", str(root)])
         try:
             time.sleep(0.5)  # inotifywait sets its watches
             client = Dhclient(phone, work, "phone", "")
             client.obtain()
             yield Env(the_lab, app, phone, intruder, work, root, out, files, ca, watch_log)
         finally:
-            watcher.terminate()
-            watcher.wait(timeout=10)
+            for proc in (watcher, tree_watcher):
+                proc.terminate()
+                proc.wait(timeout=10)
             app.stop()

@@ -160,3 +160,20 @@ def test_connection_caps_and_login_flood(env: Env) -> None:
     codes = json.loads(result.stdout)
     assert codes.count("220") == 4 and codes.count("421") == 2, codes
     _healthy(env)
+
+
+def test_idle_session_is_closed(env: Env) -> None:
+    # idle_timeout is 20 s in this lab: a logged-in client that says nothing is closed (421), however long it waits.
+    result = env.intruder.run(["python3", "-c", (
+        "import socket,sys\n"
+        "s=socket.create_connection((sys.argv[1],21),timeout=90)\n"
+        "s.recv(200); s.sendall(b'USER anonymous\\r\\n'); s.recv(200); s.sendall(b'PASS x\\r\\n'); s.recv(200)\n"
+        "data=b''\n"
+        "while True:\n"
+        "    chunk=s.recv(200)\n"
+        "    if not chunk: break\n"
+        "    data+=chunk\n"
+        "print(data.decode(errors='replace'))\n"), V4], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("421"), result.stdout  # told why, then closed
+    _healthy(env)

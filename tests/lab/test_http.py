@@ -188,17 +188,17 @@ def _hex(text: str | bytes) -> str:
 def test_hostile_requests(env: Env) -> None:
     get = "GET /common.cfg HTTP/1.1\r\nHost: x\r\n"
     cases = [
-        ("1 MB header", get + "X-Big: " + "a" * (1 << 20) + "\r\n\r\n", {400, 431, 0}),
+        ("1 MB header", get + "X-Big: " + "a" * (1 << 20) + "\r\n\r\n", {400}),
         ("CL and TE", "POST /x-local.cfg HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                       "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", {400}),
-        ("garbage", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + "\x00" * 40, {400, 0}),
-        ("bad method", "BREW /common.cfg HTTP/1.1\r\nHost: x\r\n\r\n", {405, 400}),
+        ("TLS hello on the plain port", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + "\x00" * 40, {400}),
+        ("unknown method", "BREW /common.cfg HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
         ("TRACE", "TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", {405}),
-        ("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", {400, 405, 505, 0}),
+        ("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", {400}),
     ]
     for name, payload, expected in cases:
         report = env.raw(env.intruder, V4, 80, "send", _hex(payload))
-        assert report["status"] in expected, (name, report)
+        assert report["status"] in expected and report["closed"], (name, report)
         env.healthy(env.intruder)
     env.outside_untouched()
 
