@@ -87,7 +87,8 @@ class HttpService:
                 raise StartupError(f"http.tls_cert/http.tls_key: cannot load: {exc}") from None
         self.web = GuardedServer(self.handle, self.admission, settings.head_timeout,
                                  keepalive_timeout=settings.keepalive_timeout, max_line_size=settings.max_header_size,
-                                 max_field_size=settings.max_header_size, access_log=None, handler_cancellation=True)
+                                 max_field_size=settings.max_header_size, access_log=None, handler_cancellation=True,
+                                 tcp_keepalive=False)  # idle connections end by our own timers
         iface = self.ctx.interface
         binds = interface_binds(iface)
         if not binds:

@@ -19,7 +19,8 @@ async def send_descriptor(transport: asyncio.BaseTransport, fd: int, offset: int
     if count <= 0:
         return
     loop = asyncio.get_running_loop()
-    if isinstance(transport, asyncio.WriteTransport):
+    tls = transport.get_extra_info("sslcontext") is not None  # bytes must pass through the TLS layer
+    if isinstance(transport, asyncio.WriteTransport) and not tls:
         with open(fd, "rb", buffering=0, closefd=False) as file:
             try:
                 await loop.sendfile(transport, file, offset, count, fallback=False)

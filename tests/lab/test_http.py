@@ -198,7 +198,12 @@ def test_hostile_requests(env: Env) -> None:
     ]
     for name, payload, expected in cases:
         report = env.raw(env.intruder, V4, 80, "send", _hex(payload))
-        assert report["status"] in expected and report["closed"], (name, report)
+        if name == "1 MB header" and report.get("error"):
+            # The 400 and the close came while the client was still sending its megabyte: its next write failed
+            # (EPIPE/reset) and TCP may drop the answer with the reset. Refused and closed either way.
+            assert report["closed"], report
+        else:
+            assert report["status"] in expected and report["closed"], (name, report)
         env.healthy(env.intruder)
     env.outside_untouched()
 
