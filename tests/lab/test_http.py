@@ -258,3 +258,21 @@ def test_same_bytes_over_every_protocol(env: Env) -> None:
         assert body == local.read_bytes(), url
         _, _, body = env.curl(env.intruder, url)
         assert body != local.read_bytes(), url  # and to that phone only
+
+
+def test_reload_changes_auth_and_the_mac_rule(env: Env) -> None:
+    # Last in the module: SIGHUP with a new [[auth]] password and mac_files = "any" takes effect at once.
+    from bootstrapd.provisioning.auth import hash_password
+
+    text = env.app.config.read_text()
+    old = next(line for line in text.splitlines() if line.startswith("password = "))
+    text = text.replace(old, f'password = "{hash_password("new-code")}"').replace('mac_files = "owner"',
+                                                                                 'mac_files = "any"')
+    env.app.write_config(text)
+    env.app.reload()
+    env.app.wait_notify("READY=1")
+    url = f"http://{V4}/T46U_1/y000000000000.cfg"
+    assert env.curl(env.phone, url, "-u", f"{USER}:{PASSWORD}")[0] == 401
+    assert env.curl(env.phone, url, "-u", f"{USER}:new-code")[0] == 200
+    status, _, body = env.curl(env.intruder, f"http://{V4}/{MAC}.cfg")
+    assert status == 200 and body == env.files[f"{MAC.upper()}.cfg"]  # the rule is off: anyone gets it
