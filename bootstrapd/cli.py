@@ -181,8 +181,10 @@ _EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
 def _register_extras() -> None:
-    from bootstrapd.provisioning.cli import setup_hash_password
+    from bootstrapd.provisioning.authcli import setup_hash_password
+    from bootstrapd.provisioning.cli import register as register_provisioning
 
+    register_provisioning(_EXTRA)
     _EXTRA["hash-password"] = ("print the scrypt hash of a password (read from the terminal or one line of stdin) "
                                "for an [[auth]] entry", setup_hash_password)
     try:

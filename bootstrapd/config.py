@@ -40,8 +40,8 @@ class Settings:
     pnp: PnpSettings
     tftp: TftpSettings
     http: HttpSettings
+    provisioning: ProvisioningSettings
     ftp: FtpSettings = field(default_factory=FtpSettings)
-    provisioning: ProvisioningSettings = field(default_factory=ProvisioningSettings)
     auth: tuple[AuthEntry, ...] = ()
 
     @property
@@ -69,7 +69,8 @@ def _from_source(source: Source) -> Settings:
     server = _load_server(root.table("server"))
     dhcp4 = load_dhcp4(root.table("dhcp4"), server.url)
     dhcp6 = load_dhcp6(root.table("dhcp6"))
-    provisioning = load_provisioning(root.table("provisioning"), dhcp4.enabled or dhcp6.enabled)
+    provisioning = load_provisioning(root.table("provisioning"), server.root, source.file,
+                                     dhcp4.enabled or dhcp6.enabled)
     auth, warnings = load_auth(root.tables("auth"))
     settings = Settings(
         file=source.file,

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bootstrapd.config import Settings
+from bootstrapd.credentials import CredentialError
 from bootstrapd.http.files import READ_METHODS, WRITE_METHODS, FileHandler, Outcome
 from bootstrapd.http.limits import Admission, GuardedHandler, GuardedServer, peer_host
 from bootstrapd.http.paths import BadPath, decode_path
@@ -36,11 +37,15 @@ SHOWN_PATH = 256
 SERVER = "bootstrapd"
 
 
-def tls_context(settings: HttpSettings) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.options |= ssl.OP_NO_COMPRESSION
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+def tls_context(settings: HttpSettings, context: ssl.SSLContext | None = None) -> ssl.SSLContext:
+    """TLS 1.2 or newer with the configured chain and key (the key may be a systemd credential); raises
+    CredentialError, OSError or ssl.SSLError."""
+    assert settings.tls_key is not None
+    if context is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.options |= ssl.OP_NO_COMPRESSION
+    context.load_cert_chain(settings.tls_cert, settings.tls_key.resolve())
     return context
 
 
@@ -83,6 +88,8 @@ class HttpService:
         if settings.tls:
             try:
                 self.tls = tls_context(settings)
+            except CredentialError as exc:
+                raise StartupError(str(exc)) from None
             except (OSError, ssl.SSLError) as exc:
                 raise StartupError(f"http.tls_cert/http.tls_key: cannot load: {exc}") from None
         self.web = GuardedServer(self.handle, self.admission, settings.head_timeout,
@@ -119,8 +126,8 @@ class HttpService:
             log.warning("http: ports and turning TLS on or off take effect at the next restart")
         if self.tls is not None and new.tls:
             try:
-                self.tls.load_cert_chain(new.tls_cert, new.tls_key)  # new connections get the new certificate
-            except (OSError, ssl.SSLError) as exc:
+                tls_context(new, self.tls)  # new connections get the new certificate
+            except (CredentialError, OSError, ssl.SSLError) as exc:
                 log.error("http: reload keeps the previous certificate: %s", exc)
         self.settings = new
         self.admission.settings = new

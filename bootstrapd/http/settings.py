@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrapd.configfile import Table
+from bootstrapd.credentials import SecretFile, secret_file
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,7 @@ class HttpSettings:
     port: int = 80  # 0: no plain HTTP
     tls_port: int = 443
     tls_cert: str = ""  # PEM certificate chain; HTTPS is served when both are set
-    tls_key: str = ""
+    tls_key: SecretFile | None = None  # a path, or "credential:NAME" (systemd LoadCredential=), read at start
     head_timeout: float = 10.0  # seconds to receive a request head, from its first byte
     keepalive_timeout: float = 15.0  # idle seconds between requests on a connection
     body_timeout: float = 30.0  # seconds to receive an upload's body
@@ -35,7 +36,7 @@ def load_http(table: Table) -> HttpSettings:
         port=table.integer("port", 80, min=0, max=65535),
         tls_port=table.integer("tls_port", 443, min=1, max=65535),
         tls_cert=table.text("tls_cert", ""),
-        tls_key=table.text("tls_key", ""),
+        tls_key=secret_file(table, "tls_key"),
         head_timeout=table.number("head_timeout", 10.0, min=0.1),
         keepalive_timeout=table.number("keepalive_timeout", 15.0, min=0.1),
         body_timeout=table.number("body_timeout", 30.0, min=0.1),
@@ -47,10 +48,10 @@ def load_http(table: Table) -> HttpSettings:
     )
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise table.error("tls_key" if settings.tls_cert else "tls_cert", "tls_cert and tls_key go together")
-    for key in ("tls_cert", "tls_key"):
-        value = getattr(settings, key)
-        if value and not Path(value).is_file():
-            raise table.error(key, f"{value}: no such file")
+    if settings.tls_cert and not Path(settings.tls_cert).is_file():
+        raise table.error("tls_cert", f"{settings.tls_cert}: no such file")
+    if settings.tls_key is not None and settings.tls_key.path is not None and not settings.tls_key.path.is_file():
+        raise table.error("tls_key", f"{settings.tls_key.path}: no such file")
     if settings.enabled and not settings.port and not settings.tls:
         raise table.error("port", "0 turns plain HTTP off, and HTTPS needs tls_cert and tls_key: nothing to serve")
     table.finish()

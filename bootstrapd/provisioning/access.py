@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from bootstrapd.dhcpconf import format_mac
 from bootstrapd.provisioning.auth import AuthTable
-from bootstrapd.provisioning.macfiles import format_mac, mac_of
+from bootstrapd.provisioning.macfiles import owner_mac
 from bootstrapd.provisioning.paths import Reason, Refused
 
 OWNER = "owner"
@@ -48,13 +49,13 @@ class AccessRules:
         entry = self.auth.entry_for(parts)
         if entry is not None and user != entry.user:
             raise Refused(Reason.AUTH_REQUIRED, entry.path)
-        mac = mac or mac_of(parts[-1])
+        mac = mac or owner_mac(parts[-1])
         if mac is None or self.mac_files == ANY or entry is not None:
             return mac
         holder = self.owner_of(client)
         if holder != mac:
-            shown = format_mac(holder) if holder else "no lease"
-            raise Refused(Reason.NOT_OWNER, f"{format_mac(mac)}'s file, asked for by {client} ({shown})")
+            shown = format_mac(bytes.fromhex(holder)) if holder else "no lease"
+            raise Refused(Reason.NOT_OWNER, f"{format_mac(bytes.fromhex(mac))}'s file, asked for by {client} ({shown})")
         return mac
 
     def owner_of(self, client: str | None) -> str | None:

@@ -1,5 +1,8 @@
 """Which names are a phone's own files: a last component that starts with the phone's MAC (12 hex digits).
 
+Broader on purpose than :func:`bootstrapd.provisioning.names.mac_of` (the MAC-oriented files of the phone model:
+``<mac>.cfg``, ``<mac>.boot`` …): anything named after a phone is kept from other phones, whatever its suffix.
+
 ``00156574b150.cfg``, ``00156574B150.boot``, ``00156574b150-local.cfg``, ``00156574b150-contact.xml`` … belong to
 the phone 00:15:65:74:b1:50. ``000000000000`` is not a MAC (some vendors' common file), and ``y000000000000.boot``
 does not start with hex digits. MAC file names are matched case-insensitively everywhere.
@@ -13,7 +16,7 @@ _MAC_NAME = re.compile(r"([0-9a-fA-F]{12})(?:$|[.\-_])")
 NOT_A_MAC = "000000000000"
 
 
-def mac_of(component: str) -> str | None:
+def owner_mac(component: str) -> str | None:
     """The MAC (12 lower-case hex digits) a file name belongs to, or None."""
     match = _MAC_NAME.match(component)
     if match is None:
@@ -23,11 +26,9 @@ def mac_of(component: str) -> str | None:
 
 
 def canonical(parts: tuple[str, ...]) -> tuple[str, ...]:
-    """The name with a MAC file's last component in lower case: how overlays and uploads are keyed."""
-    if parts and mac_of(parts[-1]) is not None:
-        return (*parts[:-1], parts[-1].lower())
+    """The name with a MAC file's MAC in lower case (the rest as asked: ``<mac>_Security.enc``): how overlays are
+    asked, as phones ask."""
+    if parts and owner_mac(parts[-1]) is not None:
+        last = parts[-1]
+        return (*parts[:-1], last[:12].lower() + last[12:])
     return parts
-
-
-def format_mac(mac: str) -> str:
-    return ":".join(mac[i:i + 2] for i in range(0, 12, 2))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bootstrapd.provisioning.access import AccessRules
 from bootstrapd.provisioning.cache import Cached, HotCache
-from bootstrapd.provisioning.macfiles import canonical, mac_of
+from bootstrapd.provisioning.macfiles import canonical, owner_mac
 from bootstrapd.provisioning.paths import PATH_MAX, Reason, Refused, inside, normalize
 from bootstrapd.provisioning.sources import Content, Overlay, Transform
 from bootstrapd.provisioning.uploads import UploadName, UploadStore
@@ -148,7 +148,8 @@ def _read_all(fd: int, size: int) -> bytes:
 class Resolver:
     def __init__(self, root: str | Path, cache_size: int = 64 << 20, stream_above: int = 1 << 20, *,
                  access: AccessRules | None = None, uploads: UploadStore | None = None,
-                 overlays: Sequence[Overlay] = (), transforms: Sequence[Transform] = ()) -> None:
+                 overlays: Sequence[Overlay] = (), transforms: Sequence[Transform] = (),
+                 hidden: tuple[str, ...] = ()) -> None:
         self.root = os.path.realpath(root)
         self.cache = HotCache(cache_size, stream_above)
         self.stream_above = stream_above  # files of this size or more are streamed from their descriptor
@@ -156,6 +157,7 @@ class Resolver:
         self.uploads = uploads
         self.overlays = tuple(overlays)
         self.transforms = tuple(transforms)
+        self.hidden = hidden  # name endings never served nor listed (template sources: what they render is)
         if uploads is not None and (inside(uploads.folder, self.root) or inside(self.root, uploads.folder)):
             # An upload store inside the tree would be served as static files to anyone; one holding the tree
             # would let phones write over provisioned files.
@@ -169,6 +171,8 @@ class Resolver:
     def open(self, name: str, client: str | None = None, user: str | None = None) -> Opened:
         """The file a request for ``name`` gets; raises :class:`Refused`. ``user`` must already be verified."""
         parts = normalize(name, self.root)
+        if self.hidden and parts[-1].endswith(self.hidden):
+            raise Refused(Reason.NOT_FOUND, name)
         upload = self.uploads.match(parts[-1]) if self.uploads is not None else None
         mac = self.access.check(parts, client, user, upload.mac if upload else None)
         key = "/".join(canonical(parts))
@@ -248,7 +252,7 @@ class Resolver:
     def _static(self, parts: tuple[str, ...], name: str) -> tuple[str, str]:
         """The path and real path of a static file inside the root; raises :class:`Refused`."""
         candidate = os.path.join(self.root, *parts)
-        if not os.path.lexists(candidate) and mac_of(parts[-1]) is not None:
+        if not os.path.lexists(candidate) and owner_mac(parts[-1]) is not None:
             candidate = self._case_insensitive(parts) or candidate
         real = os.path.realpath(candidate)
         if not inside(real, self.root):
@@ -406,7 +410,7 @@ class Resolver:
         return [names[n] for n in sorted(names)]
 
     def _may_list(self, parts: tuple[str, ...], client: str | None, user: str | None) -> bool:
-        if not self.access.visible(parts, user):
+        if (self.hidden and parts[-1].endswith(self.hidden)) or not self.access.visible(parts, user):
             return False
         try:
             self.access.check(parts, client, user)

@@ -111,7 +111,7 @@ def test_every_setting_is_documented_in_the_reference_file() -> None:
     from bootstrapd.http.settings import HttpSettings
     from bootstrapd.pnp.settings import PnpRule, PnpSettings
     from bootstrapd.provisioning.auth import AuthEntry
-    from bootstrapd.provisioning.settings import ProvisioningSettings
+    from bootstrapd.provisioning.settings import EncryptSettings, ProvisioningSettings
     from bootstrapd.tftp.settings import TftpSettings
 
     text = (Path(__file__).resolve().parents[2] / "configs" / "bootstrapd.toml").read_text()
@@ -119,7 +119,7 @@ def test_every_setting_is_documented_in_the_reference_file() -> None:
             "prefix": "path"}
     derived = {"warnings", "ftp", "provisioning", "auth"}  # not keys: computed, or whole sections
     for cls in (ServerSettings, Dhcp4Settings, Host4, ClientClass, Dhcp6Settings, Class6, PnpSettings, PnpRule,
-                TftpSettings, HttpSettings, FtpSettings, ProvisioningSettings, AuthEntry):
+                TftpSettings, HttpSettings, FtpSettings, ProvisioningSettings, EncryptSettings, AuthEntry):
         for field in dataclasses.fields(cls):
             if field.name in derived:
                 continue
