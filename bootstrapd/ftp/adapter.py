@@ -314,10 +314,21 @@ class TreeServer(aioftp.Server):
             self.service.event("STOR", client, user, name, exc.reason.value, 0, started)
             connection.response("550", _reason_text(exc))
             return True
-        assert resolver.uploads is not None
-        limit = resolver.uploads.max_size
+        store = resolver.uploads
+        assert store is not None
+        limit = store.max_size
+        if not store.begin():
+            self.service.event("STOR", client, user, name, "busy_uploads", 0, started)
+            connection.response("450", "too many uploads at once, try again")
+            return True
 
         async def stor_worker() -> None:
+            try:
+                await receive()
+            finally:
+                store.end()
+
+        async def receive() -> None:
             data = bytearray()
             code, info, outcome = "226", "stored", "stored"
             try:

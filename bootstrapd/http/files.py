@@ -24,6 +24,7 @@ from bootstrapd.http.ranges import Unsatisfiable, parse_ranges
 from bootstrapd.net.sendfile import send_descriptor
 from bootstrapd.provisioning.paths import Reason, Refused
 from bootstrapd.provisioning.resolver import Opened, Resolver
+from bootstrapd.provisioning.uploads import UploadName
 
 STATUS = {
     Reason.NOT_FOUND: 404,
@@ -215,6 +216,20 @@ class FileHandler:
         if request.content_length is not None and request.content_length > limit:
             return _closing(refusal(Refused(Reason.TOO_LARGE, f"{request.content_length} bytes"), outcome,
                                     uploads_on))
+        store = resolver.uploads
+        if not store.begin():
+            outcome.outcome = "busy_uploads"
+            return _closing(web.Response(status=503, headers={"Retry-After": "5"}, text="busy_uploads\n"))
+        try:
+            return await self._receive(request, name, client, outcome, body_timeout, resolver, target)
+        finally:
+            store.end()
+
+    async def _receive(self, request: web.BaseRequest, name: str, client: str, outcome: Outcome,
+                       body_timeout: float, resolver: Resolver, target: UploadName) -> web.StreamResponse:
+        assert resolver.uploads is not None
+        uploads_on = resolver.uploads.enabled
+        limit = resolver.uploads.max_size
         if request.headers.get("Expect", "").lower() == "100-continue" and request.transport is not None:
             request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:

@@ -17,7 +17,8 @@ def build_resolver(settings: Settings, owners: Owners | None, *, admin: bool = F
     """
     prov = settings.provisioning
     uploads = UploadStore(settings.server.state_dir / "uploads", prov.upload_patterns, enabled=prov.uploads,
-                          max_size=prov.upload_max_size, total_max_size=prov.upload_total_max_size)
+                          max_size=prov.upload_max_size, total_max_size=prov.upload_total_max_size,
+                          max_receiving=prov.max_uploads)
     access = AccessRules() if admin else AccessRules(AuthTable(settings.auth), prov.mac_files, owners)
     # The hot-file cache is TFTP's (tftp.cache_size, tftp.large_file_size) and now serves HTTP and FTP too.
     # Template sources are never served (what they render is): the provisioning service plugs the rendered files

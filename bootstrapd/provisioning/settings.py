@@ -39,6 +39,7 @@ class ProvisioningSettings:
     upload_patterns: tuple[str, ...] = DEFAULT_PATTERNS
     upload_max_size: int = 1 << 20
     upload_total_max_size: int = 256 << 20
+    max_uploads: int = 16  # HTTP and FTP uploads received at once (each in memory up to upload_max_size)
     warnings: tuple[str, ...] = ()  # what check-config reports without failing (plain passwords)
 
 
@@ -97,6 +98,7 @@ def load_provisioning(table: Table, root: Path, config_file: str, dhcp_enabled: 
         upload_patterns=patterns,
         upload_max_size=table.integer("upload_max_size", 1 << 20, min=0, max=1 << 30),
         upload_total_max_size=table.integer("upload_total_max_size", 256 << 20, min=0),
+        max_uploads=table.integer("max_uploads", 16, min=1, max=100_000),
     )
     table.finish()
     return settings

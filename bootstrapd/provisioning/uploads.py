@@ -55,7 +55,7 @@ def _cost(path: str) -> int:
 
 class UploadStore:
     def __init__(self, folder: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS, enabled: bool = True,
-                 max_size: int = 1 << 20, total_max_size: int = 256 << 20) -> None:
+                 max_size: int = 1 << 20, total_max_size: int = 256 << 20, max_receiving: int = 16) -> None:
         self.folder = os.path.abspath(folder)
         self.patterns = [compile_pattern(p) for p in patterns]
         self.enabled = enabled
@@ -63,6 +63,22 @@ class UploadStore:
         self.total_max_size = total_max_size  # 0: no cap
         self._used: int | None = None  # bytes in the store, counted on first need
         self._lock = threading.Lock()
+        # HTTP and FTP uploads being received, each held in memory up to max_size until it is stored: this cap, not
+        # the connection caps, bounds that memory (TFTP has its own, tftp.max_uploads).
+        self.max_receiving = max_receiving
+        self.receiving = 0
+
+    def begin(self) -> bool:
+        """Take a receiving slot (False: too many uploads at once); :meth:`end` gives it back."""
+        with self._lock:
+            if self.receiving >= self.max_receiving:
+                return False
+            self.receiving += 1
+            return True
+
+    def end(self) -> None:
+        with self._lock:
+            self.receiving -= 1
 
     def match(self, component: str) -> UploadName | None:
         for pattern in self.patterns:

@@ -148,3 +148,12 @@ def test_hash_password_command(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and "OK" in check.stdout
     assert "auth[1].password: is plain text" in check.stderr and "auth[0]" not in check.stderr
+
+
+def test_uploads_received_at_once_are_capped(tmp_path: Path) -> None:
+    # Each HTTP/FTP upload is held in memory until stored: the number received at once is what bounds that memory.
+    store = UploadStore(tmp_path / "uploads", max_receiving=2)
+    assert store.begin() and store.begin() and not store.begin()
+    store.end()
+    assert store.begin() and store.receiving == 2
+    assert loads(BASE + "[provisioning]\nmax_uploads = 3\n").provisioning.max_uploads == 3
