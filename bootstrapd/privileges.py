@@ -76,6 +76,8 @@ def _ports(settings: Settings) -> Iterator[tuple[str, str, int]]:
         if section is None or not getattr(section, "enabled", False):
             continue
         for key in keys:
+            if key == "tls_port" and getattr(section, "tls", True) is False:
+                continue  # no certificate configured: nothing listens there
             value = getattr(section, key, None)
             if isinstance(value, int) and value:
                 yield service, f"TCP port ({service}.{key})", value

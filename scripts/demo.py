@@ -96,6 +96,17 @@ def phone_tftp(the_lab: Lab, workdir: Path, phone: Node) -> None:
     show("curl tftp://…/../../etc/passwd", f"refused (curl exit {result.returncode})")
 
 
+def phone_http(phone: Node, own: str, other: str) -> None:
+    """The same tree over HTTP: the URL option 160 names, the phone's own MAC file, and another phone's."""
+    step(f"phone {phone.mac} downloads over HTTP (option 160: http://10.77.0.1/)")
+    for name in ("y000000000000.boot", own, other):
+        result = phone.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                            f"http://10.77.0.1/{name}"])
+        code, _, size = result.stdout.partition(" ")
+        verdict = {"200": f"200, {size} bytes", "403": "403: not this phone's file (provisioning.mac_files)"}
+        show(f"curl http://10.77.0.1/{name}", verdict.get(code, code or result.stderr.strip()))
+
+
 def phone_own_file(phone: Node, workdir: Path) -> None:
     """Its own <mac>.cfg, rendered from {mac}.cfg.j2 and configs/phones.csv, encrypted, with its key file."""
     from bootstrapd.provisioning import yealink_aes
@@ -150,15 +161,18 @@ def main() -> int:
             node = the_lab.add_appliance()
             app = Appliance(node, workdir, text)
             app.start()
-            enabled = [name for name in ("dhcp4", "dhcp6", "pnp", "tftp") if settings.get(name, {}).get("enabled")]
+            enabled = [name for name in ("dhcp4", "dhcp6", "pnp", "tftp", "http", "ftp")
+                       if settings.get(name, {}).get("enabled")]
             step(f"bootstrapd running ({', '.join(enabled)}), READY=1 received")
-            phone_dhclient(the_lab, workdir, "00:15:65:77:00:01", "phone1")
+            phone1 = phone_dhclient(the_lab, workdir, "00:15:65:77:00:01", "phone1")
             phone_udhcpc(the_lab, workdir, "80:5e:c0:77:00:02", "phone2")
             phone3 = phone_dhclient(the_lab, workdir, "00:15:65:77:00:03", "phone3")
             if "dhcp6" in enabled:
                 phone_dhcp6(the_lab, workdir, phone3, "phone3v6")
             if "tftp" in enabled:
                 phone_tftp(the_lab, workdir, phone3)
+            if "http" in enabled:
+                phone_http(phone1, "001565770001.cfg", "001565770003.cfg")
             if "pnp" in enabled:
                 phone_pnp(the_lab, workdir, "yealink-w52p", "10.77.0.21")
                 phone_pnp(the_lab, workdir, "snom-720", "10.77.0.22")

@@ -32,6 +32,8 @@ def test_each_service_and_port_is_named() -> None:
         Need("dhcp4", "CAP_NET_BIND_SERVICE", "UDP port 67"),
         Need("dhcp6", "CAP_NET_BIND_SERVICE", "UDP port 547"),
         Need("tftp", "CAP_NET_BIND_SERVICE", "UDP port 69"),
+        Need("http", "CAP_NET_BIND_SERVICE", "TCP port (http.port) 80"),  # no certificate: no tls_port
+        Need("ftp", "CAP_NET_BIND_SERVICE", "TCP port (ftp.port) 21"),
         Need("dhcp4", "CAP_NET_ADMIN", "neighbour entries for unicast OFFERs and ACKs, RFC 2131 4.1"),
     ]  # PnP's 5060 needs nothing
 
@@ -61,8 +63,9 @@ def test_a_missing_capability_is_named_with_its_services() -> None:
     message = privileges.problem(LAB, STATUS.format(mask=ADMIN), port_start=1024)
     assert message == (
         "missing capability CAP_NET_BIND_SERVICE: dhcp4 needs CAP_NET_BIND_SERVICE (UDP port 67); dhcp6 needs "
-        "CAP_NET_BIND_SERVICE (UDP port 547); tftp needs CAP_NET_BIND_SERVICE (UDP port 69) (the unit "
-        "systemd/bootstrapd.service grants it with AmbientCapabilities=)")
+        "CAP_NET_BIND_SERVICE (UDP port 547); tftp needs CAP_NET_BIND_SERVICE (UDP port 69); http needs "
+        "CAP_NET_BIND_SERVICE (TCP port (http.port) 80); ftp needs CAP_NET_BIND_SERVICE (TCP port (ftp.port) 21) "
+        "(the unit systemd/bootstrapd.service grants it with AmbientCapabilities=)")
     message = privileges.problem(LAB, STATUS.format(mask=0), port_start=1024)
     assert message is not None and message.startswith("missing capabilities CAP_NET_ADMIN CAP_NET_BIND_SERVICE: ")
     assert "dhcp4 needs CAP_NET_ADMIN (neighbour entries" in message
