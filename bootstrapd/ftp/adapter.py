@@ -84,6 +84,11 @@ class Users(aioftp.AbstractUserManager):
         return None
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _reason_text(exc: Refused) -> str:
     return {Reason.NOT_FOUND: "no such file", Reason.AUTH_REQUIRED: "log in as this folder's user"}.get(
         exc.reason, f"refused ({exc.reason.value})")
@@ -172,6 +177,11 @@ class TreeServer(aioftp.Server):
         except (ValueError, asyncio.LimitOverrunError):
             return "_too_long", ""  # longer than the stream's 64 KiB buffer
         if not line:
+            # The client closed the connection. aioftp's dispatcher may return (after a QUIT answered in the same
+            # round) without looking at this task's exception: retrieve it here, or asyncio logs it as an error.
+            task = asyncio.current_task()
+            if task is not None:
+                task.add_done_callback(_retrieve)
             raise ConnectionResetError
         if len(line) > self.service.settings.max_command_size:
             return "_too_long", ""
