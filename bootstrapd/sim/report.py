@@ -56,7 +56,8 @@ def reasons(failed: Sequence[SimPhone]) -> list[dict[str, Any]]:
     """Failures grouped by reason, most common first, each with the phones it hit."""
     groups: dict[str, list[SimPhone]] = {}
     for phone in failed:
-        groups.setdefault(phone.failure, []).append(phone)
+        # The phone's own MAC in a reason (its <mac>.cfg) is written <mac>, so one missing template is one line.
+        groups.setdefault(phone.failure.replace(phone.mac, "<mac>"), []).append(phone)
     return [{"reason": reason, "count": len(group), "phones": [f"{p.mac} ({p.identity.model.id})" for p in group]}
             for reason, group in sorted(groups.items(), key=lambda item: -len(item[1]))]
 
