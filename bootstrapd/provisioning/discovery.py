@@ -42,8 +42,9 @@ def _expand_pnp(template: str, iface: Interface | None, mac: str, model: Model) 
 
 
 def _text(value: bytes) -> str | None:
+    """A text option as a phone reads it: trailing NULs dropped (dnsmasq terminates its strings with one)."""
     try:
-        text = value.decode("utf-8")
+        text = value.rstrip(b"\0").decode("utf-8")
     except UnicodeDecodeError:
         return None
     return text if text.isprintable() else None

@@ -254,3 +254,12 @@ def test_dhcp_only_stops_at_the_ack() -> None:
 def test_mask_url() -> None:
     assert mask_url("http://u:p@h/x") == "http://u:********@h/x"
     assert mask_url("tftp://h/x") == "tftp://h/x"
+
+
+def test_a_url_option_terminated_by_a_nul_is_read_as_the_url() -> None:
+    from bootstrapd.provisioning.discovery import chosen, received_sources
+
+    # dnsmasq sends option 66 as "tftp://10.77.0.1/\0" (found by the boot storm benchmark).
+    sources = received_sources(pnp=None, dhcp4={66: b"tftp://10.77.0.1/\0"}, dhcp6_59=None)
+    source = chosen(sources)
+    assert source is not None and source.name == "DHCPv4 option 66" and source.url == "tftp://10.77.0.1/"
