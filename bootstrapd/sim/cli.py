@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import ssl
 import sys
 from pathlib import Path
@@ -65,7 +66,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     stream = sys.stderr if to_stdout else sys.stdout
     view = View(stream, len(identities), live=None if not args.plain else False)
 
-    async def main() -> tuple[list[list[SimPhone]], list[float]]:
+    async def main() -> tuple[list[list[SimPhone]], list[float], int]:
         runner: Runner | None = None
 
         def changed(phone: SimPhone) -> None:
@@ -75,11 +76,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
         runner = Runner(args.interface, plan, changed)
         boots = await runner.run()
-        return boots, runner.starts
+        return boots, runner.starts, runner.strays
 
     try:
         with view:
-            boots, starts = asyncio.run(main())
+            boots, starts, strays = asyncio.run(main())
     except OSError as exc:
         return _fail(f"interface {args.interface}: {exc.strerror or exc} (run as root, in the lab's namespace)")
     except Exception as exc:
@@ -93,8 +94,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
             print_table(stream, boot, live=False if args.plain else None)
         stream.write(format_text(summary(boot, start), boot=number if len(boots) > 1 else None))
     if args.json:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         doc: dict[str, Any] = document(boots, starts, show_secrets=args.show_secrets,
-                                       extra={"interface": args.interface, "spread": args.spread})
+                                       extra={"interface": args.interface, "spread": args.spread,
+                                              "simulator_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+                                              "reannounced": strays})
         text = json.dumps(doc, indent=1)
         if to_stdout:
             print(text)

@@ -4,7 +4,8 @@ No I/O and no clock: :meth:`Dhcp4Client.start`, :meth:`receive` and :meth:`on_ti
 DHCP payloads to send (broadcast from 0.0.0.0:68 to 255.255.255.255:67; the adapter frames them). The first OFFER
 is taken, as phones do. Retransmission follows RFC 2131 4.1: 4 s, then doubling up to 64 s, each randomised by
 +-1 s; after ``tries`` unanswered DISCOVERs the client gives up ("no OFFER"), after ``tries`` unanswered REQUESTs
-it starts over once from DISCOVER and then gives up ("no ACK"). A NAK restarts from DISCOVER.
+it starts over once from DISCOVER and then gives up ("no ACK"). A NAK sends it back to DISCOVER after a pause
+of 3-4 s (at most ``MAX_RESTARTS`` times).
 
 What the phone sends is what a Yealink sends (protocols.md section 4): option 60 ``yealink``, a client identifier
 of type 1 + MAC, a maximum message size, its host name, and a parameter request list. The list is a desk phone's
@@ -25,6 +26,8 @@ VENDOR_CLASS = b"yealink"
 # name (66), boot file (67), SIP servers (120), classless static routes (121), V-I vendor (125), VLAN ID (132).
 PARAMETER_REQUEST = (1, 3, 6, 12, 15, 28, 42, 43, 44, 66, 67, 120, 121, 125, 132)
 MAX_MESSAGE_SIZE = 1500
+MAX_RESTARTS = 10  # NAKs before the phone gives up (a phone keeps trying; the simulator's run has an end)
+NAK_PAUSE = 3.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Dhcp4Client:
     xid: int = 0
     sent: int = 0  # messages sent (first transmissions and retransmissions)
     retransmissions: int = 0
+    naks: int = 0
     _started: float = 0.0
     _attempt: int = 0
     _restarts: int = 0
@@ -128,7 +132,7 @@ class Dhcp4Client:
         if server is not None and server.packed != self._offer.options.get(codec.SERVER_ID):
             return []  # another server's answer to our REQUEST for this one's offer
         if kind == codec.NAK:
-            return self._restart(now, "NAK")
+            return self._nak(now)
         if kind == codec.ACK:
             return self._bound(packet, now)
         return []
@@ -152,11 +156,16 @@ class Dhcp4Client:
         self.deadline = None
         return []
 
-    def _restart(self, now: float, why: str) -> list[bytes]:
+    def _nak(self, now: float) -> list[bytes]:
+        """Back to INIT, and DISCOVER again after a pause (busybox udhcpc waits 3 s too): a server that offered an
+        address it then refuses must not be hammered."""
         self._restarts += 1
-        if self._restarts > 3:
-            return self._fail(f"{why} after {self._restarts} attempts")
-        return self._discover(now)
+        self.naks += 1
+        if self._restarts > MAX_RESTARTS:
+            return self._fail(f"NAK after {self._restarts} attempts")
+        self.state = "init"
+        self.deadline = now + NAK_PAUSE + self.rng.uniform(0.0, 1.0)
+        return []
 
     def _fail(self, reason: str) -> list[bytes]:
         self.state = "failed"
@@ -165,6 +174,8 @@ class Dhcp4Client:
         return []
 
     def on_timer(self, now: float) -> list[bytes]:
+        if self.deadline is not None and now >= self.deadline and self.state == "init" and self.sent:
+            return self._discover(now)  # the pause after a NAK is over
         if self.deadline is None or now < self.deadline or self.state not in ("selecting", "requesting"):
             return []
         self._attempt += 1

@@ -8,14 +8,16 @@ one packet socket. Pure functions: no socket, no clock.
   the MAC of the interface the simulator runs on (the kernel answers ARP for every phone's address from there), so a
   server that installed a neighbour entry for yiaddr -> chaddr to unicast its ACK (dnsmasq does) sends the phone's
   later traffic where the kernel accepts it;
-- :data:`DHCP_CLIENT_FILTER`: a classic BPF program for the packet socket that keeps only IPv4 UDP to port 68, so
-  the storm's TFTP and HTTP traffic never reaches Python through it.
+- :func:`stray_target`: the address a frame sent to a phone's own MAC was for (see :data:`DHCP_CLIENT_FILTER`);
+- :data:`DHCP_CLIENT_FILTER`: a classic BPF program for the packet socket that keeps only DHCP replies and frames
+  for other MACs, so the storm's TFTP and HTTP traffic never reaches Python through it.
 """
 
 from __future__ import annotations
 
 import struct
 
+ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 BROADCAST_MAC = b"\xff" * 6
@@ -73,19 +75,37 @@ def garp_frame(mac: bytes, address: bytes) -> bytes:
     return BROADCAST_MAC + mac + ETH_P_ARP.to_bytes(2, "big") + arp
 
 
-# struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}: "ip and udp and not ip[6:2] & 0x3fff != 0 and udp dst port 68"
+def stray_target(frame: bytes) -> bytes | None:
+    """The IPv4 address a frame for another MAC was meant for (an IPv4 packet's destination, an ARP request's
+    target), or None: what the simulator gets when a server still sends to a phone's own MAC (a stale neighbour
+    entry), so it can announce that address again."""
+    if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
+        return frame[30:34]
+    if len(frame) >= 42 and frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x01":
+        return frame[38:42]
+    return None
+
+
+# Classic BPF for the packet socket (struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}; jumps count instructions
+# after the next one). It keeps IPv4 UDP to port 68 (DHCP replies) and frames the kernel classed "to another host"
+# (a phone's own MAC: see stray_target); it drops everything else, our own outgoing frames included, so the
+# storm's TFTP and HTTP traffic never reaches Python through it.
+_SKF_PKTTYPE = 0xFFFFF004  # SKF_AD_OFF + SKF_AD_PKTTYPE
+_PACKET_OTHERHOST = 3
 _BPF = (
-    (0x28, 0, 0, 12),       # ldh [12]            ethertype
-    (0x15, 0, 8, 0x0800),   # jeq IPv4 ? next : drop
-    (0x30, 0, 0, 23),       # ldb [23]            IP protocol
-    (0x15, 0, 6, 17),       # jeq UDP ? next : drop
-    (0x28, 0, 0, 20),       # ldh [20]            flags + fragment offset
-    (0x45, 4, 0, 0x1FFF),   # jset offset ? drop : next
-    (0xB1, 0, 0, 14),       # ldxb 4*([14]&0xf)   IP header length
-    (0x48, 0, 0, 16),       # ldh [x + 16]        UDP destination port
-    (0x15, 0, 1, 68),       # jeq 68 ? accept : drop
-    (0x06, 0, 0, 0x40000),  # ret 256 KB          accept
-    (0x06, 0, 0, 0),        # ret 0               drop
+    (0x28, 0, 0, 12),           # 0  ldh [12]            ethertype
+    (0x15, 0, 7, 0x0800),       # 1  jeq IPv4 ? 2 : 9
+    (0x30, 0, 0, 23),           # 2  ldb [23]            IP protocol
+    (0x15, 0, 5, 17),           # 3  jeq UDP ? 4 : 9
+    (0x28, 0, 0, 20),           # 4  ldh [20]            flags + fragment offset
+    (0x45, 3, 0, 0x1FFF),       # 5  jset offset ? 9 : 6
+    (0xB1, 0, 0, 14),           # 6  ldxb 4*([14]&0xf)   IP header length
+    (0x48, 0, 0, 16),           # 7  ldh [x + 16]        UDP destination port
+    (0x15, 2, 0, 68),           # 8  jeq 68 ? 11 : 9
+    (0x20, 0, 0, _SKF_PKTTYPE),  # 9  ld pkttype
+    (0x15, 0, 1, _PACKET_OTHERHOST),  # 10 jeq OTHERHOST ? 11 : 12
+    (0x06, 0, 0, 0x40000),      # 11 ret 256 KB          accept
+    (0x06, 0, 0, 0),            # 12 ret 0               drop
 )
 DHCP_CLIENT_FILTER = b"".join(struct.pack("=HBBI", *insn) for insn in _BPF)
 DHCP_CLIENT_FILTER_LENGTH = len(_BPF)

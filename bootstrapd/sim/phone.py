@@ -347,11 +347,11 @@ class SimPhone:
         """Seconds spent in each stage (only the stages the phone went through)."""
         t = self.times
         out: dict[str, float] = {}
-        marks = [("dhcp", "power_on", "bound"), ("pnp", "bound", "pnp_end"), ("download", "url", "downloaded"),
-                 ("upload", "downloaded", "done")]
-        for name, start, end in marks:
-            if start in t and end in t and not (name == "upload" and not any(x.kind == "upload"
-                                                                              for x in self.transfers)):
+        uploaded = any(x.kind == "upload" for x in self.transfers)
+        marks = [("dhcp", "power_on", "bound", True), ("pnp", "bound", "pnp_end", self.pnp is not None),
+                 ("download", "url", "downloaded", True), ("upload", "downloaded", "done", uploaded)]
+        for name, start, end, went in marks:
+            if went and start in t and end in t:
                 out[name] = t[end] - t[start]
         return out
 

@@ -77,6 +77,8 @@ class Runner:
         self.start = 0.0
         self.starts: list[float] = []  # when each boot's first phone powered on (loop time)
         self.dropped = 0  # frames the packet socket could not send (the phone's DHCP retransmits)
+        self.strays = 0  # addresses announced again because a server sent to a phone's own MAC
+        self._announced: dict[bytes, float] = {}  # every phone's address -> when it was last announced
         self._by_xid: dict[int, SimPhone] = {}
         self._timers: dict[int, tuple[float, asyncio.TimerHandle]] = {}
         self._sip: dict[int, asyncio.DatagramTransport] = {}
@@ -92,13 +94,13 @@ class Runner:
 
     def _open(self, iface: Interface) -> None:
         self.ifindex, self.ifmac = iface.index, iface.mac
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(frames.ETH_P_IP))
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(frames.ETH_P_ALL))
         try:
             # struct sock_fprog {unsigned short len; struct sock_filter *filter}: the kernel copies the program.
             program = ctypes.create_string_buffer(frames.DHCP_CLIENT_FILTER, len(frames.DHCP_CLIENT_FILTER))
             fprog = struct.pack("HP", frames.DHCP_CLIENT_FILTER_LENGTH, ctypes.addressof(program))
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-            sock.bind((self.interface, frames.ETH_P_IP))
+            sock.bind((self.interface, frames.ETH_P_ALL))
             mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
             sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
             for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
@@ -225,6 +227,7 @@ class Runner:
             with contextlib.suppress(OSError):
                 self.packet.sendto(frames.garp_frame(self.ifmac, lease.address.packed),
                                    (self.interface, frames.ETH_P_ARP))
+            self._announced[lease.address.packed] = self.now()
             if self.plan.options.pnp:
                 await self._open_sip(phone, str(lease.address))
         except OSError as exc:
@@ -288,6 +291,19 @@ class Runner:
 
     # -- DHCP input -----------------------------------------------------------------------------------------------
 
+    def _stray(self, frame: bytes, now: float) -> None:
+        """A frame for a phone's own MAC: the server's neighbour entry for that phone's address still names the MAC
+        it unicast its ACK to (dnsmasq installs one). Announce the address again, at most once a second."""
+        target = frames.stray_target(frame)
+        if target is None or target not in self._announced:
+            return
+        if now - self._announced[target] < 1.0:
+            return
+        self._announced[target] = now
+        self.strays += 1
+        with contextlib.suppress(OSError):
+            self.packet.sendto(frames.garp_frame(self.ifmac, target), (self.interface, frames.ETH_P_ARP))
+
     def _read_frames(self) -> None:
         now = self.now()
         for _ in range(256):
@@ -298,7 +314,10 @@ class Runner:
             except OSError:
                 return
             parsed = frames.udp_payload(frame)
-            if parsed is None or parsed[1] != 67 or len(parsed[0]) < 8:
+            if parsed is None or parsed[2] != 68:
+                self._stray(frame, now)
+                continue
+            if parsed[1] != 67 or len(parsed[0]) < 8:
                 continue
             payload = parsed[0]
             phone = self._by_xid.get(int.from_bytes(payload[4:8], "big"))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.dhcp4 import peak_rss_kb
+from tests.bench.dhcp4 import _children, peak_rss_kb
 from tests.lab.appliance import Appliance
 from tests.lab.netns import Lab, Node, lab
 from tests.lab.simphones import add_sim_node, inventory, lab_macs, run_sim
@@ -173,6 +173,19 @@ http {{
                     raise TimeoutError("nginx did not listen on port 80")
                 time.sleep(0.1)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of every server process so far (bootstrapd's python, dnsmasq, nginx workers)."""
+        roots = [self.app.proc.pid] if self.app is not None and self.app.proc is not None else []
+        roots += [p.pid for p in self.procs]
+        total = 0
+        for pid in {c for r in roots for c in [r, *_children(r)]}:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, IndexError):
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float | None:
         if self.app is None or self.app.proc is None:
             return None
@@ -207,13 +220,14 @@ def one_run(the_lab: Lab, base: Path, server_name: str, scheme: str, count: int,
         result, doc = run_sim(sim, work, "--count", str(count), "--inventory", str(phones_csv), "--timeout", "300",
                               *extra, name="storm", timeout=900)
         rss = server.rss_mb()
+        cpu = server.cpu_seconds()
     finally:
         server.stop()
     if not doc:
         return {"server": server_name, "scheme": scheme, "error": (result.stdout + result.stderr)[-2000:]}
     summary = doc["boots"][0]["summary"]
     return {"server": server_name, "scheme": scheme, "load_before": [round(x, 2) for x in load], "rss_mb": rss,
-            "summary": summary}
+            "server_cpu": round(cpu, 2), "sim_cpu": doc.get("simulator_cpu_seconds"), "summary": summary}
 
 
 def bench(count: int, schemes: list[str], servers: list[str]) -> list[dict[str, Any]]:
@@ -242,7 +256,8 @@ def bench(count: int, schemes: list[str], servers: list[str]) -> list[dict[str, 
                                            appliance))
                     print(json.dumps(results[-1].get("summary", results[-1]))[:600], file=sys.stderr, flush=True)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(base, ignore_errors=True)
     return results
 
 
@@ -254,12 +269,12 @@ def report(results: list[dict[str, Any]], count: int) -> str:
     lines = [f"Boot storm: {count} simulated phones powered on at once, fully provisioned (DHCP, boot file, 3 CFG "
              f"files, a rendered <mac>.cfg)", "",
              "| server | scheme | provisioned | last provisioned | p50 | p99 | DHCP p50 | download p50 | "
-             "failures | peak RSS | load before |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "failures | server CPU | phones' CPU | peak RSS | load before |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     by: dict[tuple[str, str], float] = {}
     for r in results:
         if "summary" not in r:
-            lines.append(f"| {r['server']} | {r['scheme']} | {r['error'][:80]} | | | | | | | | |")
+            lines.append(f"| {r['server']} | {r['scheme']} | {r['error'][:80]} | | | | | | | | | | |")
             continue
         s = r["summary"]
         t = s["time_to_provisioned"]
@@ -269,7 +284,8 @@ def report(results: list[dict[str, Any]], count: int) -> str:
         lines.append(f"| {r['server']} | {r['scheme']} | {s['provisioned']}/{s['phones']} | "
                      f"{_s(s['last_provisioned'])} | {_s(t['p50'])} | {_s(t['p99'])} | "
                      f"{_s(stages.get('dhcp', {}).get('p50'))} | {_s(stages.get('download', {}).get('p50'))} | "
-                     f"{fails} | {rss} | {' '.join(str(x) for x in r['load_before'])} |")
+                     f"{fails} | {r['server_cpu']:.1f} s | {r['sim_cpu']:.1f} s | {rss} | "
+                     f"{' '.join(str(x) for x in r['load_before'])} |")
         if s["last_provisioned"] is not None and s["provisioned"] == s["phones"]:
             by[(r["server"], r["scheme"])] = s["last_provisioned"]
     lines.append("")

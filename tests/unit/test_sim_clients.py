@@ -100,7 +100,7 @@ def test_replies_for_another_phone_or_garbage_are_ignored() -> None:
     assert phone.receive(b"\x02garbage", 0.1) == []
 
 
-def test_a_nak_starts_over_from_discover() -> None:
+def test_a_nak_starts_over_from_discover_after_a_pause() -> None:
     server = make_server()
     phone = client()
     [discover] = phone.start(0.0)
@@ -111,7 +111,10 @@ def test_a_nak_starts_over_from_discover() -> None:
     nak = dhcp.Packet(op=dhcp.BOOTREPLY, xid=phone.xid, chaddr=MAC,
                       options={dhcp.MESSAGE_TYPE: bytes((dhcp.NAK,)),
                                dhcp.SERVER_ID: offered.options[dhcp.SERVER_ID]})
-    [again] = phone.receive(dhcp.encode(nak), 0.2)
+    assert phone.receive(dhcp.encode(nak), 0.2) == [] and phone.state == "init" and phone.naks == 1
+    assert phone.deadline is not None and 3.2 <= phone.deadline <= 4.2  # a pause before starting over
+    assert phone.on_timer(phone.deadline - 0.01) == []
+    [again] = phone.on_timer(phone.deadline)
     assert dhcp.decode(again).msg_type() == dhcp.DISCOVER and phone.state == "selecting"
 
 
