@@ -86,6 +86,16 @@ def real_dhcp6(the_lab: Lab, node: Node, workdir: Path) -> list[tuple[str, objec
             ("option 59", got.get("new_dhcp6_bootfile_url"))]
 
 
+def checkout_config(state_dir: Path) -> str:
+    """configs/lab.toml as it runs from this checkout: the example tree and inventory in place, the state elsewhere.
+
+    The file itself names the paths scripts/install.sh installs to (the Vagrant appliance runs it as it is).
+    """
+    text = CONFIG.read_text().replace('root = "/srv/bootstrapd"', f'root = "{REPO / "configs" / "tree"}"')
+    text = text.replace('state_dir = "/var/lib/bootstrapd"', f'state_dir = "{state_dir}"')
+    return text.replace('inventory = "phones.csv"', f'inventory = "{INVENTORY}"')
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("make demo needs root: it builds network namespaces", file=sys.stderr)
@@ -98,10 +108,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bootstrapd-demo-"))
     workdir.chmod(0o755)
     served, simulated = demo_inventory(workdir)
-    text = CONFIG.read_text().replace('root = "/srv/bootstrapd"', f'root = "{REPO / "configs" / "tree"}"')
-    text = text.replace('state_dir = "/var/lib/bootstrapd"', f'state_dir = "{workdir / "state"}"')
-    text = text.replace('inventory = "phones.csv"', f'inventory = "{served}"')
-    if str(workdir / "state") not in text:  # never let the demo write anywhere but its own directory
+    text = checkout_config(workdir / "state").replace(f'inventory = "{INVENTORY}"', f'inventory = "{served}"')
+    if str(workdir / "state") not in text or str(served) not in text:  # the demo writes only its own directory
         print(f"{CONFIG}: server.state_dir is not the expected line", file=sys.stderr)
         shutil.rmtree(workdir)
         return 2
