@@ -12,11 +12,12 @@ import errno
 import os
 import socket
 import struct
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 
 _RTM_NEWADDR, _RTM_DELADDR, _NLMSG_ERROR = 20, 21, 2
 _NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
+_IFA_F_NODAD = 0x02  # a phone's DHCPv6 address is usable at once (the lab has no duplicate to detect)
 _RT_SCOPE_UNIVERSE = 0
 
 
@@ -32,12 +33,16 @@ class Addresses:
         self._sock.bind((0, 0))
         self._sock.settimeout(5.0)
         self._seq = 0
-        self.added: list[IPv4Interface] = []
+        self.added: list[IPv4Interface | IPv6Interface] = []
 
-    def _request(self, kind: int, flags: int, address: IPv4Interface) -> int:
+    def _request(self, kind: int, flags: int, address: IPv4Interface | IPv6Interface) -> int:
         self._seq += 1
-        body = struct.pack("=BBBBI", socket.AF_INET, address.network.prefixlen, 0, _RT_SCOPE_UNIVERSE, self.ifindex)
-        body += _rtattr(_IFA_LOCAL, address.ip.packed) + _rtattr(_IFA_ADDRESS, address.ip.packed)
+        v6 = isinstance(address, IPv6Interface)
+        family = socket.AF_INET6 if v6 else socket.AF_INET
+        body = struct.pack("=BBBBI", family, address.network.prefixlen, _IFA_F_NODAD if v6 else 0,
+                           _RT_SCOPE_UNIVERSE, self.ifindex)
+        body += _rtattr(_IFA_ADDRESS, address.ip.packed) if v6 else (
+            _rtattr(_IFA_LOCAL, address.ip.packed) + _rtattr(_IFA_ADDRESS, address.ip.packed))
         header = struct.pack("=LHHLL", 16 + len(body), kind, _NLM_F_REQUEST | _NLM_F_ACK | flags, self._seq, 0)
         self._sock.send(header + body)
         while True:
@@ -50,7 +55,7 @@ class Addresses:
                     return -code
                 offset += max(16, (length + 3) & ~3)
 
-    def add(self, address: IPv4Interface) -> None:
+    def add(self, address: IPv4Interface | IPv6Interface) -> None:
         """Add ``address`` (raises OSError); an address already there (a second boot) is fine."""
         code = self._request(_RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_EXCL, address)
         if code == errno.EEXIST:

@@ -55,7 +55,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             context = ssl.create_default_context(cafile=args.ca)
         except (OSError, ssl.SSLError) as exc:
             return _fail(f"--ca {args.ca}: {exc}")
-    options = Options(pnp=not args.no_pnp, pnp_wait=args.pnp_wait, dhcp_only=args.dhcp_only,
+    options = Options(pnp=not args.no_pnp, dhcp6=args.dhcp6, pnp_wait=args.pnp_wait, dhcp_only=args.dhcp_only,
                       custom_option=args.custom_option, flash_url=args.flash_url,
                       broadcast_flag=args.broadcast_flag, tftp_timeout=args.tftp_timeout,
                       tftp_tries=args.tftp_tries, local_cfg=args.local_cfg)
@@ -117,6 +117,7 @@ def setup_sim(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spread", type=float, default=0.0, help="seconds over which phones power on (0: all at once)")
     p.add_argument("--dhcp-only", action="store_true", help="stop each phone at its DHCP ACK")
     p.add_argument("--no-pnp", action="store_true", help="phones with PnP off (the URL comes from DHCP)")
+    p.add_argument("--dhcp6", action="store_true", help="DHCPv6 too (option 59 joins the URL sources)")
     p.add_argument("--pnp-wait", type=float, default=5.0, help="seconds a phone waits for the PnP NOTIFY (5)")
     p.add_argument("--custom-option", type=int, help="the phones' IPv4 Custom Option (128-254)")
     p.add_argument("--flash-url", help="the Server URL in the phones' flash (the last source)")

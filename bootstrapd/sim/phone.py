@@ -1,6 +1,8 @@
 """One simulated phone from power-on to provisioned (or failed, with the reason): the sequence a Yealink follows.
 
-1. DHCPv4 (:mod:`bootstrapd.sim.dhcp4`) to an ACK; the adapter then puts the leased address on the interface
+1. DHCPv4 (:mod:`bootstrapd.sim.dhcp4`) to an ACK (and, when asked, DHCPv6 at the same time,
+   :mod:`bootstrapd.sim.dhcp6`: the phone goes on once both answered or gave up); the adapter then puts the leased
+   address on the interface
    (:class:`Configure`) and everything after comes from that address.
 2. SIP PnP (:mod:`bootstrapd.sim.pnp`) from the leased address, when the phone's PnP is active.
 3. The provisioning URL, chosen in the guide's priority from what the phone heard
@@ -21,6 +23,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
+from ipaddress import IPv6Address
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,6 +33,7 @@ from bootstrapd.provisioning.explain import MASK, is_secret
 from bootstrapd.provisioning.phone import SYNC, Kind, Outcome, Phone, Session
 from bootstrapd.sim import result as results
 from bootstrapd.sim.dhcp4 import Dhcp4Client, Lease
+from bootstrapd.sim.dhcp6 import Dhcp6Client
 from bootstrapd.sim.identity import Identity
 from bootstrapd.sim.pnp import Address, PnpClient
 from bootstrapd.sim.result import Result
@@ -48,6 +52,7 @@ class Stage(enum.StrEnum):
 @dataclass(frozen=True)
 class Options:
     pnp: bool = True  # the phone's PnP Active (factory default: on)
+    dhcp6: bool = False  # DHCPv6 too (its option 59 is the phone's IPv6 provisioning source)
     pnp_wait: float = 5.0
     dhcp_only: bool = False  # stop at the ACK (DHCP-only storms)
     custom_option: int | None = None  # the phone's IPv4 Custom Option
@@ -65,8 +70,14 @@ class SendDhcp:
 
 
 @dataclass(frozen=True)
+class SendDhcp6:
+    payload: bytes  # from the interface's link-local address, port 546, to ff02::1:2 port 547
+
+
+@dataclass(frozen=True)
 class Configure:
     lease: Lease  # put the address on the interface, announce it, open the phone's SIP socket; then configured()
+    ipv6: IPv6Address | None = None  # the DHCPv6 address, when the phone has one
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ class Put:
     data: bytes
 
 
-Action = SendDhcp | Configure | SendSip | Get | Put
+Action = SendDhcp | SendDhcp6 | Configure | SendSip | Get | Put
 
 # Model findings that mean the phone did not get the configuration it was meant to have.
 FAILING_FINDINGS = ("include-missing", "no-key", "bad-encryption", "bad-key-file", "missing-header")
@@ -143,6 +154,7 @@ class SimPhone:
     transfers: list[Transfer] = field(default_factory=list)
     times: dict[str, float] = field(default_factory=dict)  # power_on, bound, pnp_end, url, downloaded, done
     dhcp: Dhcp4Client | None = None
+    dhcp6: Dhcp6Client | None = None
     pnp: PnpClient | None = None
     _session: Session | None = None
     _pending: Transfer | None = None
@@ -164,7 +176,8 @@ class SimPhone:
     @property
     def deadline(self) -> float | None:
         if self.stage is Stage.DHCP and self.dhcp is not None:
-            return self.dhcp.deadline
+            pending = [d for d in (self.dhcp.deadline, self.dhcp6.deadline if self.dhcp6 else None) if d is not None]
+            return min(pending) if pending else None
         if self.stage is Stage.PNP and self.pnp is not None:
             return self.pnp.deadline
         return None
@@ -177,7 +190,17 @@ class SimPhone:
         self.dhcp = Dhcp4Client(bytes.fromhex(self.mac), self.rng, hostname=f"SIP-{self.identity.model.id}",
                                 custom_option=self.options.custom_option,
                                 broadcast_flag=self.options.broadcast_flag, tries=self.options.dhcp_tries)
-        return [SendDhcp(p) for p in self.dhcp.start(now)]
+        out: list[Action] = [SendDhcp(p) for p in self.dhcp.start(now)]
+        if self.options.dhcp6:
+            self.dhcp6 = Dhcp6Client(bytes.fromhex(self.mac), self.rng, tries=self.options.dhcp_tries)
+            out += [SendDhcp6(p) for p in self.dhcp6.start(now)]
+        return out
+
+    def on_dhcp6(self, payload: bytes, now: float) -> list[Action]:
+        if self.stage is not Stage.DHCP or self.dhcp6 is None:
+            return []
+        out: list[Action] = [SendDhcp6(p) for p in self.dhcp6.receive(payload, now)]
+        return out + self._dhcp_progress(now)
 
     def on_dhcp(self, payload: bytes, now: float) -> list[Action]:
         if self.stage is not Stage.DHCP or self.dhcp is None:
@@ -189,13 +212,15 @@ class SimPhone:
         assert self.dhcp is not None
         if self.dhcp.state == "failed":
             return self._fail(now, f"DHCP: {self.dhcp.failure}")
-        if self.dhcp.state == "bound" and self.dhcp.lease is not None:
+        if self.dhcp6 is not None and self.dhcp6.state not in ("bound", "failed"):
+            return []  # the phone goes on once both have an answer (or gave up)
+        if self.dhcp.state == "bound" and self.dhcp.lease is not None and self.lease is None:
             self.lease = self.dhcp.lease
             self.times["bound"] = now
             if self.options.dhcp_only:
                 self._finish(now)
                 return []
-            return [Configure(self.lease)]
+            return [Configure(self.lease, self.dhcp6.address if self.dhcp6 is not None else None)]
         return []
 
     def configured(self, now: float, error: str | None = None) -> list[Action]:
@@ -225,6 +250,8 @@ class SimPhone:
     def on_timer(self, now: float) -> list[Action]:
         if self.stage is Stage.DHCP and self.dhcp is not None:
             out: list[Action] = [SendDhcp(p) for p in self.dhcp.on_timer(now)]
+            if self.dhcp6 is not None:
+                out += [SendDhcp6(p) for p in self.dhcp6.on_timer(now)]
             return out + self._dhcp_progress(now)
         if self.stage is Stage.PNP and self.pnp is not None:
             sip: list[Action] = [SendSip(d, a) for d, a in self.pnp.on_timer(now)]
@@ -241,7 +268,8 @@ class SimPhone:
         pnp_note = (self.pnp.failure if self.pnp is not None and self.pnp.failure else
                     "" if self.pnp is not None else "PnP is off on this phone")
         self.sources = discovery.received_sources(
-            pnp=pnp_url, dhcp4=self.lease.options if self.lease else None, dhcp6_59=None, pnp_note=pnp_note)
+            pnp=pnp_url, dhcp4=self.lease.options if self.lease else None,
+            dhcp6_59=self.dhcp6.bootfile_url if self.dhcp6 else None, pnp_note=pnp_note)
         if self.options.flash_url:
             self.sources.append(UrlSource("phone flash", self.options.flash_url))
         self.source = discovery.chosen(self.sources, self.options.custom_option)
@@ -374,6 +402,7 @@ class SimPhone:
             "provisioned": self.stage is Stage.PROVISIONED, "failure": self.failure or None,
             "problems": self.problems,
             "address": str(lease.address) if lease else None,
+            "ipv6": str(self.dhcp6.address) if self.dhcp6 and self.dhcp6.address else None,
             "url_source": self.source.name if self.source else None,
             "url": mask_url(self.url) if self.url else None,
             "sources": [{"name": s.name, "url": mask_url(s.url) if s.url else None, "note": s.note}
@@ -388,6 +417,8 @@ class SimPhone:
                                                   "status": self.pnp.status, "url": self.pnp.url},
             "dhcp": None if self.dhcp is None else {"sent": self.dhcp.sent,
                                                     "retransmissions": self.dhcp.retransmissions},
+            "dhcp6": None if self.dhcp6 is None else {"state": self.dhcp6.state, "failure": self.dhcp6.failure,
+                                                      "bootfile_url": self.dhcp6.bootfile_url},
             "updated": self.outcome.updated if self.outcome else None,
             "md5": self.outcome.cfg_md5() if self.outcome else {},
             "configuration": self.effective(show_secrets),

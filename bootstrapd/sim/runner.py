@@ -22,13 +22,14 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv6Interface
 from typing import Any, cast
 
 from bootstrapd.net.interfaces import Interface
 from bootstrapd.sim import frames
 from bootstrapd.sim.addresses import Addresses
 from bootstrapd.sim.identity import Identity
-from bootstrapd.sim.phone import Action, Configure, Get, Options, Put, SendDhcp, SendSip, SimPhone, Stage
+from bootstrapd.sim.phone import Action, Configure, Get, Options, Put, SendDhcp, SendDhcp6, SendSip, SimPhone, Stage
 from bootstrapd.sim.result import Result
 from bootstrapd.sim.transport import Limits, PhoneLink, Transports
 
@@ -80,6 +81,8 @@ class Runner:
         self.strays = 0  # addresses announced again because a server sent to a phone's own MAC
         self._announced: dict[bytes, float] = {}  # every phone's address -> when it was last announced
         self._by_xid: dict[int, SimPhone] = {}
+        self._by_xid6: dict[int, SimPhone] = {}
+        self._dhcp6: socket.socket | None = None
         self._timers: dict[int, tuple[float, asyncio.TimerHandle]] = {}
         self._sip: dict[int, asyncio.DatagramTransport] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -114,10 +117,24 @@ class Runner:
         self.packet = sock
         self.addresses = Addresses(self.ifindex)
         self.loop.add_reader(sock.fileno(), self._read_frames)
+        if self.plan.options.dhcp6:
+            self._open_dhcp6()
+
+    def _open_dhcp6(self) -> None:
+        """One socket for every phone's DHCPv6: [::]:546 on this interface, replies dispatched by transaction id."""
+        from bootstrapd.net.sockets import udp_socket
+
+        sock = udp_socket(socket.AF_INET6, self.interface, "::", 546, reuse_address=True)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+        self._dhcp6 = sock
+        self.loop.add_reader(sock.fileno(), self._read_dhcp6)
 
     def _close(self) -> None:
         self.loop.remove_reader(self.packet.fileno())
         self.packet.close()
+        if self._dhcp6 is not None:
+            self.loop.remove_reader(self._dhcp6.fileno())
+            self._dhcp6.close()
         if not self.plan.keep_addresses:
             self.addresses.remove_all()
         self.addresses.close()
@@ -155,6 +172,7 @@ class Runner:
                 phone.last_md5 = before.outcome.cfg_md5()
             self.phones.append(phone)
         self._by_xid.clear()
+        self._by_xid6.clear()
         self._finished = set()
         self._left = len(self.phones)
         self._all_done = asyncio.Event()
@@ -186,6 +204,8 @@ class Runner:
         for action in actions:
             if isinstance(action, SendDhcp):
                 self._send_dhcp(phone, action.payload)
+            elif isinstance(action, SendDhcp6):
+                self._send_dhcp6(phone, action.payload)
             elif isinstance(action, SendSip):
                 transport = self._sip.get(id(phone))
                 if transport is not None:
@@ -208,8 +228,9 @@ class Runner:
     def _link(self, phone: SimPhone) -> PhoneLink:
         assert phone.lease is not None
         mac = ":".join(phone.mac[i:i + 2] for i in range(0, 12, 2))
+        ipv6 = phone.dhcp6.address if phone.dhcp6 is not None else None
         return PhoneLink(str(phone.lease.address), f"Yealink SIP-{phone.identity.model.id} {phone.version} {mac}",
-                         phone.identity.preset)
+                         phone.identity.preset, str(ipv6) if ipv6 else None)
 
     def _send_dhcp(self, phone: SimPhone, payload: bytes) -> None:
         assert phone.dhcp is not None
@@ -219,10 +240,34 @@ class Runner:
         except OSError:
             self.dropped += 1
 
+    def _send_dhcp6(self, phone: SimPhone, payload: bytes) -> None:
+        assert phone.dhcp6 is not None and self._dhcp6 is not None
+        self._by_xid6[phone.dhcp6.xid] = phone
+        try:
+            self._dhcp6.sendto(payload, ("ff02::1:2", 547, 0, self.ifindex))
+        except OSError:
+            self.dropped += 1
+
+    def _read_dhcp6(self) -> None:
+        assert self._dhcp6 is not None
+        now = self.now()
+        for _ in range(256):
+            try:
+                payload, _addr = self._dhcp6.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            phone = self._by_xid6.get(int.from_bytes(payload[1:4], "big")) if len(payload) >= 4 else None
+            if phone is not None:
+                self.apply(phone, phone.on_dhcp6(payload, now))
+
     async def _configure(self, phone: SimPhone, action: Configure) -> None:
         lease = action.lease
         error: str | None = None
         try:
+            if action.ipv6 is not None:
+                self.addresses.add(IPv6Interface(f"{action.ipv6}/64"))
             self.addresses.add(lease.interface)
             with contextlib.suppress(OSError):
                 self.packet.sendto(frames.garp_frame(self.ifmac, lease.address.packed),

@@ -35,6 +35,7 @@ class PhoneLink:
     address: str  # its leased address: every socket binds to it
     user_agent: str
     preset: dict[str, str]
+    address6: str | None = None  # its DHCPv6 address, for URLs on an IPv6 host
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class Transports:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Result] = loop.create_future()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        local = (link.address, 0) if family == socket.AF_INET else None
+        local = (link.address, 0) if family == socket.AF_INET else (link.address6, 0) if link.address6 else None
         try:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _TftpEndpoint(make(name, port), host, done), local_addr=local, family=family)
@@ -149,16 +150,18 @@ class Transports:
 
     # -- HTTP(S) --------------------------------------------------------------------------------------------------
 
-    def _session(self, link: PhoneLink) -> Any:
+    def _session(self, link: PhoneLink, v6: bool) -> Any:
         import aiohttp
 
-        session = self._http.get(link.address)
+        key = f"{link.address}/{'6' if v6 else '4'}"
+        session = self._http.get(key)
         if session is None:
-            connector = aiohttp.TCPConnector(local_addr=(link.address, 0), limit=1, ssl=self._ssl())
+            local = link.address6 if v6 else link.address
+            connector = aiohttp.TCPConnector(local_addr=(local, 0) if local else None, limit=1, ssl=self._ssl())
             timeout = aiohttp.ClientTimeout(total=self.limits.http_timeout)
             session = aiohttp.ClientSession(connector=connector, timeout=timeout,
                                             headers={"User-Agent": link.user_agent})
-            self._http[link.address] = session
+            self._http[key] = session
         return session
 
     def _ssl(self) -> ssl.SSLContext | bool:
@@ -171,7 +174,7 @@ class Transports:
         auth = None
         if parts.username is None and link.preset.get(USERNAME):
             auth = aiohttp.BasicAuth(link.preset[USERNAME], link.preset.get(PASSWORD, ""))
-        session = self._session(link)
+        session = self._session(link, ":" in (parts.hostname or ""))
         last = ""
         for attempt in range(self.limits.http_tries):
             try:
@@ -230,10 +233,12 @@ class Transports:
             return Result(None, results.ERROR, f"FTP: {exc}"[:200])
 
     async def close_phone(self, address: str) -> None:
-        session = self._http.pop(address, None)
-        if session is not None:
-            await session.close()
+        for key in (f"{address}/4", f"{address}/6"):
+            session = self._http.pop(key, None)
+            if session is not None:
+                await session.close()
 
     async def close(self) -> None:
-        for address in list(self._http):
-            await self.close_phone(address)
+        for key in list(self._http):
+            session = self._http.pop(key)
+            await session.close()

@@ -151,3 +151,26 @@ def test_phones_that_cannot_be_provisioned_are_reported_with_the_reason(lab: Lab
     assert summary["provisioned"] == 3 and summary["failed"] == 6
     assert "FAILED x3: t54w-extra.cfg not found" in result.stdout
     assert "FAILED x1: <mac>.cfg not found" in result.stdout
+
+
+@pytest.mark.lab
+def test_dhcpv6_option_59_provisions_over_tftp_from_each_phone_s_ipv6_address(lab: Lab, workdir: Path) -> None:
+    phones = lab_macs(5)
+    app = start(lab, workdir, phones, dhcp_extra='[dhcp4.options]\n66 = ""\n\n[dhcp6]\nenabled = true\n'
+                'range = "fd77::100-fd77::1ff"\nbootfile_url = "tftp://[{ipv6}]/"\nforce_bootfile_url = true')
+    sim = add_sim_node(lab)
+    lab.wait_link_local(sim)
+    result, doc = run_sim(sim, workdir, "--count", "5", "--inventory", str(workdir / "phones.csv"), "--dhcp6",
+                          "--no-pnp", "--timeout", "120")
+    app.stop()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = doc["boots"][0]["phones"]
+    assert all(r["url_source"] == "DHCPv6 option 59" and r["url"] == "tftp://[fd77::1]/" for r in records)
+    addresses = {r["ipv6"] for r in records}
+    assert len(addresses) == 5 and all(a.startswith("fd77::1") for a in addresses)
+    # Every transfer from the phone's own address of the URL's family (the example tree's resource URLs are IPv4).
+    served = Counter((e["client"], e["file"]) for e in events(app.log(), "tftp.transfer"))
+    fetched = Counter((r["ipv6"] if "[" in t["url"] else r["address"], tftp_name(t["url"]))
+                      for r in records for t in r["transfers"])
+    assert served == fetched
+    assert sum(1 for client, _ in fetched if client in addresses) >= 5 * 7

@@ -323,3 +323,45 @@ def test_tftp_upload_lock_step_ends_on_the_last_ack() -> None:
     assert b"".join(p.payload for p in got if isinstance(p, tftp.Data)) == payload
     assert phone.receive(tftp.encode_ack(2), 50000, 0.3) == []
     assert phone.result is not None and phone.result.status == results.OK
+
+
+# -- DHCPv6 -----------------------------------------------------------------------------------------------------------
+
+def test_dhcp6_solicit_to_reply_against_the_real_server_core_gets_option_59() -> None:
+    from bootstrapd.dhcp6 import codec as v6
+    from bootstrapd.sim.dhcp6 import Dhcp6Client
+    from tests.unit.test_dhcp6_server import CLIENT, server
+
+    srv = server('range = "fd77::100-fd77::1ff"\nbootfile_url = "tftp://[{ipv6}]/"')
+    phone = Dhcp6Client(MAC, random.Random(2))
+    [solicit] = phone.start(0.0)
+    sent = v6.parse(solicit)
+    assert isinstance(sent, v6.Message) and sent.msg_type == v6.SOLICIT
+    assert v6.duid_mac(sent.get(v6.OPT_CLIENTID) or b"") == MAC
+    assert v6.OPT_BOOTFILE_URL in v6.decode_oro(sent.get(v6.OPT_ORO) or b"")
+    advertise = srv.handle(solicit, CLIENT, 0.1)
+    assert advertise is not None
+    [request] = phone.receive(advertise.data, 0.1)
+    assert phone.state == "requesting"
+    reply = srv.handle(request, CLIENT, 0.2)
+    assert reply is not None
+    phone.receive(reply.data, 0.2)
+    assert phone.state == "bound" and phone.address is not None and str(phone.address).startswith("fd77::1")
+    assert phone.bootfile_url == "tftp://[fd77::1]/"
+
+
+def test_dhcp6_retransmits_doubling_and_gives_up() -> None:
+    from bootstrapd.sim.dhcp6 import Dhcp6Client
+
+    phone = Dhcp6Client(MAC, random.Random(2), tries=4)
+    [solicit] = phone.start(0.0)
+    gaps = []
+    last = 0.0
+    while phone.state == "soliciting":
+        assert phone.deadline is not None
+        gaps.append(phone.deadline - last)
+        last = phone.deadline
+        again = phone.on_timer(last)
+        assert again in ([solicit], [])
+    assert [round(g) for g in gaps] == [1, 2, 4, 8]  # +-10 % each
+    assert phone.state == "failed" and phone.failure == "no ADVERTISE after 4 tries"
