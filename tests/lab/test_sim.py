@@ -6,6 +6,7 @@ phones that cannot be provisioned (a missing include, a model PnP refuses), each
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,10 @@ def test_100_phones_over_tftp_agree_with_explain_and_with_the_server(lab: Lab, w
     else:  # a retransmitted RRQ may start a second transfer on the server: every phone's file is still there
         assert set(fetched) <= set(served)
     assert sum(1 for e in events(log, "tftp.transfer") if e["outcome"] == "ok") >= 100 * 8
+
+    # The lease store agrees too: one active lease per phone, at the address the phone used.
+    stored = json.loads(app.cli("leases", "--config", str(app.config), "--json").stdout)["dhcp4"]
+    assert {lease["mac"].replace(":", ""): lease["address"] for lease in stored} == by_mac
 
     # Second boot: the same addresses, and the MD5 check finds every CFG file unchanged.
     assert second["summary"]["provisioned"] == 100 and second["summary"]["not_updated"] == 100
