@@ -10,6 +10,7 @@ import logging
 import socket
 import time
 
+from bootstrapd.clock import Now
 from bootstrapd.config import Settings
 from bootstrapd.dhcp4.server import Dhcp4Server, Reply
 from bootstrapd.log import RateLimited
@@ -48,7 +49,7 @@ class Dhcp4Service:
 
     def _datagram(self, data: bytes, source: tuple[str, int]) -> None:
         assert self.core is not None
-        reply = self.core.handle(data, source, time.time())
+        reply = self.core.handle(data, source, Now(time.time(), time.monotonic()))
         if reply is None:
             return
         event = reply.event

@@ -1,9 +1,10 @@
 """The DHCPv4 server core (RFC 2131): a message in, at most one reply out, plus the leases to make durable first.
 
-No sockets, clock or database here: :meth:`Dhcp4Server.handle` takes the datagram, its source and ``now`` and returns
-a :class:`Reply` (or None). When the reply hands out an address, ``Reply.commit`` holds the lease records; the adapter
-sends the reply only once the store has committed them. Bindings change in memory immediately, so a second client
-can never be given an address whose ACK is still waiting for its commit.
+No sockets, clock or database here: :meth:`Dhcp4Server.handle` takes the datagram, its source and ``now`` (both
+clocks, :class:`~bootstrapd.clock.Now`: lease expiry is wall-clock, offer holds and the rate limiter monotonic) and
+returns a :class:`Reply` (or None). When the reply hands out an address, ``Reply.commit`` holds the lease records; the
+adapter sends the reply only once the store has committed them. Bindings change in memory immediately, so a second
+client can never be given an address whose ACK is still waiting for its commit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Any
 
+from bootstrapd.clock import Now
 from bootstrapd.dhcp4 import codec
 from bootstrapd.dhcp4.classes import Classifier, OptionSet
 from bootstrapd.dhcp4.codec import Dhcp4Error, Packet
@@ -107,7 +109,7 @@ class Dhcp4Server:
         self.stats[name] = self.stats.get(name, 0) + 1
 
     # -- entry point ----------------------------------------------------------------------------------------------
-    def handle(self, data: bytes, source: tuple[str, int], now: float) -> Reply | None:
+    def handle(self, data: bytes, source: tuple[str, int], now: Now) -> Reply | None:
         packet = codec.decode(data)
         if packet.op != codec.BOOTREQUEST:
             raise Dhcp4Error("not a BOOTREQUEST")
@@ -117,7 +119,7 @@ class Dhcp4Server:
         if packet.giaddr != codec.ZERO and not self._on_network(int.from_bytes(packet.giaddr, "big")):
             raise Dhcp4Error(f"relay {codec.ntoa(packet.giaddr)} is not on a served subnet")
         mac = packet.mac
-        if not self.limiter.allow(mac, now):
+        if not self.limiter.allow(mac, now.mono):
             self._count("rate_limited")
             return None
         client_id = packet.client_id()
@@ -146,7 +148,7 @@ class Dhcp4Server:
     def _reservation(self, mac: bytes) -> Host4 | None:
         return self.hosts.get(mac)
 
-    def _may_have(self, address: int, info: _ClientInfo, now: float) -> bool:
+    def _may_have(self, address: int, info: _ClientInfo, now: Now) -> bool:
         host = self.hosts.get(info.mac)
         if host is not None and int(host.address) != address:
             return False  # a client with a reservation gets that address and no other
@@ -157,7 +159,7 @@ class Dhcp4Server:
             return owner == info.mac and self.pool.available(address, info.key, now)
         return self.pool.in_range(address) and self.pool.available(address, info.key, now)
 
-    def _choose(self, packet: Packet, info: _ClientInfo, now: float) -> int | None:
+    def _choose(self, packet: Packet, info: _ClientInfo, now: Now) -> int | None:
         host = self._reservation(info.mac)
         if host is not None:
             address = int(host.address)
@@ -173,7 +175,7 @@ class Dhcp4Server:
         return self.pool.allocate(info.key, now)
 
     # -- messages ---------------------------------------------------------------------------------------------------
-    def _discover(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+    def _discover(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         reclaimed: Binding | None = None
         if self._reservation(info.mac) is None and not self.pool.can_take(info.mac, info.key, now):
             # This MAC already holds its share under other client identifiers: the newest identity replaces the
@@ -188,14 +190,14 @@ class Dhcp4Server:
             self._count("pool_exhausted")
             return Reply(None, event={"type": "exhausted", "mac": format_mac(info.mac), "classes": info.classes})
         current = self.pool.binding(info.key)
-        if current is None or current.address != address or current.state != ACTIVE or current.expires <= now:
-            self.pool.bind(info.key, address, OFFERED, now + self.settings.offer_time, info.mac)
+        if current is None or current.address != address or current.state != ACTIVE or current.expires <= now.wall:
+            self.pool.bind(info.key, address, OFFERED, now.mono + self.settings.offer_time, info.mac)
         reply = self._reply(packet, info, codec.OFFER, address)
         if reclaimed is not None:
             reply.commit.append(self._lease(reclaimed))  # the old identity's lease is released on disk too
         return reply
 
-    def _request(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+    def _request(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         server_id = packet.server_id()
         requested = packet.requested_ip()
         ciaddr = int.from_bytes(packet.ciaddr, "big")
@@ -232,8 +234,8 @@ class Dhcp4Server:
             return self._nak(packet, info, "address held by another client")
         raise Dhcp4Error("REQUEST with neither server id, requested address nor ciaddr")
 
-    def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: float) -> Reply:
-        binding = self.pool.bind(info.key, address, ACTIVE, now + self.lease_time, info.mac)
+    def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: Now) -> Reply:
+        binding = self.pool.bind(info.key, address, ACTIVE, now.wall + self.lease_time, info.mac)
         host = self._reservation(info.mac)
         hostname = (host.hostname if host and host.hostname else None) or info.hostname
         binding.info = (info.mac, packet.client_id(), hostname, info.vendor_class)
@@ -264,7 +266,7 @@ class Dhcp4Server:
         return Reply(data, destination,
                      event={"type": "NAK", "mac": format_mac(info.mac), "reason": why, "classes": info.classes})
 
-    def _decline(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+    def _decline(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         server_id = packet.server_id()
         requested = packet.requested_ip()
         if server_id is None or server_id.packed != self.server_id or requested is None:
@@ -272,13 +274,13 @@ class Dhcp4Server:
         binding = self.pool.binding(info.key)
         if binding is None or binding.address != int(requested):
             return None  # only the holder can decline its address
-        quarantined = self.pool.decline(int(requested), now + self.settings.decline_time, info.mac)
+        quarantined = self.pool.decline(int(requested), now.wall + self.settings.decline_time, info.mac)
         self._count("declined")
         lease = Lease4(IPv4Address(quarantined.address), info.mac, None, quarantined.expires, DECLINED)
         return Reply(None, commit=[lease],
                      event={"type": "DECLINE", "mac": format_mac(info.mac), "address": str(requested)})
 
-    def _release(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+    def _release(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         server_id = packet.server_id()
         if server_id is not None and server_id.packed != self.server_id:
             return None

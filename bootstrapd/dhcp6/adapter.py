@@ -13,6 +13,7 @@ import socket
 import time
 from ipaddress import IPv6Network
 
+from bootstrapd.clock import Now
 from bootstrapd.config import Settings
 from bootstrapd.dhcp6.codec import MAX_DUID, check_duid
 from bootstrapd.dhcp6.server import SERVER_PORT, Dhcp6Server, Outgoing
@@ -94,7 +95,7 @@ class Dhcp6Service:
 
     def _received(self, data: bytes, addr: Address) -> None:
         host = str(addr[0]).split("%", 1)[0]
-        out = self.core.handle(data, host, time.time())
+        out = self.core.handle(data, host, Now(time.time(), time.monotonic()))
         if out is None:
             return
         if out.exhausted:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
+from bootstrapd.clock import Now
 from bootstrapd.dhcp6 import codec
 from bootstrapd.dhcp6.codec import (
     Dhcp6Error,
@@ -120,7 +121,7 @@ class Dhcp6Server:
 
     # --- entry point ----------------------------------------------------------------------------------------------
 
-    def handle(self, data: bytes, source: str, now: float) -> Outgoing | None:
+    def handle(self, data: bytes, source: str, now: Now) -> Outgoing | None:
         message = codec.parse(data)
         relays: list[RelayMessage] = []  # outermost first
         inner: Message | RelayMessage = message
@@ -158,7 +159,7 @@ class Dhcp6Server:
             return value[2:]
         return None
 
-    def _dispatch(self, msg: Message, now: float, link_mac: bytes | None,
+    def _dispatch(self, msg: Message, now: Now, link_mac: bytes | None,
                   source: str) -> tuple[Message, Outgoing] | None:
         kind = msg.msg_type
         if kind not in (codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RENEW, codec.REBIND, codec.RELEASE,
@@ -179,7 +180,7 @@ class Dhcp6Server:
             elif server_id != self.server_duid:
                 raise Dhcp6Error(f"{name} for another server" if server_id else f"{name} without a server ID")
         # Per DUID; an Information-Request may come without one: then per source address.
-        if not self.limiter.allow(client_id or source.encode(), now):
+        if not self.limiter.allow(client_id or source.encode(), now.mono):
             raise Dhcp6Error("rate limited")
 
         duid = client_id
@@ -249,7 +250,7 @@ class Dhcp6Server:
     def _ia_with(self, iaid: int, address: int, preferred: int, valid: int) -> IaNa:
         return IaNa(iaid, self.t1, self.t2, [IaAddress(IPv6Address(address), preferred, valid)])
 
-    def _assign(self, duid: bytes, ia: IaNa, now: float, out: Outgoing, *, commit: bool) -> IaNa:
+    def _assign(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, *, commit: bool) -> IaNa:
         key = _key(duid, ia.iaid)
         pool = self.pool
         address: int | None = None
@@ -269,19 +270,19 @@ class Dhcp6Server:
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
         settings = self.settings
         if commit:
-            expires = now + settings.valid_lifetime
+            expires = now.wall + settings.valid_lifetime
             pool.bind(key, address, poolmod.ACTIVE, expires, duid)
             out.leases.append(self._lease(key, address, ACTIVE, expires))
         else:
             current = pool.holder(address)
             # An advertise must not shorten an active lease back to an offer.
             if not (current is not None and current.key == key and current.state == poolmod.ACTIVE
-                    and current.expires > now):
-                pool.bind(key, address, poolmod.OFFERED, now + settings.offer_time, duid)
+                    and current.expires > now.wall):
+                pool.bind(key, address, poolmod.OFFERED, now.mono + settings.offer_time, duid)
         out.addresses.append(IPv6Address(address))
         return self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
 
-    def _extend(self, duid: bytes, ia: IaNa, now: float, out: Outgoing, kind: int) -> IaNa:
+    def _extend(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, kind: int) -> IaNa:
         key = _key(duid, ia.iaid)
         pool = self.pool
         settings = self.settings
@@ -302,7 +303,7 @@ class Dhcp6Server:
             if kind == codec.REBIND and revoke and len(revoke) == len(ia.addresses):
                 return IaNa(ia.iaid, self.t1, self.t2, [IaAddress(a.address, 0, 0) for a in revoke])
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_BINDING, "no binding"))
-        expires = now + settings.valid_lifetime
+        expires = now.wall + settings.valid_lifetime
         pool.bind(key, address, poolmod.ACTIVE, expires, duid)
         out.leases.append(self._lease(key, address, ACTIVE, expires))
         out.addresses.append(IPv6Address(address))
@@ -312,7 +313,7 @@ class Dhcp6Server:
                 result.addresses.append(IaAddress(other.address, 0, 0))
         return result
 
-    def _give_back(self, duid: bytes, ia: IaNa, now: float, out: Outgoing, kind: int) -> IaNa | None:
+    def _give_back(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, kind: int) -> IaNa | None:
         key = _key(duid, ia.iaid)
         missing = False
         for entry in ia.addresses:
@@ -323,9 +324,9 @@ class Dhcp6Server:
                 continue
             if kind == codec.RELEASE:
                 self.pool.release(key, address, now)
-                out.leases.append(self._lease(key, address, RELEASED, now))
+                out.leases.append(self._lease(key, address, RELEASED, now.wall))
             else:
-                until = now + self.settings.decline_time
+                until = now.wall + self.settings.decline_time
                 self.pool.decline(address, until, duid)
                 out.leases.append(self._lease(key, address, DECLINED, until))
             out.addresses.append(entry.address)
