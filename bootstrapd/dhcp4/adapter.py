@@ -38,7 +38,8 @@ class Dhcp4Service:
         address = iface.ipv4_for(settings.range_start)
         if address is None:
             raise StartupError("dhcp4.range is not on the interface's subnet")
-        self.core = Dhcp4Server(settings, address.ip, address.network, self.ctx.store.leases4())
+        self.core = Dhcp4Server(settings, address.ip, address.network, self.ctx.store.leases4(),
+                                variables=self.ctx.url_variables())
         self.ctx.owners.register(self.core.owner)
         self.neighbours = Neighbours(iface.index)
         sock = udp_socket(socket.AF_INET, iface.name, "0.0.0.0", 67, broadcast=True, reuse_address=True)
@@ -77,7 +78,7 @@ class Dhcp4Service:
 
     def reload(self, settings: Settings) -> None:
         assert self.core is not None
-        self.core.configure(settings.dhcp4)
+        self.core.configure(settings.dhcp4, self.ctx.url_variables())
 
     async def stop(self) -> None:
         if self.endpoint is not None:

@@ -2,29 +2,31 @@
 
 Matching is on option 60 (vendor class, trailing NULs already stripped; prefix or substring, case-insensitive), on
 option 77 (user class, substring) and on MAC prefixes (OUIs). The merged option set of each combination of classes
-is computed once and cached, so a boot storm of identical phones costs one dict lookup per packet.
+is computed once (its templates rendered from the interface's addresses) and cached, so a boot storm of identical
+phones costs one dict lookup per packet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bootstrapd.dhcp4.codec import encode_options
-from bootstrapd.dhcp4.settings import ClientClass, OptionMap
+from bootstrapd.dhcp4.settings import ClientClass
+from bootstrapd.dhcpconf import render_map
 
 
 @dataclass(frozen=True, slots=True)
 class OptionSet:
     """A merged option set, with its wire encoding computed once (the hot path only concatenates it)."""
 
-    options: OptionMap
+    options: dict[int, bytes]
     wire: bytes
     codes: tuple[int, ...]
 
     @classmethod
-    def of(cls, options: OptionMap) -> OptionSet:
-        return cls(dict(options), encode_options(options), tuple(sorted(options)))
+    def of(cls, options: Mapping[int, bytes]) -> OptionSet:
+        return cls(dict(options), encode_options(dict(options)), tuple(sorted(options)))
 
 
 def matches(cls: ClientClass, vendor_class: bytes | None, user_class: bytes | None, mac: bytes) -> bool:
@@ -40,9 +42,11 @@ def matches(cls: ClientClass, vendor_class: bytes | None, user_class: bytes | No
 
 
 class Classifier:
-    def __init__(self, classes: Sequence[ClientClass], base: OptionMap) -> None:
+    def __init__(self, classes: Sequence[ClientClass], base: Mapping[int, bytes],
+                 variables: Mapping[str, str]) -> None:
         self.classes = tuple(classes)
         self.base = dict(base)
+        self.variables = dict(variables)
         self._cache: dict[tuple[str, ...], OptionSet] = {}
 
     def classify(self, vendor_class: bytes | None, user_class: bytes | None, mac: bytes) -> tuple[str, ...]:
@@ -55,7 +59,7 @@ class Classifier:
             merged = dict(self.base)
             for cls in self.classes:
                 if cls.name in names:
-                    merged.update(cls.options)
+                    merged.update(render_map(cls.options, self.variables))
             cached = OptionSet.of(merged)
             if len(self._cache) < 4096:
                 self._cache[names] = cached

@@ -10,7 +10,7 @@ client can never be given an address whose ACK is still waiting for its commit.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Any
@@ -20,6 +20,7 @@ from bootstrapd.dhcp4 import codec
 from bootstrapd.dhcp4.classes import Classifier, OptionSet
 from bootstrapd.dhcp4.codec import Dhcp4Error, Packet
 from bootstrapd.dhcp4.settings import Dhcp4Settings, Host4, format_mac
+from bootstrapd.dhcpconf import render_map
 from bootstrapd.leases.pool import ACTIVE, DECLINED, OFFERED, RELEASED, Binding, Pool
 from bootstrapd.leases.ratelimit import RateLimiter
 from bootstrapd.leases.store import Lease4
@@ -53,7 +54,7 @@ def client_key(mac: bytes, client_id: bytes | None) -> bytes:
 
 class Dhcp4Server:
     def __init__(self, settings: Dhcp4Settings, server_ip: IPv4Address, network: IPv4Network,
-                 leases: Iterable[Lease4] = ()) -> None:
+                 leases: Iterable[Lease4] = (), *, variables: Mapping[str, str] | None = None) -> None:
         self.server_ip = server_ip
         self.server_id = server_ip.packed
         self.network = network
@@ -61,6 +62,8 @@ class Dhcp4Server:
         self._netaddr = int(network.network_address)
         self.pool = Pool(int(settings.range_start), int(settings.range_end))
         self.stats: dict[str, int] = {}
+        # The values of the URL-template placeholders ({ipv4} …, see bootstrapd.urltemplates), from the interface.
+        self.variables: dict[str, str] = dict(variables) if variables is not None else {"ipv4": str(server_ip)}
         self.configure(settings)
         for lease in leases:
             key = client_key(lease.mac, lease.client_id)
@@ -79,10 +82,14 @@ class Dhcp4Server:
         return binding.owner or None
 
     # -- configuration ------------------------------------------------------------------------------------------
-    def configure(self, settings: Dhcp4Settings) -> None:
-        """Apply (re)loaded settings; bindings are kept."""
+    def configure(self, settings: Dhcp4Settings, variables: Mapping[str, str] | None = None) -> None:
+        """Apply (re)loaded settings; bindings are kept. Option templates are rendered here, once."""
         self.settings = settings
+        if variables is not None:
+            self.variables = dict(variables)
         self.hosts: dict[bytes, Host4] = {h.mac: h for h in settings.hosts}
+        self.host_options: dict[bytes, dict[int, bytes]] = {
+            h.mac: render_map(h.options, self.variables) for h in settings.hosts if h.options}
         self.reserved_for: dict[int, bytes] = {int(h.address): h.mac for h in settings.hosts}
         self.pool.reconfigure(int(settings.range_start), int(settings.range_end), frozenset(self.reserved_for))
         base: dict[int, bytes] = {codec.SUBNET_MASK: self.network.netmask.packed}
@@ -92,8 +99,8 @@ class Dhcp4Server:
             base[codec.DNS] = b"".join(a.packed for a in settings.dns)
         if settings.domain:
             base[codec.DOMAIN] = settings.domain.encode()
-        base.update(settings.options)
-        self.classifier = Classifier(settings.classes, base)
+        base.update(render_map(settings.options, self.variables))
+        self.classifier = Classifier(settings.classes, base, self.variables)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.lease_time = settings.lease_time
         self._timers = (
@@ -312,8 +319,9 @@ class Dhcp4Server:
         configured = self.classifier.options(info.classes)
         host = self._reservation(info.mac)
         if host is not None:
-            if host.options:
-                configured = OptionSet.of({**configured.options, **host.options})
+            host_options = self.host_options.get(info.mac)
+            if host_options:
+                configured = OptionSet.of({**configured.options, **host_options})
             if host.hostname:
                 options[codec.HOSTNAME] = host.hostname.encode()
         client_id = packet.options.get(codec.CLIENT_ID)

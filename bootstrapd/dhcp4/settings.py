@@ -8,6 +8,7 @@ from ipaddress import IPv4Address
 
 from bootstrapd.configfile import Table
 from bootstrapd.dhcpconf import (
+    OptionValue,
     address_list,
     builtin_criteria,
     format_mac,
@@ -17,11 +18,12 @@ from bootstrapd.dhcpconf import (
     option_value,
     parse_mac,
     parse_range,
+    text_value,
 )
 
 __all__ = ["ClientClass", "Dhcp4Settings", "Host4", "format_mac", "load_dhcp4", "option_value", "parse_mac"]
 
-OptionMap = dict[int, bytes]
+OptionMap = dict[int, OptionValue]  # templates until the server renders them (see dhcpconf.render)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def load_dhcp4(table: Table, server_url: str) -> Dhcp4Settings:
     else:
         start = end = IPv4Address("0.0.0.0")
     options = load_options(table.table("options"))
-    options.setdefault(66, server_url.encode())
+    options.setdefault(66, text_value(server_url))  # server.url, expanded like any other template
 
     hosts: list[Host4] = []
     seen_macs: dict[bytes, int] = {}

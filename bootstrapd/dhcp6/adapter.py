@@ -64,7 +64,7 @@ class Dhcp6Service:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.duid = check_duid(server_duid(ctx), "server DUID")
-        self.core = Dhcp6Server(ctx.settings.dhcp6, self.duid, ctx.store.leases6(), expand=ctx.interface.expand,
+        self.core = Dhcp6Server(ctx.settings.dhcp6, self.duid, ctx.store.leases6(), variables=ctx.url_variables(),
                                 link_prefixes=_link_prefixes(ctx))
         self.endpoint: DatagramEndpoint | None = None
         ctx.owners.register(self.core.owner)
@@ -85,7 +85,7 @@ class Dhcp6Service:
                  len(self.core.pool.by_address), extra={"server_duid": self.duid.hex()})
 
     def reload(self, settings: Settings) -> None:
-        self.core.reconfigure(settings.dhcp6, expand=self.ctx.interface.expand,
+        self.core.reconfigure(settings.dhcp6, variables=self.ctx.url_variables(),
                               link_prefixes=_link_prefixes(self.ctx))
 
     async def stop(self) -> None:

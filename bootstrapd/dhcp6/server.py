@@ -12,7 +12,7 @@ keeps its address and an advertised address is held for ``offer_time`` seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
@@ -28,10 +28,12 @@ from bootstrapd.dhcp6.codec import (
     StatusCode,
 )
 from bootstrapd.dhcp6.settings import Class6, Dhcp6Settings
+from bootstrapd.dhcpconf import render, render_map
 from bootstrapd.leases import pool as poolmod
 from bootstrapd.leases.pool import Pool
 from bootstrapd.leases.ratelimit import RateLimiter
 from bootstrapd.leases.store import ACTIVE, DECLINED, RELEASED, Lease6
+from bootstrapd.urltemplates import expand
 
 CLIENT_PORT = 546
 SERVER_PORT = 547
@@ -86,21 +88,22 @@ class _Matcher:
 
 class Dhcp6Server:
     def __init__(self, settings: Dhcp6Settings, server_duid: bytes, leases: Iterable[Lease6] = (), *,
-                 expand: Callable[[str], str] = lambda s: s, link_prefixes: Sequence[IPv6Network] = ()) -> None:
+                 variables: Mapping[str, str] | None = None, link_prefixes: Sequence[IPv6Network] = ()) -> None:
         self.server_duid = codec.check_duid(server_duid, "server DUID")
         self.pool = Pool(int(settings.range_start), int(settings.range_end))
         self._macs: dict[bytes, bytes] = {}  # DUID -> MAC, for DUIDs without one (learnt from relays' option 79)
-        self.reconfigure(settings, expand=expand, link_prefixes=link_prefixes)
+        self.reconfigure(settings, variables=variables, link_prefixes=link_prefixes)
         for lease in leases:
             self.pool.load(_key(lease.duid, lease.iaid), int(lease.address), lease.state, lease.expires, lease.duid)
             if lease.mac and lease.mac != codec.duid_mac(lease.duid):
                 self._macs[lease.duid] = lease.mac
 
-    def reconfigure(self, settings: Dhcp6Settings, *, expand: Callable[[str], str] = lambda s: s,
+    def reconfigure(self, settings: Dhcp6Settings, *, variables: Mapping[str, str] | None = None,
                     link_prefixes: Sequence[IPv6Network] = ()) -> None:
-        """New settings (SIGHUP); the lease table stays."""
+        """New settings (SIGHUP); the lease table stays. ``variables``: the URL-template placeholders' values
+        ({ipv6} …, see bootstrapd.urltemplates), rendered into the options once per class combination."""
         self.settings = settings
-        self.expand = expand
+        self.variables: dict[str, str] = dict(variables or {})
         self.pool.reconfigure(int(settings.range_start), int(settings.range_end), frozenset())
         # On-link prefixes for Confirm: the interface's, or else the /64 around the range.
         self.link_prefixes = tuple(link_prefixes) or (IPv6Network(f"{settings.range_start}/64", strict=False),)
@@ -354,16 +357,18 @@ class Dhcp6Server:
             options[codec.OPT_DNS_SERVERS] = codec.encode_addresses(list(settings.dns))
         if settings.domain:
             options[codec.OPT_DOMAIN_LIST] = codec.encode_domains(list(settings.domain))
-        options.update(settings.options)
+        variables = self.variables
+        options.update(render_map(settings.options, variables))
         for cls in settings.classes:
             if cls.name in names:
-                options.update(cls.options)
+                options.update(render_map(cls.options, variables))
                 vendor.update(cls.vendor_options)
                 url = cls.bootfile_url or url
         result: list[Option] = sorted(options.items())
         for enterprise, subs in vendor.items():
-            result.append((codec.OPT_VENDOR_OPTS, codec.encode_vendor_opts(enterprise, subs)))
-        cached = (result, self.expand(url))
+            rendered = [(code, render(value, variables)) for code, value in subs]
+            result.append((codec.OPT_VENDOR_OPTS, codec.encode_vendor_opts(enterprise, rendered)))
+        cached = (result, expand(url, variables))
         if len(self._option_cache) < 4096:
             self._option_cache[names] = cached
         return cached

@@ -9,18 +9,20 @@ from typing import Any
 from bootstrapd.configfile import Table
 from bootstrapd.dhcp6.codec import encode_domains
 from bootstrapd.dhcpconf import (
+    OptionValue,
     address_list,
     builtin_criteria,
     load_classes,
     load_criteria,
     load_option_table,
+    longest,
     option_code,
     option_value,
     parse_range,
 )
 
-OptionMap6 = dict[int, bytes]
-VendorOptions = dict[int, list[tuple[int, bytes]]]  # enterprise number -> sub-options (code, value)
+OptionMap6 = dict[int, OptionValue]  # templates until the server renders them (see dhcpconf.render)
+VendorOptions = dict[int, list[tuple[int, OptionValue]]]  # enterprise number -> sub-options (code, value)
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,14 @@ def load_options6(table: Table) -> OptionMap6:
     return load_option_table(table, high=65535, reserved=_RESERVED, max_length=65535)
 
 
-def _sub_options(value: Any) -> list[tuple[int, bytes]]:
+def _sub_options(value: Any) -> list[tuple[int, OptionValue]]:
     if not isinstance(value, dict):
         raise ValueError("must be a table of sub-option codes, e.g. {1 = \"http://...\"}")
-    out: list[tuple[int, bytes]] = []
+    out: list[tuple[int, OptionValue]] = []
     for sub, subvalue in value.items():
         code = option_code(sub, 1, 65535)
         data = option_value(subvalue)
-        if len(data) > 65535:
+        if longest(data) > 65535:
             raise ValueError(f"sub-option {code} is longer than 65535 bytes")
         out.append((code, data))
     return out

@@ -49,23 +49,6 @@ class Interface:
                 return iface.ip
         return None
 
-    def expand(self, template: str, **extra: str) -> str:
-        """Fill ``{ipv4}`` / ``{ipv6}`` (and any ``extra``) into a URL template.
-
-        Unknown placeholders are left as they are, so Yealink's own ``$PN`` / ``$MAC`` and braces the template does
-        not know survive untouched.
-        """
-        values = {
-            "ipv4": str(self.first_ipv4 or ""),
-            "ipv6": str(self.first_global_ipv6 or self.link_local_ipv6 or ""),
-            "interface": self.name,
-            **extra,
-        }
-        out = template
-        for key, value in values.items():
-            out = out.replace("{" + key + "}", value)
-        return out
-
 
 def _attr(msg: Any, name: str) -> Any:
     return msg.get_attr(name)

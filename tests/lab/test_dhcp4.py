@@ -353,3 +353,22 @@ def test_reply_addressing_on_the_wire(lab: Lab, workdir: Path) -> None:
     assert seen[("5", "02:40:00:00:00:02")] == ("255.255.255.255", "ff:ff:ff:ff:ff:ff")
     assert seen[("6", "02:40:00:00:00:03")] == ("255.255.255.255", "ff:ff:ff:ff:ff:ff")  # NAK broadcast
     app.stop()
+
+
+def test_default_option_66_reaches_dhclient_expanded(lab: Lab, workdir: Path) -> None:
+    """No 66 under [dhcp4.options]: it is server.url ("tftp://{ipv4}/"), expanded from the interface, as dhclient
+    receives it; a custom option's template too (issue #8 item 2)."""
+    require_tools("dhclient")
+    config = CONFIG.replace('66 = "tftp://10.77.0.1/boot/"\n', "").replace('160 = "http://10.77.0.1/p160/"',
+                                                                          '160 = "http://{ipv4}/p160/"')
+    assert "66 =" not in config and 'url = "tftp://{ipv4}/"' in config
+    node = lab.add_appliance()
+    app = Appliance(node, workdir, config)
+    app.start()
+    checked = app.cli("check-config", "--config", str(app.config))
+    assert checked.returncode == 0 and "tftp://10.77.0.1/  (tftp://{ipv4}/)" in checked.stdout, checked.stdout
+    phone = lab.add_phone(mac="02:10:00:00:00:66")
+    got = Dhclient(phone, workdir, "d66", DHCLIENT_CONF).obtain()
+    assert got["new_tftp_server_name"] == "tftp://10.77.0.1/"
+    assert got["new_custom_160"] == "http://10.77.0.1/p160/"
+    app.stop()

@@ -40,7 +40,7 @@ def settings(body: str = "") -> Dhcp6Settings:
 
 
 def server(body: str = "", leases: list[Lease6] | None = None) -> Dhcp6Server:
-    return Dhcp6Server(settings(body), SERVER_DUID, leases or [], expand=lambda t: t.replace("{ipv6}", "fd77::1"),
+    return Dhcp6Server(settings(body), SERVER_DUID, leases or [], variables={"ipv6": "fd77::1"},
                        link_prefixes=[IPv6Network("fd77::/64")])
 
 
