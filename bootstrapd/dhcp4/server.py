@@ -33,7 +33,9 @@ BROADCAST = "255.255.255.255"
 class Reply:
     data: bytes | None  # None: nothing to send (RELEASE, DECLINE), only leases to commit
     destination: tuple[str, int] = (BROADCAST, CLIENT_PORT)
-    neighbour: tuple[IPv4Address, bytes] | None = None  # ARP entry the unicast needs first
+    # RFC 2131 4.1 unicast to a client without an address: the MAC (chaddr) to frame the datagram for, since the
+    # kernel could not resolve yiaddr (see net.ethernet). None: an ordinary UDP send to ``destination``.
+    link: bytes | None = None
     commit: list[Lease4] = field(default_factory=list)
     event: dict[str, Any] = field(default_factory=dict)
 
@@ -54,7 +56,8 @@ def client_key(mac: bytes, client_id: bytes | None) -> bytes:
 
 class Dhcp4Server:
     def __init__(self, settings: Dhcp4Settings, server_ip: IPv4Address, network: IPv4Network,
-                 leases: Iterable[Lease4] = (), *, variables: Mapping[str, str] | None = None) -> None:
+                 leases: Iterable[Lease4] = (), *, variables: Mapping[str, str] | None = None,
+                 mtu: int = 1500) -> None:
         self.server_ip = server_ip
         self.server_id = server_ip.packed
         self.network = network
@@ -62,6 +65,7 @@ class Dhcp4Server:
         self._netaddr = int(network.network_address)
         self.pool = Pool(int(settings.range_start), int(settings.range_end))
         self.stats: dict[str, int] = {}
+        self.mtu = mtu  # replies never exceed it, whatever the client's option 57 says (unicast frames cannot)
         # The values of the URL-template placeholders ({ipv4} …, see bootstrapd.urltemplates), from the interface.
         self.variables: dict[str, str] = dict(variables) if variables is not None else {"ipv4": str(server_ip)}
         self.configure(settings)
@@ -269,7 +273,7 @@ class Dhcp4Server:
             reply.flags |= codec.BROADCAST_FLAG  # the relay must broadcast a NAK on the client's segment
         else:
             destination = (BROADCAST, CLIENT_PORT)  # RFC 2131 4.1: NAK broadcast when giaddr is 0
-        data = codec.encode(reply, max_size=packet.max_size(), last=self._relay_info(packet))
+        data = codec.encode(reply, max_size=min(packet.max_size(), self.mtu), last=self._relay_info(packet))
         return Reply(data, destination,
                      event={"type": "NAK", "mac": format_mac(info.mac), "reason": why, "classes": info.classes})
 
@@ -335,8 +339,9 @@ class Dhcp4Server:
             if kind == codec.ACK:
                 reply.ciaddr = packet.ciaddr
         reply.options = options
-        data = codec.encode(reply, max_size=packet.max_size(), last=self._relay_info(packet), wire=configured.wire)
-        destination, neighbour = self._destination(packet, address, source)
+        data = codec.encode(reply, max_size=min(packet.max_size(), self.mtu), last=self._relay_info(packet),
+                            wire=configured.wire)
+        destination, link = self._destination(packet, address, source)
         event = {
             "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
             "request": codec.TYPE_NAMES.get(packet.msg_type(), "?"),
@@ -346,10 +351,10 @@ class Dhcp4Server:
             "vendor_class": info.vendor_class,
             "options": configured.codes,
         }
-        return Reply(data, destination, neighbour, event=event)
+        return Reply(data, destination, link, event=event)
 
     def _destination(self, packet: Packet, address: int | None,
-                     source: tuple[str, int] | None) -> tuple[tuple[str, int], tuple[IPv4Address, bytes] | None]:
+                     source: tuple[str, int] | None) -> tuple[tuple[str, int], bytes | None]:
         """RFC 2131 4.1: relay, then ciaddr, then the broadcast flag, else unicast to yiaddr at chaddr."""
         if packet.giaddr != codec.ZERO:
             return (codec.ntoa(packet.giaddr), SERVER_PORT), None
@@ -362,8 +367,7 @@ class Dhcp4Server:
             return (BROADCAST, CLIENT_PORT), None
         if packet.broadcast:
             return (BROADCAST, CLIENT_PORT), None
-        yiaddr = IPv4Address(address)
-        return (codec.ntoa(yiaddr.packed), CLIENT_PORT), (yiaddr, packet.mac)
+        return (codec.ntoa(address.to_bytes(4, "big")), CLIENT_PORT), packet.mac
 
     # -- introspection --------------------------------------------------------------------------------------------
     def lease_for(self, mac: bytes, client_id: bytes | None = None) -> Binding | None:

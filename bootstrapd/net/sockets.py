@@ -37,7 +37,7 @@ def udp_socket(
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # A boot storm arrives in bursts: ask for big buffers. The *FORCE variants pass net.core.rmem_max (with
-        # CAP_NET_ADMIN, which the daemon has for neighbour entries); without it, take what the kernel allows.
+        # CAP_NET_ADMIN, which the systemd unit grants); without it, take what the kernel allows.
         sizes = ((SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf), (SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf))
         for forced, plain, size in sizes:
             try:

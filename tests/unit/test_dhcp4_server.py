@@ -38,14 +38,18 @@ def test_dora_hands_out_an_address_with_every_configured_option() -> None:
     assert opts[160] == b"http://10.77.0.1/p/"
 
 
-def test_unicast_reply_needs_a_neighbour_entry_and_broadcast_flag_broadcasts() -> None:
+def test_unicast_reply_is_framed_for_chaddr_and_broadcast_flag_broadcasts() -> None:
+    """RFC 2131 4.1: no relay, no ciaddr, no broadcast flag: unicast to yiaddr at chaddr, as a frame we build (the
+    kernel cannot resolve yiaddr); the broadcast flag: a plain broadcast."""
     server = make_server()
     reply = server.handle(message(codec.DISCOVER, mac(1)), SRC, at(1000.0))
     assert reply is not None
     assert reply.destination == ("10.77.0.100", 68)
-    assert reply.neighbour == (IPv4Address("10.77.0.100"), mac(1))
+    assert reply.link == mac(1)
     reply = server.handle(message(codec.DISCOVER, mac(2), flags=codec.BROADCAST_FLAG), SRC, at(1000.0))
-    assert reply is not None and reply.destination == ("255.255.255.255", 68) and reply.neighbour is None
+    assert reply is not None and reply.destination == ("255.255.255.255", 68) and reply.link is None
+    relayed = server.handle(message(codec.DISCOVER, mac(3), giaddr="10.77.0.5"), ("10.77.0.5", 67), at(1000.0))
+    assert relayed is not None and relayed.destination == ("10.77.0.5", 67) and relayed.link is None
 
 
 def test_relay_gets_the_reply_on_port_67_with_option_82_last() -> None:
