@@ -67,6 +67,15 @@ class Dhcp4Service:
             kind = event.get("type", "")
             if kind == "exhausted":
                 _limited.warning("exhausted", "dhcp4 pool exhausted: no address to offer", mac=event.get("mac"))
+            elif kind == "reserved_in_use":
+                _limited.warning("reserved", "dhcp4: the address reserved for %s, %s, is held by another client: "
+                                 "none offered until that client's renewal is refused or its lease ends",
+                                 event.get("mac"), event.get("address"))
+            left_out = event.get("left_out")
+            if left_out:
+                _limited.warning("left_out", "dhcp4: option(s) %s left out of a %s to %s: they do not fit the "
+                                 "%d-byte reply (the client's option 57, else 576, and the MTU)",
+                                 ", ".join(map(str, left_out)), kind, event.get("mac"), event.get("max_size"))
             self.ctx.events.emit("dhcp4." + kind.lower(), **event)
         if reply.commit:
             self.ctx.store.commit_then(reply.commit, lambda: self._send(reply), self._commit_failed)

@@ -104,14 +104,19 @@ class Dhcp4Server:
         if settings.domain:
             base[codec.DOMAIN] = settings.domain.encode()
         base.update(render_map(settings.options, self.variables))
-        self.classifier = Classifier(settings.classes, base, self.variables)
+        # The boot file name goes in the BOOTP file field, and in option 67 to a client that asks for it.
+        on_request = {codec.BOOT_FILE: settings.boot_file.encode()} if settings.boot_file else {}
+        self.classifier = Classifier(settings.classes, base, self.variables, on_request)
+        self._host_sets: dict[tuple[bytes, tuple[str, ...]], OptionSet] = {}
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.lease_time = settings.lease_time
         self._timers = (
             settings.lease_time.to_bytes(4, "big"),
-            (settings.lease_time // 2).to_bytes(4, "big"),
-            (settings.lease_time * 7 // 8).to_bytes(4, "big"),
+            settings.renew_time.to_bytes(4, "big"),
+            settings.rebind_time.to_bytes(4, "big"),
         )
+        self.siaddr = settings.next_server.packed if settings.next_server else self.server_id
+        self.boot_file = settings.boot_file.encode().ljust(128, b"\0") if settings.boot_file else bytes(128)
 
     def _on_network(self, address: int) -> bool:
         return address & self._netmask == self._netaddr
@@ -140,7 +145,7 @@ class Dhcp4Server:
             mac=mac,
             key=client_key(mac, client_id),
             classes=classes,
-            vendor_class=sys.intern(vendor.decode("utf-8", "replace")) if vendor else None,
+            vendor_class=sys.intern(codec.printable(vendor, 255)) if vendor else None,
             hostname=packet.hostname(),
         )
         if kind == codec.DISCOVER:
@@ -160,15 +165,28 @@ class Dhcp4Server:
         return self.hosts.get(mac)
 
     def _may_have(self, address: int, info: _ClientInfo, now: Now) -> bool:
+        return self._refusal(address, info, now) is None
+
+    def _refusal(self, address: int, info: _ClientInfo, now: Now) -> str | None:
+        """Why ``info`` may not hold ``address`` (None: it may): the checks of a new binding, which a renewal,
+        a rebinding and an INIT-REBOOT pass too."""
+        if not self._on_network(address):
+            return "wrong network"
         host = self.hosts.get(info.mac)
         if host is not None and int(host.address) != address:
-            return False  # a client with a reservation gets that address and no other
+            return "this client has a reservation for another address"
         if not self.pool.can_take(info.mac, info.key, now):
-            return False  # this MAC already holds its share (rotating client identifiers, a DECLINE loop)
+            return "this client holds its share of addresses"  # rotating client identifiers, a DECLINE loop
         owner = self.reserved_for.get(address)
-        if owner is not None:
-            return owner == info.mac and self.pool.available(address, info.key, now)
-        return self.pool.in_range(address) and self.pool.available(address, info.key, now)
+        if owner is not None and owner != info.mac:
+            return "address reserved for another client"
+        if owner is None and not self.pool.in_range(address):
+            return "address outside the range"
+        if not self.pool.available(address, info.key, now):
+            holder = self.pool.holder(address)
+            return "address declined" if holder is not None and holder.state == DECLINED else \
+                "address held by another client"
+        return None
 
     def _choose(self, packet: Packet, info: _ClientInfo, now: Now) -> int | None:
         host = self._reservation(info.mac)
@@ -198,6 +216,13 @@ class Dhcp4Server:
             self._count("client_reclaimed")
         address = self._choose(packet, info, now)
         if address is None:
+            host = self._reservation(info.mac)
+            if host is not None:
+                # Its address is held by another client (the reservation is newer than that lease): that client's
+                # next renewal is refused, which frees the address; at the latest it is free when the lease ends.
+                self._count("reserved_in_use")
+                return Reply(None, event={"type": "reserved_in_use", "mac": format_mac(info.mac),
+                                          "address": str(host.address), "classes": info.classes})
             self._count("pool_exhausted")
             return Reply(None, event={"type": "exhausted", "mac": format_mac(info.mac), "classes": info.classes})
         current = self.pool.binding(info.key)
@@ -222,28 +247,26 @@ class Dhcp4Server:
                 raise Dhcp4Error("REQUEST in SELECTING state without a requested address")
             binding = self.pool.binding(info.key)
             if binding is None or binding.address != int(requested) or not self._may_have(int(requested), info, now):
-                return self._nak(packet, info, "offer expired or not yours")
+                return self._nak(packet, info, "offer expired or not yours", now)
             return self._ack(packet, info, int(requested), now)
         if requested is not None and ciaddr == 0:
-            # INIT-REBOOT: the client checks the address it remembers.
-            if not self._on_network(int(requested)):
-                return self._nak(packet, info, "wrong network") if self.settings.authoritative else None
-            if self._may_have(int(requested), info, now):
-                if self.pool.binding(info.key) is None and not self.settings.authoritative:
-                    return None  # RFC 2131 4.3.2: no record of the client, not authoritative: stay silent
-                return self._ack(packet, info, int(requested), now)
-            return self._nak(packet, info, "address not available") if self.settings.authoritative else None
-        if ciaddr != 0:
-            # RENEWING (unicast) or REBINDING (broadcast): extend the lease on ciaddr.
-            if not self._on_network(ciaddr):
-                return None
-            binding = self.pool.binding(info.key)
-            if binding is not None and binding.address == ciaddr and binding.state != DECLINED:
-                return self._ack(packet, info, ciaddr, now)
-            if self._may_have(ciaddr, info, now):
-                return self._ack(packet, info, ciaddr, now)  # a lease we do not know but nobody else holds
-            return self._nak(packet, info, "address held by another client")
-        raise Dhcp4Error("REQUEST with neither server id, requested address nor ciaddr")
+            address = int(requested)  # INIT-REBOOT: the client checks the address it remembers
+        elif ciaddr != 0:
+            address = ciaddr  # RENEWING (unicast to us) or REBINDING (broadcast): extend the lease on ciaddr
+        else:
+            raise Dhcp4Error("REQUEST with neither server id, requested address nor ciaddr")
+        # RFC 2131 4.3.2. Whether the address is still right for this client is decided by the same checks as a new
+        # binding: the subnet, the range or a reservation for this MAC, the reservation's owner, a decline, the
+        # MAC's share. We "know" a client we have a binding or a reservation for.
+        known = self.pool.binding(info.key) is not None or info.mac in self.hosts
+        why = self._refusal(address, info, now)
+        if why is None:
+            if not known and not self.settings.authoritative:
+                return None  # no record of the client: it may be another server's (MUST remain silent)
+            return self._ack(packet, info, address, now)  # authoritative: a lease nobody else holds is ours
+        if not known and not self.settings.authoritative:
+            return None  # another server's client (a REBINDING broadcast, say): not ours to refuse
+        return self._nak(packet, info, why, now)
 
     def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: Now) -> Reply:
         binding = self.pool.bind(info.key, address, ACTIVE, now.wall + self.lease_time, info.mac)
@@ -259,8 +282,17 @@ class Dhcp4Server:
         return Lease4(IPv4Address(binding.address), mac, client_id, binding.expires, binding.state, hostname,
                       vendor_class)
 
-    def _nak(self, packet: Packet, info: _ClientInfo, why: str) -> Reply:
+    def _nak(self, packet: Packet, info: _ClientInfo, why: str, now: Now) -> Reply:
         self._count("nak")
+        commit: list[Lease4] = []
+        binding = self.pool.binding(info.key)
+        asked = packet.requested_ip()
+        address = int(asked) if asked is not None else int.from_bytes(packet.ciaddr, "big")
+        if binding is not None and binding.state == ACTIVE and binding.address == address and address:
+            # The client must stop using the address now: free it at once (for its reservation's owner, say).
+            released = self.pool.release(info.key, address, now)
+            if released is not None:
+                commit.append(self._lease(released))
         reply = Packet(op=codec.BOOTREPLY, xid=packet.xid, flags=packet.flags, giaddr=packet.giaddr,
                        chaddr=packet.chaddr)
         reply.options = {codec.MESSAGE_TYPE: bytes((codec.NAK,)), codec.SERVER_ID: self.server_id,
@@ -273,8 +305,9 @@ class Dhcp4Server:
             reply.flags |= codec.BROADCAST_FLAG  # the relay must broadcast a NAK on the client's segment
         else:
             destination = (BROADCAST, CLIENT_PORT)  # RFC 2131 4.1: NAK broadcast when giaddr is 0
-        data = codec.encode(reply, max_size=min(packet.max_size(), self.mtu), last=self._relay_info(packet))
-        return Reply(data, destination,
+        data = codec.encode(reply, max_size=min(packet.max_size(), self.mtu),
+                            relay=packet.options.get(codec.RELAY_AGENT))
+        return Reply(data, destination, commit=commit,
                      event={"type": "NAK", "mac": format_mac(info.mac), "reason": why, "classes": info.classes})
 
     def _decline(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
@@ -307,10 +340,17 @@ class Dhcp4Server:
         return self._reply(packet, info, codec.ACK, None, source=source)
 
     # -- building replies -----------------------------------------------------------------------------------------
-    @staticmethod
-    def _relay_info(packet: Packet) -> tuple[int, bytes] | None:
-        value = packet.options.get(codec.RELAY_AGENT)
-        return (codec.RELAY_AGENT, value) if value is not None else None
+    def _option_set(self, info: _ClientInfo) -> OptionSet:
+        configured = self.classifier.options(info.classes)
+        host_options = self.host_options.get(info.mac)
+        if not host_options:
+            return configured
+        key = (info.mac, info.classes)
+        merged = self._host_sets.get(key)
+        if merged is None:
+            merged = OptionSet.of({**configured.options, **host_options}, configured.on_request)
+            self._host_sets[key] = merged  # bounded: hosts times the class combinations they come with
+        return merged
 
     def _reply(self, packet: Packet, info: _ClientInfo, kind: int, address: int | None,
                source: tuple[str, int] | None = None) -> Reply:
@@ -320,37 +360,40 @@ class Dhcp4Server:
             options[codec.LEASE_TIME] = lease
             options[codec.RENEWAL_TIME] = renew
             options[codec.REBINDING_TIME] = rebind
-        configured = self.classifier.options(info.classes)
         host = self._reservation(info.mac)
-        if host is not None:
-            host_options = self.host_options.get(info.mac)
-            if host_options:
-                configured = OptionSet.of({**configured.options, **host_options})
-            if host.hostname:
-                options[codec.HOSTNAME] = host.hostname.encode()
+        if host is not None and host.hostname:
+            options[codec.HOSTNAME] = host.hostname.encode()
         client_id = packet.options.get(codec.CLIENT_ID)
         if client_id is not None:
             options[codec.CLIENT_ID] = client_id  # RFC 6842: echoed unchanged
         reply = Packet(op=codec.BOOTREPLY, xid=packet.xid, flags=packet.flags, giaddr=packet.giaddr,
                        chaddr=packet.chaddr, ciaddr=packet.ciaddr if address is None else codec.ZERO,
-                       siaddr=self.server_id)
+                       siaddr=self.siaddr, file=self.boot_file)
         if address is not None:
             reply.yiaddr = address.to_bytes(4, "big")
             if kind == codec.ACK:
                 reply.ciaddr = packet.ciaddr
         reply.options = options
-        data = codec.encode(reply, max_size=min(packet.max_size(), self.mtu), last=self._relay_info(packet),
-                            wire=configured.wire)
+        ordered = self._option_set(info).ordered(packet.param_list())
+        limit = min(packet.max_size(), self.mtu)
+        data, left_out = codec.encode_reply(reply, max_size=limit, extra=ordered.items, extra_wire=ordered.wire,
+                                            relay=packet.options.get(codec.RELAY_AGENT))
         destination, link = self._destination(packet, address, source)
-        event = {
+        event: dict[str, Any] = {
             "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
             "request": codec.TYPE_NAMES.get(packet.msg_type(), "?"),
             "mac": format_mac(info.mac),
             "address": codec.ntoa(address.to_bytes(4, "big")) if address is not None else None,
             "classes": info.classes,
             "vendor_class": info.vendor_class,
-            "options": configured.codes,
+            "options": ordered.codes,
         }
+        if left_out:
+            # What the client does not get, and why: the event (and a rate-limited warning) say exactly.
+            self._count("options_left_out")
+            event["options"] = tuple(code for code in ordered.codes if code not in left_out)
+            event["left_out"] = left_out
+            event["max_size"] = limit
         return Reply(data, destination, link, event=event)
 
     def _destination(self, packet: Packet, address: int | None,

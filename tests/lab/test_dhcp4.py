@@ -372,3 +372,25 @@ def test_default_option_66_reaches_dhclient_expanded(lab: Lab, workdir: Path) ->
     assert got["new_tftp_server_name"] == "tftp://10.77.0.1/"
     assert got["new_custom_160"] == "http://10.77.0.1/p160/"
     app.stop()
+
+
+def test_options_that_cannot_fit_are_the_unrequested_ones_and_are_named(lab: Lab, workdir: Path) -> None:
+    """RFC 2132 9.8: what dhclient asks for comes first; with a 576-byte limit what does not fit anywhere is left
+    out, lowest priority first, and a warning names it (issue #8 item 3)."""
+    require_tools("dhclient")
+    urls = {code: f"http://10.77.0.1/{code}/{'q' * 90}" for code in (161, 162, 163, 164, 165)}
+    extra = "".join(f'{code} = "{url}"\n' for code, url in urls.items())
+    node = lab.add_appliance()
+    app = Appliance(node, workdir, CONFIG.replace("[dhcp4.options]\n", "[dhcp4.options]\n" + extra))
+    app.start()
+    phone = lab.add_phone(mac="02:10:00:00:00:58")
+    conf = "".join(f"option custom-{code} code {code} = text;\n" for code in urls)
+    conf += "send dhcp-max-message-size 576;\nrequest subnet-mask, routers, custom-165, custom-163;\n"
+    got = Dhclient(phone, workdir, "fit", conf).obtain()
+    assert got["new_custom_165"] == urls[165] and got["new_custom_163"] == urls[163]  # requested: delivered
+    missing = [code for code in (161, 162, 164) if f"new_custom_{code}" not in got]
+    assert missing, got  # 500 bytes of options cannot all fit 576
+    app.stop()
+    warning = re.search(r"option\(s\) ([\d, ]+) left out of a (OFFER|ACK)", app.log())
+    assert warning, app.log()[-3000:]
+    assert set(missing) <= {int(c) for c in warning.group(1).split(", ")}

@@ -70,7 +70,8 @@ def test_relay_from_another_subnet_is_refused() -> None:
         make_server().handle(message(codec.DISCOVER, mac(1), giaddr="192.0.2.1"), ("192.0.2.1", 67), at(1000.0))
 
 
-def test_option_82_is_dropped_when_it_does_not_fit_the_clients_max_size() -> None:
+def test_option_82_is_echoed_last_even_when_configured_options_must_yield_to_it() -> None:
+    """RFC 3046 2.2: the server SHALL echo option 82; its room is reserved, an unrequested option is left out."""
     server = make_server('[dhcp4.class.big]\nmac_prefix = ["02:00:00"]\n[dhcp4.class.big.options]\n'
                          f'224 = "{"x" * 200}"\n')
     agent = b"\x01\xf0" + b"a" * 240
@@ -79,7 +80,10 @@ def test_option_82_is_dropped_when_it_does_not_fit_the_clients_max_size() -> Non
                           ("10.77.0.5", 67), at(1000.0))
     assert reply is not None and reply.data is not None
     assert len(reply.data) <= 576 - 28
-    assert codec.RELAY_AGENT not in codec.decode(reply.data).options
+    packet = codec.decode(reply.data)
+    assert packet.options[codec.RELAY_AGENT] == agent
+    assert 224 not in packet.options
+    assert reply.event["left_out"] == (224,) and 224 not in reply.event["options"]
 
 
 def test_options_over_the_clients_max_size_overflow_into_file_and_sname() -> None:
