@@ -51,6 +51,9 @@ class Dhcp6Settings:
     force_bootfile_url: bool = False
     preferred_lifetime: int = 3600
     valid_lifetime: int = 7200
+    renew_time: int = 1800  # T1, the same in every IA
+    rebind_time: int = 2880  # T2
+    information_refresh_time: int = 3600  # option 32 in replies to Information-Request
     offer_time: int = 30
     decline_time: int = 600
     rapid_commit: bool = False
@@ -64,7 +67,7 @@ class Dhcp6Settings:
 
 
 # Options the server computes itself: configuring them under [dhcp6.options] would break the protocol.
-_RESERVED = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 18, 19, 20, 23, 24, 25, 26, 59, 79}
+_RESERVED = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 23, 24, 25, 26, 32, 59, 79}
 
 
 def load_options6(table: Table) -> OptionMap6:
@@ -127,6 +130,11 @@ def load_dhcp6(table: Table) -> Dhcp6Settings:
     valid = table.integer("valid_lifetime", max(7200, preferred), min=4, max=2**31)
     if valid < preferred:
         raise table.error("valid_lifetime", f"must be at least preferred_lifetime ({preferred})")
+    # RFC 8415 21.4: T1 <= T2, recommended 0.5 and 0.8 times the preferred lifetime.
+    renew = table.integer("renew_time", preferred // 2, min=1, max=valid)
+    rebind = table.integer("rebind_time", max(preferred * 4 // 5, renew), min=1, max=valid)
+    if rebind < renew:
+        raise table.error("rebind_time", f"must be at least renew_time ({renew})")
     domain = tuple(table.text_list("domain", []))
     try:
         encode_domains(list(domain))
@@ -143,6 +151,10 @@ def load_dhcp6(table: Table) -> Dhcp6Settings:
         force_bootfile_url=table.flag("force_bootfile_url", False),
         preferred_lifetime=preferred,
         valid_lifetime=valid,
+        renew_time=renew,
+        rebind_time=rebind,
+        # RFC 8415 21.23: at least IRT_MINIMUM (600 s); 0xFFFFFFFF means infinity.
+        information_refresh_time=table.integer("information_refresh_time", 3600, min=600, max=0xFFFFFFFF),
         offer_time=table.integer("offer_time", 30, min=1, max=600),
         decline_time=table.integer("decline_time", 600, min=1),
         rapid_commit=table.flag("rapid_commit", False),
