@@ -235,11 +235,7 @@ class IaNa:
     options: list[Option] = field(default_factory=list)  # anything else inside the IA
 
     def encode(self) -> bytes:
-        inner: list[Option] = [(OPT_IAADDR, a.encode()) for a in self.addresses]
-        if self.status is not None:
-            inner.append((OPT_STATUS_CODE, self.status.encode()))
-        inner.extend(self.options)
-        return _IA.pack(self.iaid, self.t1, self.t2) + encode_options(inner)
+        return _IA.pack(self.iaid, self.t1, self.t2) + _encode_ia_contents(self.addresses, self.status, self.options)
 
     @classmethod
     def decode(cls, data: bytes) -> IaNa:
@@ -249,6 +245,13 @@ class IaNa:
         ia = cls(iaid, t1, t2)
         ia.addresses, ia.status, ia.options = _ia_contents(data, _IA.size)
         return ia
+
+
+def _encode_ia_contents(addresses: list[IaAddress], status: StatusCode | None, others: list[Option]) -> bytes:
+    inner: list[Option] = [(OPT_IAADDR, a.encode()) for a in addresses]
+    if status is not None:
+        inner.append((OPT_STATUS_CODE, status.encode()))
+    return encode_options([*inner, *others])
 
 
 def _ia_contents(data: bytes, start: int) -> tuple[list[IaAddress], StatusCode | None, list[Option]]:
@@ -276,10 +279,7 @@ class IaTa:
     status: StatusCode | None = None
 
     def encode(self) -> bytes:
-        inner: list[Option] = [(OPT_IAADDR, a.encode()) for a in self.addresses]
-        if self.status is not None:
-            inner.append((OPT_STATUS_CODE, self.status.encode()))
-        return self.iaid.to_bytes(4, "big") + encode_options(inner)
+        return self.iaid.to_bytes(4, "big") + _encode_ia_contents(self.addresses, self.status, [])
 
     @classmethod
     def decode(cls, data: bytes) -> IaTa:

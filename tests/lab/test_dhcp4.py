@@ -269,20 +269,25 @@ def test_hostile_datagrams_then_a_normal_client_still_gets_a_lease(lab: Lab, app
     assert dropped and int(dropped.group(1)) > 5000, log[-2000:]
 
 
+def _small_dhclient(lab: Lab, workdir: Path, urls: dict[int, str], requested: str,
+                    mac: str) -> tuple[Appliance, dict[str, str]]:
+    """The appliance with text options ``urls``, and what a dhclient limited to 576 bytes asking for ``requested``
+    (and subnet mask, routers) receives."""
+    extra = "".join(f'{code} = "{url}"\n' for code, url in urls.items())
+    app = Appliance(lab.add_appliance(), workdir, CONFIG.replace("[dhcp4.options]\n", "[dhcp4.options]\n" + extra))
+    app.start()
+    conf = "".join(f"option custom-{code} code {code} = text;\n" for code in urls)
+    conf += f"send dhcp-max-message-size 576;\nrequest subnet-mask, routers, {requested};\n"
+    return app, Dhclient(lab.add_phone(mac=mac), workdir, f"small{mac[-2:]}", conf).obtain()
+
+
 def test_dhclient_with_a_576_byte_limit_gets_every_option_through_overload(lab: Lab, workdir: Path) -> None:
     """Long provisioning URLs do not fit a 576-byte reply: they arrive in the file/sname fields (option 52)."""
     require_tools("dhclient")
     urls = {code: f"http://10.77.0.1/provisioning/{code}/{'p' * 12}/" for code in (161, 162, 163, 164, 165)}
-    extra = "".join(f'{code} = "{url}"\n' for code, url in urls.items())
     # These alone, with the header and cookie, leave no room in 576 - 28 bytes for the other options.
     assert 240 + sum(2 + len(u) for u in urls.values()) + 90 > 576 - 28  # 90: options 53-59, 1, 3, 6, 66, 160
-    node = lab.add_appliance()
-    app = Appliance(node, workdir, CONFIG.replace("[dhcp4.options]\n", "[dhcp4.options]\n" + extra))
-    app.start()
-    phone = lab.add_phone(mac="02:10:00:00:00:57")
-    conf = "".join(f"option custom-{code} code {code} = text;\n" for code in urls)
-    conf += "send dhcp-max-message-size 576;\nrequest subnet-mask, routers, tftp-server-name;\n"
-    got = Dhclient(phone, workdir, "small", conf).obtain()
+    app, got = _small_dhclient(lab, workdir, urls, "tftp-server-name", "02:10:00:00:00:57")
     assert in_range(got["new_ip_address"])
     for code, url in urls.items():
         assert got[f"new_custom_{code}"] == url
@@ -379,14 +384,7 @@ def test_options_that_cannot_fit_are_the_unrequested_ones_and_are_named(lab: Lab
     out, lowest priority first, and a warning names it (issue #8 item 3)."""
     require_tools("dhclient")
     urls = {code: f"http://10.77.0.1/{code}/{'q' * 90}" for code in (161, 162, 163, 164, 165)}
-    extra = "".join(f'{code} = "{url}"\n' for code, url in urls.items())
-    node = lab.add_appliance()
-    app = Appliance(node, workdir, CONFIG.replace("[dhcp4.options]\n", "[dhcp4.options]\n" + extra))
-    app.start()
-    phone = lab.add_phone(mac="02:10:00:00:00:58")
-    conf = "".join(f"option custom-{code} code {code} = text;\n" for code in urls)
-    conf += "send dhcp-max-message-size 576;\nrequest subnet-mask, routers, custom-165, custom-163;\n"
-    got = Dhclient(phone, workdir, "fit", conf).obtain()
+    app, got = _small_dhclient(lab, workdir, urls, "custom-165, custom-163", "02:10:00:00:00:58")
     assert got["new_custom_165"] == urls[165] and got["new_custom_163"] == urls[163]  # requested: delivered
     missing = [code for code in (161, 162, 164) if f"new_custom_{code}" not in got]
     assert missing, got  # 500 bytes of options cannot all fit 576

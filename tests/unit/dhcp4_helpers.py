@@ -13,7 +13,7 @@ from tests.unit.clock_helpers import at
 SERVER = IPv4Address("10.77.0.1")
 NETWORK = IPv4Network("10.77.0.0/24")
 
-BASE = """
+WITHOUT_OPTIONS = """
 [server]
 interface = "eth1"
 [dhcp4]
@@ -22,7 +22,8 @@ router = "10.77.0.1"
 dns = ["10.77.0.1", "10.77.0.2"]
 rate_limit = 1000.0
 rate_burst = 1000
-[dhcp4.options]
+"""
+BASE = WITHOUT_OPTIONS + """[dhcp4.options]
 66 = "tftp://10.77.0.1/"
 160 = "http://10.77.0.1/p/"
 """

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bootstrapd.dhcp4 import codec
 from bootstrapd.dhcp4.codec import Packet
 from tests.unit.clock_helpers import at
-from tests.unit.dhcp4_helpers import mac, make_server, message
+from tests.unit.dhcp4_helpers import WITHOUT_OPTIONS, mac, make_server, message
 
 SRC = ("0.0.0.0", 68)
 
@@ -36,22 +36,10 @@ def fields(data: bytes) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]
     return tlvs(data[240:]), tlvs(data[108:236]), tlvs(data[44:108])
 
 
-BASE = """
-[server]
-interface = "eth1"
-[dhcp4]
-range = "10.77.0.100-10.77.0.103"
-router = "10.77.0.1"
-dns = ["10.77.0.1", "10.77.0.2"]
-rate_limit = 1000.0
-rate_burst = 1000
-"""
-
-
 def offer(configured: str, *, keys: str = "", options: dict[int, bytes] | None = None,
           giaddr: str = "0.0.0.0") -> tuple[bytes, dict[str, Any]]:
     """The OFFER for a DISCOVER, with ``configured`` lines under [dhcp4.options] and ``keys`` under [dhcp4]."""
-    server = make_server(base=BASE + keys + '[dhcp4.options]\n66 = "tftp://10.77.0.1/"\n160 = "http://10.77.0.1/p/"\n'
+    server = make_server(base=WITHOUT_OPTIONS + keys + '[dhcp4.options]\n66 = "tftp://10.77.0.1/"\n160 = "http://10.77.0.1/p/"\n'
                          + configured)
     reply = server.handle(message(codec.DISCOVER, mac(1), options=options, giaddr=giaddr),
                           (giaddr, 67) if giaddr != "0.0.0.0" else SRC, at(1000.0))
