@@ -206,6 +206,7 @@ def decode(data: bytes) -> Packet:
 
 Option = tuple[int, bytes]
 _EMPTY_FILE, _EMPTY_SNAME = bytes(128), bytes(64)
+_FIXED = 28 + HEADER_SIZE + len(MAGIC) + 1  # IPv4 and UDP headers, the fixed header, the cookie, END
 
 
 def encode_options(options: dict[int, bytes] | Iterable[Option]) -> bytes:
@@ -247,12 +248,12 @@ def encode_reply(packet: Packet, *, max_size: int = 1500, extra: Sequence[Option
     left in one field is split across them (RFC 3396). What fits nowhere is left out, lowest priority first.
     """
     head = encode_options(packet.options)
-    body = extra_wire if extra_wire is not None else encode_options(extra)
-    relay_tlv = encode_options(((RELAY_AGENT, relay),)) if relay is not None else b""
-    room = max_size - 28 - HEADER_SIZE - len(MAGIC) - 1  # the options field, before its END
-    if len(head) + len(body) + len(relay_tlv) <= room:
+    body = extra_wire if extra_wire is not None else encode_options(extra) if extra else b""
+    relay_tlv = bytes((RELAY_AGENT, len(relay))) + relay if relay is not None and len(relay) <= 255 else \
+        encode_options(((RELAY_AGENT, relay),)) if relay is not None else b""
+    if len(head) + len(body) + len(relay_tlv) <= max_size - _FIXED:
         return _message(packet, head + body + relay_tlv, packet.file, packet.sname), ()
-    return _fitted(packet, [*packet.options.items(), *extra], relay_tlv, room)
+    return _fitted(packet, [*packet.options.items(), *extra], relay_tlv, max_size - _FIXED)
 
 
 def _fitted(packet: Packet, items: list[Option], relay_tlv: bytes, room: int) -> tuple[bytes, tuple[int, ...]]:

@@ -164,13 +164,10 @@ class Dhcp4Server:
     def _reservation(self, mac: bytes) -> Host4 | None:
         return self.hosts.get(mac)
 
-    def _may_have(self, address: int, info: _ClientInfo, now: Now) -> bool:
-        return self._refusal(address, info, now) is None
-
     def _refusal(self, address: int, info: _ClientInfo, now: Now) -> str | None:
         """Why ``info`` may not hold ``address`` (None: it may): the checks of a new binding, which a renewal,
-        a rebinding and an INIT-REBOOT pass too."""
-        if not self._on_network(address):
+        a rebinding and an INIT-REBOOT pass too. On the hot path (every SELECTING REQUEST): keep it lean."""
+        if address & self._netmask != self._netaddr:
             return "wrong network"
         host = self.hosts.get(info.mac)
         if host is not None and int(host.address) != address:
@@ -194,10 +191,10 @@ class Dhcp4Server:
             address = int(host.address)
             return address if self.pool.available(address, info.key, now) else None
         current = self.pool.binding(info.key)
-        if current is not None and current.state != DECLINED and self._may_have(current.address, info, now):
+        if current is not None and current.state != DECLINED and self._refusal(current.address, info, now) is None:
             return current.address
         wanted = packet.requested_ip()
-        if wanted is not None and self._may_have(int(wanted), info, now):
+        if wanted is not None and self._refusal(int(wanted), info, now) is None:
             return int(wanted)
         if not self.pool.can_take(info.mac, info.key, now):
             return None
@@ -246,9 +243,12 @@ class Dhcp4Server:
             if requested is None:
                 raise Dhcp4Error("REQUEST in SELECTING state without a requested address")
             binding = self.pool.binding(info.key)
-            if binding is None or binding.address != int(requested) or not self._may_have(int(requested), info, now):
-                return self._nak(packet, info, "offer expired or not yours", now)
-            return self._ack(packet, info, int(requested), now)
+            address = int(requested)
+            why = "offer expired or not yours" if binding is None or binding.address != address else \
+                self._refusal(address, info, now)
+            if why is not None:
+                return self._nak(packet, info, why, now)
+            return self._ack(packet, info, address, now)
         if requested is not None and ciaddr == 0:
             address = int(requested)  # INIT-REBOOT: the client checks the address it remembers
         elif ciaddr != 0:
@@ -340,8 +340,7 @@ class Dhcp4Server:
         return self._reply(packet, info, codec.ACK, None, source=source)
 
     # -- building replies -----------------------------------------------------------------------------------------
-    def _option_set(self, info: _ClientInfo) -> OptionSet:
-        configured = self.classifier.options(info.classes)
+    def _with_host_options(self, info: _ClientInfo, configured: OptionSet) -> OptionSet:
         host_options = self.host_options.get(info.mac)
         if not host_options:
             return configured
@@ -374,8 +373,13 @@ class Dhcp4Server:
             if kind == codec.ACK:
                 reply.ciaddr = packet.ciaddr
         reply.options = options
-        ordered = self._option_set(info).ordered(packet.param_list())
-        limit = min(packet.max_size(), self.mtu)
+        configured = self.classifier.options(info.classes)
+        if self.host_options:
+            configured = self._with_host_options(info, configured)
+        ordered = configured.ordered(packet.options.get(codec.PARAM_LIST, b""))
+        limit = packet.max_size()
+        if limit > self.mtu:
+            limit = self.mtu
         data, left_out = codec.encode_reply(reply, max_size=limit, extra=ordered.items, extra_wire=ordered.wire,
                                             relay=packet.options.get(codec.RELAY_AGENT))
         destination, link = self._destination(packet, address, source)
