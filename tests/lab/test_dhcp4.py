@@ -317,8 +317,8 @@ def test_inform_from_dhcping_gets_the_options_without_a_lease(lab: Lab, applianc
 
 
 def test_reply_addressing_on_the_wire(lab: Lab, workdir: Path) -> None:
-    """RFC 2131 4.1, seen by tshark on the appliance's interface: OFFER/ACK unicast to yiaddr at chaddr (a neighbour
-    entry, no broadcast) unless the client set the broadcast flag; a NAK broadcast."""
+    """RFC 2131 4.1, seen by tshark on the appliance's interface: OFFER/ACK unicast to yiaddr at chaddr (a frame
+    from the packet socket, no broadcast) unless the client set the broadcast flag; a NAK broadcast."""
     require_tools("tshark", "busybox")
     node = lab.add_appliance()
     app = Appliance(node, workdir, CONFIG)
