@@ -78,7 +78,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     for warning in settings.warnings:
         print(f"bootstrapd: warning: {warning}", file=sys.stderr)
-    print(f"{settings.file}: OK")
+    from bootstrapd.urlreport import print_check
+
+    print_check(settings, as_json=args.json)
     return 0
 
 
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config", "-c", required=True)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_check_config)
 
     leases = sub.add_parser("leases", help="list the leases")
@@ -187,6 +190,9 @@ def _register_extras() -> None:
     register_provisioning(_EXTRA)
     _EXTRA["hash-password"] = ("print the scrypt hash of a password (read from the terminal or one line of stdin) "
                                "for an [[auth]] entry", setup_hash_password)
+    from bootstrapd.sim.cli import register as register_sim
+
+    register_sim(_EXTRA)
     try:
         from bootstrapd.pnp.cli import setup_resync
     except ImportError:

@@ -16,6 +16,7 @@ from bootstrapd.http.routes import HttpRoutes
 from bootstrapd.leases.owners import LeaseOwners
 from bootstrapd.leases.store import LeaseStore
 from bootstrapd.net.interfaces import Interface
+from bootstrapd.urltemplates import interface_variables
 
 if TYPE_CHECKING:
     from bootstrapd.provisioning.resolver import Resolver
@@ -53,6 +54,11 @@ class Context:
     work: FileWork | None = None
     # Routes other modules (status page, API, /metrics) add to the HTTP service before it starts.
     http_routes: HttpRoutes = field(default_factory=HttpRoutes)
+
+    def url_variables(self) -> dict[str, str]:
+        """{ipv4}, {ipv6}, {interface} for every URL template a service hands out (bootstrapd.urltemplates)."""
+        settings = self.settings
+        return interface_variables(self.interface, settings.dhcp4.range_start, settings.dhcp6.range_start)
 
 
 ServiceFactory = Callable[[Context], Service]
