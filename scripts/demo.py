@@ -112,7 +112,7 @@ def real_http(node: Node, workdir: Path, own_mac: str, other_mac: str) -> list[t
     except (yealink_aes.AesError, UnicodeDecodeError) as exc:
         verdict = f"{status}, cannot decrypt: {exc}"
     lines.append((f"GET /{own_mac}.cfg", verdict))
-    lines.append(("  same bytes over TFTP and FTP", "yes" if cfg == by_tftp == by_ftp and cfg else "NO"))
+    lines.append(("  over TFTP and FTP", "the same bytes" if cfg == by_tftp == by_ftp and cfg else "DIFFERENT"))
     status, _ = get(f"http://10.77.0.1/{other_mac}.cfg")
     lines.append((f"GET /{other_mac}.cfg", f"{status}: another phone's file (provisioning.mac_files)"))
     return lines
