@@ -4,7 +4,8 @@
   socket per transfer (a new transfer ID each time, as phones do), its one timer re-armed on the core's deadline;
 - ``http://`` / ``https://``: aiohttp, one client session per phone bound to its address, with the User-Agent a
   Yealink sends (model, firmware, MAC) and the credentials of the URL or of the phone's settings;
-- ``ftp://``: aioftp, a login per file (anonymous unless the URL or the phone's settings give a user).
+- ``ftp://``: aioftp, a login per file (anonymous unless the URL or the phone's settings give a user), its control
+  and passive data connections from the phone's address.
 
 Every transfer ends in a :class:`~bootstrapd.sim.result.Result`; nothing here raises for what a server does.
 """
@@ -206,7 +207,12 @@ class Transports:
         password = unquote(parts.password) if parts.password else link.preset.get(PASSWORD, "")
         try:
             async with asyncio.timeout(self.limits.http_timeout):
-                client = aioftp.Client(socket_timeout=self.limits.http_timeout)
+                # Control and passive data connections from the phone's own address (aioftp passes local_addr on
+                # to asyncio.open_connection): the server's per-client rules and the MAC-file rule see the phone.
+                v6 = ":" in host
+                local = link.address6 if v6 else link.address
+                extra = {"local_addr": (local, 0)} if local else {}
+                client = aioftp.Client(socket_timeout=self.limits.http_timeout, **extra)
                 await client.connect(host, port)
                 try:
                     await client.login(user, password)

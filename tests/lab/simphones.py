@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from tests.lab.netns import Lab, Node
 
@@ -77,3 +79,37 @@ def events(log: str, kind: str) -> list[dict[str, Any]]:
         if record.get("event") == kind:
             out.append(record)
     return out
+
+
+def _ok(kind: str, event: dict[str, Any]) -> bool:
+    if kind == "tftp.transfer":
+        return bool(event["outcome"] == "ok")
+    if kind == "http.request":
+        return bool(200 <= int(event["status"]) < 300)
+    return bool(event["outcome"] in ("served", "stored"))
+
+
+def served(log: str) -> Counter[tuple[str, str, str, bool]]:
+    """What the daemon says it served or stored, per protocol: (scheme, client address, file, succeeded)."""
+    out: Counter[tuple[str, str, str, bool]] = Counter()
+    for kind, scheme, name in (("tftp.transfer", "tftp", "file"), ("http.request", "http", "path"),
+                               ("ftp.transfer", "ftp", "file")):
+        for event in events(log, kind):
+            out[(scheme, event["client"], unquote(event[name]).lstrip("/"), _ok(kind, event))] += 1
+    return out
+
+
+def fetched(*boots: list[dict[str, Any]]) -> Counter[tuple[str, str, str, bool]]:
+    """What the phones say they fetched or uploaded, in the same form as :func:`served` (IPv4 URLs)."""
+    out: Counter[tuple[str, str, str, bool]] = Counter()
+    for records in boots:
+        for record in records:
+            for transfer in record["transfers"]:
+                parts = urlsplit(transfer["url"])
+                out[(parts.scheme, record["address"], unquote(parts.path).lstrip("/"), transfer["status"] == "ok")] += 1
+    return out
+
+
+def retried(*boots: list[dict[str, Any]]) -> bool:
+    """Whether any phone sent a request again (a retransmitted request may start a second transfer on the server)."""
+    return any(t["retries"] for records in boots for r in records for t in r["transfers"])

@@ -10,22 +10,24 @@ import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.lab.appliance import Appliance
 from tests.lab.netns import Lab
-from tests.lab.simphones import add_sim_node, events, explained, inventory, lab_macs, run_sim
+from tests.lab.simphones import add_sim_node, events, explained, fetched, inventory, lab_macs, retried, run_sim, served
 
 REPO = Path(__file__).resolve().parents[2]
 TREE = REPO / "configs" / "tree"
+PROBE = "10.77.0.21"  # a client that holds no lease
 
 CONFIG = """
 [server]
 interface = "eth1"
 root = "{root}"
 state_dir = "@STATE@"
-url = "tftp://{{ipv4}}/"
+url = "{scheme}://{{ipv4}}/"
 
 [dhcp4]
 enabled = true
@@ -37,11 +39,19 @@ rate_burst = 1000
 
 [pnp]
 enabled = true
-url = "tftp://{{ipv4}}/"
+url = "{scheme}://{{ipv4}}/"
 {pnp_extra}
 
 [tftp]
 enabled = true
+
+[http]
+enabled = true
+
+[ftp]
+enabled = true
+passive_ports = "30000-30199"
+{extra}
 
 [provisioning]
 inventory = "{inventory}"
@@ -51,10 +61,11 @@ mac = true
 """
 
 
-def start(lab: Lab, workdir: Path, phones: list[tuple[str, str]], *, root: Path = TREE, dhcp_extra: str = "",
-          pnp_extra: str = "") -> Appliance:
+def start(lab: Lab, workdir: Path, phones: list[tuple[str, str]], *, root: Path = TREE, scheme: str = "tftp",
+          dhcp_extra: str = "", pnp_extra: str = "", extra: str = "") -> Appliance:
     inv = inventory(workdir / "phones.csv", phones)
-    text = CONFIG.format(root=root, inventory=inv, dhcp_extra=dhcp_extra, pnp_extra=pnp_extra)
+    text = CONFIG.format(root=root, inventory=inv, scheme=scheme, dhcp_extra=dhcp_extra, pnp_extra=pnp_extra,
+                         extra=extra)
     app = Appliance(lab.add_appliance(), workdir, text)
     app.start("--log-format", "json", "--debug")
     return app
@@ -64,18 +75,38 @@ def tftp_name(url: str) -> str:
     return url.split("://", 1)[1].split("/", 1)[1]
 
 
+def agrees_with_the_server(log: str, *boots: list[dict[str, Any]]) -> None:
+    """The daemon served (per protocol, per client address, per file) exactly what the phones say they fetched."""
+    phones = {r["address"] for records in boots for r in records}
+    theirs = Counter({key: n for key, n in served(log).items() if key[1] in phones})
+    ours = fetched(*boots)
+    if not retried(*boots):
+        assert theirs == ours
+    else:  # a request sent again may reach the server twice: every phone's transfer is still there
+        assert set(ours) <= set(theirs)
+
+
 @pytest.mark.lab
-def test_100_phones_over_tftp_agree_with_explain_and_with_the_server(lab: Lab, workdir: Path) -> None:
-    phones = lab_macs(100)
-    app = start(lab, workdir, phones)
+@pytest.mark.parametrize(("scheme", "count"), [("tftp", 100), ("http", 100), ("ftp", 30)])
+def test_phones_agree_with_explain_and_with_the_server(lab: Lab, workdir: Path, scheme: str, count: int) -> None:
+    """100 phones over TFTP and over HTTP, 30 over FTP (the example tree's resource files stay on TFTP): each one
+    provisioned from its own leased address, its own <mac>.cfg under the MAC-file owner rule (on by default with
+    DHCP), twice (the second boot's MD5 check finds nothing changed)."""
+    phones = lab_macs(count)
+    app = start(lab, workdir, phones, scheme=scheme)
     sim = add_sim_node(lab)
-    result, doc = run_sim(sim, workdir, "--count", "100", "--inventory", str(workdir / "phones.csv"),
+    result, doc = run_sim(sim, workdir, "--count", str(count), "--inventory", str(workdir / "phones.csv"),
                           "--boots", "2", "--show-secrets", "--timeout", "300")
+    if scheme == "http":  # the rule is on: another address asking for a phone's own file is refused
+        other = lab.add_phone(ipv4=f"{PROBE}/24")
+        refused = other.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                             f"http://10.77.0.1/{phones[0][0]}.cfg"])
+        assert refused.stdout == "403", refused
     app.stop()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     first, second = doc["boots"]
     records: list[dict[str, Any]] = first["phones"]
-    assert first["summary"]["provisioned"] == 100 and first["summary"]["failed"] == 0
+    assert first["summary"]["provisioned"] == count and first["summary"]["failed"] == 0
     assert {r["mac"] for r in records} == {mac for mac, _ in phones}
 
     # Each phone's configuration is what explain says for it (the encrypted <mac>.cfg decrypted included).
@@ -83,33 +114,42 @@ def test_100_phones_over_tftp_agree_with_explain_and_with_the_server(lab: Lab, w
     for record in records:
         assert record["configuration"] == expected[record["mac"]], record["mac"]
         assert record["configuration"]["account.1.password"].startswith("pw-Secret-")
-        assert record["url_source"] == "PnP (SIP NOTIFY)"
-        assert [t["kind"] for t in record["transfers"]].count("key") == 1  # <mac>_Security.enc
+        assert record["url_source"] == "PnP (SIP NOTIFY)" and record["url"] == f"{scheme}://10.77.0.1/"
+        kinds = Counter((urlsplit(t["url"]).scheme, t["kind"]) for t in record["transfers"] if t["status"] == "ok")
+        assert kinds[(scheme, "key")] == 1  # <mac>_Security.enc
+        assert kinds[(scheme, "cfg")] == 4 and kinds[(scheme, "boot")] == 1  # model CFG, sip, features, <mac>.cfg
+        assert kinds[("tftp", "resource")] == 2  # AutoDST.xml and contacts.xml: tftp:// URLs in the tree
 
-    # The server saw 100 distinct clients, each at its own leased address, and served exactly what they fetched.
+    # The server saw `count` distinct clients, each at its own leased address, and served exactly what they fetched.
     log = app.log()
-    acks = events(log, "dhcp4.ack")
     by_mac = {r["mac"]: r["address"] for r in records}
-    assert len({r["address"] for r in records}) == 100
-    leased = {e["mac"].replace(":", ""): e["address"] for e in acks}
+    assert len(set(by_mac.values())) == count
+    leased = {e["mac"].replace(":", ""): e["address"] for e in events(log, "dhcp4.ack")}
     assert leased == by_mac
     answers = events(log, "pnp.answer")
     assert Counter(e["ip"] for e in answers) == Counter(r["address"] for r in second["phones"] + records)
-    served = Counter((e["client"], e["file"], e["outcome"] == "ok") for e in events(log, "tftp.transfer"))
-    fetched = Counter((r["address"], tftp_name(t["url"]), t["status"] == "ok")
-                      for boot in (records, second["phones"]) for r in boot for t in r["transfers"])
-    if not any(t["retries"] for boot in (records, second["phones"]) for r in boot for t in r["transfers"]):
-        assert served == fetched
-    else:  # a retransmitted RRQ may start a second transfer on the server: every phone's file is still there
-        assert set(fetched) <= set(served)
-    assert sum(1 for e in events(log, "tftp.transfer") if e["outcome"] == "ok") >= 100 * 8
+    agrees_with_the_server(log, records, second["phones"])
+    # Each phone's own files went to that phone's address (and, over HTTP, to its own User-Agent's MAC).
+    theirs = served(log)
+    for mac, address in by_mac.items():
+        for name in (f"{mac}.cfg", f"{mac}_Security.enc"):
+            assert theirs[(scheme, address, name, True)] == 2, (mac, name)
+    if scheme == "http":
+        [probe] = [e for e in events(log, "http.request") if e["client"] == PROBE]
+        assert probe["outcome"] == "not_owner" and probe["status"] == 403
+    for event in events(log, "http.request"):
+        if event["client"] == PROBE:
+            continue
+        assert event["mac"].replace(":", "") == next(m for m, a in by_mac.items() if a == event["client"])
+    if scheme == "http":
+        assert sum(1 for e in events(log, "http.request") if e["status"] == 200) >= count * 2 * 6  # boot, 4 CFG, key
 
     # The lease store agrees too: one active lease per phone, at the address the phone used.
     stored = json.loads(app.cli("leases", "--config", str(app.config), "--json").stdout)["dhcp4"]
     assert {lease["mac"].replace(":", ""): lease["address"] for lease in stored} == by_mac
 
     # Second boot: the same addresses, and the MD5 check finds every CFG file unchanged.
-    assert second["summary"]["provisioned"] == 100 and second["summary"]["not_updated"] == 100
+    assert second["summary"]["provisioned"] == count and second["summary"]["not_updated"] == count
     assert {r["mac"]: r["address"] for r in second["phones"]} == by_mac
     assert all(r["updated"] is False for r in second["phones"])
 
