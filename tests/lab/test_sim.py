@@ -55,6 +55,7 @@ passive_ports = "30000-30199"
 
 [provisioning]
 inventory = "{inventory}"
+{provisioning_extra}
 
 [provisioning.encrypt]
 mac = true
@@ -62,10 +63,10 @@ mac = true
 
 
 def start(lab: Lab, workdir: Path, phones: list[tuple[str, str]], *, root: Path = TREE, scheme: str = "tftp",
-          dhcp_extra: str = "", pnp_extra: str = "", extra: str = "") -> Appliance:
+          dhcp_extra: str = "", pnp_extra: str = "", extra: str = "", provisioning_extra: str = "") -> Appliance:
     inv = inventory(workdir / "phones.csv", phones)
     text = CONFIG.format(root=root, inventory=inv, scheme=scheme, dhcp_extra=dhcp_extra, pnp_extra=pnp_extra,
-                         extra=extra)
+                         extra=extra, provisioning_extra=provisioning_extra)
     app = Appliance(lab.add_appliance(), workdir, text)
     app.start("--log-format", "json", "--debug")
     return app
