@@ -25,12 +25,12 @@ import random
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from bootstrapd.provisioning import discovery
 from bootstrapd.provisioning.discovery import UrlSource
-from bootstrapd.provisioning.explain import MASK, is_secret
 from bootstrapd.provisioning.phone import SYNC, Kind, Outcome, Phone, Session
+from bootstrapd.redact import MASK, is_secret, mask_url
 from bootstrapd.sim import result as results
 from bootstrapd.sim.dhcp4 import Dhcp4Client, Lease
 from bootstrapd.sim.dhcp6 import Dhcp6Client
@@ -102,18 +102,6 @@ Action = SendDhcp | SendDhcp6 | Configure | SendSip | Get | Put
 
 # Model findings that mean the phone did not get the configuration it was meant to have.
 FAILING_FINDINGS = ("include-missing", "no-key", "bad-encryption", "bad-key-file", "missing-header")
-
-
-def mask_url(url: str) -> str:
-    """A URL with the password of its user information replaced (URLs end up in reports and logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))
 
 
 def short(url: str) -> str:

@@ -211,8 +211,10 @@ class Transports:
                 # to asyncio.open_connection): the server's per-client rules and the MAC-file rule see the phone.
                 v6 = ":" in host
                 local = link.address6 if v6 else link.address
-                extra = {"local_addr": (local, 0)} if local else {}
-                client = aioftp.Client(socket_timeout=self.limits.http_timeout, **extra)
+                if local:
+                    client = aioftp.Client(socket_timeout=self.limits.http_timeout, local_addr=(local, 0))
+                else:
+                    client = aioftp.Client(socket_timeout=self.limits.http_timeout)
                 await client.connect(host, port)
                 try:
                     await client.login(user, password)

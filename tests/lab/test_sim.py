@@ -163,40 +163,89 @@ include:config "$MAC.cfg"
 """
 
 
+FLOOR3_BOOT = '#!version:1.0.0.1\ninclude:config "../sip.cfg"\ninclude:config "account.cfg"\n'
+FAILING_RULES = """
+[[pnp.rule]]
+model = "T48U"
+refuse = true
+
+[[pnp.rule]]
+model = "T57W"
+url = "http://floor3:wrong-Secret@{ipv4}/floor3/"
+
+[[pnp.rule]]
+model = "T53W"
+url = "http://floor3:floor3-Secret@{ipv4}/floor3/"
+"""
+FAILING_AUTH = """
+[[auth]]
+path = "/floor3/"
+user = "floor3"
+password = "{hashed}"
+"""
+
+
 @pytest.mark.lab
-def test_phones_that_cannot_be_provisioned_are_reported_with_the_reason(lab: Lab, workdir: Path) -> None:
+@pytest.mark.parametrize("scheme", ["tftp", "http"])
+def test_phones_that_cannot_be_provisioned_are_reported_with_the_reason(lab: Lab, workdir: Path,
+                                                                         scheme: str) -> None:
+    """Over the scheme of the server's URL: a T54W misses an include, PnP refuses the T48U, a phone new to the
+    inventory has no <mac>.cfg; over HTTP whatever the scheme: the T57W's PnP URL has the wrong password for the
+    floor3 activation-code folder (401), the T53W's the right one (provisioned from the folder)."""
+    from bootstrapd.provisioning.auth import hash_password
+
     root = workdir / "tree"
     root.mkdir()
     for name in ("sip.cfg", "y000000000108.cfg", "{mac}.cfg.j2"):
         (root / name).write_bytes((TREE / name).read_bytes())
     (root / "y000000000000.boot").write_text(FAILING_BOOT)
-    phones = lab_macs(8)  # T46U, T54W, T48U in turn; a ninth phone (a new MAC) is not in the inventory
-    app = start(lab, workdir, phones, root=root,
-                dhcp_extra='[dhcp4.options]\n66 = ""', pnp_extra='[[pnp.rule]]\nmodel = "T48U"\nrefuse = true')
+    (root / "floor3").mkdir()
+    (root / "floor3" / "y000000000000.boot").write_text(FLOOR3_BOOT)
+    (root / "floor3" / "account.cfg").write_text("#!version:1.0.0.1\naccount.1.user_name = 3100\n")
+    # T46U, T54W, T48U, T57W, T53W in turn; an eleventh phone (a new MAC) is not in the inventory
+    phones = lab_macs(10, ("T46U", "T54W", "T48U", "T57W", "T53W"))
+    app = start(lab, workdir, phones, root=root, scheme=scheme, dhcp_extra='[dhcp4.options]\n66 = ""',
+                pnp_extra=FAILING_RULES, extra=FAILING_AUTH.format(hashed=hash_password("floor3-Secret", n=1024)))
     sim = add_sim_node(lab)
-    result, doc = run_sim(sim, workdir, "--count", "9", "--inventory", str(workdir / "phones.csv"), "--models",
+    result, doc = run_sim(sim, workdir, "--count", "11", "--inventory", str(workdir / "phones.csv"), "--models",
                           "T46U", "--pnp-wait", "2", "--timeout", "120")
     app.stop()
     assert result.returncode == 1, result.stdout + result.stderr
     records = {r["mac"]: r for r in doc["boots"][0]["phones"]}
     reasons = {mac: records[mac]["failure"] for mac, _ in phones}
+    not_found = "TFTP error 1: file not found" if scheme == "tftp" else "HTTP 404 Not Found"
     for mac, model in phones:
-        if model == "T46U":
+        if model in ("T46U", "T53W"):
             assert reasons[mac] is None, reasons[mac]
         elif model == "T54W":
-            assert reasons[mac] == "t54w-extra.cfg not found (TFTP error 1: file not found)"
+            assert reasons[mac] == f"t54w-extra.cfg not found ({not_found})"
+        elif model == "T57W":
+            assert reasons[mac] == f"floor3/{mac}.boot: HTTP 401 Unauthorized"
         else:
             assert reasons[mac] == ("no provisioning URL (PnP (SIP NOTIFY): PnP: no answer to 3 SUBSCRIBEs in 2 s; "
                                     "DHCPv4 custom option: none configured (128-254 with a URL); DHCPv4 option 66: "
                                     "not sent to this phone; DHCPv4 option 43: not sent to this phone; "
                                     "DHCPv6 option 59: no DHCPv6 reply with option 59)")
+    for mac, model in phones:
+        if model == "T53W":
+            record = records[mac]
+            assert record["url"] == "http://floor3:********@10.77.0.1/floor3/"
+            assert record["configuration"]["account.1.user_name"] == "3100"
     [stray] = set(records) - {mac for mac, _ in phones}
     assert records[stray]["model"] == "T46U"
-    assert records[stray]["failure"] == f"{stray}.cfg not found (TFTP error 1: file not found)"
+    assert records[stray]["failure"] == f"{stray}.cfg not found ({not_found})"
     summary = doc["boots"][0]["summary"]
-    assert summary["provisioned"] == 3 and summary["failed"] == 6
-    assert "FAILED x3: t54w-extra.cfg not found" in result.stdout
+    assert summary["provisioned"] == 4 and summary["failed"] == 7
+    assert "FAILED x2: t54w-extra.cfg not found" in result.stdout
+    assert "FAILED x2: floor3/<mac>.boot: HTTP 401 Unauthorized" in result.stdout
     assert "FAILED x1: <mac>.cfg not found" in result.stdout
+    # The daemon's side of the 401s: refused for want of the folder's credentials, the password never logged.
+    log = app.log()
+    wrong = {records[mac]["address"] for mac, model in phones if model == "T57W"}
+    refused = [e for e in events(log, "http.request") if e["client"] in wrong]
+    assert refused and all(e["status"] == 401 for e in refused)
+    assert "wrong-Secret" not in log and "floor3-Secret" not in log
+    assert "wrong-Secret" not in result.stdout + result.stderr
 
 
 @pytest.mark.lab

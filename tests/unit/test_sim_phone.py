@@ -15,7 +15,7 @@ from bootstrapd.provisioning.models import Model, table
 from bootstrapd.provisioning.phone import Phone, run
 from bootstrapd.sim import result as results
 from bootstrapd.sim.identity import Identity
-from bootstrapd.sim.phone import Configure, Get, Options, Put, SendDhcp, SendSip, SimPhone, Stage, mask_url
+from bootstrapd.sim.phone import Configure, Get, Options, Put, SendDhcp, SendSip, SimPhone, Stage
 from bootstrapd.sim.result import Result
 from tests.unit.dhcp4_helpers import dora, mac, make_server
 
@@ -250,11 +250,6 @@ def test_dhcp_only_stops_at_the_ack() -> None:
     phone = world.boot(sim_phone(Options(dhcp_only=True)))
     assert phone.stage is Stage.PROVISIONED and phone.lease is not None and world.requests == []
     assert phone.stage_times() == {"dhcp": phone.times["bound"] - phone.times["power_on"]}
-
-
-def test_mask_url() -> None:
-    assert mask_url("http://u:p@h/x") == "http://u:********@h/x"
-    assert mask_url("tftp://h/x") == "tftp://h/x"
 
 
 def test_a_url_option_terminated_by_a_nul_is_read_as_the_url() -> None:
