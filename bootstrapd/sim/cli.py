@@ -58,7 +58,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     options = Options(pnp=not args.no_pnp, dhcp6=args.dhcp6, pnp_wait=args.pnp_wait, dhcp_only=args.dhcp_only,
                       custom_option=args.custom_option, flash_url=args.flash_url,
                       broadcast_flag=args.broadcast_flag, tftp_timeout=args.tftp_timeout,
-                      tftp_tries=args.tftp_tries, local_cfg=args.local_cfg)
+                      tftp_tries=args.tftp_tries, local_cfg=args.local_cfg, init_reboot=not args.no_init_reboot)
     plan = Plan(identities, options, spread=args.spread, timeout=args.timeout, boots=args.boots, seed=args.seed,
                 limits=Limits(tftp_timeout=args.tftp_timeout, tftp_tries=args.tftp_tries, ssl_context=context),
                 keep_addresses=args.keep_addresses)
@@ -128,7 +128,9 @@ def setup_sim(p: argparse.ArgumentParser) -> None:
                         "static.auto_provision.custom.sync = 1")
     p.add_argument("--broadcast-flag", action="store_true", help="set the DHCP broadcast flag")
     p.add_argument("--boots", type=int, default=1, choices=(1, 2),
-                   help="2: boot again after provisioning (the MD5 check skips unchanged files)")
+                   help="2: boot again after provisioning (INIT-REBOOT for the address, the MD5 check)")
+    p.add_argument("--no-init-reboot", action="store_true",
+                   help="on the second boot, DISCOVER again instead of asking for the last address")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a phone still running fails (120)")
     p.add_argument("--tftp-timeout", type=float, default=5.0, help="seconds before a TFTP packet is sent again (5)")
     p.add_argument("--tftp-tries", type=int, default=5, help="sends of one TFTP packet before giving up (5)")

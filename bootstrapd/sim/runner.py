@@ -170,6 +170,8 @@ class Runner:
             phone = SimPhone(identity, self.plan.options, random.Random(rng.getrandbits(64)))
             if before is not None and before.outcome is not None:
                 phone.last_md5 = before.outcome.cfg_md5()
+            if before is not None and before.lease is not None:
+                phone.previous_address = str(before.lease.address)
             self.phones.append(phone)
         self._by_xid.clear()
         self._by_xid6.clear()

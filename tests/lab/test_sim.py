@@ -149,9 +149,13 @@ def test_phones_agree_with_explain_and_with_the_server(lab: Lab, workdir: Path, 
     stored = json.loads(app.cli("leases", "--config", str(app.config), "--json").stdout)["dhcp4"]
     assert {lease["mac"].replace(":", ""): lease["address"] for lease in stored} == by_mac
 
-    # Second boot: the same addresses, and the MD5 check finds every CFG file unchanged.
+    # Second boot: each phone asks for its address again (INIT-REBOOT: one REQUEST, ACKed), and the MD5 check finds
+    # every CFG file unchanged.
     assert second["summary"]["provisioned"] == count and second["summary"]["not_updated"] == count
     assert {r["mac"]: r["address"] for r in second["phones"]} == by_mac
+    assert all(r["dhcp"]["init_reboot"] == "ack" for r in second["phones"])
+    assert all(r["dhcp"]["init_reboot"] is None for r in records)
+    assert Counter(e["mac"].replace(":", "") for e in events(log, "dhcp4.ack")) == Counter({m: 2 for m in by_mac})
     assert all(r["updated"] is False for r in second["phones"])
 
 

@@ -221,6 +221,23 @@ def test_second_boot_md5_check_completes_without_update_and_sees_a_change() -> N
     assert third.outcome is not None and third.outcome.updated
 
 
+def test_second_boot_asks_for_its_address_again_init_reboot() -> None:
+    world = World(TREE)
+    first = world.boot(sim_phone())
+    assert first.lease is not None and first.dhcp is not None and first.dhcp.init_reboot == ""
+    again = sim_phone()
+    again.previous_address = str(first.lease.address)
+    world.boot(again)  # the same server: it still holds the lease
+    assert again.stage is Stage.PROVISIONED and again.dhcp is not None and again.lease is not None
+    assert again.dhcp.init_reboot == "ack" and again.dhcp.sent == 1  # one REQUEST, no DISCOVER
+    assert again.lease.address == first.lease.address and again.record(0.0)["dhcp"]["init_reboot"] == "ack"
+    assert again.effective() == first.effective()
+    off = sim_phone(Options(init_reboot=False))
+    off.previous_address = str(first.lease.address)
+    world.boot(off)
+    assert off.dhcp is not None and off.dhcp.init_reboot == "" and off.dhcp.sent == 2  # DISCOVER, REQUEST
+
+
 def test_the_mac_local_file_is_uploaded_where_configured() -> None:
     tree = dict(TREE, **{"sip.cfg": TREE["sip.cfg"] + b"static.auto_provision.custom.sync = 1\n"})
     world = World(tree)
