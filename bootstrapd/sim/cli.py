@@ -47,8 +47,17 @@ def cmd_sim(args: argparse.Namespace) -> int:
         preset = _preset(args.set or [])
         identities = phones(args.count, models=args.models, inventory=Path(args.inventory) if args.inventory else None,
                             seed=args.seed, firmware=args.firmware, preset=preset)
+        if args.slice:
+            index, _, parts = args.slice.partition("/")
+            if not (index.isdigit() and parts.isdigit() and int(index) < int(parts)):
+                raise ValueError(f"--slice {args.slice!r}: expected I/K with 0 <= I < K")
+            identities = identities[int(index)::int(parts)]
+            if not identities:
+                raise ValueError(f"--slice {args.slice}: no phone falls in this slice")
     except (IdentityError, ValueError) as exc:
         return _fail(str(exc))
+    if args.slice and args.dhcp6:
+        return _fail("--slice: DHCPv6 replies go to one socket per interface, so one process does DHCPv6")
     context = None
     if args.ca:
         try:
@@ -61,12 +70,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
                       tftp_tries=args.tftp_tries, local_cfg=args.local_cfg, init_reboot=not args.no_init_reboot)
     plan = Plan(identities, options, spread=args.spread, timeout=args.timeout, boots=args.boots, seed=args.seed,
                 limits=Limits(tftp_timeout=args.tftp_timeout, tftp_tries=args.tftp_tries, ssl_context=context),
-                keep_addresses=args.keep_addresses)
+                keep_addresses=args.keep_addresses, start_at=args.start_at, shared=bool(args.slice))
     to_stdout = args.json == "-"
     stream = sys.stderr if to_stdout else sys.stdout
     view = View(stream, len(identities), live=None if not args.plain else False)
 
-    async def main() -> tuple[list[list[SimPhone]], list[float], int]:
+    async def main() -> tuple[list[list[SimPhone]], list[float], int, list[float]]:
         runner: Runner | None = None
 
         def changed(phone: SimPhone) -> None:
@@ -76,11 +85,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
         runner = Runner(args.interface, plan, changed)
         boots = await runner.run()
-        return boots, runner.starts, runner.strays
+        return boots, runner.starts, runner.strays, runner.cpu
 
     try:
         with view:
-            boots, starts, strays = asyncio.run(main())
+            boots, starts, strays, cpu = asyncio.run(main())
     except OSError as exc:
         return _fail(f"interface {args.interface}: {exc.strerror or exc} (run as root, in the lab's namespace)")
     except Exception as exc:
@@ -89,16 +98,18 @@ def cmd_sim(args: argparse.Namespace) -> int:
         if isinstance(exc, InterfaceError):
             return _fail(str(exc))
         raise
-    for number, (boot, start) in enumerate(zip(boots, starts, strict=True), start=1):
+    records = [[p.record(start, args.show_secrets) for p in boot] for boot, start in zip(boots, starts, strict=True)]
+    for number, (boot, boot_records) in enumerate(zip(boots, records, strict=True), start=1):
         if args.table:
             print_table(stream, boot, live=False if args.plain else None)
-        stream.write(format_text(summary(boot, start), boot=number if len(boots) > 1 else None))
+        stream.write(format_text(summary(boot_records), boot=number if len(boots) > 1 else None))
     if args.json:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        doc: dict[str, Any] = document(boots, starts, show_secrets=args.show_secrets,
-                                       extra={"interface": args.interface, "spread": args.spread,
-                                              "simulator_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-                                              "reannounced": strays})
+        doc: dict[str, Any] = document(records, extra={
+            "interface": args.interface, "spread": args.spread,
+            "simulator_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "simulator_cpu_seconds_per_boot": [round(c, 3) for c in cpu], "reannounced": strays,
+            "started": starts})  # each boot's power-on on the monotonic clock (merging several processes)
         text = json.dumps(doc, indent=1)
         if to_stdout:
             print(text)
@@ -142,6 +153,12 @@ def setup_sim(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", action="store_true", help="a table of every phone after the run")
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
     p.add_argument("--keep-addresses", action="store_true", help="leave the leased addresses on the interface")
+    p.add_argument("--slice", metavar="I/K",
+                   help="simulate only phones I, I+K, I+2K ... of the list (one of K simulator processes on the "
+                        "interface; sets its promote_secondaries, so one process removing its addresses leaves the "
+                        "others')")
+    p.add_argument("--start-at", type=float, metavar="SECONDS",
+                   help="power on at this CLOCK_MONOTONIC time (K processes started together power on at once)")
     p.set_defaults(func=cmd_sim)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,49 @@ def run_sim(node: Node, workdir: Path, *args: str, name: str = "sim", timeout: f
                        "--json", str(out), *args], timeout=timeout)
     doc: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     return result, doc
+
+
+def run_sims(node: Node, workdir: Path, processes: int, *args: str, name: str = "sim", timeout: float = 600
+             ) -> tuple[list[subprocess.CompletedProcess[str]], dict[str, Any]]:
+    """``bootstrapd sim`` as ``processes`` processes at once (``--slice i/K``), powering on together
+    (``--start-at``), their records merged into one document with one summary per boot (``sim.report.summary``).
+    One process cannot use more than one core: several keep the simulator from being the storm's bottleneck."""
+    if processes == 1:
+        result, doc = run_sim(node, workdir, *args, name=name, timeout=timeout)
+        return [result], doc
+    from bootstrapd.sim.report import summary
+
+    start = time.monotonic() + 3.0  # every process is up by then (imports, sockets), or starts late: see below
+    procs = []
+    for index in range(processes):
+        out = workdir / f"{name}-{index}.json"
+        out.unlink(missing_ok=True)
+        procs.append((out, node.popen(
+            [sys.executable, "-m", "bootstrapd", "sim", "--interface", node.ifname, "--plain", "--json", str(out),
+             "--slice", f"{index}/{processes}", "--start-at", f"{start:.6f}", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    results = []
+    docs = []
+    for out, proc in procs:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+        docs.append(json.loads(out.read_text()) if out.exists() else {})
+    if not all(docs):
+        return results, {}
+    merged: dict[str, Any] = {"boots": [], "processes": processes,
+                              "simulator_cpu_seconds_per_process": [d["simulator_cpu_seconds_per_boot"] for d in docs]}
+    for boot in range(len(docs[0]["boots"])):
+        first = min(d["started"][boot] for d in docs)
+        records = []
+        for doc in docs:  # a process that powered on late: its times shifted onto the earliest power-on
+            late = doc["started"][boot] - first
+            for record in doc["boots"][boot]["phones"]:
+                record["timeline"] = {k: round(v + late, 6) for k, v in record["timeline"].items()}
+                records.append(record)
+        merged["boots"].append({"summary": summary(records), "phones": records})
+    merged["simulator_cpu_seconds_per_boot"] = [round(sum(d["simulator_cpu_seconds_per_boot"][b] for d in docs), 3)
+                                                for b in range(len(docs[0]["boots"]))]
+    return results, merged
 
 
 def inventory(path: Path, macs_models: list[tuple[str, str]]) -> Path:
@@ -95,7 +139,8 @@ def served(log: str) -> Counter[tuple[str, str, str, bool]]:
     for kind, scheme, name in (("tftp.transfer", "tftp", "file"), ("http.request", "http", "path"),
                                ("ftp.transfer", "ftp", "file")):
         for event in events(log, kind):
-            out[(scheme, event["client"], unquote(event[name]).lstrip("/"), _ok(kind, event))] += 1
+            shown = "https" if kind == "http.request" and event["tls"] else scheme
+            out[(shown, event["client"], unquote(event[name]).lstrip("/"), _ok(kind, event))] += 1
     return out
 
 

@@ -47,6 +47,7 @@ enabled = true
 
 [http]
 enabled = true
+{http_extra}
 
 [ftp]
 enabled = true
@@ -63,10 +64,11 @@ mac = true
 
 
 def start(lab: Lab, workdir: Path, phones: list[tuple[str, str]], *, root: Path = TREE, scheme: str = "tftp",
-          dhcp_extra: str = "", pnp_extra: str = "", extra: str = "", provisioning_extra: str = "") -> Appliance:
+          dhcp_extra: str = "", pnp_extra: str = "", extra: str = "", provisioning_extra: str = "",
+          http_extra: str = "") -> Appliance:
     inv = inventory(workdir / "phones.csv", phones)
     text = CONFIG.format(root=root, inventory=inv, scheme=scheme, dhcp_extra=dhcp_extra, pnp_extra=pnp_extra,
-                         extra=extra, provisioning_extra=provisioning_extra)
+                         extra=extra, provisioning_extra=provisioning_extra, http_extra=http_extra)
     app = Appliance(lab.add_appliance(), workdir, text)
     app.start("--log-format", "json", "--debug")
     return app
@@ -88,16 +90,25 @@ def agrees_with_the_server(log: str, *boots: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize(("scheme", "count"), [("tftp", 100), ("http", 100), ("ftp", 30)])
+@pytest.mark.parametrize(("scheme", "count"), [("tftp", 100), ("http", 100), ("ftp", 30), ("https", 20)])
 def test_phones_agree_with_explain_and_with_the_server(lab: Lab, workdir: Path, scheme: str, count: int) -> None:
-    """100 phones over TFTP and over HTTP, 30 over FTP (the example tree's resource files stay on TFTP): each one
-    provisioned from its own leased address, its own <mac>.cfg under the MAC-file owner rule (on by default with
-    DHCP), twice (the second boot's MD5 check finds nothing changed)."""
+    """100 phones over TFTP and over HTTP, 30 over FTP, 20 over HTTPS (certificates checked against the lab's CA;
+    the example tree's resource files stay on TFTP): each one provisioned from its own leased address, its own
+    <mac>.cfg under the MAC-file owner rule (on by default with DHCP), twice (the second boot's MD5 check finds
+    nothing changed)."""
     phones = lab_macs(count)
-    app = start(lab, workdir, phones, scheme=scheme)
+    tls: list[str] = []
+    http_extra = ""
+    if scheme == "https":
+        from tests.lab.tls import make_certificate
+
+        ca, cert, key = make_certificate(workdir, ["10.77.0.1"])
+        http_extra = f'tls_port = 443\ntls_cert = "{cert}"\ntls_key = "{key}"'
+        tls = ["--ca", str(ca)]
+    app = start(lab, workdir, phones, scheme=scheme, http_extra=http_extra)
     sim = add_sim_node(lab)
     result, doc = run_sim(sim, workdir, "--count", str(count), "--inventory", str(workdir / "phones.csv"),
-                          "--boots", "2", "--show-secrets", "--timeout", "300")
+                          "--boots", "2", "--show-secrets", "--timeout", "300", *tls)
     if scheme == "http":  # the rule is on: another address asking for a phone's own file is refused
         other = lab.add_phone(ipv4=f"{PROBE}/24")
         refused = other.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
@@ -142,8 +153,9 @@ def test_phones_agree_with_explain_and_with_the_server(lab: Lab, workdir: Path, 
         if event["client"] == PROBE:
             continue
         assert event["mac"].replace(":", "") == next(m for m, a in by_mac.items() if a == event["client"])
-    if scheme == "http":
-        assert sum(1 for e in events(log, "http.request") if e["status"] == 200) >= count * 2 * 6  # boot, 4 CFG, key
+    if scheme.startswith("http"):
+        ok = [e for e in events(log, "http.request") if e["status"] == 200]
+        assert len(ok) >= count * 2 * 6 and all(e["tls"] is (scheme == "https") for e in ok)  # boot, 4 CFG, key
 
     # The lease store agrees too: one active lease per phone, at the address the phone used.
     stored = json.loads(app.cli("leases", "--config", str(app.config), "--json").stdout)["dhcp4"]

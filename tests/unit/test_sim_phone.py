@@ -276,3 +276,20 @@ def test_a_url_option_terminated_by_a_nul_is_read_as_the_url() -> None:
     sources = received_sources(pnp=None, dhcp4={66: b"tftp://10.77.0.1/\0"}, dhcp6_59=None)
     source = chosen(sources)
     assert source is not None and source.name == "DHCPv4 option 66" and source.url == "tftp://10.77.0.1/"
+
+
+def test_the_summary_is_made_from_records_and_groups_failures_by_reason() -> None:
+    from bootstrapd.sim.report import summary
+
+    other = "001565aabbcd"
+    world = World(TREE)
+    phones = [world.boot(sim_phone()), world.boot(sim_phone(mac=other)), world.boot(sim_phone(mac="001565aabbce"))]
+    records = [p.record(0.0) for p in phones]
+    whole = summary(records)
+    assert (whole["phones"], whole["provisioned"], whole["failed"]) == (3, 1, 2)
+    [failure] = whole["failures"]  # the same reason for both, with the phone's own MAC written <mac>
+    assert failure["reason"] == "<mac>.cfg not found (TFTP error 1: File not found)" and failure["count"] == 2
+    assert failure["phones"] == [f"{other} (T46U)", "001565aabbce (T46U)"]
+    assert whole["time_to_provisioned"]["p50"] == phones[0].elapsed()
+    assert whole["last_provisioned"] == records[0]["timeline"]["done"]
+    assert whole["transfers"] == {"ok": 4 + 3 * 2, "not-found": 3 + 2}
