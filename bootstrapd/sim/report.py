@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from bootstrapd.redact import mask_url
 from bootstrapd.sim.phone import SimPhone, Stage
 
 
@@ -91,13 +92,13 @@ def format_text(result: dict[str, Any], *, boot: int | None = None) -> str:
 
 
 def table_rows(phones: Sequence[SimPhone]) -> list[tuple[str, ...]]:
-    """phone, model, address, URL source, files, time, result: the summary table of the demo."""
+    """phone, model, address, URL source, URL, files, time, result: the summary table of the demo."""
     rows: list[tuple[str, ...]] = []
     for phone in phones:
         files = sum(1 for x in phone.transfers if x.status == "ok" and x.kind != "upload")
         elapsed = phone.elapsed()
         rows.append((phone.mac, phone.identity.model.id, str(phone.lease.address) if phone.lease else "-",
-                     phone.source.name if phone.source else "-", str(files),
+                     phone.source.name if phone.source else "-", mask_url(phone.url) if phone.url else "-", str(files),
                      f"{elapsed:.2f} s" if elapsed is not None else "-",
                      "provisioned" if phone.stage is Stage.PROVISIONED else f"FAILED: {phone.failure}"))
     return rows
