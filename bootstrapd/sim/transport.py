@@ -1,7 +1,8 @@
 """How a simulated phone fetches and uploads files, by the URL's scheme, from its own leased address.
 
 - ``tftp://``: the TFTP client core (:mod:`bootstrapd.sim.tftp`) on a UDP socket bound to the phone's address, one
-  socket per transfer (a new transfer ID each time, as phones do), its one timer re-armed on the core's deadline;
+  socket per transfer (a new transfer ID each time, as phones do) read from the loop's selector, its one timer
+  re-armed on the core's deadline;
 - ``http://`` / ``https://``: the phone's own HTTP/1.1 client (:mod:`bootstrapd.sim.http`), one kept-alive
   connection per phone and server, from its address, with the User-Agent a Yealink sends (model, firmware, MAC) and
   the credentials of the URL or of the phone's settings (preemptive basic auth); a request that fails (connection
@@ -20,7 +21,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 from bootstrapd.sim import http
@@ -51,34 +52,39 @@ class Limits:
     ssl_context: ssl.SSLContext | None = None  # None: no certificate checks (a lab's self-signed certificate)
 
 
-class _TftpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, core: TftpGet | TftpPut, host: str, done: asyncio.Future[Result]) -> None:
+class _TftpSocket:
+    """One transfer's UDP socket, read straight from the loop's selector: a phone makes one per file, and asyncio's
+    datagram endpoint (transport, protocol, buffer bookkeeping) cost more than the transfer itself in the storm."""
+
+    def __init__(self, core: TftpGet | TftpPut, host: str, sock: socket.socket, done: asyncio.Future[Result]) -> None:
         self.core = core
         self.host = host
+        self.sock = sock
         self.done = done
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.DatagramTransport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.armed: float | None = None
+        self.loop.add_reader(sock.fileno(), self._readable)
+        self._send(core.start(self.loop.time()))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self._send(self.core.start(self.loop.time()))
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        if addr[0] != self.host:
-            return  # not the server this transfer talks to
-        self._send(self.core.receive(data, addr[1], self.loop.time()))
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # an ICMP error for one datagram: the core's timer retries
+    def _readable(self) -> None:
+        for _ in range(64):
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error for one datagram: the core's timer retries
+                return
+            if addr[0] == self.host:  # else not the server this transfer talks to
+                self._send(self.core.receive(data, addr[1], self.loop.time()))
+            if self.core.result is not None:
+                return
 
     def _send(self, datagrams: list[tuple[bytes, int | None]]) -> None:
-        assert self.transport is not None
         for data, port in datagrams:
             target = port if port is not None else self.core.peer or self.core.server_port
             with contextlib.suppress(OSError):
-                self.transport.sendto(data, (self.host, target))
+                self.sock.sendto(data, (self.host, target))
         self._settle()
 
     def _settle(self) -> None:
@@ -99,6 +105,12 @@ class _TftpEndpoint(asyncio.DatagramProtocol):
         self.armed = None
         self.timer = None
         self._send(self.core.on_timer(self.loop.time()))
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -178,15 +190,19 @@ class Transports:
         done: asyncio.Future[Result] = loop.create_future()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         local = (link.address, 0) if family == socket.AF_INET else (link.address6, 0) if link.address6 else None
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _TftpEndpoint(make(name, port), host, done), local_addr=local, family=family)
+            sock.setblocking(False)
+            if local is not None:
+                sock.bind(local)
         except OSError as exc:
+            sock.close()
             return Result(None, results.ERROR, f"TFTP: cannot open a socket: {exc.strerror}")
+        transfer = _TftpSocket(make(name, port), host, sock, done)
         try:
             return await done
         finally:
-            transport.close()
+            transfer.close()
 
     async def get(self, link: PhoneLink, url: str) -> Result:
         scheme = urlsplit(url).scheme.lower()
