@@ -158,3 +158,16 @@ def fetched(*boots: list[dict[str, Any]]) -> Counter[tuple[str, str, str, bool]]
 def retried(*boots: list[dict[str, Any]]) -> bool:
     """Whether any phone sent a request again (a retransmitted request may start a second transfer on the server)."""
     return any(t["retries"] for records in boots for r in records for t in r["transfers"])
+
+
+def counters(log: str) -> tuple[dict[str, int], str]:
+    """The daemon's event counters as it logged them when it stopped, and the log up to that line (events emitted
+    while stopping come after it: a TFTP upload's event waits for the end of its 10 s dally for a lost final ACK)."""
+    lines = log.splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if line.startswith("{") and '"counters"' in line:
+            record = json.loads(line)
+            if record.get("message") == "stopping":
+                return dict(record["counters"]), "\n".join(lines[:index]) + "\n"
+    raise AssertionError("no 'stopping' record with counters in the daemon's log")

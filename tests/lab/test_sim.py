@@ -16,7 +16,18 @@ import pytest
 
 from tests.lab.appliance import Appliance
 from tests.lab.netns import Lab
-from tests.lab.simphones import add_sim_node, events, explained, fetched, inventory, lab_macs, retried, run_sim, served
+from tests.lab.simphones import (
+    add_sim_node,
+    counters,
+    events,
+    explained,
+    fetched,
+    inventory,
+    lab_macs,
+    retried,
+    run_sim,
+    served,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TREE = REPO / "configs" / "tree"
@@ -81,8 +92,17 @@ def tftp_name(url: str) -> str:
 def agrees_with_the_server(log: str, *boots: list[dict[str, Any]]) -> None:
     """The daemon served (per protocol, per client address, per file) exactly what the phones say they fetched."""
     phones = {r["address"] for records in boots for r in records}
-    theirs = Counter({key: n for key, n in served(log).items() if key[1] in phones})
+    everything = served(log)
+    theirs = Counter({key: n for key, n in everything.items() if key[1] in phones})
     ours = fetched(*boots)
+    # The daemon's own counters (logged when it stopped) count the transfers it logged until then, and one ACK per
+    # phone per boot.
+    count, until_stop = counters(log)
+    logged = served(until_stop)
+    protocols = (("tftp.transfer", ("tftp",)), ("http.request", ("http", "https")), ("ftp.transfer", ("ftp",)))
+    for kind, schemes in protocols:
+        assert count.get(kind, 0) == sum(n for key, n in logged.items() if key[0] in schemes), kind
+    assert count["dhcp4.ack"] == sum(len(records) for records in boots)
     if not retried(*boots):
         assert theirs == ours
     else:  # a request sent again may reach the server twice: every phone's transfer is still there
