@@ -222,7 +222,8 @@ def main() -> int:
     parser.add_argument("tool", choices=["cpu", "cprofile", "perf", "strace", "callgrind", "pyspy"])
     parser.add_argument("--count", type=int, default=0, help="exchanges or blocks (default by tool)")
     parser.add_argument("--rate", type=int, default=2000, help="DHCP: offered exchanges/s")
-    parser.add_argument("--uvloop", action="store_true", help="run the daemon on uvloop (a candidate, measured alone)")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="run the daemon on uvloop (a candidate, measured alone; needs pip install uvloop)")
     args = parser.parse_args()
     slow = args.tool == "callgrind"
     dhcp = args.workload.startswith("dhcp")
