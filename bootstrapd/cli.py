@@ -157,6 +157,9 @@ _EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
 def _register_extras() -> None:
+    from bootstrapd.provisioning.cli import register as register_provisioning
+
+    register_provisioning(_EXTRA)
     try:
         from bootstrapd.pnp.cli import setup_resync
     except ImportError:

@@ -15,6 +15,7 @@ from bootstrapd.dhcp4.settings import Dhcp4Settings, load_dhcp4
 from bootstrapd.dhcp6.settings import Dhcp6Settings, load_dhcp6
 from bootstrapd.http.settings import HttpSettings, load_http
 from bootstrapd.pnp.settings import PnpSettings, load_pnp
+from bootstrapd.provisioning.settings import ProvisioningSettings, load_provisioning
 from bootstrapd.tftp.settings import TftpSettings, load_tftp
 
 __all__ = ["ConfigError", "ServerSettings", "Settings", "load", "loads"]
@@ -37,6 +38,7 @@ class Settings:
     pnp: PnpSettings
     tftp: TftpSettings
     http: HttpSettings
+    provisioning: ProvisioningSettings
 
 
 def _load_server(table: Table) -> ServerSettings:
@@ -64,6 +66,7 @@ def _from_source(source: Source) -> Settings:
         pnp=load_pnp(root.table("pnp"), server.url),
         tftp=load_tftp(root.table("tftp")),
         http=load_http(root.table("http")),
+        provisioning=load_provisioning(root.table("provisioning"), server.root, source.file),
     )
     root.finish()
     return settings

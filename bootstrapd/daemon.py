@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 
-from bootstrapd import config
+from bootstrapd import config, privileges
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
 from bootstrapd.leases.store import LeaseStore
@@ -29,7 +29,9 @@ __all__ = ["Context", "Daemon", "Service", "StartupError", "check_interface", "s
 
 def service_factories(settings: Settings) -> list[ServiceFactory]:
     """The enabled services, imported only when enabled."""
-    factories: list[ServiceFactory] = []
+    from bootstrapd.provisioning.adapter import ProvisioningService
+
+    factories: list[ServiceFactory] = [ProvisioningService]  # first: the file services serve through it
     if settings.dhcp4.enabled:
         from bootstrapd.dhcp4.adapter import Dhcp4Service
 
@@ -116,6 +118,13 @@ class Daemon:
 
     async def run(self) -> None:
         settings = self.settings
+        # Capabilities first: a missing one is named here, not met later as a bind error or a reply never sent.
+        lacking = privileges.problem(settings)
+        if lacking:
+            raise StartupError(lacking)
+        warning = privileges.root_warning(settings)
+        if warning:
+            log.warning(warning)
         loop = asyncio.get_running_loop()
         try:
             # pyroute2's synchronous IPRoute runs its own event loop: keep it off ours.
