@@ -231,7 +231,7 @@ def main() -> int:
     count = args.count or default
     # Under a profiler the daemon is slower: offer what it still answers, so the profile is of exchanges, not of
     # perfdhcp's retransmissions.
-    rate = min(args.rate, 40 if slow else 250 if args.tool in ("cprofile", "strace") else args.rate)
+    rate = min(args.rate, 10 if slow else 250 if args.tool in ("cprofile", "strace") else args.rate)
     for tool in {"perf": "perf", "strace": "strace", "callgrind": "valgrind"}.get(args.tool, "").split():
         if not shutil.which(tool):
             print(f"{tool} is needed", file=sys.stderr)
