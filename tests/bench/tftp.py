@@ -29,6 +29,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -142,7 +143,9 @@ class _Server:
         try:
             _, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            # tftpd-hpa forks a child per transfer; children still retransmitting after a storm keep the stderr pipe
+            # open after the parent is gone. The anchor runs in a session of its own: end that whole group.
+            os.killpg(self.proc.pid, signal.SIGKILL)
             _, err = self.proc.communicate(timeout=10)
         self.log_tail = err.decode(errors="replace")[-600:]
 
