@@ -34,7 +34,7 @@ from bootstrapd.provisioning.adapter import files_for
 from bootstrapd.provisioning.resolver import Refused, Resolver
 from bootstrapd.service import Context, StartupError
 from bootstrapd.tftp.files import FileWork
-from bootstrapd.tftp.server import OpenedFile, Pending, Refusal, Started, TftpServer
+from bootstrapd.tftp.server import OpenedFile, Pending, Refusal, Started, TftpServer, Waiting
 from bootstrapd.tftp.transfer import Completion, ReadTransfer, WriteTransfer
 
 log = logging.getLogger("bootstrapd.tftp")
@@ -99,6 +99,8 @@ class TftpService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.work: FileWork | None = None
         self._stopping = False
+        self._releasing = False
+        self._release_again = False
 
     # -- life cycle ---------------------------------------------------------------------------------------------
 
@@ -183,16 +185,22 @@ class TftpService:
             client = _normal(addr)
             now = self._loop.time()
             outcome = self.server.request(data, client, now, cap)  # TftpError -> counted and dropped
-            if isinstance(outcome, Pending):
-                assert self.work is not None
-                self.work.load(outcome.name, lambda opened: self._loaded(outcome, opened, family, local, holder))
+            if isinstance(outcome, Waiting):
+                # Over its address's max_per_client: it starts when one of that address's transfers ends.
+                outcome.tag = (family, local, holder)
+                self.events.count("tftp.waited")
                 return
             self._started(outcome, family, local, holder, now)
 
         return handle
 
-    def _started(self, outcome: Started | Refusal, family: socket.AddressFamily, local: Address,
+    def _started(self, outcome: Started | Pending | Refusal, family: socket.AddressFamily, local: Address,
                  holder: list[DatagramEndpoint], now: float) -> None:
+        if isinstance(outcome, Pending):
+            assert self.work is not None
+            pending = outcome
+            self.work.load(pending.name, lambda opened: self._loaded(pending, opened, family, local, holder))
+            return
         if isinstance(outcome, Refusal):
             self.events.emit("tftp.transfer", client=outcome.client[0], file=outcome.file, outcome=outcome.outcome,
                              bytes=0, duration=0.0)
@@ -212,6 +220,28 @@ class TftpService:
             self.server.finished(outcome)
             return
         self._started(outcome, family, local, holder, now)
+        self._release()
+
+    def _release(self) -> None:
+        """Start the requests that waited for a slot of their address, now that one is free."""
+        assert self._loop is not None
+        if self._stopping:
+            return
+        if self._releasing:  # a start that failed at once ended a transfer: the outer call goes round again
+            self._release_again = True
+            return
+        self._releasing = True
+        try:
+            while True:
+                self._release_again = False
+                now = self._loop.time()
+                for waiting, outcome in self.server.release(now):
+                    family, local, holder = waiting.tag
+                    self._started(outcome, family, local, holder, now)
+                if not self._release_again:
+                    break
+        finally:
+            self._releasing = False
 
     def _begin(self, started: Started, family: socket.AddressFamily, local: Address, now: float) -> None:
         assert self._loop is not None
@@ -228,6 +258,7 @@ class TftpService:
             started.transfer.abort("no_socket", now)
             self.server.finished(started)
             self._completed(started.transfer.completion)
+            self._release()
             return
         session = _Session(sock, started, local)
         self.sessions.add(session)
@@ -351,6 +382,7 @@ class TftpService:
             transfer.abort("stopped", self._loop.time())  # stop(): end it, closing its file
         self.server.finished(session.started)
         self._completed(transfer.completion)
+        self._release()
 
     def _completed(self, completion: Completion | None) -> None:
         if completion is None:
