@@ -281,16 +281,17 @@ class TftpService:
                 continue
             now = self._loop.time()
             try:
-                out = transfer.receive(data, _normal(addr), now)
+                # An IPv4 address needs no normalising: compare it as it came (the hot path, one ACK per window).
+                if addr == transfer.client or _normal(addr) == transfer.client:
+                    out = transfer.from_client(data, now)
+                    if out:
+                        self._send(session, out)
+                else:
+                    for datagram, to in transfer.receive(data, _normal(addr), now):
+                        self._sendto(session, datagram, to)
             except ProtocolError:
                 self.events.count("tftp.dropped")
                 continue
-            if out:
-                if out[0][1] == transfer.client:
-                    self._send(session, [d for d, _ in out])
-                else:
-                    for datagram, to in out:
-                        self._sendto(session, datagram, to)
             if transfer.done:
                 break
         self._after(session)
@@ -406,7 +407,12 @@ class TftpService:
         if len(datagrams) > 1 and session.gso and self.gso_supported:
             datagrams = self._send_gso(session, datagrams, client)
         for datagram in datagrams:
-            self._sendto(session, datagram, client)
+            try:
+                session.sock.sendto(datagram, client)
+            except (BlockingIOError, InterruptedError):
+                self.events.count("tftp.send_dropped")  # the retransmission timer recovers
+            except OSError:
+                self.events.count("tftp.socket_error")
 
     def _send_gso(self, session: _Session, datagrams: list[bytes], client: Address) -> list[bytes]:
         """Send runs of equal-size datagrams as GSO super-datagrams; returns what is left to send one by one."""
