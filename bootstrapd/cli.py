@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 the command failed, 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -34,7 +33,7 @@ def _load(args: argparse.Namespace) -> config.Settings | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bootstrapd import log
+    from bootstrapd import eventloop, log
     from bootstrapd.daemon import Daemon, StartupError
 
     log.setup(args.log_format, logging.DEBUG if args.debug else logging.INFO)
@@ -43,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     daemon = Daemon(settings)
     try:
-        asyncio.run(daemon.run())
+        eventloop.run(daemon.run())
     except StartupError as exc:
         logging.getLogger("bootstrapd").error("cannot start: %s", exc)
         return 2
