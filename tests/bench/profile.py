@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bootstrapd import eventloop
 from tests.bench import rounds
 from tests.lab import perfdhcp
 from tests.lab.appliance import BASE_CONFIG
@@ -54,7 +55,7 @@ CONFIGS = {
 class Daemon:
     """bootstrapd in the appliance namespace, optionally under a profiler that wraps it from the start."""
 
-    def __init__(self, node: Node, work: Path, service: str, tool: str, uvloop: bool = False) -> None:
+    def __init__(self, node: Node, work: Path, service: str, tool: str, loop: str = "uvloop") -> None:
         base = BASE_CONFIG.format(root=work / "root", state=work / "state")
         if service == "dhcp4":
             base = base.replace("[dhcp4]\nenabled = false\n", "")
@@ -62,14 +63,13 @@ class Daemon:
         config.write_text(base + CONFIGS[service])
         self.out = work / f"profile.{tool}"
         argv = [sys.executable, "-m", "bootstrapd", "run", "--config", str(config)]
-        if tool == "cprofile" or uvloop:
-            out = str(self.out) if tool == "cprofile" else "-"
-            argv = [sys.executable, "-m", "tests.bench.profiled", *(["--uvloop"] if uvloop else []), out, *argv[3:]]
+        if tool == "cprofile":
+            argv = [sys.executable, "-m", "tests.bench.profiled", str(self.out), *argv[3:]]
         if tool == "callgrind":
             argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={self.out}", *argv]
         self.tool = tool
         self.log = open(work / "daemon.log", "wb")
-        self.proc = node.popen(argv, stdout=self.log, stderr=self.log)
+        self.proc = node.popen(argv, stdout=self.log, stderr=self.log, env=dict(os.environ, **{eventloop.ENV: loop}))
         port = {"dhcp4": 67, "dhcp6": 547, "tftp": 69}[service]
         try:
             node.wait_udp_port(port, timeout=300 if tool == "callgrind" else 30, proc=self.proc)
@@ -222,8 +222,8 @@ def main() -> int:
     parser.add_argument("tool", choices=["cpu", "cprofile", "perf", "strace", "callgrind", "pyspy"])
     parser.add_argument("--count", type=int, default=0, help="exchanges or blocks (default by tool)")
     parser.add_argument("--rate", type=int, default=2000, help="DHCP: offered exchanges/s")
-    parser.add_argument("--uvloop", action="store_true",
-                        help="run the daemon on uvloop (a candidate, measured alone; needs pip install uvloop)")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="the daemon's event loop (uvloop: its default; asyncio: BOOTSTRAPD_EVENT_LOOP=asyncio)")
     args = parser.parse_args()
     slow = args.tool == "callgrind"
     dhcp = args.workload.startswith("dhcp")
@@ -237,8 +237,7 @@ def main() -> int:
             print(f"{tool} is needed", file=sys.stderr)
             return 2
     service = "tftp" if args.workload.startswith("tftp") else args.workload
-    loop = " on uvloop" if args.uvloop else ""
-    print(f"{args.workload} under {args.tool}{loop}: {count} {'exchanges' if dhcp else 'blocks'}"
+    print(f"{args.workload} under {args.tool} on {args.loop}: {count} {'exchanges' if dhcp else 'blocks'}"
           f"{f' at {rate}/s' if dhcp else ''}; {rounds.load_average()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp, lab() as the_lab:
         work = Path(tmp)
@@ -255,7 +254,7 @@ def main() -> int:
                     the_lab.wait_link_local(node)
         workload = _dhcp(4) if service == "dhcp4" else _dhcp(6) if service == "dhcp6" else \
             _tftp(64 if args.workload == "tftp-window" else 1, work / "root")
-        daemon = Daemon(ap, work, service, args.tool, args.uvloop)
+        daemon = Daemon(ap, work, service, args.tool, args.loop)
         try:
             workload(phone, max(count // 20, 20), min(rate, 500))  # warm-up
             before = daemon.threads()
