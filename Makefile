@@ -6,9 +6,11 @@ PEERS := isc-dhcp-client busybox tftp-hpa atftp curl sip-tester tshark kea-admin
          dnsmasq-base kea-dhcp4-server kea-dhcp6-server tftpd-hpa
 # Deployment checks: vagrant validate (and its libvirt provider), shellcheck, Debian's python3 for the install tests.
 PEERS += vagrant vagrant-libvirt shellcheck python3-venv
+# The HTTP anchor of the boot storm benchmark (make bench-storm): dnsmasq + nginx.
+PEERS += nginx-light
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 clean
+.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-storm clean
 
 all: test
 
@@ -33,7 +35,7 @@ test: venv peers lint
 demo: venv peers
 	$(PY) -m scripts.demo
 
-bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6
+bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-storm
 
 bench-dhcp4: venv peers
 	$(PY) -m tests.bench.dhcp4
@@ -46,6 +48,9 @@ bench-pnp: venv peers
 
 bench-dhcp6: venv peers
 	$(PY) -m tests.bench.dhcp6
+
+bench-storm: venv peers
+	$(PY) -m tests.bench.storm
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -159,6 +159,9 @@ def _register_extras() -> None:
     from bootstrapd.provisioning.cli import register as register_provisioning
 
     register_provisioning(_EXTRA)
+    from bootstrapd.sim.cli import register as register_sim
+
+    register_sim(_EXTRA)
     try:
         from bootstrapd.pnp.cli import setup_resync
     except ImportError:
