@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bootstrapd import __version__, config
+from bootstrapd import __version__, config, eventloop
 from bootstrapd.configfile import ConfigError
 
 Command = Callable[[argparse.Namespace], int]
@@ -33,7 +33,7 @@ def _load(args: argparse.Namespace) -> config.Settings | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bootstrapd import eventloop, log
+    from bootstrapd import log
     from bootstrapd.daemon import Daemon, StartupError
 
     log.setup(args.log_format, logging.DEBUG if args.debug else logging.INFO)
@@ -42,7 +42,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     daemon = Daemon(settings)
     try:
-        eventloop.run(daemon.run())
+        factory = eventloop.loop_factory(args.event_loop)
+    except ImportError:
+        _error("--event-loop uvloop: uvloop is not installed (pip install uvloop)")
+        return 2
+    try:
+        eventloop.run(daemon.run(), factory)
     except StartupError as exc:
         logging.getLogger("bootstrapd").error("cannot start: %s", exc)
         return 2
@@ -55,7 +60,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return 2
-    print(f"{settings.file}: OK")
+    for warning in settings.warnings:
+        print(f"bootstrapd: warning: {warning}", file=sys.stderr)
+    from bootstrapd.urlreport import print_check
+
+    print_check(settings, as_json=args.json)
     return 0
 
 
@@ -133,10 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, help="the TOML configuration file")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--debug", action="store_true", help="log every event (costly under load)")
+    run.add_argument("--event-loop", choices=eventloop.CHOICES, default="asyncio",
+                     help="the event loop: the standard one (default), uvloop, or uvloop when installed")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config", "-c", required=True)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_check_config)
 
     leases = sub.add_parser("leases", help="list the leases")
@@ -156,9 +168,12 @@ _EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
 def _register_extras() -> None:
+    from bootstrapd.provisioning.authcli import setup_hash_password
     from bootstrapd.provisioning.cli import register as register_provisioning
 
     register_provisioning(_EXTRA)
+    _EXTRA["hash-password"] = ("print the scrypt hash of a password (read from the terminal or one line of stdin) "
+                               "for an [[auth]] entry", setup_hash_password)
     from bootstrapd.sim.cli import register as register_sim
 
     register_sim(_EXTRA)

@@ -48,7 +48,25 @@ def service_factories(settings: Settings) -> list[ServiceFactory]:
         from bootstrapd.pnp.adapter import PnpService
 
         factories.append(PnpService)
+    if settings.http.enabled:
+        from bootstrapd.http.adapter import HttpService
+
+        factories.append(HttpService)
+    if settings.ftp.enabled:
+        from bootstrapd.ftp.adapter import FtpService
+
+        factories.append(FtpService)
     return factories
+
+
+def _files(settings: Settings, context: Context) -> None:
+    """The one resolver the file services share (built again on reload, with the new settings)."""
+    from bootstrapd.provisioning.files import build_resolver
+
+    try:
+        context.files = build_resolver(settings, context.owners)
+    except ValueError as exc:
+        raise StartupError(f"server.state_dir: {exc}") from None
 
 
 def check_interface(settings: Settings, iface: Interface) -> None:
@@ -136,10 +154,14 @@ class Daemon:
             settings.server.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"server.state_dir {settings.server.state_dir}: {exc.strerror}") from None
-        store = LeaseStore(settings.server.state_dir / "leases.sqlite3", window=settings.dhcp4.commit_window_ms / 1000)
+        store = LeaseStore(settings.server.state_dir / "leases.sqlite3", window=settings.dhcp4.commit_window_ms / 1000,
+                           events=self.events)
         store.start(loop)
         self.context = Context(settings=settings, interface=iface, events=self.events, store=store)
+        for warning in settings.warnings:
+            log.warning("%s", warning)
         try:
+            _files(settings, self.context)
             for factory in service_factories(settings):
                 service = factory(self.context)
                 try:
@@ -172,6 +194,8 @@ class Daemon:
                     await service.stop()
                 except Exception:
                     log.exception("error stopping %s", service.name)
+            if self.context.work is not None:
+                self.context.work.close()
             store.close()
 
     def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | None:
@@ -205,6 +229,12 @@ class Daemon:
             assert self.context is not None
             check_interface(new, self.context.interface)
         except (config.ConfigError, StartupError) as exc:
+            log.error("reload rejected, the running configuration stays in force: %s", exc)
+            sd_notify("READY=1\nSTATUS=reload rejected")
+            return
+        try:
+            _files(new, self.context)
+        except StartupError as exc:
             log.error("reload rejected, the running configuration stays in force: %s", exc)
             sd_notify("READY=1\nSTATUS=reload rejected")
             return

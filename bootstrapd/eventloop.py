@@ -1,34 +1,37 @@
-"""The daemon's event loop: uvloop when it is installed, else asyncio's own.
+"""The daemon's event loop: asyncio's own by default, uvloop on request (``run --event-loop uvloop``, or ``auto``:
+uvloop when it is installed).
 
-uvloop runs the same asyncio code with a loop written in C (libuv): measured here (callgrind, medians of three
-runs), 12% fewer instructions per DHCPv4 exchange at a low rate and 4% fewer per lock-step TFTP block (README,
-"Where the time goes"). Everything the daemon does works on both loops; ``BOOTSTRAPD_EVENT_LOOP=asyncio`` in the
-environment forces asyncio's own (to rule the loop out when debugging), and a missing uvloop falls back to it.
+Measured (README, "Where the time goes"): on uvloop a lock-step TFTP block takes 4% fewer instructions and a DHCPv4
+exchange at a low rate 12% fewer, but the HTTP boot storm ran slower on it (README, HTTP benchmark), so it is not
+the default. Everything the daemon does works on both loops (tests/lab/test_eventloop.py).
 
-Only the daemon's own loop is uvloop, never the global policy: pyroute2 runs private asyncio loops in executor
+Only the daemon's own loop is ever uvloop, never the global policy: pyroute2 runs private asyncio loops in executor
 threads for its netlink sockets, and uvloop cannot open a netlink datagram endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-ENV = "BOOTSTRAPD_EVENT_LOOP"
+CHOICES = ("asyncio", "uvloop", "auto")
+Factory = Callable[[], asyncio.AbstractEventLoop]
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop constructor, or None for asyncio's default (forced by the environment, or no uvloop)."""
-    if os.environ.get(ENV, "").strip().lower() == "asyncio":
+def loop_factory(choice: str = "asyncio") -> Factory | None:
+    """The loop constructor for ``choice``; None: asyncio's own. Raises ImportError for ``uvloop`` without uvloop
+    (``auto`` then falls back to asyncio's own)."""
+    if choice == "asyncio":
         return None
     try:
         import uvloop
     except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        if choice == "auto":
+            return None
+        raise
+    factory: Factory = uvloop.new_event_loop
     return factory
 
 
@@ -37,7 +40,7 @@ def name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on the loop :func:`loop_factory` chooses."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+def run(main: Coroutine[Any, Any, T], factory: Factory | None = None) -> T:
+    """``asyncio.run(main)`` on the loop ``factory`` makes (asyncio's own when None)."""
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

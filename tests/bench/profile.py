@@ -38,7 +38,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bootstrapd import eventloop
 from tests.bench import rounds
 from tests.lab import perfdhcp
 from tests.lab.appliance import BASE_CONFIG
@@ -55,7 +54,7 @@ CONFIGS = {
 class Daemon:
     """bootstrapd in the appliance namespace, optionally under a profiler that wraps it from the start."""
 
-    def __init__(self, node: Node, work: Path, service: str, tool: str, loop: str = "uvloop") -> None:
+    def __init__(self, node: Node, work: Path, service: str, tool: str, loop: str = "asyncio") -> None:
         base = BASE_CONFIG.format(root=work / "root", state=work / "state")
         if service == "dhcp4":
             base = base.replace("[dhcp4]\nenabled = false\n", "")
@@ -69,7 +68,8 @@ class Daemon:
             argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={self.out}", *argv]
         self.tool = tool
         self.log = open(work / "daemon.log", "wb")
-        self.proc = node.popen(argv, stdout=self.log, stderr=self.log, env=dict(os.environ, **{eventloop.ENV: loop}))
+        argv += ["--event-loop", loop]
+        self.proc = node.popen(argv, stdout=self.log, stderr=self.log)
         port = {"dhcp4": 67, "dhcp6": 547, "tftp": 69}[service]
         try:
             node.wait_udp_port(port, timeout=300 if tool == "callgrind" else 30, proc=self.proc)
@@ -222,8 +222,8 @@ def main() -> int:
     parser.add_argument("tool", choices=["cpu", "cprofile", "perf", "strace", "callgrind", "pyspy"])
     parser.add_argument("--count", type=int, default=0, help="exchanges or blocks (default by tool)")
     parser.add_argument("--rate", type=int, default=2000, help="DHCP: offered exchanges/s")
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
-                        help="the daemon's event loop (uvloop: its default; asyncio: BOOTSTRAPD_EVENT_LOOP=asyncio)")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="the daemon's event loop (run --event-loop; asyncio's own is its default)")
     args = parser.parse_args()
     slow = args.tool == "callgrind"
     dhcp = args.workload.startswith("dhcp")

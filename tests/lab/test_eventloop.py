@@ -1,4 +1,4 @@
-"""The daemon serves on uvloop (its default, a dependency) and on asyncio's own loop (uvloop missing, or forced).
+"""The daemon serves on asyncio's own loop (its default) and on uvloop (``run --event-loop uvloop``).
 
 Every other lab test runs on the default loop; this one runs DHCPv4, DHCPv6 and TFTP with real clients on both.
 """
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from bootstrapd.eventloop import ENV
 from tests.conftest import require_tools
 from tests.lab import perfdhcp
 from tests.lab.appliance import BASE_CONFIG, Appliance
@@ -40,7 +39,7 @@ def test_every_service_on_both_loops(lab: Lab, workdir: Path, loop: str) -> None
     app = Appliance(ap, workdir, text)
     data = bytes(range(256)) * 400
     (app.root / "y000000000000.boot").write_bytes(data)
-    app.start(env={ENV: loop} if loop == "asyncio" else None)
+    app.start("--event-loop", loop)
     try:
         # The "ready" line is logged just after READY=1 is sent.
         deadline = time.monotonic() + 30

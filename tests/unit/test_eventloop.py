@@ -1,4 +1,4 @@
-"""The daemon's loop: uvloop when installed, asyncio's own when forced or when uvloop is missing."""
+"""The daemon's loop: asyncio's own by default, uvloop when asked for (``auto``: when installed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bootstrapd import eventloop
 
 async def _which() -> str:
     loop = asyncio.get_running_loop()
-    # Work the daemon does on its loop: a reader, a thread waking the loop, a timer.
+    # Work the daemon does on its loop: a timer, a thread waking the loop, the default executor.
     done = loop.create_future()
     loop.call_later(0.01, lambda: loop.call_soon_threadsafe(done.set_result, None))
     await done
@@ -20,21 +20,22 @@ async def _which() -> str:
     return eventloop.name(loop)
 
 
-def test_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(eventloop.ENV, raising=False)
-    assert eventloop.run(_which()) == "uvloop"
+def test_the_standard_loop_by_default() -> None:
+    assert eventloop.loop_factory() is None
+    assert eventloop.run(_which()) == "asyncio"
+
+
+@pytest.mark.parametrize("choice", ["uvloop", "auto"])
+def test_uvloop_when_asked_for(choice: str) -> None:
+    # uvloop is a development dependency: installed wherever the tests run.
+    assert eventloop.run(_which(), eventloop.loop_factory(choice)) == "uvloop"
     # The global policy is untouched: other code (pyroute2's private loops) still gets asyncio's own.
     assert eventloop.name(asyncio.new_event_loop()) == "asyncio"
 
 
-def test_forced_standard_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(eventloop.ENV, "asyncio")
-    assert eventloop.loop_factory() is None
-    assert eventloop.run(_which()) == "asyncio"
-
-
-def test_standard_loop_when_uvloop_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(eventloop.ENV, raising=False)
+def test_without_uvloop_auto_falls_back_and_uvloop_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
-    assert eventloop.loop_factory() is None
-    assert eventloop.run(_which()) == "asyncio"
+    assert eventloop.loop_factory("auto") is None
+    assert eventloop.run(_which(), eventloop.loop_factory("auto")) == "asyncio"
+    with pytest.raises(ImportError):
+        eventloop.loop_factory("uvloop")
