@@ -14,6 +14,7 @@ from bootstrapd.configfile import ConfigError, Source, Table
 from bootstrapd.dhcp4.settings import Dhcp4Settings, load_dhcp4
 from bootstrapd.dhcp6.settings import Dhcp6Settings, load_dhcp6
 from bootstrapd.http.settings import HttpSettings, load_http
+from bootstrapd.journal.settings import CaptureSettings, JournalSettings, load_capture, load_journal
 from bootstrapd.pnp.settings import PnpSettings, load_pnp
 from bootstrapd.tftp.settings import TftpSettings, load_tftp
 
@@ -37,6 +38,8 @@ class Settings:
     pnp: PnpSettings
     tftp: TftpSettings
     http: HttpSettings
+    journal: JournalSettings
+    capture: CaptureSettings
 
 
 def _load_server(table: Table) -> ServerSettings:
@@ -64,6 +67,8 @@ def _from_source(source: Source) -> Settings:
         pnp=load_pnp(root.table("pnp"), server.url),
         tftp=load_tftp(root.table("tftp")),
         http=load_http(root.table("http")),
+        journal=load_journal(root.table("journal")),
+        capture=load_capture(root.table("capture")),
     )
     root.finish()
     return settings

@@ -30,6 +30,10 @@ __all__ = ["Context", "Daemon", "Service", "StartupError", "check_interface", "s
 def service_factories(settings: Settings) -> list[ServiceFactory]:
     """The enabled services, imported only when enabled."""
     factories: list[ServiceFactory] = []
+    if settings.journal.enabled:  # first: subscribed before any service emits
+        from bootstrapd.journal.service import JournalService
+
+        factories.append(JournalService)
     if settings.dhcp4.enabled:
         from bootstrapd.dhcp4.adapter import Dhcp4Service
 

@@ -1,0 +1,183 @@
+"""Where the journal lives: a small interface with no protocol in it, and its SQLite implementation.
+
+A phone is a key (the MAC), a stage, a time and a JSON document; a step is a key, a time and a JSON document. The
+store does not look inside the documents, so a PostgreSQL backend is the same five methods over two tables.
+
+SQLite: a file of its own, ``journal.sqlite3`` beside ``leases.sqlite3``, in WAL mode with ``synchronous=NORMAL``.
+Its own file because the lease store's group commit must never wait behind the journal's writes: SQLite has one
+writer per database file, so journal batches in the lease file would hold the lock the lease writer needs before
+each ACK, and their pages would be in every lease fsync. NORMAL because the journal is a diagnostic record: a power
+loss may cost the last batch (a fraction of a second of steps), never a lease, and it saves an fsync per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+FILE = "journal.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS phone (
+    mac TEXT PRIMARY KEY,
+    stage TEXT NOT NULL,
+    updated REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS step (
+    id INTEGER PRIMARY KEY,
+    mac TEXT NOT NULL,
+    time REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS step_mac ON step (mac, id);
+"""
+
+
+@dataclass(frozen=True)
+class PhoneRow:
+    mac: str
+    stage: str
+    updated: float
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepRow:
+    mac: str
+    time: float
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Limits:
+    steps_per_phone: int
+    max_steps: int
+    max_phones: int
+
+
+class JournalStore(Protocol):
+    def write(self, phones: Iterable[PhoneRow], steps: Iterable[StepRow], limits: Limits) -> None:
+        """One transaction: upsert the phones, append the steps, prune to the limits."""
+
+    def phones(self) -> list[PhoneRow]: ...
+
+    def phone(self, mac: str) -> PhoneRow | None: ...
+
+    def steps(self, mac: str) -> list[StepRow]: ...
+
+    def step_counts(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+class SqliteJournal:
+    """The journal file. One writer (the journal's thread); readers open it with ``readonly=True``."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout=5000")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+        self._counts: dict[str, int] = self.step_counts()
+        self._total = sum(self._counts.values())
+
+    def write(self, phones: Iterable[PhoneRow], steps: Iterable[StepRow], limits: Limits) -> None:
+        rows = [(s.mac, s.time, _dumps(s.doc)) for s in steps]
+        prows = [(p.mac, p.stage, p.updated, _dumps(p.doc)) for p in phones]
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            if prows:
+                conn.executemany("INSERT OR REPLACE INTO phone VALUES (?, ?, ?, ?)", prows)
+            if rows:
+                conn.executemany("INSERT INTO step (mac, time, doc) VALUES (?, ?, ?)", rows)
+            counts = dict(self._counts)
+            for mac, _, _ in rows:
+                counts[mac] = counts.get(mac, 0) + 1
+            total = self._total + len(rows)
+            total = self._prune(counts, total, limits)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._counts, self._total = counts, total
+
+    def _prune(self, counts: dict[str, int], total: int, limits: Limits) -> int:
+        conn = self.conn
+        # Per phone: keep the newest steps_per_phone. Pruned in chunks of a tenth so it is not every batch.
+        slack = max(1, limits.steps_per_phone // 10)
+        for mac, n in list(counts.items()):
+            if n > limits.steps_per_phone + slack:
+                conn.execute(
+                    "DELETE FROM step WHERE mac = ? AND id <= (SELECT id FROM step WHERE mac = ? "
+                    "ORDER BY id DESC LIMIT 1 OFFSET ?)", (mac, mac, limits.steps_per_phone))
+                total -= n - limits.steps_per_phone
+                counts[mac] = limits.steps_per_phone
+        # In total: the oldest steps overall.
+        if total > limits.max_steps + max(1, limits.max_steps // 10):
+            excess = total - limits.max_steps
+            conn.execute("DELETE FROM step WHERE id <= (SELECT id FROM step ORDER BY id LIMIT 1 OFFSET ?)",
+                         (excess - 1,))
+            fresh = self._count_rows()
+            counts.clear()
+            counts.update(fresh)
+            total = sum(fresh.values())
+        # Phones: those not seen for the longest beyond max_phones, with their steps.
+        phones = conn.execute("SELECT count(*) FROM phone").fetchone()[0]
+        if phones > limits.max_phones + max(1, limits.max_phones // 10):
+            old = [m for (m,) in conn.execute("SELECT mac FROM phone ORDER BY updated LIMIT ?",
+                                              (phones - limits.max_phones,))]
+            conn.executemany("DELETE FROM phone WHERE mac = ?", [(m,) for m in old])
+            conn.executemany("DELETE FROM step WHERE mac = ?", [(m,) for m in old])
+            for mac in old:
+                total -= counts.pop(mac, 0)
+        return total
+
+    def _count_rows(self) -> dict[str, int]:
+        return {mac: n for mac, n in self.conn.execute("SELECT mac, count(*) FROM step GROUP BY mac")}
+
+    def phones(self) -> list[PhoneRow]:
+        rows = self.conn.execute("SELECT mac, stage, updated, doc FROM phone ORDER BY mac").fetchall()
+        return [PhoneRow(m, s, u, json.loads(d)) for m, s, u, d in rows]
+
+    def iter_phones(self) -> Iterator[PhoneRow]:
+        for m, s, u, d in self.conn.execute("SELECT mac, stage, updated, doc FROM phone"):
+            yield PhoneRow(m, s, u, json.loads(d))
+
+    def phone(self, mac: str) -> PhoneRow | None:
+        row = self.conn.execute("SELECT mac, stage, updated, doc FROM phone WHERE mac = ?", (mac,)).fetchone()
+        return PhoneRow(row[0], row[1], row[2], json.loads(row[3])) if row else None
+
+    def steps(self, mac: str) -> list[StepRow]:
+        rows = self.conn.execute("SELECT mac, time, doc FROM step WHERE mac = ? ORDER BY id", (mac,)).fetchall()
+        return [StepRow(m, t, json.loads(d)) for m, t, d in rows]
+
+    def step_counts(self) -> dict[str, int]:
+        return self._count_rows()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_readonly(state_dir: Path) -> SqliteJournal | None:
+    """The journal of a running (or stopped) daemon for reading, or None when there is none yet."""
+    path = state_dir / FILE
+    if not path.exists():
+        return None
+    return SqliteJournal(path, readonly=True)

@@ -1,0 +1,197 @@
+"""The phone journal: events -> steps -> stage, the store's bounds, the writer's batches."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bootstrapd.events import Events
+from bootstrapd.journal.journal import Journal
+from bootstrapd.journal.settings import JournalSettings
+from bootstrapd.journal.stage import BOOT, CONFIGS, DONE, NO_ADDRESS, STUCK, TOLD, Phone, fold
+from bootstrapd.journal.steps import clean, normal_mac, step_of
+from bootstrapd.journal.store import Limits, PhoneRow, SqliteJournal, StepRow
+from bootstrapd.leases.owners import LeaseOwners
+
+MAC = "00:15:65:aa:bb:cc"
+OWN = "001565aabbcc"
+
+
+def offer(**extra: Any) -> tuple[str, dict[str, Any]]:
+    return "dhcp4.offer", {"type": "OFFER", "request": "DISCOVER", "mac": MAC, "address": "10.77.0.100",
+                           "classes": ["yealink"], "vendor_class": "yealink SIP-T46U", "options": [1, 3, 66], **extra}
+
+
+def ack(options: list[int] | None = None) -> tuple[str, dict[str, Any]]:
+    return "dhcp4.ack", {"type": "ACK", "request": "REQUEST", "mac": MAC, "address": "10.77.0.100", "classes": [],
+                         "vendor_class": "yealink SIP-T46U", "options": [1, 3, 66] if options is None else options}
+
+
+def tftp(name: str, outcome: str = "ok", size: int = 100) -> tuple[str, dict[str, Any]]:
+    return "tftp.transfer", {"client": "10.77.0.100", "file": name, "outcome": outcome, "bytes": size,
+                             "duration": 0.01}
+
+
+def journey(*events: tuple[str, dict[str, Any]], expected: list[str] | None = None) -> Phone:
+    phone = Phone(MAC, expected=expected)
+    for i, (kind, fields) in enumerate(events):
+        step = step_of(kind, fields, MAC, 1000.0 + i)
+        assert step is not None, kind
+        fold(phone, step)
+    return phone
+
+
+def test_a_phone_goes_through_every_stage() -> None:
+    phone = journey(offer())
+    assert phone.stage == NO_ADDRESS
+    fold(phone, step_of(*ack(options=[1, 3]), MAC, 1.0))  # type: ignore[arg-type]
+    assert phone.stage == "address" and phone.address == "10.77.0.100"
+    phone = journey(offer(), ack())
+    assert phone.stage == TOLD
+    phone = journey(offer(), ack(), tftp(f"{OWN}.boot", "not_found"), tftp("y000000000000.boot"))
+    assert phone.stage == BOOT, phone.error  # the MAC boot file 404 is made good by the common one
+    phone = journey(offer(), ack(), tftp("y000000000000.boot"), tftp("y000000000028.cfg"),
+                    tftp(f"{OWN}-local.cfg", "not_found"))
+    assert phone.stage == CONFIGS and phone.error is None  # no -local.cfg on a first boot is normal
+    phone = journey(offer(), ack(), tftp("y000000000000.boot"), tftp("y000000000028.cfg"), tftp(f"{OWN}.cfg"))
+    assert phone.stage == DONE
+    assert phone.vendor_class == "yealink SIP-T46U"
+
+
+def test_stuck_with_the_reason_and_made_good_by_a_retry() -> None:
+    phone = journey(offer(), ack(), tftp("y000000000000.boot"), tftp("sip.cfg", "not_found"),
+                    tftp("features.cfg"))
+    assert phone.stage == STUCK and phone.error == "asked for sip.cfg: not found"
+    fold(phone, step_of(*tftp("sip.cfg"), MAC, 2000.0))  # type: ignore[arg-type]
+    assert phone.stage == CONFIGS and phone.error is None
+    phone = journey(offer(), ack(), tftp("big.rom", "timeout"))
+    assert phone.stage == STUCK and phone.error == "asked for big.rom: timed out (the phone stopped acknowledging)"
+
+
+def test_nak_notify_and_401_reasons() -> None:
+    nak = ("dhcp4.nak", {"type": "NAK", "mac": MAC, "reason": "requested address not on this subnet",
+                         "classes": []})
+    assert journey(nak).error == "DHCP NAK: requested address not on this subnet"
+    assert journey(nak, ack()).stage == TOLD
+    notify = ("pnp.answer", {"mac": OWN, "ip": "10.77.0.100", "vendor": "Yealink", "model": "SIP-T46U",
+                             "version": "108.86.0.20", "url": "http://10.77.0.1/", "acknowledged": False})
+    phone = journey(notify)
+    assert phone.error == "NOTIFY never acknowledged" and phone.model == "SIP-T46U"
+    assert phone.firmware == "108.86.0.20"
+    assert journey(notify, tftp("y000000000000.boot")).stage == BOOT  # it found its way anyway
+    http = ("http.request", {"client": "10.77.0.100", "mac": MAC, "model": "SIP-T46U", "method": "GET",
+                             "path": "T46U_1/y000000000000.boot", "status": 401, "outcome": "ok", "bytes": 0,
+                             "duration": 0.001})
+    assert journey(ack(), http).error == "401 on /T46U_1/"
+
+
+def test_done_follows_the_models_download_list() -> None:
+    files = ["y000000000000.boot", "sip.cfg", f"{OWN}.cfg"]
+    phone = journey(ack(), tftp(files[0]), tftp(f"{OWN}.cfg"), expected=files)
+    assert phone.stage == CONFIGS  # sip.cfg not yet served
+    fold(phone, step_of(*tftp("sip.cfg"), MAC, 3000.0))  # type: ignore[arg-type]
+    assert phone.stage == DONE
+
+
+def test_steps_read_like_the_exchange() -> None:
+    step = step_of(*offer(), MAC, 5.0)  # type: ignore[arg-type]
+    assert step is not None and step.text.startswith("DISCOVER → OFFER 10.77.0.100 (options 1 3 66)")
+    v6 = step_of("dhcp6.reply", {"mac": MAC, "type": "reply", "request": "REQUEST", "address": IPv6Address("fd77::100"),
+                                 "options": [1, 2, 3, 59]}, MAC, 5.0)
+    assert v6 is not None and v6.fields["told"] and v6.fields["address6"] == "fd77::100"
+    assert step_of("tftp.socket_error", {}, MAC, 1.0) is None
+
+
+def test_hostile_text_is_cleaned() -> None:
+    step = step_of(*offer(vendor_class="evil\x1b[2J\r\nX" + "a" * 500), MAC, 1.0)  # type: ignore[arg-type]
+    assert step is not None
+    assert "\x1b" not in step.text and "\n" not in step.text and len(step.fields["vendor_class"]) <= 101
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.dictionaries(st.sampled_from(["mac", "client", "file", "path", "outcome", "status", "bytes", "options",
+                                        "address", "vendor", "model", "type", "request", "acknowledged", "reason"]),
+                       st.one_of(st.none(), st.text(), st.integers(-10, 10**6), st.booleans(),
+                                 st.lists(st.integers(0, 300)))),
+       st.sampled_from(["dhcp4.offer", "dhcp4.ack", "dhcp4.nak", "dhcp6.reply", "pnp.answer", "tftp.transfer",
+                        "http.request", "ftp.transfer", "ftp.login", "dhcp4.release"]))
+def test_any_event_fields_make_a_step_or_nothing(fields: dict[str, Any], kind: str) -> None:
+    try:
+        step = step_of(kind, fields, MAC, 1.0)
+    except (ValueError, TypeError):
+        # bytes/duration that are not numbers come only from a broken service, not the wire: a loud failure is right
+        return
+    if step is not None:
+        fold(Phone(MAC), step)
+
+
+def test_normal_mac_and_clean() -> None:
+    assert normal_mac("00-15-65-AA-BB-CC") == MAC == normal_mac(OWN) == normal_mac(bytes.fromhex(OWN))
+    assert normal_mac("nonsense") is None and normal_mac(None) is None
+    assert clean("a\x00b") == "a?b"
+
+
+def test_store_bounds_per_phone_in_total_and_phones(tmp_path: Path) -> None:
+    store = SqliteJournal(tmp_path / "j.sqlite3")
+    limits = Limits(steps_per_phone=10, max_steps=100, max_phones=5)
+    for batch in range(30):
+        steps = [StepRow(f"m{p}", batch + p / 10, {"n": batch}) for p in range(3)]
+        store.write([PhoneRow(f"m{p}", "told", batch, {}) for p in range(3)], steps, limits)
+    counts = store.step_counts()
+    assert all(n <= 11 for n in counts.values()) and set(counts) == {"m0", "m1", "m2"}
+    assert [s.doc["n"] for s in store.steps("m0")][-1] == 29  # the newest are kept
+    for p in range(3, 20):
+        store.write([PhoneRow(f"m{p}", "told", 100 + p, {})], [StepRow(f"m{p}", 100.0, {})], limits)
+    assert len(store.phones()) <= 6 and store.phone("m19") is not None and store.phone("m0") is None
+    store.close()
+    reader = SqliteJournal(tmp_path / "j.sqlite3", readonly=True)
+    assert reader.phone("m19") is not None
+    reader.close()
+
+
+def test_the_journal_writes_batches_and_ties_requests_by_lease(tmp_path: Path) -> None:
+    async def main() -> None:
+        events = Events()
+        owners = LeaseOwners()
+        owners.register(lambda address, now: bytes.fromhex(OWN) if address == IPv4Address("10.77.0.100") else None)
+        journal = Journal(JournalSettings(flush_interval=0.05), SqliteJournal(tmp_path / "j.sqlite3"), events,
+                          owners)
+        journal.load()
+        journal.start(asyncio.get_running_loop())
+        for kind, fields in (offer(), ack(), tftp("y000000000000.boot"), tftp(f"{OWN}.cfg")):
+            events.emit(kind, **fields)
+        events.emit("tftp.transfer", client="10.77.0.222", file="x.cfg", outcome="ok", bytes=1, duration=0.0)
+        events.emit("dhcp4.commit_failed")
+        assert await asyncio.get_running_loop().run_in_executor(None, journal.flush)
+        assert journal.stage_counts == {DONE: 1}
+        assert events.counters["journal.unknown_phone"] == 1
+        journal.stop()
+
+    asyncio.run(main())
+    store = SqliteJournal(tmp_path / "j.sqlite3", readonly=True)
+    row = store.phone(MAC)
+    assert row is not None and row.stage == DONE and row.doc["address"] == "10.77.0.100"
+    assert [s.doc["kind"] for s in store.steps(MAC)] == ["offer", "ack", "get", "get"]
+    store.close()
+
+
+def test_the_sink_is_bounded() -> None:
+    events = Events()
+    journal = Journal(JournalSettings(max_pending=100), None, events, LeaseOwners())  # type: ignore[arg-type]
+    for _ in range(150):
+        journal.sink(*tftp("a"))
+    assert events.counters["journal.dropped"] == 50
+
+
+@pytest.mark.parametrize("bad", ["steps_per_phone = 1", "flush_interval = 100", "nonsense = 1"])
+def test_journal_settings_errors(bad: str) -> None:
+    from bootstrapd.config import ConfigError, loads
+
+    with pytest.raises(ConfigError):
+        loads(f'[server]\ninterface = "eth1"\n[journal]\n{bad}\n')
