@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return 2
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, _run_overrides(args))
     try:
         asyncio.run(daemon.run())
     except StartupError as exc:
@@ -50,6 +50,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _run_overrides(args: argparse.Namespace) -> Callable[[config.Settings], config.Settings] | None:
+    if not args.pcap:
+        return None
+    import dataclasses
+
+    def adjust(settings: config.Settings) -> config.Settings:
+        return dataclasses.replace(settings, capture=dataclasses.replace(settings.capture, file=args.pcap))
+
+    return adjust
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -134,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, help="the TOML configuration file")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--debug", action="store_true", help="log every event (costly under load)")
+    run.add_argument("--pcap", metavar="FILE", help="record the services' frames to FILE (sets capture.file)")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration file")
@@ -157,11 +169,18 @@ _EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
 def _register_extras() -> None:
+    _register_journal()
     try:
         from bootstrapd.pnp.cli import setup_resync
     except ImportError:
         return
     _EXTRA["resync"] = ("make phones fetch their configuration again (SIP check-sync)", setup_resync)
+
+
+def _register_journal() -> None:
+    from bootstrapd.journal.cli import setup_status
+
+    _EXTRA["status"] = ("the phones of the journal: stage, address, model, last step, error", setup_status)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 
 from bootstrapd import config
 from bootstrapd.config import Settings
@@ -30,6 +31,10 @@ __all__ = ["Context", "Daemon", "Service", "StartupError", "check_interface", "s
 def service_factories(settings: Settings) -> list[ServiceFactory]:
     """The enabled services, imported only when enabled."""
     factories: list[ServiceFactory] = []
+    if settings.capture.file:  # first of all: it records the others' first frames
+        from bootstrapd.journal.capture import CaptureService
+
+        factories.append(CaptureService)
     if settings.journal.enabled:  # first: subscribed before any service emits
         from bootstrapd.journal.service import JournalService
 
@@ -111,8 +116,10 @@ def sd_notify(message: str) -> bool:
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, adjust: Callable[[Settings], Settings] | None = None) -> None:
+        # ``adjust``: command-line overrides (run --pcap), applied again to every reloaded file.
+        self._adjust = adjust or (lambda s: s)
+        self.settings = self._adjust(settings)
         self.events = Events()
         self.services: list[Service] = []
         self._stop = asyncio.Event()
@@ -187,7 +194,7 @@ class Daemon:
     def reload(self) -> None:
         sd_notify("RELOADING=1")
         try:
-            new = config.load(self.settings.file)
+            new = self._adjust(config.load(self.settings.file))
             if new.server.interface != self.settings.server.interface:
                 raise config.ConfigError(new.file, None, "server.interface", "cannot change on reload; restart")
             if new.server.state_dir != self.settings.server.state_dir:

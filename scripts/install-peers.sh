@@ -23,7 +23,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 # Belt and braces: stop anything the packages started anyway.
-for svc in tftpd-hpa kea-dhcp4-server kea-dhcp6-server kea-ctrl-agent isc-kea-dhcp4-server; do
+for svc in tftpd-hpa kea-dhcp4-server kea-dhcp6-server kea-ctrl-agent isc-kea-dhcp4-server prometheus prometheus-node-exporter; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

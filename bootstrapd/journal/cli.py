@@ -1,0 +1,169 @@
+"""``bootstrapd status``: the phones of the journal, their stages and their journeys, read while the daemon runs.
+
+The journal file is opened read-only: nothing here can hold a lock the daemon's writer waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from bootstrapd import config
+from bootstrapd.configfile import ConfigError
+from bootstrapd.journal.stage import LABELS, STAGES
+from bootstrapd.journal.steps import normal_mac
+from bootstrapd.journal.store import PhoneRow, open_readonly
+
+
+def _stage_id(text: str) -> str | None:
+    low = text.strip().lower().replace("-", "_")
+    for stage in STAGES:
+        if low in (stage, LABELS[stage], LABELS[stage].replace(" ", "_")):
+            return stage
+    return None
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def summary(counts: Counter[str]) -> str:
+    total = sum(counts.values())
+    parts = [f"{counts[s]} {LABELS[s]}" for s in STAGES if counts.get(s)]
+    return f"{total} phone{'s' if total != 1 else ''}" + (": " + ", ".join(parts) if parts else "")
+
+
+def phone_json(row: PhoneRow) -> dict[str, Any]:
+    doc = row.doc
+    return {"mac": row.mac, "stage": row.stage, "stage_label": LABELS.get(row.stage, row.stage),
+            "address": doc.get("address"), "address6": doc.get("address6"), "vendor": doc.get("vendor"),
+            "model": doc.get("model"), "firmware": doc.get("firmware"), "vendor_class": doc.get("vendor_class"),
+            "error": doc.get("error"), "last_step": doc.get("last_step"), "last_time": doc.get("last_time"),
+            "first_seen": doc.get("first_seen"), "last_seen": doc.get("last_seen"), "steps": doc.get("steps", 0),
+            "served": doc.get("served", []), "expected": doc.get("expected")}
+
+
+def _cut(text: str | None, width: int) -> str:
+    text = text or "-"
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def table(rows: list[PhoneRow], width: int) -> list[str]:
+    head = f"{'MAC':17}  {'STAGE':23}  {'ADDRESS':15}  {'MODEL':12}  {'FIRMWARE':13}  "
+    rest = max(20, width - len(head))
+    lines = [head + "LAST STEP / ERROR"]
+    for row in rows:
+        doc = row.doc
+        error = doc.get("error")
+        tail = f"{error}" if error else doc.get("last_step") or "-"
+        lines.append(f"{row.mac:17}  {LABELS.get(row.stage, row.stage):23}  "
+                     f"{_cut(doc.get('address') or doc.get('address6'), 15):15}  {_cut(doc.get('model'), 12):12}  "
+                     f"{_cut(doc.get('firmware'), 13):13}  {_cut(tail, rest)}")
+    return lines
+
+
+def journey(row: PhoneRow, steps: list[dict[str, Any]]) -> list[str]:
+    p = phone_json(row)
+    lines = [f"{row.mac}  {p['stage_label']}" + (f": {p['error']}" if p["error"] else ""),
+             f"  address {p['address'] or '-'}  {p['address6'] or ''}".rstrip(),
+             f"  phone   {' '.join(x for x in (p['vendor'], p['model'], p['firmware']) if x) or '-'}",
+             f"  vendor class {p['vendor_class'] or '-'}", ""]
+    for step in steps:
+        mark = " " if step.get("ok", True) else "!"
+        lines.append(f"{_iso(step['time'])}.{int(step['time'] * 1000) % 1000:03d} {mark} {step['proto']:6} "
+                     f"{step['text']}")
+        if step.get("error"):
+            lines.append(f"{'':26}{step['error']}")
+    return lines
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        settings = config.load(args.config)
+    except ConfigError as exc:
+        print(f"bootstrapd: {exc}", file=sys.stderr)
+        return 2
+    stage = None
+    if args.stage:
+        stage = _stage_id(args.stage)
+        if stage is None:
+            print(f"bootstrapd: --stage {args.stage!r}: one of {', '.join(STAGES)}", file=sys.stderr)
+            return 2
+    mac = None
+    if args.mac:
+        mac = normal_mac(args.mac)
+        if mac is None:
+            print(f"bootstrapd: --mac {args.mac!r} is not a MAC address", file=sys.stderr)
+            return 2
+    if args.watch and args.json:
+        print("bootstrapd: --watch and --json do not go together (poll with --json instead)", file=sys.stderr)
+        return 2
+    if not args.watch:
+        return _show(settings, args, stage, mac)
+    try:
+        while True:
+            sys.stdout.write("\x1b[H\x1b[2J")  # home, clear: the table redrawn in place
+            _show(settings, args, stage, mac)
+            sys.stdout.write(f"\n(every {args.interval:g}s; Ctrl-C ends)\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _show(settings: config.Settings, args: argparse.Namespace, stage: str | None, mac: str | None) -> int:
+    store = open_readonly(settings.server.state_dir)
+    if store is None:
+        if args.json:
+            print(json.dumps({"phones": [], "summary": {}} if mac is None else {"error": "no such phone"}))
+        else:
+            print(f"no journal yet in {settings.server.state_dir} (the daemon writes it once phones show up)",
+                  file=sys.stderr)
+        return 1 if mac else 0
+    try:
+        if mac is not None:
+            row = store.phone(mac)
+            if row is None:
+                if args.json:
+                    print(json.dumps({"error": "no such phone", "mac": mac}))
+                else:
+                    print(f"bootstrapd: {mac}: not in the journal", file=sys.stderr)
+                return 1
+            steps = [s.doc for s in store.steps(mac)]
+            if args.json:
+                json.dump({"phone": phone_json(row), "steps": steps}, sys.stdout, indent=2, ensure_ascii=False)
+                print()
+            else:
+                print("\n".join(journey(row, steps)))
+            return 0
+        rows = store.phones()
+    finally:
+        store.close()
+    counts = Counter(r.stage for r in rows)
+    if stage is not None:
+        rows = [r for r in rows if r.stage == stage]
+    if args.json:
+        json.dump({"phones": [phone_json(r) for r in rows], "summary": {s: counts.get(s, 0) for s in STAGES}},
+                  sys.stdout, indent=2, ensure_ascii=False)
+        print()
+        return 0
+    if rows:
+        print("\n".join(table(rows, shutil.get_terminal_size((160, 24)).columns)))
+        print()
+    print(summary(counts))
+    return 0
+
+
+def setup_status(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between redraws with --watch")
+    parser.add_argument("--stage", help=f"only phones at this stage ({', '.join(STAGES)})")
+    parser.add_argument("--mac", help="one phone's whole journey")
+    parser.set_defaults(func=cmd_status)
