@@ -178,9 +178,10 @@ def _register_extras() -> None:
 
 
 def _register_journal() -> None:
-    from bootstrapd.journal.cli import setup_status
+    from bootstrapd.journal.cli import setup_status, setup_trace
 
     _EXTRA["status"] = ("the phones of the journal: stage, address, model, last step, error", setup_status)
+    _EXTRA["trace"] = ("per-phone timelines and a diagnosis from a pcap/pcapng capture", setup_trace)
 
 
 def main(argv: list[str] | None = None) -> int:

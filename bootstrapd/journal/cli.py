@@ -167,3 +167,66 @@ def setup_status(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", help=f"only phones at this stage ({', '.join(STAGES)})")
     parser.add_argument("--mac", help="one phone's whole journey")
     parser.set_defaults(func=cmd_status)
+
+
+# -- trace ------------------------------------------------------------------------------------------------------
+def cmd_trace(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bootstrapd.journal.diagnose import diagnose, stopped_at
+    from bootstrapd.journal.tracing import read_capture
+
+    mac = None
+    if args.mac:
+        mac = normal_mac(args.mac)
+        if mac is None:
+            print(f"bootstrapd: --mac {args.mac!r} is not a MAC address", file=sys.stderr)
+            return 2
+    path = Path(args.capture)
+    try:
+        events = read_capture(path)
+    except (OSError, ValueError, EOFError) as exc:
+        print(f"bootstrapd: {path}: {exc}", file=sys.stderr)
+        return 2
+    start = events[0].time if events else 0.0
+    phones: dict[str, list[Any]] = {}
+    for event in events:
+        if event.mac is not None and (mac is None or event.mac == mac):
+            phones.setdefault(event.mac, []).append(event)
+    report: list[dict[str, Any]] = []
+    for who, timeline in phones.items():
+        found = diagnose(timeline, args.server)
+        addresses = sorted({str(e.facts["address"]) for e in timeline if e.facts.get("address")})
+        report.append({"mac": who, "addresses": addresses, "stopped_at": stopped_at(timeline),
+                       "timeline": [{"number": e.number, "time": round(e.time - start, 6), "source": e.src,
+                                     "destination": e.dst, "protocol": e.proto, "info": e.info} for e in timeline],
+                       "diagnosis": [d.as_dict() | {"time": round(d.time - start, 6) if d.time else None}
+                                     for d in found]})
+    if args.json:
+        json.dump({"capture": str(path), "packets": len(events), "phones": report}, sys.stdout, indent=2,
+                  ensure_ascii=False)
+        print()
+        return 0
+    if not report:
+        print(f"{path}: no provisioning traffic" + (f" of {mac}" if mac else "") + f" in {len(events)} packets")
+        return 0
+    for phone in report:
+        print(f"{phone['mac']}  {' '.join(phone['addresses'])}".rstrip())
+        print(f"  {'No.':>6}  {'Time':>11}  {'Source':<26} {'Destination':<26} {'Protocol':<8} Info")
+        for row in phone["timeline"]:
+            print(f"  {row['number']:>6}  {row['time']:>11.6f}  {row['source']:<26} {row['destination']:<26} "
+                  f"{row['protocol']:<8} {row['info']}")
+        print(f"  stopped at: {phone['stopped_at']}")
+        marks = {"error": "!", "warning": "?", "info": "i"}
+        for d in phone["diagnosis"] or [{"severity": "info", "kind": "ok", "text": "nothing wrong found"}]:
+            print(f"  {marks.get(d['severity'], '-')} {d['kind']}: {d['text']}")
+        print()
+    return 0
+
+
+def setup_trace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("capture", metavar="CAPTURE", help="a pcap or pcapng file (tcpdump, Wireshark, run --pcap)")
+    parser.add_argument("--mac", help="only this phone")
+    parser.add_argument("--server", help="our DHCP server's address: any other answering is reported as not ours")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=cmd_trace)

@@ -76,7 +76,7 @@ class Env:
         return json.loads(result.stdout) if "--json" in args else result.stdout
 
     def phone(self, mac: str) -> dict[str, Any]:
-        phones = {p["mac"]: p for p in self.status("--json")["phones"]}
+        phones: dict[str, dict[str, Any]] = {p["mac"]: p for p in self.status("--json")["phones"]}
         assert mac in phones, sorted(phones)
         return phones[mac]
 
