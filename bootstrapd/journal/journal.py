@@ -167,6 +167,7 @@ class Journal:
         steps: list[StepRow] = []
         dirty: dict[str, Phone] = {}
         phones = self._phones
+        counts = dict(self.stage_counts)
         for when, kind, fields, mac in batch:
             step = step_of(kind, fields, mac, when)
             if step is None:
@@ -174,21 +175,33 @@ class Journal:
             phone = phones.get(mac)
             if phone is None:
                 phone = phones[mac] = Phone(mac)
+                before = None
+            else:
+                before = phone.stage
             self._fold(phone, step)
+            after = phone.stage
+            if after != before:
+                counts[after] = counts.get(after, 0) + 1
+                if before is not None:
+                    counts[before] -= 1
             dirty[mac] = phone
             steps.append(StepRow(mac, when, step.as_dict()))
         limits = Limits(self.settings.steps_per_phone, self.settings.max_steps, self.settings.max_phones)
         started = time.perf_counter()
-        self.store.write([PhoneRow(p.mac, p.stage, p.last_seen, p.as_dict()) for p in dirty.values()], steps,
-                         limits)
+        rows = []
+        for p in dirty.values():
+            doc = p.as_dict()
+            rows.append(PhoneRow(p.mac, doc["stage"], p.last_seen, doc))
+        self.store.write(rows, steps, limits)
         self.commit_seconds = time.perf_counter() - started
         self.events.counters["journal.steps"] += len(steps)
         self.batches += 1
         self.written += len(steps)
-        if len(phones) > limits.max_phones:
+        if len(phones) > limits.max_phones + max(1, limits.max_phones // 10):
             for mac in sorted(phones, key=lambda m: phones[m].last_seen)[:len(phones) - limits.max_phones]:
                 del phones[mac]
-        self.stage_counts = dict(Counter(p.stage for p in phones.values()))
+            counts = dict(Counter(p.stage for p in phones.values()))
+        self.stage_counts = {k: v for k, v in counts.items() if v}
 
     def _fold(self, phone: Phone, step: Step) -> None:
         if self.expected is not None and phone.expected is None and (phone.model or step.fields.get("model")):

@@ -18,7 +18,7 @@ guide's download order) served counts as done.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from bootstrapd.journal.steps import Step
@@ -60,12 +60,16 @@ class Phone:
     last_step: str = ""
     last_time: float = 0.0
     steps: int = 0
+    done: bool = False  # every expected file served (kept up to date by fold)
+    stage: str = NO_ADDRESS  # computed: by fold after each step, and on creation
 
-    @property
-    def stage(self) -> str:
+    def __post_init__(self) -> None:
+        self.stage = self.compute_stage()
+
+    def compute_stage(self) -> str:
         if self.error:
             return STUCK
-        if self._done():
+        if self.done:
             return DONE
         if self.configs:
             return CONFIGS
@@ -77,7 +81,7 @@ class Phone:
             return ADDRESS
         return NO_ADDRESS
 
-    def _done(self) -> bool:
+    def is_done(self) -> bool:
         served = {name.lower() for name in self.served}
         if self.expected is not None:
             return bool(self.expected) and all(name.lower() in served for name in self.expected)
@@ -85,14 +89,26 @@ class Phone:
         return any(name.rsplit("/", 1)[-1] == own for name in served)
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["stage"] = self.stage
+        """The stored document: fields at their default are left out (from_dict restores them)."""
+        # By hand: dataclasses.asdict deep-copies recursively and was the journal writer's largest cost.
+        out: dict[str, Any] = {"mac": self.mac, "stage": self.stage}
+        for name, default in _DEFAULTS:
+            value = getattr(self, name)
+            if value != default:
+                out[name] = list(value) if name == "served" else dict(value) if name == "failed" else value
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Phone:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        phone = cls(**known)
+        phone.done = phone.is_done()
+        phone.stage = phone.compute_stage()
+        return phone
+
+
+_DEFAULTS = tuple((f.name, f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc,operator]
+                  for f in fields(Phone) if f.name not in ("mac", "stage"))
 
 
 def _is_local_cfg(name: str, mac: str) -> bool:
@@ -118,6 +134,7 @@ def _served(phone: Phone, name: str, kind: str) -> None:
     phone.served.append(name)
     del phone.served[:-FILES_KEPT]
     phone.failed.pop(name, None)
+    phone.done = phone.is_done()
     # A boot file that was not found is made good by any later download (the guide's fallbacks).
     for other in [n for n in phone.failed if n.lower().endswith(".boot") and "not found" in phone.failed[n]]:
         del phone.failed[other]
@@ -177,4 +194,5 @@ def fold(phone: Phone, step: Step) -> Phone:
             while len(phone.failed) > FILES_KEPT:
                 del phone.failed[next(iter(phone.failed))]
     _recompute(phone)
+    phone.stage = phone.compute_stage()
     return phone

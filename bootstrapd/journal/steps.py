@@ -103,9 +103,9 @@ class Step:
     fields: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"time": self.time, "proto": self.proto, "kind": self.kind, "text": self.text,
-                               "ok": self.ok}
-        if self.error:
+        out: dict[str, Any] = {"time": self.time, "proto": self.proto, "kind": self.kind, "text": self.text}
+        if not self.ok:
+            out["ok"] = False
             out["error"] = self.error
         out.update(self.fields)
         return out
@@ -125,34 +125,37 @@ def address_of(kind: str, fields: dict[str, Any]) -> str | None:
 def _codes(value: object) -> list[int]:
     if not isinstance(value, list | tuple | set | frozenset):
         return []
-    return sorted({int(c) for c in value if isinstance(c, int)})
+    return sorted({c for c in value if isinstance(c, int)})
 
 
 def _dhcp4(kind: str, f: dict[str, Any], mac: str, now: float) -> Step:
-    name = kind.split(".", 1)[1]
-    request = clean(f.get("request") or "", 20)
+    # The hot path of the journal (every DORA is two of these): the type, request and address are the DHCP
+    # server's own strings; only the vendor class comes from the wire and is cleaned.
+    name = kind[6:]
+    request = f.get("request") or "?"
     address = f.get("address")
     options = _codes(f.get("options"))
     extra: dict[str, Any] = {}
     if address:
-        extra["address"] = clean(address, 45)
+        extra["address"] = address
     if options:
         extra["options"] = options
-    if f.get("vendor_class"):
-        extra["vendor_class"] = clean(f["vendor_class"], 100)
-    told = bool(PROVISIONING4.intersection(options))
+    vendor_class = f.get("vendor_class")
+    if vendor_class:
+        extra["vendor_class"] = vendor_class = clean(vendor_class, 100)
     if name in ("offer", "ack", "inform"):
-        shown = "INFORM → ACK" if name == "inform" else f"{request or '?'} → {name.upper()}"
-        text = f"{shown} {address or ''}".rstrip()
+        text = "INFORM → ACK" if name == "inform" else f"{request} → {name.upper()}"
+        if address:
+            text += " " + address
         if options:
             text += f" (options {' '.join(map(str, options))})"
-        if extra.get("vendor_class"):
-            text += f" vendor class {extra['vendor_class']!r}"
-        return Step(mac, now, "dhcp4", name, text, fields={**extra, "told": told and name != "offer"})
+        if vendor_class:
+            text += f" vendor class {vendor_class!r}"
+        extra["told"] = name != "offer" and not PROVISIONING4.isdisjoint(options)
+        return Step(mac, now, "dhcp4", name, text, fields=extra)
     if name == "nak":
         why = clean(f.get("reason") or "refused", 80)
-        return Step(mac, now, "dhcp4", "nak", f"{request or 'REQUEST'} → NAK ({why})", False, f"DHCP NAK: {why}",
-                    extra)
+        return Step(mac, now, "dhcp4", "nak", f"{request} → NAK ({why})", False, f"DHCP NAK: {why}", extra)
     if name == "exhausted":
         return Step(mac, now, "dhcp4", "exhausted", "DISCOVER: no address left to offer", False,
                     "no address: the DHCPv4 pool is exhausted", extra)

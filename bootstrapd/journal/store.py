@@ -75,8 +75,8 @@ class JournalStore(Protocol):
     def close(self) -> None: ...
 
 
-def _dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder: json.dumps with
+# arguments builds a new one per call
 
 
 class SqliteJournal:
@@ -94,60 +94,77 @@ class SqliteJournal:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
-        self._counts: dict[str, int] = self.step_counts()
+        # Steps per phone (every phone of the file has an entry) and the totals, kept in memory by the writer.
+        self._counts: dict[str, int] = dict.fromkeys((m for (m,) in self.conn.execute("SELECT mac FROM phone")), 0)
+        self._counts.update(self.step_counts())
         self._total = sum(self._counts.values())
+        self._phones = len(self._counts)
 
     def write(self, phones: Iterable[PhoneRow], steps: Iterable[StepRow], limits: Limits) -> None:
         rows = [(s.mac, s.time, _dumps(s.doc)) for s in steps]
         prows = [(p.mac, p.stage, p.updated, _dumps(p.doc)) for p in phones]
         conn = self.conn
+        counts = self._counts
+        touched: dict[str, int] = {}
+        for mac, _, _ in rows:
+            touched[mac] = touched.get(mac, 0) + 1
         conn.execute("BEGIN")
         try:
             if prows:
                 conn.executemany("INSERT OR REPLACE INTO phone VALUES (?, ?, ?, ?)", prows)
             if rows:
                 conn.executemany("INSERT INTO step (mac, time, doc) VALUES (?, ?, ?)", rows)
-            counts = dict(self._counts)
-            for mac, _, _ in rows:
-                counts[mac] = counts.get(mac, 0) + 1
-            total = self._total + len(rows)
-            total = self._prune(counts, total, limits)
+            # The bookkeeping below is only for the phones of this batch: O(batch), not O(phones).
+            fresh = {mac: counts.get(mac, 0) + n for mac, n in touched.items()}
+            new_phones = sum(1 for p in prows if p[0] not in counts)
+            recounted, total = self._prune(fresh, self._total + len(rows), self._phones + new_phones, limits)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self._counts, self._total = counts, total
+        if recounted is None:
+            for p in prows:
+                counts.setdefault(p[0], 0)
+            counts.update(fresh)
+        else:
+            self._counts = recounted
+            total = sum(recounted.values())
+        self._total = total
+        self._phones = len(self._counts)
 
-    def _prune(self, counts: dict[str, int], total: int, limits: Limits) -> int:
+    def _prune(self, fresh: dict[str, int], total: int, phones: int,
+               limits: Limits) -> tuple[dict[str, int] | None, int]:
+        """Prune to the limits. Returns the steps per phone recounted from the file when a global bound had to
+        prune (else None: ``fresh`` then holds the batch's phones' new counts), and the total number of steps."""
         conn = self.conn
         # Per phone: keep the newest steps_per_phone. Pruned in chunks of a tenth so it is not every batch.
         slack = max(1, limits.steps_per_phone // 10)
-        for mac, n in list(counts.items()):
+        for mac, n in fresh.items():
             if n > limits.steps_per_phone + slack:
                 conn.execute(
                     "DELETE FROM step WHERE mac = ? AND id <= (SELECT id FROM step WHERE mac = ? "
                     "ORDER BY id DESC LIMIT 1 OFFSET ?)", (mac, mac, limits.steps_per_phone))
                 total -= n - limits.steps_per_phone
-                counts[mac] = limits.steps_per_phone
+                fresh[mac] = limits.steps_per_phone
+        recount = False
         # In total: the oldest steps overall.
         if total > limits.max_steps + max(1, limits.max_steps // 10):
             excess = total - limits.max_steps
             conn.execute("DELETE FROM step WHERE id <= (SELECT id FROM step ORDER BY id LIMIT 1 OFFSET ?)",
                          (excess - 1,))
-            fresh = self._count_rows()
-            counts.clear()
-            counts.update(fresh)
-            total = sum(fresh.values())
+            recount = True
         # Phones: those not seen for the longest beyond max_phones, with their steps.
-        phones = conn.execute("SELECT count(*) FROM phone").fetchone()[0]
         if phones > limits.max_phones + max(1, limits.max_phones // 10):
-            old = [m for (m,) in conn.execute("SELECT mac FROM phone ORDER BY updated LIMIT ?",
-                                              (phones - limits.max_phones,))]
-            conn.executemany("DELETE FROM phone WHERE mac = ?", [(m,) for m in old])
-            conn.executemany("DELETE FROM step WHERE mac = ?", [(m,) for m in old])
-            for mac in old:
-                total -= counts.pop(mac, 0)
-        return total
+            old = [(m,) for (m,) in conn.execute("SELECT mac FROM phone ORDER BY updated LIMIT ?",
+                                                 (phones - limits.max_phones,))]
+            conn.executemany("DELETE FROM phone WHERE mac = ?", old)
+            conn.executemany("DELETE FROM step WHERE mac = ?", old)
+            recount = True
+        if not recount:
+            return None, total
+        counts = dict.fromkeys((m for (m,) in conn.execute("SELECT mac FROM phone")), 0)
+        counts.update(self._count_rows())
+        return counts, sum(counts.values())
 
     def _count_rows(self) -> dict[str, int]:
         return {mac: n for mac, n in self.conn.execute("SELECT mac, count(*) FROM step GROUP BY mac")}

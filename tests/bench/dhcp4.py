@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -65,8 +66,8 @@ class Running:
         self.pid = pid
 
 
-def start_bootstrapd(node: Node, workdir: Path) -> Running:
-    app = Appliance(node, workdir, BOOTSTRAPD)
+def start_bootstrapd(node: Node, workdir: Path, extra: str = "") -> Running:
+    app = Appliance(node, workdir, BOOTSTRAPD + extra)
     app.start()
     assert app.proc
 
@@ -74,6 +75,10 @@ def start_bootstrapd(node: Node, workdir: Path) -> Running:
         app.stop()
 
     return Running(stop, app.proc.pid)
+
+
+def start_bootstrapd_nojournal(node: Node, workdir: Path) -> Running:
+    return start_bootstrapd(node, workdir, "[journal]\nenabled = false\n")
 
 
 def start_kea(node: Node, workdir: Path) -> Running:
@@ -162,6 +167,49 @@ def measure(the_lab: Lab, name: str, start: Callable[[Node, Path], Running], app
     return best, runs
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the daemon (threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repeats: int) -> None:
+    """The journal's cost: bootstrapd with [journal] off and on, interleaved, at each rate ``repeats`` times each.
+
+    Prints completed exchanges, drops and the daemon's CPU per exchange; the CPU figure is the steady one on a shared
+    machine (a drop figure near a rate limit moves with the neighbours' load).
+    """
+    print(f"journal off/on interleaved, {repeats} runs each per rate, {PERIOD} s per run "
+          f"(load average at start: {os.getloadavg()[0]:.2f})")
+    totals: dict[str, list[float]] = {"off": [], "on": []}
+    for rate in rates:
+        per: dict[str, list[tuple[float, float, float]]] = {"off": [], "on": []}
+        for rep in range(repeats):
+            order = ("off", "on") if rep % 2 == 0 else ("on", "off")
+            for mode in order:
+                workdir = Path(tempfile.mkdtemp(prefix=f"ab-{mode}-{rate}-", dir=base))
+                workdir.chmod(0o755)
+                server = (start_bootstrapd_nojournal if mode == "off" else start_bootstrapd)(appliance, workdir)
+                try:
+                    before = cpu_seconds(server.pid)
+                    result = perfdhcp_run(client, rate)
+                    cpu = cpu_seconds(server.pid) - before
+                finally:
+                    server.stop()
+                per_exchange = cpu / result["completed"] * 1e6 if result["completed"] else float("nan")
+                per[mode].append((result["completed"], result["drop_ratio"], per_exchange))
+                print(f"  {rate:6}/s journal {mode:3}  completed {result['completed']:7.0f}  drops "
+                      f"{result['drop_ratio'] * 100:6.2f}%  daemon CPU {per_exchange:6.1f} us/exchange "
+                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+        means = {m: [sum(x[i] for x in v) / len(v) for i in range(3)] for m, v in per.items()}
+        for mode in ("off", "on"):
+            totals[mode].append(means[mode][2])
+        print(f"  {rate:6}/s on/off: completed x{means['on'][0] / max(1.0, means['off'][0]):.3f}, CPU per exchange "
+              f"x{means['on'][2] / means['off'][2]:.3f}", flush=True)
+    off, on = sum(totals["off"]) / len(totals["off"]), sum(totals["on"]) / len(totals["on"])
+    print(f"\njournal on / off, daemon CPU per DORA exchange over all rates: {on:.1f} / {off:.1f} us = x{on / off:.3f}")
+
+
 def rss_with_leases(appliance: Node, client: Node, base: Path, count: int = 50_000) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rss-", dir=base))
     workdir.chmod(0o755)
@@ -184,14 +232,18 @@ def rss_with_leases(appliance: Node, client: Node, base: Path, count: int = 50_0
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", default=",".join(map(str, RATES)))
-    parser.add_argument("--servers", default="bootstrapd,kea,dnsmasq")
+    parser.add_argument("--servers", default="bootstrapd,kea,dnsmasq",
+                        help="bootstrapd-nojournal: bootstrapd with [journal] off")
+    parser.add_argument("--journal-ab", type=int, default=0, metavar="N",
+                        help="instead: bootstrapd with the journal off and on, interleaved, N runs each per rate")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     for tool in ("perfdhcp", "kea-dhcp4", "dnsmasq"):
         if not shutil.which(tool):
             print(f"missing {tool}: run `make peers`", file=sys.stderr)
             return 2
-    starters = {"bootstrapd": start_bootstrapd, "kea": start_kea, "dnsmasq": start_dnsmasq}
+    starters = {"bootstrapd": start_bootstrapd, "bootstrapd-nojournal": start_bootstrapd_nojournal, "kea": start_kea,
+                "dnsmasq": start_dnsmasq}
     results: dict[str, int] = {}
     base = Path(tempfile.mkdtemp(prefix="bench-dhcp4-"))
     base.chmod(0o755)
@@ -199,6 +251,9 @@ def main() -> int:
         with lab() as the_lab:
             appliance = the_lab.add_appliance(ipv4=f"{SERVER}/16", ipv6=None)
             client = the_lab.add_phone(mac="02:30:00:00:00:01", ipv4=f"{CLIENT}/16")
+            if args.journal_ab:
+                journal_ab(appliance, client, base, rates, args.journal_ab)
+                return 0
             print(f"DHCPv4 DORA, perfdhcp relay, {PERIOD} s per rate, pass = under 1% of exchanges lost")
             for name in args.servers.split(","):
                 results[name], _ = measure(the_lab, name, starters[name], appliance, client, base, rates)

@@ -289,10 +289,10 @@ class _Server:
         root = work / "root"
         self.app: Any = None
         self.log_tail = ""
-        if kind == "bootstrapd":
+        if kind in ("bootstrapd", "bootstrapd-nojournal"):
             config = BASE_CONFIG.format(root=root, state=work / "state") + (
                 "\n[tftp]\nenabled = true\nmax_transfers = 5000\nmax_per_client = 5000\nrate_limit = 0\n"
-            )
+            ) + ("\n[journal]\nenabled = false\n" if kind == "bootstrapd-nojournal" else "")
             self.app = Appliance(ap, work, config)
             self.app.start()
             self.proc = self.app.proc
@@ -373,6 +373,22 @@ def bench(clients: int, servers: list[str]) -> list[dict[str, Any]]:
     return results
 
 
+def journal_ab(results: list[dict[str, Any]]) -> list[str]:
+    """With and without the journal (``--servers bootstrapd,bootstrapd-nojournal,…`` interleaved): mean ratios."""
+    on = [r for r in results if r["server"] == "bootstrapd"]
+    off = [r for r in results if r["server"] == "bootstrapd-nojournal"]
+    if not on or not off:
+        return []
+
+    def mean(rows: list[dict[str, Any]], key: str) -> float:
+        return sum(float(r[key]) for r in rows) / len(rows)
+
+    return ["", f"journal on / off ({len(on)} and {len(off)} interleaved runs): storm files/s "
+                f"x{mean(on, 'files_per_s') / mean(off, 'files_per_s'):.3f}, lock-step "
+                f"x{mean(on, 'lock_mb_s') / mean(off, 'lock_mb_s'):.3f}, windowed "
+                f"x{mean(on, 'win_mb_s') / mean(off, 'win_mb_s'):.3f}"]
+
+
 def report(results: list[dict[str, Any]], clients: int) -> str:
     lines = [f"TFTP boot storm: {clients} clients x 3 files (400 B, 4 KB, 20 KB) at once, blksize 1428; "
              f"then 50 MB with atftp (blksize 1428), lock-step and windowsize 64", ""]
@@ -392,6 +408,7 @@ def report(results: list[dict[str, Any]], clients: int) -> str:
         lines.append(f"bootstrapd / {r['server']}: storm x{base['files_per_s'] / r['files_per_s']:.2f}, "
                      f"lock-step x{base['lock_mb_s'] / r['lock_mb_s']:.2f}, "
                      f"windowed x{base['win_mb_s'] / r['win_mb_s']:.2f}")
+    lines.extend(journal_ab(results))
     if "vmhwm_kb" in base:
         lines.append(f"bootstrapd peak RSS during the storm (VmHWM): {base['vmhwm_kb'] / 1024:.1f} MiB")
     if any(not r[k]["ok"] for r in results for k in ("lockstep", "windowed")):
@@ -419,7 +436,9 @@ def main() -> None:
     st.add_argument("--file", required=True)
     b = sub.add_parser("bench")
     b.add_argument("--clients", type=int, default=1000)
-    b.add_argument("--servers", default="bootstrapd,tftpd-hpa,dnsmasq")
+    b.add_argument("--servers", default="bootstrapd,tftpd-hpa,dnsmasq",
+                   help="in order; bootstrapd-nojournal is bootstrapd with [journal] off: "
+                        "bootstrapd,bootstrapd-nojournal,bootstrapd,bootstrapd-nojournal measures the journal's cost")
     args = parser.parse_args()
     if args.command == "storm":
         result = asyncio.run(storm(args.host, args.port, json.loads(args.files), args.clients,
