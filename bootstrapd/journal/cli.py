@@ -16,7 +16,7 @@ from typing import Any
 from bootstrapd import config
 from bootstrapd.configfile import ConfigError
 from bootstrapd.journal.stage import LABELS, STAGES
-from bootstrapd.journal.steps import normal_mac
+from bootstrapd.journal.steps import normal_mac, text_of
 from bootstrapd.journal.store import PhoneRow, open_readonly
 
 
@@ -76,7 +76,7 @@ def journey(row: PhoneRow, steps: list[dict[str, Any]]) -> list[str]:
     for step in steps:
         mark = " " if step.get("ok", True) else "!"
         lines.append(f"{_iso(step['time'])}.{int(step['time'] * 1000) % 1000:03d} {mark} {step['proto']:6} "
-                     f"{step['text']}")
+                     f"{text_of(step)}")
         if step.get("error"):
             lines.append(f"{'':26}{step['error']}")
     return lines
@@ -134,7 +134,7 @@ def _show(settings: config.Settings, args: argparse.Namespace, stage: str | None
                 else:
                     print(f"bootstrapd: {mac}: not in the journal", file=sys.stderr)
                 return 1
-            steps = [s.doc for s in store.steps(mac)]
+            steps = [s.doc | {"text": text_of(s.doc)} for s in store.steps(mac)]
             if args.json:
                 json.dump({"phone": phone_json(row), "steps": steps}, sys.stdout, indent=2, ensure_ascii=False)
                 print()

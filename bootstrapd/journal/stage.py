@@ -1,6 +1,6 @@
 """A phone's stage, folded step by step: no address -> address -> told -> boot file -> configs -> done, or stuck.
 
-Pure: :func:`fold` takes a phone's summary and its next :class:`~bootstrapd.journal.steps.Step` and updates the
+Pure: :func:`fold` takes a phone's summary and its next step (:data:`~bootstrapd.journal.steps.Step`) and updates the
 summary in place; nothing here reads a clock or a database, so the same fold runs in the journal's writer, in tests
 and over a stored journey.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from bootstrapd.journal.steps import Step
+from bootstrapd.journal.steps import Step, text_of
 
 NO_ADDRESS = "no_address"
 ADDRESS = "address"
@@ -57,7 +57,7 @@ class Phone:
     failure_key: str | None = None  # the file behind ``error`` when it is about one
     error: str | None = None  # the reason the phone is stuck, if it is
     expected: list[str] | None = None  # from the provisioning model, when known
-    last_step: str = ""
+    last_step: str = ""  # the last step's line (rendered when the document is written)
     last_time: float = 0.0
     steps: int = 0
     done: bool = False  # every expected file served (kept up to date by fold)
@@ -65,6 +65,7 @@ class Phone:
 
     def __post_init__(self) -> None:
         self.stage = self.compute_stage()
+        self.last: Step | None = None  # the last step folded, rendered into last_step by as_dict
 
     def compute_stage(self) -> str:
         if self.error:
@@ -91,6 +92,9 @@ class Phone:
     def as_dict(self) -> dict[str, Any]:
         """The stored document: fields at their default are left out (from_dict restores them)."""
         # By hand: dataclasses.asdict deep-copies recursively and was the journal writer's largest cost.
+        if self.last is not None:
+            self.last_step = text_of(self.last)
+            self.last = None
         out: dict[str, Any] = {"mac": self.mac, "stage": self.stage}
         for name, default in _DEFAULTS:
             value = getattr(self, name)
@@ -147,50 +151,57 @@ def _served(phone: Phone, name: str, kind: str) -> None:
 
 def fold(phone: Phone, step: Step) -> Phone:
     """Update ``phone`` with ``step`` (in place) and return it."""
-    f = step.fields
+    now = step["time"]
+    proto = step["proto"]
+    kind = step["kind"]
+    ok = step.get("ok", True)
+    error = step.get("error")
     if not phone.first_seen:
-        phone.first_seen = step.time
-    phone.last_seen = max(phone.last_seen, step.time)
-    phone.last_step, phone.last_time = step.text, step.time
+        phone.first_seen = now
+    if now > phone.last_seen:
+        phone.last_seen = now
+    phone.last = step
+    phone.last_time = now
     phone.steps += 1
     for key in ("vendor", "model", "firmware", "vendor_class"):
-        if f.get(key):
-            setattr(phone, key, f[key])
-    if step.proto == "dhcp4":
-        if step.kind == "ack":
-            phone.address = f.get("address") or phone.address
+        value = step.get(key)
+        if value:
+            setattr(phone, key, value)
+    if proto == "dhcp4":
+        if kind == "ack":
+            phone.address = step.get("address") or phone.address
             phone.failure = None
-        elif step.kind == "release":
+        elif kind == "release":
             phone.address = None
-        elif not step.ok:
-            phone.failure = step.error
-        if f.get("told"):
+        elif not ok:
+            phone.failure = error
+        if step.get("told"):
             phone.told = True
             if phone.failure == "NOTIFY never acknowledged":
                 phone.failure = None
-    elif step.proto == "dhcp6":
-        if step.kind == "reply" and f.get("address6"):
-            phone.address6 = f["address6"]
+    elif proto == "dhcp6":
+        if kind == "reply" and step.get("address6"):
+            phone.address6 = step["address6"]
             if phone.failure and phone.failure.startswith(("DHCP NAK", "no address")):
                 phone.failure = None
-        if f.get("told"):
+        if step.get("told"):
             phone.told = True
-    elif step.proto == "pnp":
-        if step.ok:
+    elif proto == "pnp":
+        if ok:
             phone.told = True
             if phone.failure == "NOTIFY never acknowledged":
                 phone.failure = None
         elif not phone.told:
-            phone.failure = step.error
-    elif "file" in f and not f.get("write"):
-        name = str(f["file"])
+            phone.failure = error
+    elif "file" in step and not step.get("write"):
+        name = str(step["file"])
         if phone.failure == "NOTIFY never acknowledged":
             phone.failure = None  # the phone asked for a file: it knows where to go
-        if step.ok:
-            _served(phone, name, str(f.get("file_kind")))
-        elif not (_is_local_cfg(name, phone.mac) and f.get("outcome") == "not_found"):
+        if ok:
+            _served(phone, name, str(step.get("file_kind")))
+        elif not (_is_local_cfg(name, phone.mac) and step.get("outcome") == "not_found"):
             phone.failed.pop(name, None)
-            phone.failed[name] = step.error or "failed"
+            phone.failed[name] = error or "failed"
             while len(phone.failed) > FILES_KEPT:
                 del phone.failed[next(iter(phone.failed))]
     _recompute(phone)

@@ -2,7 +2,7 @@
 
 Pure: no clock, no socket, no database. The journal calls :func:`phone_of` to learn which phone an event is about
 (the event's own MAC, else the caller resolves :func:`address_of` through the leases) and :func:`step_of` to turn it
-into a :class:`Step`. Every service's event is read here and nowhere else, so a new event kind is one function.
+into a :data:`Step`. Every service's event is read here and nowhere else, so a new event kind is one function.
 
 Everything copied from an event may come from the wire (a vendor class, a file name, a User-Agent): :func:`clean`
 removes control characters and bounds the length before it is stored or printed.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 # DHCPv4 options that tell a phone where to provision: 66 (TFTP server / URL), 43 (vendor-specific), 150 (Cisco
@@ -24,6 +23,7 @@ PROVISIONING6 = frozenset({17, 59})
 TEXT_MAX = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MAC12 = re.compile(r"^[0-9a-f]{12}$")
+_SEEN: set[str] = set()  # canonical MACs met before (bounded): most events name a phone already seen
 
 OUTCOME_TEXT = {
     "ok": "ok",
@@ -63,6 +63,8 @@ def clean(value: object, limit: int = TEXT_MAX) -> str:
 
 def normal_mac(value: object) -> str | None:
     """``00:15:65:aa:bb:cc`` from any common spelling (bytes, ``001565AABBCC``, ``00-15-65-…``), else None."""
+    if value.__class__ is str and len(value) == 17 and value in _SEEN:  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]  # the DHCP servers' own spelling, already checked once
     if isinstance(value, bytes | bytearray):
         return bytes(value).hex(":") if len(value) == 6 else None
     if not isinstance(value, str):
@@ -70,7 +72,10 @@ def normal_mac(value: object) -> str | None:
     digits = value.strip().lower().replace(":", "").replace("-", "").replace(".", "")
     if not _MAC12.match(digits):
         return None
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    mac = ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    if len(_SEEN) < 100_000:
+        _SEEN.add(mac)
+    return mac
 
 
 def file_kind(name: str) -> str:
@@ -89,26 +94,19 @@ def outcome_text(outcome: str) -> str:
     return OUTCOME_TEXT.get(outcome, clean(outcome, 60).replace("_", " "))
 
 
-@dataclass(slots=True)
-class Step:
-    """One exchange of one phone. ``fields`` holds only plain JSON values (strings, numbers, lists, booleans)."""
+Step = dict[str, Any]
+"""One exchange of one phone, as stored: ``time``, ``proto`` (dhcp4, dhcp6, pnp, tftp, http, https, ftp, resync),
+``kind`` (offer, ack, nak, reply, subscribe, get, upload …), ``ok`` (absent when true) and ``error`` (the reason, when
+not), and the facts of the exchange (address, options, file, outcome, bytes …), plain JSON values only. The line
+people read is rendered from these by :func:`text_of` when shown, not on the journal's hot path."""
 
-    mac: str
-    time: float
-    proto: str  # dhcp4, dhcp6, pnp, tftp, http, https, ftp, resync
-    kind: str  # offer, ack, nak, reply, subscribe, get, put, …
-    text: str  # one line for people
-    ok: bool = True
-    error: str | None = None  # the reason, for a step that failed
-    fields: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"time": self.time, "proto": self.proto, "kind": self.kind, "text": self.text}
-        if not self.ok:
-            out["ok"] = False
-            out["error"] = self.error
-        out.update(self.fields)
-        return out
+def _step(now: float, proto: str, kind: str, facts: dict[str, Any], error: str | None = None) -> Step:
+    facts["time"], facts["proto"], facts["kind"] = now, proto, kind
+    if error is not None:
+        facts["ok"] = False
+        facts["error"] = error
+    return facts
 
 
 def phone_of(kind: str, fields: dict[str, Any]) -> str | None:
@@ -128,71 +126,50 @@ def _codes(value: object) -> list[int]:
     return sorted({c for c in value if isinstance(c, int)})
 
 
-def _dhcp4(kind: str, f: dict[str, Any], mac: str, now: float) -> Step:
+def _dhcp4(kind: str, f: dict[str, Any], now: float) -> Step:
     # The hot path of the journal (every DORA is two of these): the type, request and address are the DHCP
-    # server's own strings; only the vendor class comes from the wire and is cleaned.
+    # server's own strings; only the vendor class and a NAK's reason may carry the client's text.
     name = kind[6:]
-    request = f.get("request") or "?"
+    facts: dict[str, Any] = {"request": f.get("request") or "?"}
     address = f.get("address")
-    options = _codes(f.get("options"))
-    extra: dict[str, Any] = {}
     if address:
-        extra["address"] = address
+        facts["address"] = address
+    options = _codes(f.get("options"))
     if options:
-        extra["options"] = options
+        facts["options"] = options
     vendor_class = f.get("vendor_class")
     if vendor_class:
-        extra["vendor_class"] = vendor_class = clean(vendor_class, 100)
+        facts["vendor_class"] = clean(vendor_class, 100)
     if name in ("offer", "ack", "inform"):
-        text = "INFORM → ACK" if name == "inform" else f"{request} → {name.upper()}"
-        if address:
-            text += " " + address
-        if options:
-            text += f" (options {' '.join(map(str, options))})"
-        if vendor_class:
-            text += f" vendor class {vendor_class!r}"
-        extra["told"] = name != "offer" and not PROVISIONING4.isdisjoint(options)
-        return Step(mac, now, "dhcp4", name, text, fields=extra)
+        facts["told"] = name != "offer" and not PROVISIONING4.isdisjoint(options)
+        return _step(now, "dhcp4", name, facts)
     if name == "nak":
-        why = clean(f.get("reason") or "refused", 80)
-        return Step(mac, now, "dhcp4", "nak", f"{request} → NAK ({why})", False, f"DHCP NAK: {why}", extra)
+        facts["reason"] = why = clean(f.get("reason") or "refused", 80)
+        return _step(now, "dhcp4", "nak", facts, f"DHCP NAK: {why}")
     if name == "exhausted":
-        return Step(mac, now, "dhcp4", "exhausted", "DISCOVER: no address left to offer", False,
-                    "no address: the DHCPv4 pool is exhausted", extra)
+        return _step(now, "dhcp4", "exhausted", facts, "no address: the DHCPv4 pool is exhausted")
     if name == "decline":
-        return Step(mac, now, "dhcp4", "decline", f"DECLINE {address}", False,
-                    f"declined {address} (the address is in use on the LAN)", extra)
-    if name == "release":
-        return Step(mac, now, "dhcp4", "release", f"RELEASE {address}", fields=extra)
-    return Step(mac, now, "dhcp4", clean(name, 20), clean(name.upper(), 20), fields=extra)
+        return _step(now, "dhcp4", "decline", facts, f"declined {address} (the address is in use on the LAN)")
+    return _step(now, "dhcp4", clean(name, 20), facts)
 
 
-def _dhcp6(kind: str, f: dict[str, Any], mac: str, now: float) -> Step:
-    reply = clean(f.get("type") or "reply", 20)
-    request = clean(f.get("request") or "?", 30)
+def _dhcp6(kind: str, f: dict[str, Any], now: float) -> Step:
+    reply = clean(f.get("type") or "reply", 20).lower()
     options = _codes(f.get("options"))
-    address = f.get("address")
-    extra: dict[str, Any] = {"options": options}
-    if address is not None:
-        extra["address6"] = clean(address, 45)
-    told = bool(PROVISIONING6.intersection(options))
-    text = f"{request} → {reply.upper()} {address or ''}".rstrip()
-    if options:
-        text += f" (options {' '.join(map(str, options))})"
-    return Step(mac, now, "dhcp6", reply.lower(), text, fields={**extra, "told": told and reply != "advertise"})
+    facts: dict[str, Any] = {"request": clean(f.get("request") or "?", 30), "options": options,
+                             "told": reply != "advertise" and not PROVISIONING6.isdisjoint(options)}
+    if f.get("address") is not None:
+        facts["address6"] = clean(f["address"], 45)
+    return _step(now, "dhcp6", reply, facts)
 
 
-def _pnp(kind: str, f: dict[str, Any], mac: str, now: float) -> Step:
-    vendor, model, version = (clean(f[k], 60) if f.get(k) else None for k in ("vendor", "model", "version"))
+def _pnp(kind: str, f: dict[str, Any], now: float) -> Step:
     acknowledged = bool(f.get("acknowledged"))
-    url = clean(f.get("url") or "", 200)
-    who = " ".join(x for x in (vendor, model, version) if x) or "unknown phone"
-    extra: dict[str, Any] = {"vendor": vendor, "model": model, "firmware": version, "url": url,
-                             "acknowledged": acknowledged, "told": acknowledged}
-    if acknowledged:
-        return Step(mac, now, "pnp", "subscribe", f"SUBSCRIBE from {who} → NOTIFY {url} acknowledged", fields=extra)
-    return Step(mac, now, "pnp", "subscribe", f"SUBSCRIBE from {who} → NOTIFY {url} never acknowledged", False,
-                "NOTIFY never acknowledged", extra)
+    facts: dict[str, Any] = {k: clean(f[k], 60) for k in ("vendor", "model") if f.get(k)}
+    if f.get("version"):
+        facts["firmware"] = clean(f["version"], 60)
+    facts.update(url=clean(f.get("url") or "", 200), acknowledged=acknowledged, told=acknowledged)
+    return _step(now, "pnp", "subscribe", facts, None if acknowledged else "NOTIFY never acknowledged")
 
 
 def _directory(path: str) -> str:
@@ -200,27 +177,27 @@ def _directory(path: str) -> str:
     return "/" + head.strip("/") + "/" if head.strip("/") else "/"
 
 
-def _transfer(proto: str, f: dict[str, Any], mac: str, now: float) -> Step:
+def _transfer(proto: str, f: dict[str, Any], now: float) -> Step:
     name = clean(f.get("file") or f.get("path") or "", 200)
     outcome = clean(f.get("outcome") or "ok", 40)
     status = f.get("status")
     write = bool(f.get("write")) or str(f.get("method", "")).upper() in ("PUT", "POST", "STOR")
     if isinstance(status, int) and outcome == "ok" and status >= 400:
         outcome = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
-    extra: dict[str, Any] = {"file": name, "file_kind": file_kind(name), "outcome": outcome,
+    facts: dict[str, Any] = {"file": name, "file_kind": file_kind(name), "outcome": outcome,
                              "bytes": int(f.get("bytes") or 0), "duration": float(f.get("duration") or 0.0)}
     if isinstance(status, int):
-        extra["status"] = status
+        facts["status"] = status
     if write:
-        extra["write"] = True
+        facts["write"] = True
+    if f.get("retransmits"):
+        facts["retransmits"] = int(f["retransmits"])
     for key in ("model", "firmware", "version", "user"):
         if f.get(key):
-            extra["firmware" if key == "version" else key] = clean(f[key], 60)
+            facts["firmware" if key == "version" else key] = clean(f[key], 60)
     verb = "upload" if write else "get"
     if outcome == "ok":
-        size = extra["bytes"]
-        return Step(mac, now, proto, verb, f"{proto.upper()} {verb} {name}: {size} bytes in {extra['duration']:.2f}s",
-                    fields=extra)
+        return _step(now, proto, verb, facts)
     if outcome == "unauthorized":
         error = f"401 on {_directory(name)}"
     elif outcome == "timeout":
@@ -228,42 +205,76 @@ def _transfer(proto: str, f: dict[str, Any], mac: str, now: float) -> Step:
         error = f"asked for {name}: timed out ({side})"
     else:
         error = f"{'uploading' if write else 'asked for'} {name}: {outcome_text(outcome)}"
-    shown = f" ({status})" if isinstance(status, int) else ""
-    return Step(mac, now, proto, verb, f"{proto.upper()} {verb} {name}: {outcome_text(outcome)}{shown}", False,
-                error, extra)
+    return _step(now, proto, verb, facts, error)
 
 
-def _tftp(kind: str, f: dict[str, Any], mac: str, now: float) -> Step:
-    step = _transfer("tftp", f, mac, now)
-    if f.get("retransmits"):
-        step.fields["retransmits"] = int(f["retransmits"])
-    return step
+def _tftp(kind: str, f: dict[str, Any], now: float) -> Step:
+    return _transfer("tftp", f, now)
 
 
-def _http(kind: str, f: dict[str, Any], mac: str, now: float) -> Step:
+def _http(kind: str, f: dict[str, Any], now: float) -> Step:
     scheme = str(f.get("scheme") or ("https" if f.get("tls") else "http"))
-    return _transfer("https" if scheme == "https" else "http", f, mac, now)
+    return _transfer("https" if scheme == "https" else "http", f, now)
 
 
-def _ftp(kind: str, f: dict[str, Any], mac: str, now: float) -> Step | None:
+def _ftp(kind: str, f: dict[str, Any], now: float) -> Step:
     if kind == "ftp.login":
-        if f.get("outcome", "ok") == "ok":
-            return Step(mac, now, "ftp", "login", f"FTP login {clean(f.get('user') or 'anonymous', 60)}")
-        return Step(mac, now, "ftp", "login", f"FTP login {clean(f.get('user') or '?', 60)} refused", False,
-                    f"FTP login refused for {clean(f.get('user') or '?', 60)}")
-    return _transfer("ftp", f, mac, now)
+        user = clean(f.get("user") or "anonymous", 60)
+        refused = f.get("outcome", "ok") != "ok"
+        return _step(now, "ftp", "login", {"user": user}, f"FTP login refused for {user}" if refused else None)
+    return _transfer("ftp", f, now)
 
 
-def _resync(kind: str, f: dict[str, Any], mac: str, now: float) -> Step:
+def _resync(kind: str, f: dict[str, Any], now: float) -> Step:
     status = f.get("status")
-    if f.get("acknowledged"):
-        return Step(mac, now, "resync", "check-sync", f"check-sync NOTIFY acknowledged ({status})",
-                    fields={"status": status})
-    return Step(mac, now, "resync", "check-sync", f"check-sync NOTIFY not acknowledged ({status or 'no answer'})",
-                False, None, {"status": status})
+    acknowledged = bool(f.get("acknowledged"))
+    return _step(now, "resync", "check-sync", {"status": status if isinstance(status, int) else None,
+                                                "acknowledged": acknowledged},
+                 None if acknowledged else f"check-sync NOTIFY not acknowledged ({status or 'no answer'})")
 
 
-_Builder = Callable[[str, dict[str, Any], str, float], "Step | None"]
+def text_of(step: Step) -> str:
+    """The line people read for a stored step."""
+    proto, kind = step.get("proto", "?"), step.get("kind", "?")
+    if proto == "dhcp4":
+        address = step.get("address") or ""
+        if kind in ("offer", "ack", "inform"):
+            text = "INFORM → ACK" if kind == "inform" else f"{step.get('request', '?')} → {kind.upper()}"
+            text = f"{text} {address}".rstrip()
+            if step.get("options"):
+                text += f" (options {' '.join(map(str, step['options']))})"
+            if step.get("vendor_class"):
+                text += f" vendor class {step['vendor_class']!r}"
+            return text
+        if kind == "nak":
+            return f"{step.get('request', 'REQUEST')} → NAK ({step.get('reason', 'refused')})"
+        if kind == "exhausted":
+            return "DISCOVER: no address left to offer"
+        return f"{kind.upper()} {address}".rstrip()
+    if proto == "dhcp6":
+        text = f"{step.get('request', '?')} → {kind.upper()} {step.get('address6') or ''}".rstrip()
+        if step.get("options"):
+            text += f" (options {' '.join(map(str, step['options']))})"
+        return text
+    if proto == "pnp":
+        who = " ".join(str(step[k]) for k in ("vendor", "model", "firmware") if step.get(k)) or "unknown phone"
+        ack = "acknowledged" if step.get("acknowledged") else "never acknowledged"
+        return f"SUBSCRIBE from {who} → NOTIFY {step.get('url', '')} {ack}"
+    if proto == "resync":
+        ack = "acknowledged" if step.get("acknowledged") else "not acknowledged"
+        return f"check-sync NOTIFY {ack} ({step.get('status') or 'no answer'})"
+    if proto == "ftp" and kind == "login":
+        return f"FTP login {step.get('user', '?')}" + ("" if step.get("ok", True) else " refused")
+    if "file" in step:
+        name = step["file"]
+        if step.get("outcome") == "ok":
+            return f"{proto.upper()} {kind} {name}: {step.get('bytes', 0)} bytes in {step.get('duration', 0.0):.2f}s"
+        status = f" ({step['status']})" if isinstance(step.get("status"), int) else ""
+        return f"{proto.upper()} {kind} {name}: {outcome_text(str(step.get('outcome')))}{status}"
+    return f"{proto} {kind}"
+
+
+_Builder = Callable[[str, dict[str, Any], float], Step]
 _BUILDERS: dict[str, _Builder] = {
     "dhcp4": _dhcp4,
     "dhcp6": _dhcp6,
@@ -279,9 +290,9 @@ RECORDED = frozenset({"dhcp4.offer", "dhcp4.ack", "dhcp4.nak", "dhcp4.inform", "
                       "ftp.transfer", "ftp.login", "resync.sent"})
 
 
-def step_of(kind: str, fields: dict[str, Any], mac: str, now: float) -> Step | None:
+def step_of(kind: str, fields: dict[str, Any], now: float) -> Step | None:
     """The step an event is, or None for events that are not about a phone's provisioning."""
     if kind not in RECORDED:
         return None
     builder = _BUILDERS.get(kind.split(".", 1)[0])
-    return builder(kind, fields, mac, now) if builder else None
+    return builder(kind, fields, now) if builder else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,16 @@ class SqliteJournal:
         self._phones = len(self._counts)
 
     def write(self, phones: Iterable[PhoneRow], steps: Iterable[StepRow], limits: Limits) -> None:
-        rows = [(s.mac, s.time, _dumps(s.doc)) for s in steps]
-        prows = [(p.mac, p.stage, p.updated, _dumps(p.doc)) for p in phones]
+        rows: list[tuple[str, float, str]] = []
+        for i, step in enumerate(steps):
+            rows.append((step.mac, step.time, _dumps(step.doc)))
+            if i % 32 == 31:
+                time.sleep(0)  # let the event loop have the GIL (the journal's writer is a background thread)
+        prows: list[tuple[str, str, float, str]] = []
+        for i, phone in enumerate(phones):
+            prows.append((phone.mac, phone.stage, phone.updated, _dumps(phone.doc)))
+            if i % 16 == 15:
+                time.sleep(0)
         conn = self.conn
         counts = self._counts
         touched: dict[str, int] = {}
@@ -116,15 +125,15 @@ class SqliteJournal:
                 conn.executemany("INSERT INTO step (mac, time, doc) VALUES (?, ?, ?)", rows)
             # The bookkeeping below is only for the phones of this batch: O(batch), not O(phones).
             fresh = {mac: counts.get(mac, 0) + n for mac, n in touched.items()}
-            new_phones = sum(1 for p in prows if p[0] not in counts)
+            new_phones = sum(1 for row in prows if row[0] not in counts)
             recounted, total = self._prune(fresh, self._total + len(rows), self._phones + new_phones, limits)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         if recounted is None:
-            for p in prows:
-                counts.setdefault(p[0], 0)
+            for row in prows:
+                counts.setdefault(row[0], 0)
             counts.update(fresh)
         else:
             self._counts = recounted
