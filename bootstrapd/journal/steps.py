@@ -177,13 +177,20 @@ def _directory(path: str) -> str:
     return "/" + head.strip("/") + "/" if head.strip("/") else "/"
 
 
+# Outcomes of a request that served (or stored) the file: TFTP says "ok", HTTP and FTP "served", "stored",
+# "not_modified" (the phone's copy is current) or "partial" (a range).
+SERVED = frozenset({"ok", "served", "stored", "not_modified", "partial"})
+
+
 def _transfer(proto: str, f: dict[str, Any], now: float) -> Step:
-    name = clean(f.get("file") or f.get("path") or "", 200)
+    name = clean(f.get("file") or str(f.get("path") or "").split("?", 1)[0].lstrip("/"), 200)
     outcome = clean(f.get("outcome") or "ok", 40)
     status = f.get("status")
-    write = bool(f.get("write")) or str(f.get("method", "")).upper() in ("PUT", "POST", "STOR")
-    if isinstance(status, int) and outcome == "ok" and status >= 400:
+    write = bool(f.get("write")) or str(f.get("method") or f.get("command") or "").upper() in ("PUT", "STOR")
+    if isinstance(status, int) and status >= 400 and outcome in SERVED:
         outcome = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
+    if outcome in SERVED:
+        outcome = "ok"
     facts: dict[str, Any] = {"file": name, "file_kind": file_kind(name), "outcome": outcome,
                              "bytes": int(f.get("bytes") or 0), "duration": float(f.get("duration") or 0.0)}
     if isinstance(status, int):
@@ -192,7 +199,7 @@ def _transfer(proto: str, f: dict[str, Any], now: float) -> Step:
         facts["write"] = True
     if f.get("retransmits"):
         facts["retransmits"] = int(f["retransmits"])
-    for key in ("model", "firmware", "version", "user"):
+    for key in ("vendor", "model", "firmware", "version", "user"):
         if f.get(key):
             facts["firmware" if key == "version" else key] = clean(f[key], 60)
     verb = "upload" if write else "get"
@@ -292,7 +299,7 @@ RECORDED = frozenset({"dhcp4.offer", "dhcp4.ack", "dhcp4.nak", "dhcp4.inform", "
 
 def step_of(kind: str, fields: dict[str, Any], now: float) -> Step | None:
     """The step an event is, or None for events that are not about a phone's provisioning."""
-    if kind not in RECORDED:
-        return None
+    if kind not in RECORDED or (kind == "http.request" and fields.get("outcome") == "route"):
+        return None  # a route is the status page or the API, not a phone's file
     builder = _BUILDERS.get(kind.split(".", 1)[0])
     return builder(kind, fields, now) if builder else None

@@ -86,9 +86,17 @@ def test_nak_notify_and_401_reasons() -> None:
     assert phone.firmware == "108.86.0.20"
     assert journey(notify, tftp("y000000000000.boot")).stage == BOOT  # it found its way anyway
     http = ("http.request", {"client": "10.77.0.100", "mac": MAC, "model": "SIP-T46U", "method": "GET",
-                             "path": "T46U_1/y000000000000.boot", "status": 401, "outcome": "ok", "bytes": 0,
-                             "duration": 0.001})
-    assert journey(ack(), http).error == "401 on /T46U_1/"
+                             "path": "/T46U_1/y000000000000.boot", "status": 401, "outcome": "unauthorized",
+                             "bytes": 0, "duration": 0.001, "vendor": "Yealink", "version": "108.86.0.20"})
+    phone = journey(ack(), http)
+    assert phone.error == "401 on /T46U_1/" and phone.firmware == "108.86.0.20" and phone.vendor == "Yealink"
+    served = ("http.request", {**http[1], "status": 200, "outcome": "served", "bytes": 99})
+    assert journey(ack(), http, served).stage == BOOT
+    ftp = ("ftp.transfer", {"client": "10.77.0.100", "user": "anonymous", "command": "RETR", "file": "sip.cfg",
+                            "outcome": "not_found", "bytes": 0, "duration": 0.0})
+    assert journey(ack(), ftp).error == "asked for sip.cfg: not found"
+    page = ("http.request", {"client": "10.77.0.100", "path": "/status/", "status": 200, "outcome": "route"})
+    assert step_of(*page, 1.0) is None  # type: ignore[arg-type]
 
 
 def test_done_follows_the_models_download_list() -> None:
