@@ -12,7 +12,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from bootstrapd import __version__, config
 from bootstrapd.configfile import ConfigError
@@ -77,47 +76,14 @@ def _iso(ts: float) -> str:
 
 def cmd_leases(args: argparse.Namespace) -> int:
     from bootstrapd.dhcpconf import format_mac
-    from bootstrapd.leases.store import connect, read_leases4, read_leases6
+    from bootstrapd.leases import listing
 
     settings = _load(args)
     if settings is None:
         return 2
-    path = settings.server.state_dir / "leases.sqlite3"
-    if not path.exists():
-        rows4: list[Any] = []
-        rows6: list[Any] = []
-    else:
-        conn = connect(path, readonly=True)
-        try:
-            rows4 = read_leases4(conn)
-            try:
-                rows6 = read_leases6(conn)
-            except Exception:
-                rows6 = []
-        finally:
-            conn.close()
-    now = time.time()
-    if not args.all:
-        rows4 = [r for r in rows4 if r.state == "active" and r.expires > now]
-        rows6 = [r for r in rows6 if r.state == "active" and r.expires > now]
-    rows4.sort(key=lambda r: int(r.address))
-    rows6.sort(key=lambda r: int(r.address))
+    rows4, rows6 = listing.read(settings.server.state_dir, args.all)
     if args.json:
-        out = {
-            "dhcp4": [
-                {"mac": format_mac(r.mac), "address": str(r.address), "expires": _iso(r.expires),
-                 "expires_unix": r.expires, "state": r.state, "vendor_class": r.vendor_class,
-                 "hostname": r.hostname, "client_id": r.client_id.hex() if r.client_id else None}
-                for r in rows4
-            ],
-            "dhcp6": [
-                {"duid": r.duid.hex(), "iaid": r.iaid, "address": str(r.address), "expires": _iso(r.expires),
-                 "expires_unix": r.expires, "state": r.state, "mac": format_mac(r.mac) if r.mac else None,
-                 "hostname": r.hostname}
-                for r in rows6
-            ],
-        }
-        json.dump(out, sys.stdout, indent=2)
+        json.dump(listing.as_json(rows4, rows6), sys.stdout, indent=2)
         print()
         return 0
     if rows4:
@@ -129,8 +95,8 @@ def cmd_leases(args: argparse.Namespace) -> int:
         if rows4:
             print()
         print(f"{'DUID':30}  {'IAID':>10}  {'ADDRESS':28}  {'EXPIRES':20}  STATE")
-        for r in rows6:
-            print(f"{r.duid.hex()[:30]:30}  {r.iaid:>10}  {r.address!s:28}  {_iso(r.expires):20}  {r.state}")
+        for r6 in rows6:
+            print(f"{r6.duid.hex()[:30]:30}  {r6.iaid:>10}  {r6.address!s:28}  {_iso(r6.expires):20}  {r6.state}")
     if not rows4 and not rows6:
         print("no leases", file=sys.stderr)
     return 0

@@ -14,7 +14,14 @@ from bootstrapd.configfile import ConfigError, Source, Table
 from bootstrapd.dhcp4.settings import Dhcp4Settings, load_dhcp4
 from bootstrapd.dhcp6.settings import Dhcp6Settings, load_dhcp6
 from bootstrapd.http.settings import HttpSettings, load_http
-from bootstrapd.journal.settings import CaptureSettings, JournalSettings, load_capture, load_journal
+from bootstrapd.journal.settings import (
+    CaptureSettings,
+    JournalSettings,
+    StatusSettings,
+    load_capture,
+    load_journal,
+    load_status,
+)
 from bootstrapd.pnp.settings import PnpSettings, load_pnp
 from bootstrapd.tftp.settings import TftpSettings, load_tftp
 
@@ -40,6 +47,7 @@ class Settings:
     http: HttpSettings
     journal: JournalSettings
     capture: CaptureSettings
+    status: StatusSettings
 
 
 def _load_server(table: Table) -> ServerSettings:
@@ -69,6 +77,7 @@ def _from_source(source: Source) -> Settings:
         http=load_http(root.table("http")),
         journal=load_journal(root.table("journal")),
         capture=load_capture(root.table("capture")),
+        status=load_status(root.table("status")),
     )
     root.finish()
     return settings

@@ -39,6 +39,10 @@ def service_factories(settings: Settings) -> list[ServiceFactory]:
         from bootstrapd.journal.service import JournalService
 
         factories.append(JournalService)
+    if settings.status.enabled:  # before HTTP: it registers the page, the API and /metrics as HTTP routes
+        from bootstrapd.journal.status_service import StatusService
+
+        factories.append(StatusService)
     if settings.dhcp4.enabled:
         from bootstrapd.dhcp4.adapter import Dhcp4Service
 
@@ -141,6 +145,7 @@ class Daemon:
         store = LeaseStore(settings.server.state_dir / "leases.sqlite3", window=settings.dhcp4.commit_window_ms / 1000)
         store.start(loop)
         self.context = Context(settings=settings, interface=iface, events=self.events, store=store)
+        self.context.extras["services"] = self.services  # the running services, for /metrics
         try:
             for factory in service_factories(settings):
                 service = factory(self.context)

@@ -16,8 +16,9 @@ from typing import Any
 from bootstrapd import config
 from bootstrapd.configfile import ConfigError
 from bootstrapd.journal.stage import LABELS, STAGES
-from bootstrapd.journal.steps import normal_mac, text_of
+from bootstrapd.journal.steps import normal_mac
 from bootstrapd.journal.store import PhoneRow, open_readonly
+from bootstrapd.journal.views import phone_document, phones_document
 
 
 def _stage_id(text: str) -> str | None:
@@ -36,16 +37,6 @@ def summary(counts: Counter[str]) -> str:
     total = sum(counts.values())
     parts = [f"{counts[s]} {LABELS[s]}" for s in STAGES if counts.get(s)]
     return f"{total} phone{'s' if total != 1 else ''}" + (": " + ", ".join(parts) if parts else "")
-
-
-def phone_json(row: PhoneRow) -> dict[str, Any]:
-    doc = row.doc
-    return {"mac": row.mac, "stage": row.stage, "stage_label": LABELS.get(row.stage, row.stage),
-            "address": doc.get("address"), "address6": doc.get("address6"), "vendor": doc.get("vendor"),
-            "model": doc.get("model"), "firmware": doc.get("firmware"), "vendor_class": doc.get("vendor_class"),
-            "error": doc.get("error"), "last_step": doc.get("last_step"), "last_time": doc.get("last_time"),
-            "first_seen": doc.get("first_seen"), "last_seen": doc.get("last_seen"), "steps": doc.get("steps", 0),
-            "served": doc.get("served", []), "expected": doc.get("expected")}
 
 
 def _cut(text: str | None, width: int) -> str:
@@ -67,16 +58,15 @@ def table(rows: list[PhoneRow], width: int) -> list[str]:
     return lines
 
 
-def journey(row: PhoneRow, steps: list[dict[str, Any]]) -> list[str]:
-    p = phone_json(row)
-    lines = [f"{row.mac}  {p['stage_label']}" + (f": {p['error']}" if p["error"] else ""),
+def journey(p: dict[str, Any], steps: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{p['mac']}  {p['stage_label']}" + (f": {p['error']}" if p["error"] else ""),
              f"  address {p['address'] or '-'}  {p['address6'] or ''}".rstrip(),
              f"  phone   {' '.join(x for x in (p['vendor'], p['model'], p['firmware']) if x) or '-'}",
              f"  vendor class {p['vendor_class'] or '-'}", ""]
     for step in steps:
         mark = " " if step.get("ok", True) else "!"
         lines.append(f"{_iso(step['time'])}.{int(step['time'] * 1000) % 1000:03d} {mark} {step['proto']:6} "
-                     f"{text_of(step)}")
+                     f"{step['text']}")
         if step.get("error"):
             lines.append(f"{'':26}{step['error']}")
     return lines
@@ -127,35 +117,33 @@ def _show(settings: config.Settings, args: argparse.Namespace, stage: str | None
         return 1 if mac else 0
     try:
         if mac is not None:
-            row = store.phone(mac)
-            if row is None:
+            document = phone_document(store, mac)
+            if document is None:
                 if args.json:
                     print(json.dumps({"error": "no such phone", "mac": mac}))
                 else:
                     print(f"bootstrapd: {mac}: not in the journal", file=sys.stderr)
                 return 1
-            steps = [s.doc | {"text": text_of(s.doc)} for s in store.steps(mac)]
             if args.json:
-                json.dump({"phone": phone_json(row), "steps": steps}, sys.stdout, indent=2, ensure_ascii=False)
+                json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
                 print()
             else:
-                print("\n".join(journey(row, steps)))
+                print("\n".join(journey(document["phone"], document["steps"])))
             return 0
-        rows = store.phones()
+        listing = phones_document(store, stage)
+        rows = store.phones() if not args.json else []
     finally:
         store.close()
-    counts = Counter(r.stage for r in rows)
-    if stage is not None:
-        rows = [r for r in rows if r.stage == stage]
     if args.json:
-        json.dump({"phones": [phone_json(r) for r in rows], "summary": {s: counts.get(s, 0) for s in STAGES}},
-                  sys.stdout, indent=2, ensure_ascii=False)
+        json.dump(listing, sys.stdout, indent=2, ensure_ascii=False)
         print()
         return 0
+    if stage is not None:
+        rows = [r for r in rows if r.stage == stage]
     if rows:
         print("\n".join(table(rows, shutil.get_terminal_size((160, 24)).columns)))
         print()
-    print(summary(counts))
+    print(summary(Counter({k: v for k, v in listing["summary"].items() if v})))
     return 0
 
 

@@ -28,6 +28,40 @@ class CaptureSettings:
     snaplen: int = 65535
 
 
+@dataclass(frozen=True)
+class StatusSettings:
+    enabled: bool = False
+    path: str = "/status"  # the page; the API is /api/…, the metrics /metrics
+    port: int = 0  # 0: on the HTTP service's ports; else a listener of its own on this port
+    user: str = "admin"
+    password: str = ""  # scrypt hash from `bootstrapd hash-password`; required when enabled
+    refresh: float = 5.0  # seconds between the page's refreshes
+    metrics_auth: bool = True  # /metrics asks for the credentials too (Prometheus: basic_auth)
+
+
+def load_status(table: Table) -> StatusSettings:
+    settings = StatusSettings(
+        enabled=table.flag("enabled", False),
+        path=table.text("path", "/status"),
+        port=table.integer("port", 0, min=0, max=65535),
+        user=table.text("user", "admin"),
+        password=table.text("password", ""),
+        refresh=table.number("refresh", 5.0, min=1.0),
+        metrics_auth=table.flag("metrics_auth", True),
+    )
+    path = settings.path
+    if not path.startswith("/") or path == "/" or path.endswith("/") or any(c in path for c in "?#%\\ "):
+        raise table.error("path", f"{path!r}: a path such as /status (no trailing /, no ? # % or spaces)")
+    if path == "/api" or path.startswith("/api/") or path == "/metrics":
+        raise table.error("path", f"{path!r} is taken by the API or the metrics")
+    if settings.enabled and not settings.password:
+        raise table.error("password", "the status page needs a password (`bootstrapd hash-password` makes one)")
+    if not settings.user or ":" in settings.user or any(ord(c) < 0x20 for c in settings.user):
+        raise table.error("user", "a user name without ':' or control characters")
+    table.finish()
+    return settings
+
+
 def load_journal(table: Table) -> JournalSettings:
     settings = JournalSettings(
         enabled=table.flag("enabled", True),
