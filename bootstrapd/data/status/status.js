@@ -78,7 +78,10 @@ function renderPhones() {
   }
 }
 
-async function getJSON(url) {
+async function getJSON(path) {
+  // From the origin, never from the page's own URL: opened as http://user:password@host/… the page's URL carries
+  // the credentials, and fetch refuses a URL that does (the browser resends the cached ones by itself).
+  const url = new URL(path, window.location.origin);
   const response = await fetch(url, {credentials: "same-origin", cache: "no-store"});
   if (!response.ok) throw new Error(`${url}: ${response.status}`);
   return response.json();
@@ -144,11 +147,14 @@ function start() {
     const tr = event.target.closest("tr");
     if (!tr) return;
     state.selected = tr.dataset.mac;
+    history.replaceState(null, "", `#${encodeURIComponent(state.selected)}`);  // a link to this phone's journey
     renderPhones();
     showJourney(state.selected).catch((err) => {
       document.getElementById("journey-error").textContent = err.message;
     });
   });
+  const wanted = decodeURIComponent(window.location.hash.slice(1));
+  if (wanted) state.selected = wanted;  // /status/#00:15:65:aa:bb:cc opens with that phone's journey
   const every = Number(document.body.dataset.refresh) || 5000;
   const loop = async () => {
     await refresh();
