@@ -135,6 +135,9 @@ _EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
 def _register_extras() -> None:
+    from bootstrapd.provisioning.cli import register as register_provisioning
+
+    register_provisioning(_EXTRA)
     _register_journal()
     try:
         from bootstrapd.pnp.cli import setup_resync

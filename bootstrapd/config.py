@@ -23,6 +23,7 @@ from bootstrapd.journal.settings import (
     load_status,
 )
 from bootstrapd.pnp.settings import PnpSettings, load_pnp
+from bootstrapd.provisioning.settings import ProvisioningSettings, load_provisioning
 from bootstrapd.tftp.settings import TftpSettings, load_tftp
 
 __all__ = ["ConfigError", "ServerSettings", "Settings", "load", "loads"]
@@ -45,6 +46,7 @@ class Settings:
     pnp: PnpSettings
     tftp: TftpSettings
     http: HttpSettings
+    provisioning: ProvisioningSettings
     journal: JournalSettings
     capture: CaptureSettings
     status: StatusSettings
@@ -75,6 +77,7 @@ def _from_source(source: Source) -> Settings:
         pnp=load_pnp(root.table("pnp"), server.url),
         tftp=load_tftp(root.table("tftp")),
         http=load_http(root.table("http")),
+        provisioning=load_provisioning(root.table("provisioning"), server.root, source.file),
         journal=load_journal(root.table("journal")),
         capture=load_capture(root.table("capture")),
         status=load_status(root.table("status")),

@@ -30,12 +30,14 @@ __all__ = ["Context", "Daemon", "Service", "StartupError", "check_interface", "s
 
 def service_factories(settings: Settings) -> list[ServiceFactory]:
     """The enabled services, imported only when enabled."""
-    factories: list[ServiceFactory] = []
-    if settings.capture.file:  # first of all: it records the others' first frames
+    from bootstrapd.provisioning.adapter import ProvisioningService
+
+    factories: list[ServiceFactory] = [ProvisioningService]  # first: the file services serve through it
+    if settings.capture.file:  # before the network services: it records their first frames
         from bootstrapd.journal.capture import CaptureService
 
         factories.append(CaptureService)
-    if settings.journal.enabled:  # first: subscribed before any service emits
+    if settings.journal.enabled:  # before the network services: subscribed before any of them emits
         from bootstrapd.journal.service import JournalService
 
         factories.append(JournalService)

@@ -87,12 +87,34 @@ def phone_tftp(the_lab: Lab, workdir: Path, phone: Node) -> None:
     result = phone.run(["tftp", "-m", "octet", "10.77.0.1", "-c", "get", "y000000000000.boot", str(boot)])
     first = boot.read_text().splitlines()[0] if result.returncode == 0 and boot.exists() else result.stderr.strip()
     show("tftp-hpa y000000000000.boot", f"{boot.stat().st_size if boot.exists() else 0} bytes, {first}")
-    cfg = workdir / "common.out"
-    result = phone.run(["curl", "-sS", "-o", str(cfg), "tftp://[fd77::1]/common.cfg"])
+    cfg = workdir / "sip.out"
+    result = phone.run(["curl", "-sS", "-o", str(cfg), "tftp://[fd77::1]/sip.cfg"])
     size = cfg.stat().st_size if result.returncode == 0 and cfg.exists() else result.stderr.strip()
-    show("curl tftp://[fd77::1]/common.cfg", f"{size} bytes")
+    show("curl tftp://[fd77::1]/sip.cfg", f"{size} bytes")
+    phone_own_file(phone, workdir)
     result = phone.run(["curl", "-sS", "--path-as-is", "-o", "/dev/null", "tftp://10.77.0.1/../../etc/passwd"])
     show("curl tftp://…/../../etc/passwd", f"refused (curl exit {result.returncode})")
+
+
+def phone_own_file(phone: Node, workdir: Path) -> None:
+    """Its own <mac>.cfg, rendered from {mac}.cfg.j2 and configs/phones.csv, encrypted, with its key file."""
+    from bootstrapd.provisioning import yealink_aes
+
+    mac = phone.mac.replace(":", "")
+    files = {}
+    for name in (f"{mac}.cfg", f"{mac}_Security.enc"):
+        dest = workdir / name
+        result = phone.run(["curl", "-sS", "-o", str(dest), f"tftp://10.77.0.1/{name}"])
+        files[name] = dest.read_bytes() if result.returncode == 0 and dest.exists() else b""
+        show(f"curl .../{name}", f"{len(files[name])} bytes")
+    try:
+        key = yealink_aes.decrypt_key(files[f"{mac}_Security.enc"])
+        plain = yealink_aes.decrypt(files[f"{mac}.cfg"], key).decode().rstrip(" ")
+    except (yealink_aes.AesError, UnicodeDecodeError) as exc:
+        show("decrypted", f"failed: {exc}")
+        return
+    user = next((line for line in plain.splitlines() if line.startswith("account.1.user_name")), "-")
+    show("decrypted with its key file", f"{len(plain.splitlines())} lines, {user}")
 
 
 def main() -> int:
@@ -108,6 +130,7 @@ def main() -> int:
     workdir.chmod(0o755)
     text = CONFIG.read_text().replace('root = "configs/tree"', f'root = "{REPO / "configs" / "tree"}"')
     text = text.replace('state_dir = "demo-state"', f'state_dir = "{workdir / "state"}"')
+    text = text.replace('inventory = "phones.csv"', f'inventory = "{REPO / "configs" / "phones.csv"}"')
     try:
         with lab() as the_lab:
             step(f"lab {the_lab.prefix}: appliance 10.77.0.1/24 + fd77::1/64 on eth1, phones on a bridge")

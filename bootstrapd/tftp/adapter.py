@@ -27,6 +27,7 @@ from bootstrapd.config import Settings
 from bootstrapd.errors import ProtocolError
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
+from bootstrapd.provisioning.adapter import files_for
 from bootstrapd.provisioning.resolver import Resolver
 from bootstrapd.service import Context, StartupError
 from bootstrapd.tftp.server import Refusal, Started, TftpServer
@@ -86,7 +87,7 @@ class TftpService:
             self.resolver = _resolver(ctx.settings)
         except ValueError as exc:
             raise StartupError(f"tftp.upload_dir: {exc}") from None
-        self.server = TftpServer(ctx.settings.tftp, self.resolver)
+        self.server = TftpServer(ctx.settings.tftp, files_for(ctx, self.resolver))
         self.endpoints: list[DatagramEndpoint] = []
         self.sessions: set[_Session] = set()
         self.gso_supported = hasattr(socket.socket, "sendmsg")
@@ -142,7 +143,7 @@ class TftpService:
             self.resolver = _resolver(settings)
         except ValueError as exc:
             log.error("tftp: reload keeps the previous file settings: tftp.upload_dir: %s", exc)
-        self.server.configure(settings.tftp, self.resolver)
+        self.server.configure(settings.tftp, files_for(self.ctx, self.resolver))
         raise_nofile(settings.tftp.max_transfers + 256)
 
     async def stop(self) -> None:

@@ -1,0 +1,112 @@
+"""Where a phone learns the provisioning server from this configuration, in the guide's priority.
+
+Guide, "Obtaining the Provisioning Server Address": Zero Touch > PnP > DHCP (IPv4 custom option > option 66 >
+option 43; IPv6 custom option > option 59) > the phone's flash. Zero Touch and flash are on the phone; the rest is
+what bootstrapd hands out, computed with the services' own rules (PnP URL rules, DHCPv4 client classes and
+reservations) and URL expansion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bootstrapd.config import Settings
+from bootstrapd.dhcp4.classes import Classifier
+from bootstrapd.net.interfaces import Interface
+from bootstrapd.pnp import urls as pnp_urls
+from bootstrapd.provisioning.models import Model
+
+YEALINK_VENDOR_CLASS = b"yealink"  # what Yealink phones send in option 60 by default (protocols.md section 4)
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    name: str  # "PnP", "DHCPv4 option 66", ...
+    url: str | None  # None: this source gives this phone nothing
+    note: str = ""
+
+
+def _expand(template: str, iface: Interface | None) -> str:
+    """{ipv4}/{ipv6} as the services fill them in; left as they are when the interface is not on this machine."""
+    return iface.expand(template) if iface is not None else template
+
+
+def _expand_pnp(template: str, iface: Interface | None, mac: str, model: Model) -> str:
+    variables = {"ipv4": "{ipv4}", "ipv6": "{ipv6}"}
+    if iface is not None:
+        variables = {"ipv4": str(iface.first_ipv4 or "{ipv4}"),
+                     "ipv6": str(iface.first_global_ipv6 or iface.link_local_ipv6 or "{ipv6}")}
+    return pnp_urls.expand(template, variables, mac=mac, vendor="yealink", model=model.id)
+
+
+def _text(value: bytes) -> str | None:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if text.isprintable() else None
+
+
+def _option43(value: bytes) -> str | None:
+    """Option 43 as a URL: plain text, or TR-069 style sub-option 1 (code, length, URL)."""
+    if len(value) >= 2 and value[0] == 1 and value[1] == len(value) - 2:
+        return _text(value[2:])
+    return _text(value)
+
+
+def url_sources(settings: Settings, mac: str, model: Model, iface: Interface | None = None) -> list[UrlSource]:
+    out: list[UrlSource] = []
+    pnp = settings.pnp
+    if pnp.enabled:
+        template = pnp_urls.select(pnp.rules, pnp.url, vendor="yealink", model=model.id, mac=mac)
+        if template is None:
+            out.append(UrlSource("PnP (SIP NOTIFY)", None, "a [[pnp.rule]] refuses this phone"))
+        else:
+            out.append(UrlSource("PnP (SIP NOTIFY)", _expand_pnp(template, iface, mac, model)))
+    else:
+        out.append(UrlSource("PnP (SIP NOTIFY)", None, "pnp.enabled = false"))
+    dhcp4 = settings.dhcp4
+    if dhcp4.enabled:
+        mac_bytes = bytes.fromhex(mac)
+        classifier = Classifier(dhcp4.classes, dhcp4.options)
+        names = classifier.classify(YEALINK_VENDOR_CLASS, None, mac_bytes)
+        options = dict(classifier.options(names).options)
+        for host in dhcp4.hosts:
+            if host.mac == mac_bytes:
+                options.update(host.options)
+        shown = f"classes: {', '.join(names)}" if names else ""
+        texts = [(code, _text(value)) for code, value in sorted(options.items()) if 128 <= code <= 254]
+        custom = [(code, text) for code, text in texts if text and "://" in text]
+        for code, url_text in custom:
+            out.append(UrlSource(f"DHCPv4 custom option {code}", _expand(str(url_text), iface),
+                                 f"only when the phone's IPv4 Custom Option is {code}"))
+        if not custom:
+            out.append(UrlSource("DHCPv4 custom option", None, "none configured (128-254 with a URL)"))
+        for code, name in ((66, "DHCPv4 option 66"), (43, "DHCPv4 option 43")):
+            value = options.get(code)
+            found = (_option43(value) if code == 43 else _text(value)) if value is not None else None
+            out.append(UrlSource(name, _expand(found, iface) if found else None,
+                                 shown if found else "not sent to this phone"))
+    else:
+        out.append(UrlSource("DHCPv4", None, "dhcp4.enabled = false"))
+    dhcp6 = settings.dhcp6
+    if dhcp6.enabled:
+        url = dhcp6.bootfile_url
+        mac_bytes = bytes.fromhex(mac)
+        for cls in dhcp6.classes:
+            if cls.bootfile_url and any(mac_bytes.startswith(p) for p in cls.mac_prefix):
+                url = cls.bootfile_url
+        out.append(UrlSource("DHCPv6 option 59", _expand(url, iface),
+                             "" if dhcp6.force_bootfile_url else "only when the phone requests option 59"))
+    else:
+        out.append(UrlSource("DHCPv6 option 59", None, "dhcp6.enabled = false"))
+    return out
+
+
+def chosen(sources: list[UrlSource]) -> UrlSource | None:
+    """The source the phone follows with factory settings: the first that gives a URL, custom options aside
+    (they need the phone's IPv4 Custom Option set)."""
+    for source in sources:
+        if source.url and "custom option" not in source.name:
+            return source
+    return None
