@@ -12,8 +12,8 @@ and over a stored journey.
 A ``<mac>-local.cfg`` that is not found is normal on a first boot and is no failure at all.
 
 "done" means every file the phone is expected to download was served. The list comes from the provisioning model
-(``expected``, when known); without it, the phone's own MAC-oriented CFG (``<mac>.cfg``, the last file of the
-guide's download order) served counts as done.
+(``expected``, see ``journal/expected.py``, once the phone's model is known); without it, the phone's own
+MAC-oriented CFG (``<mac>.cfg``, the last file of the guide's download order) served counts as done.
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ class Phone:
         return NO_ADDRESS
 
     def is_done(self) -> bool:
-        served = {name.lower() for name in self.served}
+        served = {name.replace("\\", "/").lstrip("/").lower() for name in self.served}
         if self.expected is not None:
-            return bool(self.expected) and all(name.lower() in served for name in self.expected)
+            return bool(self.expected) and all(name.lstrip("/").lower() in served for name in self.expected)
         own = self.mac.replace(":", "") + ".cfg"
         return any(name.rsplit("/", 1)[-1] == own for name in served)
 

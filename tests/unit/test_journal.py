@@ -207,3 +207,27 @@ def test_journal_settings_errors(bad: str) -> None:
 
     with pytest.raises(ConfigError):
         loads(f'[server]\ninterface = "eth1"\n[journal]\n{bad}\n')
+
+
+def test_done_uses_the_provisioning_models_download_list(tmp_path: Path) -> None:
+    from bootstrapd.config import load
+    from bootstrapd.journal.expected import downloads_for
+    from bootstrapd.provisioning.tree import Provisioning
+    from tests.unit.test_check_explain import GOOD, setup
+
+    settings = load(setup(tmp_path, GOOD))
+    provisioning = Provisioning(settings, create_keys=False)
+    provisioning.rendered.refresh(force=True)
+    expected = downloads_for(lambda: settings, None, lambda: provisioning)
+    files = expected("00:15:65:00:00:01", "SIP-T46U")
+    assert files == ["y000000000000.boot", "t46u.cfg", "sip.cfg", "001565000001.cfg"]
+    assert expected("00:15:65:00:00:01", "no such phone") is None and expected("00:15:65:00:00:01", None) is None
+    phone = Phone("00:15:65:00:00:01", expected=list(files))
+    for i, name in enumerate(["001565000001.boot", *files[:3]]):
+        step = step_of("tftp.transfer", {"file": name, "outcome": "not_found" if i == 0 else "ok"}, float(i))
+        assert step is not None
+        fold(phone, step)
+    assert phone.stage == CONFIGS  # 001565000001.cfg not yet
+    step = step_of("tftp.transfer", {"file": "/001565000001.cfg", "outcome": "ok"}, 9.0)
+    assert step is not None
+    assert fold(phone, step).stage == DONE
