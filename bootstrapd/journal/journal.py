@@ -2,13 +2,18 @@
 
 Three places, each doing as little as it can:
 - the sink (any service's hot path): appends ``(time, kind, fields)`` to a list and returns; O(1), no formatting;
-- a loop timer every ``flush_interval``: takes the list, ties each file request to a phone through the leases
-  (``ctx.owners``, on the loop, where the pools live; the event's own time is the ``now`` of the lookup) and hands
-  the batch to the writer;
-- the writer thread: events -> steps (``steps.py``), folds each phone's stage (``stage.py``), and writes the batch in
-  one transaction of the journal store, pruning to the configured bounds.
+- a loop timer every ``flush_interval``: takes the list, ties each request to a phone (its own MAC, else the lease
+  on its address: ``ctx.owners``, where the pools live, with the event's own time as ``now``), turns events into
+  steps (``steps.py``), folds each phone's stage (``stage.py``) and serializes the documents, in slices of
+  ``SLICE`` events so that no slice holds the loop for long;
+- the writer thread: one transaction of the journal store per batch, pruned to the configured bounds.
 
-Nothing on the hot path waits for the disk, and the lease store's group commit is untouched (its own file).
+Why the Python work is on the loop and not in the thread: the writer thread first did it all, and with the GIL the
+two threads convoyed: the thread held the GIL through whole switch intervals while the loop, after each socket call,
+waited for it, and DHCPv4 at 2,000 exchanges/s lost 10-20% of its exchanges (``tests.bench.dhcp4 --journal-ab``).
+SQLite releases the GIL while it works, so the thread now costs the loop almost nothing.
+
+The lease store's group commit is untouched: the journal has its own file (see ``store.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from typing import Any
 from bootstrapd.events import Events
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.stage import Phone, fold
-from bootstrapd.journal.steps import RECORDED, Step, address_of, normal_mac, phone_of, step_of
-from bootstrapd.journal.store import JournalStore, Limits, PhoneRow, StepRow
+from bootstrapd.journal.steps import RECORDED, address_of, normal_mac, phone_of, step_of
+from bootstrapd.journal.store import JournalStore, Limits, PhoneRow, StepRow, dumps
 from bootstrapd.leases.owners import LeaseOwners
 
 log = logging.getLogger("bootstrapd.journal")
@@ -34,13 +39,10 @@ log = logging.getLogger("bootstrapd.journal")
 Expected = Callable[[str, str | None], Sequence[str] | None]
 """The provisioning model's download list for a phone (MAC, model), or None when it does not know."""
 
-# The writer gives the GIL up every this many events. Without it, the thread held the GIL for whole 5 ms switch
-# intervals while the event loop, blocked on it after each socket call, waited: the convoy effect halved the DHCP
-# throughput at 3,000 exchanges/s (measured with tests.bench.dhcp4 --journal-ab).
-YIELD_EVERY = 8
+SLICE = 256  # events processed per loop callback (about 2-4 ms)
 
 _Event = tuple[float, str, dict[str, Any]]
-_Resolved = tuple[float, str, dict[str, Any], str]
+_Batch = tuple[list[PhoneRow], list[StepRow]]
 
 
 class Journal:
@@ -52,13 +54,18 @@ class Journal:
         self.owners = owners
         self.expected = expected
         self._pending: list[_Event] = []
-        # Batches, flush markers (set once everything queued before them is written), None to stop.
-        self._queue: queue.SimpleQueue[list[_Resolved] | threading.Event | None] = queue.SimpleQueue()
+        # Batches to write, flush markers (set once everything queued before them is written), None to stop.
+        self._queue: queue.SimpleQueue[_Batch | threading.Event | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._phones: dict[str, Phone] = {}
-        self.stage_counts: dict[str, int] = {}  # replaced whole after each batch: safe to read from the loop
+        self._asked: set[str] = set()  # phones whose download list was asked for
+        self._dirty: dict[str, Phone] = {}
+        self._steps: list[StepRow] = []
+        self._backlog: list[_Event] = []  # taken from the sink, not yet folded
+        self._scheduled = False  # a slice of the backlog is scheduled
+        self.stage_counts: dict[str, int] = {}
         self.batches = 0
         self.written = 0
         self.commit_seconds = 0.0  # last batch's transaction
@@ -79,6 +86,7 @@ class Journal:
         """Read the phones already known (before :meth:`start`; may run in an executor)."""
         for row in self.store.phones():
             self._phones[row.mac] = Phone.from_dict(row.doc)
+            self._asked.add(row.mac)  # asked again only if its model changes (a restart keeps the list)
         self.stage_counts = dict(Counter(p.stage for p in self._phones.values()))
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -91,30 +99,66 @@ class Journal:
     def reload(self, settings: JournalSettings) -> None:
         self.settings = settings
 
-    def stop(self) -> None:
-        """Write what is pending and stop the writer (blocks up to 10 s)."""
+    def finish(self) -> None:
+        """Process what is pending and queue the last batch (on the loop, at shutdown); then :meth:`join`."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._hand_over()
+        self._backlog.extend(self._take())
+        self._process(whole=True)
+        self._queue.put(None)
+
+    def join(self) -> None:
+        """Wait for the writer to write the last batch (blocks up to 10 s), then close the store."""
         if self._thread is not None:
-            self._queue.put(None)
             self._thread.join(timeout=10)
             self._thread = None
         self.store.close()
 
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Process what is pending and wait until it is written (tests, the API after an action)."""
+        self._backlog.extend(self._take())
+        self._process(whole=True)
+        marker = threading.Event()
+        self._queue.put(marker)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, marker.wait, timeout)
+
     # -- the loop side ------------------------------------------------------------------------------------------
     def _tick(self) -> None:
         assert self._loop is not None
-        self._hand_over()
+        self._backlog.extend(self._take())
+        if not self._scheduled:
+            self._process()
         self._timer = self._loop.call_later(self.settings.flush_interval, self._tick)
 
-    def _hand_over(self) -> None:
+    def _take(self) -> list[_Event]:
         batch, self._pending = self._pending, []
-        if not batch:
+        return batch
+
+    def _process(self, whole: bool = False) -> None:
+        """Events -> steps and phones, SLICE at a time (each slice a loop callback), or all at once."""
+        backlog = self._backlog
+        count = len(backlog) if whole else min(SLICE, len(backlog))
+        head = backlog[:count]
+        del backlog[:count]
+        self._fold_events(head)
+        if backlog:
+            if not self._scheduled:
+                assert self._loop is not None
+                self._scheduled = True
+                self._loop.call_soon(self._next_slice)
             return
-        resolved: list[_Resolved] = []
+        self._hand_over()
+
+    def _next_slice(self) -> None:
+        self._scheduled = False
+        self._process()
+
+    def _fold_events(self, batch: list[_Event]) -> None:
         mac_for = self.owners.mac_for
+        phones, dirty, steps = self._phones, self._dirty, self._steps
+        counts = self.stage_counts
         unknown = 0
         for when, kind, fields in batch:
             mac = phone_of(kind, fields)
@@ -122,21 +166,71 @@ class Journal:
                 address = address_of(kind, fields)
                 owner = mac_for(address, when) if address else None
                 mac = normal_mac(owner) if owner else None
-            if mac is None:
-                unknown += 1
+                if mac is None:
+                    unknown += 1
+                    continue
+            step = step_of(kind, fields, when)
+            if step is None:
                 continue
-            resolved.append((when, kind, fields, mac))
+            phone = phones.get(mac)
+            before = None
+            if phone is None:
+                phone = phones[mac] = Phone(mac)
+            else:
+                before = phone.stage
+            fold(phone, step)
+            if self.expected is not None and phone.model and mac not in self._asked:
+                self._ask(phone)
+            after = phone.stage
+            if after != before:
+                counts[after] = counts.get(after, 0) + 1
+                if before is not None:
+                    counts[before] -= 1
+            dirty[mac] = phone
+            steps.append(StepRow(mac, when, dumps(step)))
         if unknown:
             self.events.counters["journal.unknown_phone"] += unknown
-        if resolved:
-            self._queue.put(resolved)
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Hand over what is pending and wait until it is written (tests, the API after an action)."""
-        marker = threading.Event()
-        self._hand_over()
-        self._queue.put(marker)
-        return marker.wait(timeout)
+    def _hand_over(self) -> None:
+        limits = self.settings
+        phones = self._phones
+        if len(phones) > limits.max_phones + max(1, limits.max_phones // 10):
+            for mac in sorted(phones, key=lambda m: phones[m].last_seen)[:len(phones) - limits.max_phones]:
+                del phones[mac]
+                self._dirty.pop(mac, None)
+                self._asked.discard(mac)
+            self.stage_counts = dict(Counter(p.stage for p in phones.values()))
+        rows = []
+        for phone in self._dirty.values():
+            doc = phone.as_dict()
+            rows.append(PhoneRow(phone.mac, phone.stage, phone.last_seen, dumps(doc)))
+        steps, self._steps, self._dirty = self._steps, [], {}
+        if rows or steps:
+            self._queue.put((rows, steps))
+
+    # -- the provisioning model's download list, off the loop ---------------------------------------------------
+    def _ask(self, phone: Phone) -> None:
+        assert self._loop is not None and self.expected is not None
+        self._asked.add(phone.mac)
+        future = self._loop.run_in_executor(None, self.expected, phone.mac, phone.model)
+
+        def answered(done: asyncio.Future[Sequence[str] | None]) -> None:
+            try:
+                found = done.result()
+            except Exception:  # the model must not stop the journal
+                log.exception("journal: the provisioning model failed for %s", phone.mac)
+                return
+            current = self._phones.get(phone.mac)
+            if found is None or current is None:
+                return
+            before = current.stage
+            current.expect(list(found))
+            if current.stage != before:
+                self.stage_counts[current.stage] = self.stage_counts.get(current.stage, 0) + 1
+                self.stage_counts[before] -= 1
+            self._dirty[current.mac] = current
+
+        future.add_done_callback(answered)
 
     # -- the writer thread --------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -146,79 +240,36 @@ class Journal:
             if item is None:
                 return
             # Whatever queued meanwhile goes in the same transaction.
-            batch: list[_Resolved] = []
+            phones: dict[str, PhoneRow] = {}
+            steps: list[StepRow] = []
             markers: list[threading.Event] = []
             while item is not None:
                 if isinstance(item, threading.Event):
                     markers.append(item)
                 else:
-                    batch.extend(item)
+                    phones.update((row.mac, row) for row in item[0])
+                    steps.extend(item[1])
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             else:
                 stop = True
-            try:
-                self._write(batch)
-            except Exception:
-                self.events.counters["journal.write_failed"] += 1
-                log.exception("journal: a batch of %d events could not be written", len(batch))
+            if phones or steps:
+                try:
+                    self._write(list(phones.values()), steps)
+                except Exception:
+                    self.events.counters["journal.write_failed"] += 1
+                    log.exception("journal: a batch of %d steps could not be written", len(steps))
             for marker in markers:
                 marker.set()
 
-    def _write(self, batch: list[_Resolved]) -> None:
-        if not batch:
-            return
-        steps: list[StepRow] = []
-        dirty: dict[str, Phone] = {}
-        phones = self._phones
-        counts = dict(self.stage_counts)
-        for i, (when, kind, fields, mac) in enumerate(batch):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                time.sleep(0)  # hand the GIL to the event loop (see YIELD_EVERY)
-            step = step_of(kind, fields, when)
-            if step is None:
-                continue
-            phone = phones.get(mac)
-            if phone is None:
-                phone = phones[mac] = Phone(mac)
-                before = None
-            else:
-                before = phone.stage
-            self._fold(phone, step)
-            after = phone.stage
-            if after != before:
-                counts[after] = counts.get(after, 0) + 1
-                if before is not None:
-                    counts[before] -= 1
-            dirty[mac] = phone
-            steps.append(StepRow(mac, when, step))
-        limits = Limits(self.settings.steps_per_phone, self.settings.max_steps, self.settings.max_phones)
+    def _write(self, phones: list[PhoneRow], steps: list[StepRow]) -> None:
+        settings = self.settings
         started = time.perf_counter()
-        rows = []
-        for p in dirty.values():
-            doc = p.as_dict()
-            rows.append(PhoneRow(p.mac, doc["stage"], p.last_seen, doc))
-        self.store.write(rows, steps, limits)
+        self.store.write(phones, steps, Limits(settings.steps_per_phone, settings.max_steps, settings.max_phones))
         self.commit_seconds = time.perf_counter() - started
         self.commit_seconds_total += self.commit_seconds
         self.events.counters["journal.steps"] += len(steps)
         self.batches += 1
         self.written += len(steps)
-        if len(phones) > limits.max_phones + max(1, limits.max_phones // 10):
-            for mac in sorted(phones, key=lambda m: phones[m].last_seen)[:len(phones) - limits.max_phones]:
-                del phones[mac]
-            counts = dict(Counter(p.stage for p in phones.values()))
-        self.stage_counts = {k: v for k, v in counts.items() if v}
-
-    def _fold(self, phone: Phone, step: Step) -> None:
-        if self.expected is not None and phone.expected is None and (phone.model or step.get("model")):
-            try:
-                found = self.expected(phone.mac, phone.model or step.get("model"))
-            except Exception:  # the model must not stop the journal
-                log.exception("journal: the provisioning model failed for %s", phone.mac)
-                found = None
-            if found is not None:
-                phone.expected = list(found)
-        fold(phone, step)

@@ -49,5 +49,6 @@ class JournalService:
 
     async def stop(self) -> None:
         if self.journal is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.journal.stop)
+            self.journal.finish()
+            await asyncio.get_running_loop().run_in_executor(None, self.journal.join)
             self.journal = None

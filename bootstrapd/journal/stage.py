@@ -67,6 +67,12 @@ class Phone:
         self.stage = self.compute_stage()
         self.last: Step | None = None  # the last step folded, rendered into last_step by as_dict
 
+    def expect(self, files: list[str]) -> None:
+        """The provisioning model's download list arrived: done and the stage follow it from now on."""
+        self.expected = files
+        self.done = self.is_done()
+        self.stage = self.compute_stage()
+
     def compute_stage(self) -> str:
         if self.error:
             return STUCK

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,17 +40,21 @@ CREATE INDEX IF NOT EXISTS step_mac ON step (mac, id);
 
 @dataclass(frozen=True)
 class PhoneRow:
+    """A phone as written (``doc``: the JSON text of its document) or as read (``doc``: the document)."""
+
     mac: str
     stage: str
     updated: float
-    doc: dict[str, Any]
+    doc: Any
 
 
 @dataclass(frozen=True)
 class StepRow:
+    """A step as written (``doc``: JSON text) or as read (``doc``: the document)."""
+
     mac: str
     time: float
-    doc: dict[str, Any]
+    doc: Any
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Limits:
 
 class JournalStore(Protocol):
     def write(self, phones: Iterable[PhoneRow], steps: Iterable[StepRow], limits: Limits) -> None:
-        """One transaction: upsert the phones, append the steps, prune to the limits."""
+        """One transaction: upsert the phones, append the steps (documents as JSON text), prune to the limits."""
 
     def phones(self) -> list[PhoneRow]: ...
 
@@ -76,7 +79,7 @@ class JournalStore(Protocol):
     def close(self) -> None: ...
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder: json.dumps with
+dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder: json.dumps with
 # arguments builds a new one per call
 
 
@@ -102,16 +105,8 @@ class SqliteJournal:
         self._phones = len(self._counts)
 
     def write(self, phones: Iterable[PhoneRow], steps: Iterable[StepRow], limits: Limits) -> None:
-        rows: list[tuple[str, float, str]] = []
-        for i, step in enumerate(steps):
-            rows.append((step.mac, step.time, _dumps(step.doc)))
-            if i % 32 == 31:
-                time.sleep(0)  # let the event loop have the GIL (the journal's writer is a background thread)
-        prows: list[tuple[str, str, float, str]] = []
-        for i, phone in enumerate(phones):
-            prows.append((phone.mac, phone.stage, phone.updated, _dumps(phone.doc)))
-            if i % 16 == 15:
-                time.sleep(0)
+        rows = [(step.mac, step.time, step.doc) for step in steps]
+        prows = [(phone.mac, phone.stage, phone.updated, phone.doc) for phone in phones]
         conn = self.conn
         counts = self._counts
         touched: dict[str, int] = {}

@@ -61,7 +61,7 @@ def error(status: int, message: str, **extra: Any) -> web.Response:
 
 class StatusWeb:
     def __init__(self, settings: StatusSettings, state_dir: Path, verify: Verify, metrics: Metrics | None = None,
-                 resync: Resync | None = None, flush: Callable[[], Any] | None = None) -> None:
+                 resync: Resync | None = None, flush: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.settings = settings
         self.state_dir = state_dir
         self.verify = verify
@@ -185,7 +185,7 @@ class StatusWeb:
         if result.get("ip") is None:
             return error(404, "unknown phone: no active lease and no PnP record", mac=mac)
         if self.flush is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.flush)
+            await self.flush()
         if result.get("status") is None:
             return error(504, f"the phone did not answer the check-sync NOTIFY ({result.get('reason') or 'timeout'})",
                          mac=mac, ip=result.get("ip"))

@@ -43,6 +43,9 @@ url = "tftp://{ipv4}/"
 range = "10.77.0.100-10.77.0.199"
 lease_time = 3600
 
+[dhcp4.options]
+66 = "tftp://10.77.0.1/"
+
 [tftp]
 enabled = true
 

@@ -56,9 +56,10 @@ def _exposition(tmp_path: Path) -> str:
                     duration=0.0, mac=mac(0).hex(":"))
         events.count("dhcp4.dropped", 5)
         events.count("tftp.socket_error", 2)
-        await asyncio.get_running_loop().run_in_executor(None, journal.flush)
+        await journal.flush()
         text = render(registry_for(metrics)).decode()
-        journal.stop()
+        journal.finish()
+        journal.join()
         store.close()
         return text
 
