@@ -18,7 +18,7 @@ MAC-oriented CFG (``<mac>.cfg``, the last file of the guide's download order) se
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from bootstrapd.journal.steps import Step, text_of
@@ -97,15 +97,32 @@ class Phone:
 
     def as_dict(self) -> dict[str, Any]:
         """The stored document: fields at their default are left out (from_dict restores them)."""
-        # By hand: dataclasses.asdict deep-copies recursively and was the journal writer's largest cost.
         if self.last is not None:
             self.last_step = text_of(self.last)
             self.last = None
-        out: dict[str, Any] = {"mac": self.mac, "stage": self.stage}
-        for name, default in _DEFAULTS:
+        out: dict[str, Any] = {"mac": self.mac, "stage": self.stage, "first_seen": self.first_seen,
+                               "last_seen": self.last_seen, "last_step": self.last_step,
+                               "last_time": self.last_time, "steps": self.steps}
+        # By hand, only what is set: dataclasses.asdict deep-copies recursively and was the writer's largest cost.
+        for name in ("address", "address6", "vendor", "model", "firmware", "vendor_class", "failure",
+                     "failure_key", "error"):
             value = getattr(self, name)
-            if value != default:
-                out[name] = list(value) if name == "served" else dict(value) if name == "failed" else value
+            if value is not None:
+                out[name] = value
+        if self.told:
+            out["told"] = True
+        if self.boot:
+            out["boot"] = True
+        if self.configs:
+            out["configs"] = self.configs
+        if self.done:
+            out["done"] = True
+        if self.served:
+            out["served"] = list(self.served)
+        if self.failed:
+            out["failed"] = dict(self.failed)
+        if self.expected is not None:
+            out["expected"] = list(self.expected)
         return out
 
     @classmethod
@@ -115,10 +132,6 @@ class Phone:
         phone.done = phone.is_done()
         phone.stage = phone.compute_stage()
         return phone
-
-
-_DEFAULTS = tuple((f.name, f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc,operator]
-                  for f in fields(Phone) if f.name not in ("mac", "stage"))
 
 
 def _is_local_cfg(name: str, mac: str) -> bool:
@@ -169,11 +182,9 @@ def fold(phone: Phone, step: Step) -> Phone:
     phone.last = step
     phone.last_time = now
     phone.steps += 1
-    for key in ("vendor", "model", "firmware", "vendor_class"):
-        value = step.get(key)
-        if value:
-            setattr(phone, key, value)
     if proto == "dhcp4":
+        if step.get("vendor_class"):
+            phone.vendor_class = step["vendor_class"]
         if kind == "ack":
             phone.address = step.get("address") or phone.address
             phone.failure = None
@@ -185,31 +196,36 @@ def fold(phone: Phone, step: Step) -> Phone:
             phone.told = True
             if phone.failure == "NOTIFY never acknowledged":
                 phone.failure = None
-    elif proto == "dhcp6":
-        if kind == "reply" and step.get("address6"):
-            phone.address6 = step["address6"]
-            if phone.failure and phone.failure.startswith(("DHCP NAK", "no address")):
-                phone.failure = None
-        if step.get("told"):
-            phone.told = True
-    elif proto == "pnp":
-        if ok:
-            phone.told = True
+    else:
+        for key in ("vendor", "model", "firmware"):
+            value = step.get(key)
+            if value:
+                setattr(phone, key, value)
+        if proto == "dhcp6":
+            if kind == "reply" and step.get("address6"):
+                phone.address6 = step["address6"]
+                if phone.failure and phone.failure.startswith(("DHCP NAK", "no address")):
+                    phone.failure = None
+            if step.get("told"):
+                phone.told = True
+        elif proto == "pnp":
+            if ok:
+                phone.told = True
+                if phone.failure == "NOTIFY never acknowledged":
+                    phone.failure = None
+            elif not phone.told:
+                phone.failure = error
+        elif "file" in step and not step.get("write"):
+            name = str(step["file"])
             if phone.failure == "NOTIFY never acknowledged":
-                phone.failure = None
-        elif not phone.told:
-            phone.failure = error
-    elif "file" in step and not step.get("write"):
-        name = str(step["file"])
-        if phone.failure == "NOTIFY never acknowledged":
-            phone.failure = None  # the phone asked for a file: it knows where to go
-        if ok:
-            _served(phone, name, str(step.get("file_kind")))
-        elif not (_is_local_cfg(name, phone.mac) and step.get("outcome") == "not_found"):
-            phone.failed.pop(name, None)
-            phone.failed[name] = error or "failed"
-            while len(phone.failed) > FILES_KEPT:
-                del phone.failed[next(iter(phone.failed))]
+                phone.failure = None  # the phone asked for a file: it knows where to go
+            if ok:
+                _served(phone, name, str(step.get("file_kind")))
+            elif not (_is_local_cfg(name, phone.mac) and step.get("outcome") == "not_found"):
+                phone.failed.pop(name, None)
+                phone.failed[name] = error or "failed"
+                while len(phone.failed) > FILES_KEPT:
+                    del phone.failed[next(iter(phone.failed))]
     _recompute(phone)
     phone.stage = phone.compute_stage()
     return phone

@@ -23,7 +23,7 @@ PROVISIONING6 = frozenset({17, 59})
 TEXT_MAX = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MAC12 = re.compile(r"^[0-9a-f]{12}$")
-_SEEN: set[str] = set()  # canonical MACs met before (bounded): most events name a phone already seen
+_CANONICAL = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 
 OUTCOME_TEXT = {
     "ok": "ok",
@@ -63,8 +63,8 @@ def clean(value: object, limit: int = TEXT_MAX) -> str:
 
 def normal_mac(value: object) -> str | None:
     """``00:15:65:aa:bb:cc`` from any common spelling (bytes, ``001565AABBCC``, ``00-15-65-…``), else None."""
-    if value.__class__ is str and len(value) == 17 and value in _SEEN:  # type: ignore[arg-type]
-        return value  # type: ignore[return-value]  # the DHCP servers' own spelling, already checked once
+    if value.__class__ is str and _CANONICAL.match(value):  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]  # the DHCP servers' own spelling: most events
     if isinstance(value, bytes | bytearray):
         return bytes(value).hex(":") if len(value) == 6 else None
     if not isinstance(value, str):
@@ -72,10 +72,7 @@ def normal_mac(value: object) -> str | None:
     digits = value.strip().lower().replace(":", "").replace("-", "").replace(".", "")
     if not _MAC12.match(digits):
         return None
-    mac = ":".join(digits[i:i + 2] for i in range(0, 12, 2))
-    if len(_SEEN) < 100_000:
-        _SEEN.add(mac)
-    return mac
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
 def file_kind(name: str) -> str:
@@ -121,9 +118,10 @@ def address_of(kind: str, fields: dict[str, Any]) -> str | None:
 
 
 def _codes(value: object) -> list[int]:
+    """Option codes as the server sent them (its own list: in its order, ints only)."""
     if not isinstance(value, list | tuple | set | frozenset):
         return []
-    return sorted({c for c in value if isinstance(c, int)})
+    return [c for c in value if c.__class__ is int]
 
 
 def _dhcp4(kind: str, f: dict[str, Any], now: float) -> Step:

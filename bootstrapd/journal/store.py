@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,8 +79,28 @@ class JournalStore(Protocol):
     def close(self) -> None: ...
 
 
-dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder: json.dumps with
-# arguments builds a new one per call
+def _encoder() -> Callable[[Any], str]:
+    """JSON text of a document, compact and ASCII. The journal encodes every step: JSONEncoder.encode builds a new C
+    encoder (and a circular-reference map) per call, which cost three times the encoding of a step itself; the C
+    encoder is built once here (documents are plain trees: no circular check needed)."""
+    from json import encoder as json_encoder
+
+    make = getattr(json_encoder, "c_make_encoder", None)
+    if make is None:  # not CPython's C accelerator: the standard path
+        return json.JSONEncoder(separators=(",", ":")).encode
+
+    def default(value: object) -> Any:
+        raise TypeError(f"not JSON: {type(value).__name__}")
+
+    encode = make(None, default, json_encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+
+    def dumps(document: Any) -> str:
+        return "".join(encode(document, 0))
+
+    return dumps
+
+
+dumps = _encoder()
 
 
 class SqliteJournal:

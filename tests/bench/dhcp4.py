@@ -173,13 +173,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repeats: int) -> None:
-    """The journal's cost: bootstrapd with [journal] off and on, interleaved, at each rate ``repeats`` times each.
+def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repeats: int,
+               what: str = "journal") -> None:
+    """The journal's (or the capture's) cost: bootstrapd without and with it, interleaved, ``repeats`` times each
+    per rate.
 
     Prints completed exchanges, drops and the daemon's CPU per exchange; the CPU figure is the steady one on a shared
     machine (a drop figure near a rate limit moves with the neighbours' load).
     """
-    print(f"journal off/on interleaved, {repeats} runs each per rate, {PERIOD} s per run "
+    extras = {"journal": ("[journal]\nenabled = false\n", ""),
+              "capture": ("", "[capture]\nfile = \"@STATE@/capture.pcap\"\n")}[what]
+    print(f"{what} off/on interleaved, {repeats} runs each per rate, {PERIOD} s per run "
           f"(load average at start: {os.getloadavg()[0]:.2f})")
     totals: dict[str, list[float]] = {"off": [], "on": []}
     for rate in rates:
@@ -189,7 +193,7 @@ def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repe
             for mode in order:
                 workdir = Path(tempfile.mkdtemp(prefix=f"ab-{mode}-{rate}-", dir=base))
                 workdir.chmod(0o755)
-                server = (start_bootstrapd_nojournal if mode == "off" else start_bootstrapd)(appliance, workdir)
+                server = start_bootstrapd(appliance, workdir, extras[0] if mode == "off" else extras[1])
                 try:
                     before = cpu_seconds(server.pid)
                     result = perfdhcp_run(client, rate)
@@ -198,7 +202,7 @@ def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repe
                     server.stop()
                 per_exchange = cpu / result["completed"] * 1e6 if result["completed"] else float("nan")
                 per[mode].append((result["completed"], result["drop_ratio"], per_exchange))
-                print(f"  {rate:6}/s journal {mode:3}  completed {result['completed']:7.0f}  drops "
+                print(f"  {rate:6}/s {what} {mode:3}  completed {result['completed']:7.0f}  drops "
                       f"{result['drop_ratio'] * 100:6.2f}%  daemon CPU {per_exchange:6.1f} us/exchange "
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)
         means = {m: [sum(x[i] for x in v) / len(v) for i in range(3)] for m, v in per.items()}
@@ -207,7 +211,7 @@ def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repe
         print(f"  {rate:6}/s on/off: completed x{means['on'][0] / max(1.0, means['off'][0]):.3f}, CPU per exchange "
               f"x{means['on'][2] / means['off'][2]:.3f}", flush=True)
     off, on = sum(totals["off"]) / len(totals["off"]), sum(totals["on"]) / len(totals["on"])
-    print(f"\njournal on / off, daemon CPU per DORA exchange over all rates: {on:.1f} / {off:.1f} us = x{on / off:.3f}")
+    print(f"\n{what} on / off, daemon CPU per DORA exchange over all rates: {on:.1f} / {off:.1f} us = x{on / off:.3f}")
 
 
 def rss_with_leases(appliance: Node, client: Node, base: Path, count: int = 50_000) -> int:
@@ -236,6 +240,8 @@ def main() -> int:
                         help="bootstrapd-nojournal: bootstrapd with [journal] off")
     parser.add_argument("--journal-ab", type=int, default=0, metavar="N",
                         help="instead: bootstrapd with the journal off and on, interleaved, N runs each per rate")
+    parser.add_argument("--capture-ab", type=int, default=0, metavar="N",
+                        help="instead: bootstrapd without and with [capture] (the pcap recorder), interleaved")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     for tool in ("perfdhcp", "kea-dhcp4", "dnsmasq"):
@@ -251,8 +257,9 @@ def main() -> int:
         with lab() as the_lab:
             appliance = the_lab.add_appliance(ipv4=f"{SERVER}/16", ipv6=None)
             client = the_lab.add_phone(mac="02:30:00:00:00:01", ipv4=f"{CLIENT}/16")
-            if args.journal_ab:
-                journal_ab(appliance, client, base, rates, args.journal_ab)
+            if args.journal_ab or args.capture_ab:
+                journal_ab(appliance, client, base, rates, args.journal_ab or args.capture_ab,
+                           "journal" if args.journal_ab else "capture")
                 return 0
             print(f"DHCPv4 DORA, perfdhcp relay, {PERIOD} s per rate, pass = under 1% of exchanges lost")
             for name in args.servers.split(","):

@@ -209,3 +209,21 @@ def test_trace_reads_tcpdumps_capture(env: Env) -> None:
                           capture_output=True, text=True, timeout=300)
     assert text.returncode == 0, text.stderr
     assert "sip.cfg" in text.stdout and "File not found" in text.stdout
+
+
+def test_status_watch_redraws_in_place_until_interrupted(env: Env) -> None:
+    import signal
+
+    proc = env.app.node.popen([sys.executable, "-m", "bootstrapd", "status", "--config", str(env.app.config),
+                               "--watch", "--interval", "0.2"], text=True)
+    try:
+        time.sleep(2.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    frames = out.split("\x1b[H\x1b[2J")
+    assert len(frames) >= 3, out  # redrawn, not appended
+    assert all("4 phones:" in frame for frame in frames[1:-1])
+    bad = env.app.cli("status", "--config", str(env.app.config), "--watch", "--json")
+    assert bad.returncode == 2
