@@ -3,7 +3,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PEERS := isc-dhcp-client busybox tftp-hpa atftp curl sip-tester tshark kea-admin iproute2 dhcping systemd \
-         dnsmasq-base kea-dhcp4-server kea-dhcp6-server tftpd-hpa tcpdump prometheus chromium
+         dnsmasq-base kea-dhcp4-server kea-dhcp6-server tftpd-hpa
+# Deployment checks: vagrant validate (and its libvirt provider), shellcheck, Debian's python3 for the install tests.
+PEERS += vagrant vagrant-libvirt shellcheck python3-venv
+# The journal's tests: tcpdump (captures to trace), promtool (metrics), chromium (the status page).
+PEERS += tcpdump prometheus chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 clean

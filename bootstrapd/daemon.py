@@ -16,7 +16,7 @@ import signal
 import socket
 from collections.abc import Callable
 
-from bootstrapd import config
+from bootstrapd import config, privileges
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
 from bootstrapd.leases.store import LeaseStore
@@ -133,6 +133,13 @@ class Daemon:
 
     async def run(self) -> None:
         settings = self.settings
+        # Capabilities first: a missing one is named here, not met later as a bind error or a reply never sent.
+        lacking = privileges.problem(settings)
+        if lacking:
+            raise StartupError(lacking)
+        warning = privileges.root_warning(settings)
+        if warning:
+            log.warning(warning)
         loop = asyncio.get_running_loop()
         try:
             # pyroute2's synchronous IPRoute runs its own event loop: keep it off ours.

@@ -128,9 +128,14 @@ def main() -> int:
     settings = tomllib.loads(CONFIG.read_text())
     workdir = Path(tempfile.mkdtemp(prefix="bootstrapd-demo-"))
     workdir.chmod(0o755)
-    text = CONFIG.read_text().replace('root = "configs/tree"', f'root = "{REPO / "configs" / "tree"}"')
-    text = text.replace('state_dir = "demo-state"', f'state_dir = "{workdir / "state"}"')
+    text = CONFIG.read_text().replace('root = "/srv/bootstrapd"', f'root = "{REPO / "configs" / "tree"}"')
+    text = text.replace('state_dir = "/var/lib/bootstrapd"', f'state_dir = "{workdir / "state"}"')
     text = text.replace('inventory = "phones.csv"', f'inventory = "{REPO / "configs" / "phones.csv"}"')
+    if str(workdir) not in text:  # never let the demo write the installed daemon's state
+        print(f"{CONFIG}: server.state_dir is not the expected line; the demo would not run in {workdir}",
+              file=sys.stderr)
+        shutil.rmtree(workdir)
+        return 2
     try:
         with lab() as the_lab:
             step(f"lab {the_lab.prefix}: appliance 10.77.0.1/24 + fd77::1/64 on eth1, phones on a bridge")

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +49,19 @@ class Appliance:
         self.config.write_text(config_text.replace("@ROOT@", str(self.root)).replace("@STATE@", str(self.state)))
 
     def start(self, *extra: str, timeout: float = 20.0, expect_ready: bool = True,
-              env: dict[str, str] | None = None) -> None:
+              env: dict[str, str] | None = None, command: Sequence[str] | None = None) -> None:
+        """Run ``bootstrapd run`` (``command``: another way to start it, e.g. as another user with setpriv)."""
         with contextlib.suppress(FileNotFoundError):
             self.notify_path.unlink()
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(self.notify_path))
+        self.notify_path.chmod(0o666)  # a daemon run as an unprivileged user must be able to notify too
         self._notify.settimeout(0.2)
         env = dict(os.environ, NOTIFY_SOCKET=str(self.notify_path), PYTHONUNBUFFERED="1", **(env or {}))
         stderr = open(self.stderr_path, "ab")
+        program = list(command) if command is not None else [sys.executable, "-m", "bootstrapd"]
         self.proc = self.node.popen(
-            [sys.executable, "-m", "bootstrapd", "run", "--config", str(self.config), *extra],
+            [*program, "run", "--config", str(self.config), *extra],
             stdout=subprocess.DEVNULL, stderr=stderr, env=env,
         )
         stderr.close()

@@ -8,7 +8,6 @@ file, and its own lease and pid files under the test's directory.
 from __future__ import annotations
 
 import shlex
-import signal
 import time
 from pathlib import Path
 
@@ -111,7 +110,3 @@ def udhcpc(node: Node, workdir: Path, name: str, *args: str, timeout: float = 30
     if result.returncode != 0 or not bound:
         raise AssertionError(f"udhcpc failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return bound[-1]
-
-
-def kill_all(node: Node, name: str) -> None:
-    node.run(["pkill", f"-{signal.SIGKILL.value}", "-f", name])

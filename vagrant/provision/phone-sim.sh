@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# A phone VM running simulated phones: bootstrapd installed by scripts/install.sh --program-only (no unit, no
+# service: this VM is a client), then `bootstrapd sim` on the lab NIC, once that command exists (the simulated
+# phones are a later part of bootstrapd; until then this VM says so and waits for it).
+# Usage (by the Vagrantfile): phone-sim.sh SRC MAC install|boot
+set -euo pipefail
+SRC=${1:?the synced checkout}
+MAC=${2:?the lab NIC MAC}
+STEP=${3:?install or boot}
+PHONES=${BOOTSTRAPD_SIM_PHONES:-20}
+# shellcheck source=vagrant/provision/lab-nic.sh
+. "$SRC/vagrant/provision/lab-nic.sh"
+nic=$(lab_nic "$MAC")
+
+if [ "$STEP" = install ]; then
+  "$SRC/scripts/install.sh" --source "$SRC" --program-only
+  exit 0
+fi
+
+ip link set dev "$nic" up
+if bootstrapd sim --help >/dev/null 2>&1; then
+  echo "== $PHONES simulated phones on $nic"
+  bootstrapd sim --interface "$nic" --count "$PHONES"
+else
+  echo "bootstrapd $(bootstrapd --version | cut -d' ' -f2) has no 'sim' command yet: no simulated phones to boot"
+fi
