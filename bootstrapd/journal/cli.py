@@ -110,7 +110,7 @@ def _show(settings: config.Settings, args: argparse.Namespace, stage: str | None
     store = open_readonly(settings.server.state_dir)
     if store is None:
         if args.json:
-            print(json.dumps({"phones": [], "summary": {}} if mac is None else {"error": "no such phone"}))
+            print(json.dumps(phones_document(None) if mac is None else {"error": "no such phone", "mac": mac}))
         else:
             print(f"no journal yet in {settings.server.state_dir} (the daemon writes it once phones show up)",
                   file=sys.stderr)
@@ -130,20 +130,20 @@ def _show(settings: config.Settings, args: argparse.Namespace, stage: str | None
             else:
                 print("\n".join(journey(document["phone"], document["steps"])))
             return 0
-        listing = phones_document(store, stage)
-        rows = store.phones() if not args.json else []
+        if args.json:
+            json.dump(phones_document(store, stage), sys.stdout, indent=2, ensure_ascii=False)
+            print()
+            return 0
+        rows = store.phones()
     finally:
         store.close()
-    if args.json:
-        json.dump(listing, sys.stdout, indent=2, ensure_ascii=False)
-        print()
-        return 0
+    counts = Counter(r.stage for r in rows)
     if stage is not None:
         rows = [r for r in rows if r.stage == stage]
     if rows:
         print("\n".join(table(rows, shutil.get_terminal_size((160, 24)).columns)))
         print()
-    print(summary(Counter({k: v for k, v in listing["summary"].items() if v})))
+    print(summary(counts))
     return 0
 
 

@@ -232,3 +232,33 @@ def test_done_uses_the_provisioning_models_download_list(tmp_path: Path) -> None
     step = step_of("tftp.transfer", {"file": "/001565000001.cfg", "outcome": "ok"}, 9.0)
     assert step is not None
     assert fold(phone, step).stage == DONE
+
+
+def test_status_command_without_and_with_a_journal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from bootstrapd.cli import main
+
+    config = tmp_path / "b.toml"
+    config.write_text(f'[server]\ninterface = "eth1"\nstate_dir = "{tmp_path / "state"}"\n[dhcp4]\nenabled = false\n')
+    assert main(["status", "--config", str(config)]) == 0
+    assert "no journal yet" in capsys.readouterr().err
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["done"] == 0
+    assert main(["status", "--config", str(config), "--mac", "nonsense"]) == 2
+    assert main(["status", "--config", str(config), "--stage", "nonsense"]) == 2
+    store = SqliteJournal(tmp_path / "state" / "journal.sqlite3")
+    phone = journey(offer(), ack(), tftp("sip.cfg", "not_found"))
+    steps = [step_of(*e, 1.0) for e in (offer(), ack(), tftp("sip.cfg", "not_found"))]
+    store.write([PhoneRow(MAC, phone.stage, 1.0, dumps(phone.as_dict()))],
+                [StepRow(MAC, 1.0, dumps(s)) for s in steps], Limits(10, 100, 10))
+    store.close()
+    capsys.readouterr()
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "asked for sip.cfg: not found" in out and "1 phone: 1 stuck" in out
+    assert main(["status", "--config", str(config), "--mac", OWN]) == 0
+    assert "TFTP get sip.cfg: not found" in capsys.readouterr().out
+    assert main(["status", "--config", str(config), "--mac", "00:15:65:00:00:01"]) == 1
+    assert main(["status", "--config", str(config), "--stage", "done", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["phones"] == []
