@@ -15,9 +15,9 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap
 
-from bootstrapd.journal.capture import Selector
 from bootstrapd.journal.diagnose import Ev, diagnose
 from bootstrapd.journal.pcapfile import RotatingWriter
+from bootstrapd.journal.recorder import Selector
 from bootstrapd.journal.tracing import read_capture
 
 PHONE = "00:15:65:aa:bb:cc"
@@ -216,3 +216,19 @@ def test_trace_command_text_and_json(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "bootstrapd", "trace", str(tmp_path / "nothing.pcap")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nothing.pcap" in bad.stderr
+
+
+def test_the_recorder_process_reports_what_stops_it(tmp_path: Path) -> None:
+    import multiprocessing
+    import os
+
+    from bootstrapd.journal.recorder import record
+
+    parent, child = multiprocessing.Pipe()
+    (tmp_path / "file").write_text("")
+    record("eth1", str(tmp_path / "file" / "c.pcap"), "pcap", 1 << 20, 2, 65535, ((67,), (), (), ()), child)
+    assert parent.recv()[:2] == ("error", "file")
+    record("bdtnosuch0", str(tmp_path / "c.pcap"), "pcap", 1 << 20, 2, 65535, ((67,), (), (), ()), child)
+    kind, where, code, _ = parent.recv()
+    assert (kind, where) == ("error", "socket")
+    assert code == (19 if os.geteuid() == 0 else 1)  # ENODEV as root, EPERM (no CAP_NET_RAW) otherwise
