@@ -171,8 +171,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
             print(f"bootstrapd: --mac {args.mac!r} is not a MAC address", file=sys.stderr)
             return 2
     path = Path(args.capture)
+
+    def progress(count: int) -> None:
+        sys.stderr.write(f"\r{path}: {count} packets read…")
+        sys.stderr.flush()
+
     try:
-        events = read_capture(path)
+        events = read_capture(path, progress if sys.stderr.isatty() else None)
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\x1b[K")
     except (OSError, ValueError, EOFError) as exc:
         print(f"bootstrapd: {path}: {exc}", file=sys.stderr)
         return 2

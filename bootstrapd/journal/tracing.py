@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -328,8 +328,10 @@ class Decoder:
         yield self._ev(when, mac, "FTP", src, dst, f"Response: {line}", **facts)
 
 
-def read_capture(path: Path) -> list[Ev]:
-    """Every event of a pcap/pcapng file, in capture order; raises OSError or ValueError for unreadable files."""
+def read_capture(path: Path, progress: Callable[[int], None] | None = None) -> list[Ev]:
+    """Every event of a pcap/pcapng file, in capture order; raises OSError or ValueError for unreadable files.
+    ``progress`` is called with the number of packets read every 5,000 packets (scapy reads a few thousand a
+    second)."""
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
     from scapy.error import Scapy_Exception
     from scapy.layers import dhcp, dhcp6, inet, inet6, l2  # noqa: F401  (registers the dissectors)
@@ -341,6 +343,8 @@ def read_capture(path: Path) -> list[Ev]:
         with PcapReader(str(path)) as reader:
             for pkt in reader:
                 events.extend(decoder.packet(pkt, float(pkt.time)))
+                if progress is not None and decoder.number % 5000 == 0:
+                    progress(decoder.number)
     except Scapy_Exception as exc:
         raise ValueError(f"{path}: not a pcap or pcapng capture ({exc})") from None
     return events
