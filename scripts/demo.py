@@ -117,6 +117,16 @@ def phone_own_file(phone: Node, workdir: Path) -> None:
     show("decrypted with its key file", f"{len(plain.splitlines())} lines, {user}")
 
 
+def checkout_config(state_dir: Path) -> str:
+    """configs/lab.toml as it runs from this checkout: the example tree and inventory in place, the state elsewhere.
+
+    The file itself names the paths scripts/install.sh installs to (the Vagrant appliance runs it as it is).
+    """
+    text = CONFIG.read_text().replace('root = "/srv/bootstrapd"', f'root = "{REPO / "configs" / "tree"}"')
+    text = text.replace('state_dir = "/var/lib/bootstrapd"', f'state_dir = "{state_dir}"')
+    return text.replace('inventory = "phones.csv"', f'inventory = "{REPO / "configs" / "phones.csv"}"')
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("make demo needs root: it builds network namespaces", file=sys.stderr)
@@ -128,9 +138,7 @@ def main() -> int:
     settings = tomllib.loads(CONFIG.read_text())
     workdir = Path(tempfile.mkdtemp(prefix="bootstrapd-demo-"))
     workdir.chmod(0o755)
-    text = CONFIG.read_text().replace('root = "/srv/bootstrapd"', f'root = "{REPO / "configs" / "tree"}"')
-    text = text.replace('state_dir = "/var/lib/bootstrapd"', f'state_dir = "{workdir / "state"}"')
-    text = text.replace('inventory = "phones.csv"', f'inventory = "{REPO / "configs" / "phones.csv"}"')
+    text = checkout_config(workdir / "state")
     if str(workdir) not in text:  # never let the demo write the installed daemon's state
         print(f"{CONFIG}: server.state_dir is not the expected line; the demo would not run in {workdir}",
               file=sys.stderr)

@@ -6,12 +6,15 @@
 #            this checkout (or --source: another checkout or a wheel), /usr/local/bin/bootstrapd pointing at it
 #   config   /etc/bootstrapd/bootstrapd.toml from --config (default configs/bootstrapd.toml), unless one is there
 #   tree     /srv/bootstrapd from --tree (default configs/tree), unless that folder holds files already
+#   inventory --inventory FILE to /etc/bootstrapd/ beside the config (provisioning.inventory names it relative to
+#            the config file), unless one of that name is there; it holds SIP passwords, readable like the tree
 #   TLS      --tls-cert to /etc/bootstrapd/tls.crt, --tls-key to /etc/credstore/bootstrapd.tls.key (root, 0600):
 #            the unit hands the key to the daemon as the credential tls.key ("credential:tls.key" in the config)
 #   unit     /etc/systemd/system/bootstrapd.service, enabled and (re)started. It uses DynamicUser=: no account is
 #            created; systemd makes /var/lib/bootstrapd (StateDirectory=) for the user it allocates at each start
 #
-# Usage: scripts/install.sh [--source DIR|WHEEL] [--config FILE] [--tree DIR] [--tls-cert FILE --tls-key FILE]
+# Usage: scripts/install.sh [--source DIR|WHEEL] [--config FILE] [--tree DIR] [--inventory FILE]
+#                           [--tls-cert FILE --tls-key FILE]
 #                           [--python PYTHON] [--program-only] [--no-start] [--destdir DIR] [--dry-run]
 #        scripts/install.sh --uninstall [--purge] [--destdir DIR] [--dry-run]
 #
@@ -30,6 +33,7 @@ UNIT=bootstrapd.service
 SOURCE=$HERE
 CONFIG=$HERE/configs/bootstrapd.toml
 TREE=$HERE/configs/tree
+INVENTORY=
 PYTHON=/usr/bin/python3
 TLS_CERT=
 TLS_KEY=
@@ -42,19 +46,21 @@ PURGE=0
 
 usage() {
   echo "install.sh: $1" >&2
-  echo "usage: scripts/install.sh [--source DIR|WHEEL] [--config FILE] [--tree DIR] [--tls-cert FILE --tls-key FILE]" \
+  echo "usage: scripts/install.sh [--source DIR|WHEEL] [--config FILE] [--tree DIR] [--inventory FILE]" \
+       "[--tls-cert FILE --tls-key FILE]" \
        "[--python PYTHON] [--program-only] [--no-start] [--destdir DIR] [--dry-run] | --uninstall [--purge]" >&2
   exit 2
 }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --source|--config|--tree|--tls-cert|--tls-key|--python|--destdir)
+    --source|--config|--tree|--inventory|--tls-cert|--tls-key|--python|--destdir)
       { [ $# -ge 2 ] && [ -n "$2" ]; } || usage "$1 needs a value"
       case "$1" in
         --source) SOURCE=$2 ;;
         --config) CONFIG=$2 ;;
         --tree) TREE=$2 ;;
+        --inventory) INVENTORY=$2 ;;
         --tls-cert) TLS_CERT=$2 ;;
         --tls-key) TLS_KEY=$2 ;;
         --python) PYTHON=$2 ;;
@@ -147,6 +153,15 @@ install_service() {
     say "kept the existing $D/etc/bootstrapd/bootstrapd.toml"
   else
     run install -m 644 "$CONFIG" "$D/etc/bootstrapd/bootstrapd.toml"
+  fi
+  if [ -n "$INVENTORY" ]; then
+    local inventory
+    inventory="$D/etc/bootstrapd/$(basename "$INVENTORY")"
+    if [ -e "$inventory" ]; then
+      say "kept the existing $inventory"
+    else
+      run install -m 644 "$INVENTORY" "$inventory"  # read by the unit's dynamic user, like the tree
+    fi
   fi
   if [ -n "$(ls -A "$D/srv/bootstrapd" 2>/dev/null)" ]; then
     say "kept the existing tree in $D/srv/bootstrapd"

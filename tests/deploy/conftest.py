@@ -38,7 +38,8 @@ def staged() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="bootstrapd-staged-"))
     try:
         root.chmod(0o755)
-        result = subprocess.run(["bash", str(INSTALL), "--destdir", str(root)], capture_output=True, text=True,
+        result = subprocess.run(["bash", str(INSTALL), "--destdir", str(root),
+                                 "--inventory", str(REPO / "configs" / "phones.csv")], capture_output=True, text=True,
                                 timeout=900, stdin=subprocess.DEVNULL)
         assert result.returncode == 0, result.stdout + result.stderr
         yield root

@@ -30,9 +30,11 @@ def test_a_staged_install_has_every_file_and_a_working_program(staged: Path) -> 
     assert (staged / "etc/systemd/system/bootstrapd.service").read_text() == UNIT.read_text()
     config = staged / "etc/bootstrapd/bootstrapd.toml"
     assert config.read_text() == (REPO / "configs/bootstrapd.toml").read_text() and _mode(config) == 0o644
+    inventory = staged / "etc/bootstrapd/phones.csv"  # beside the config, where provisioning.inventory looks
+    assert inventory.read_bytes() == (REPO / "configs/phones.csv").read_bytes() and _mode(inventory) == 0o644
     tree = sorted(p.name for p in (REPO / "configs/tree").iterdir())
     assert sorted(p.name for p in (staged / "srv/bootstrapd").iterdir()) == tree
-    assert all(_mode(p) == 0o644 for p in (staged / "srv/bootstrapd").iterdir())
+    assert all(_mode(p) == (0o755 if p.is_dir() else 0o644) for p in (staged / "srv/bootstrapd").rglob("*"))
     link = staged / "usr/local/bin/bootstrapd"
     assert link.is_symlink() and str(link.readlink()) == "/opt/bootstrapd/bin/bootstrapd"
     assert (staged / "usr/share/doc/bootstrapd/README.md").read_text() == (REPO / "README.md").read_text()
@@ -70,7 +72,7 @@ if systemd-analyze verify /etc/systemd/system/bootstrapd.service > "$WORK/verify
 echo "security: $(systemd-analyze security --offline=true --no-pager /etc/systemd/system/bootstrapd.service |
   grep -o 'Overall exposure level for bootstrapd.service: [0-9.]*')"
 for path in /etc/bootstrapd/tls.crt /etc/credstore /etc/credstore/bootstrapd.tls.key /etc/bootstrapd/bootstrapd.toml \\
-            /srv/bootstrapd /srv/bootstrapd/common.cfg; do
+            /srv/bootstrapd /srv/bootstrapd/sip.cfg; do
   echo "mode: $(stat -c '%a %U %n' "$path")"
 done
 echo "key: $(cat /etc/credstore/bootstrapd.tls.key)"
@@ -104,7 +106,7 @@ def test_a_real_install_verifies_and_uninstall_leaves_nothing(tmp_path: Path) ->
     assert score and float(score.group(1)) <= 2.0, facts["security"]
     assert facts["mode"] == ["644 root /etc/bootstrapd/tls.crt", "700 root /etc/credstore",
                              "600 root /etc/credstore/bootstrapd.tls.key", "644 root /etc/bootstrapd/bootstrapd.toml",
-                             "755 root /srv/bootstrapd", "644 root /srv/bootstrapd/common.cfg"]
+                             "755 root /srv/bootstrapd", "644 root /srv/bootstrapd/sip.cfg"]
     assert facts["key"] == ["the private key"]
     assert facts["after uninstall"] != ["enabled"], logs
     assert "left" not in facts, facts.get("left")

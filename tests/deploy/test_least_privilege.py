@@ -66,6 +66,7 @@ def _appliance(lab: Lab, workdir: Path, uid: int) -> Appliance:
     node = lab.add_appliance()
     app = Appliance(node, workdir, CONFIG)
     shutil.copytree(REPO / "configs" / "tree", app.root, dirs_exist_ok=True)
+    shutil.copy(REPO / "configs" / "phones.csv", workdir / "phones.csv")  # the inventory, beside the config file
     app.state.mkdir()
     os.chown(app.state, uid, uid)  # what StateDirectory= does for the dynamic user
     app.state.chmod(0o750)
@@ -116,13 +117,13 @@ def test_the_units_privileges_serve_every_service(lab: Lab, shared_dir: Path, st
     assert IPv6Address("fd77::100") <= IPv6Address(got6["new_ip6_address"]) <= IPv6Address("fd77::1ff")
     assert got6["new_dhcp6_bootfile_url"] == "tftp://[fd77::1]/"
 
-    # SIP PnP: sipp's Yealink SUBSCRIBE to 224.0.1.75 gets the 200 and the NOTIFY with the rule's URL.
+    # SIP PnP: sipp's Yealink SUBSCRIBE to 224.0.1.75 gets the 200 and the NOTIFY with pnp.url.
     code, messages, output = run_phone(pnp_phone, "yealink-w52p", shared_dir)
     assert code == 0, output
-    assert body(first_notify(messages)) == "http://10.77.0.1/yealink/$PN/"
+    assert body(first_notify(messages)) == "tftp://10.77.0.1/"
 
     # TFTP over IPv4 and IPv6, byte for byte.
-    for url, name in (("tftp://10.77.0.1/common.cfg", "common.cfg"), ("tftp://[fd77::1]/y000000000000.boot",
+    for url, name in (("tftp://10.77.0.1/sip.cfg", "sip.cfg"), ("tftp://[fd77::1]/y000000000000.boot",
                                                                      "y000000000000.boot")):
         out = shared_dir / f"got-{name}"
         result = phone.run(["curl", "-sS", "-g", "--max-time", "20", "-o", str(out), url])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bootstrapd.cli import main
+from scripts.demo import checkout_config
 
 H = "#!version:1.0.0.1\n"
 GOOD = {"y000000000000.boot": H + '[T46U]include:config "t46u.cfg"\ninclude:config "sip.cfg"\n'
@@ -44,8 +45,9 @@ def test_the_good_tree_is_clean(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (code, findings) == (0, [])
 
 
-def test_the_shipped_example_tree_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
-    config = Path(__file__).resolve().parents[2] / "configs" / "lab.toml"
+def test_the_shipped_example_tree_is_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "lab.toml"
+    config.write_text(checkout_config(tmp_path / "state"))
     assert main(["check", "--config", str(config)]) == 0
     assert capsys.readouterr().out.startswith("0 error(s), 0 warning(s)")
 
