@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -95,6 +96,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
     if not args.watch:
         return _show(settings, args, stage, mac)
+    # Ctrl-C or a plain kill ends the watch cleanly (exit 0), also when started with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             sys.stdout.write("\x1b[H\x1b[2J")  # home, clear: the table redrawn in place

@@ -219,7 +219,7 @@ def test_status_watch_redraws_in_place_until_interrupted(env: Env) -> None:
     try:
         time.sleep(2.0)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     frames = out.split("\x1b[H\x1b[2J")
