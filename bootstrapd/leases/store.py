@@ -5,7 +5,8 @@ cap a laptop disk at tens of leases per second, so a single writer thread takes 
 commit was running (plus those arriving within ``window`` seconds) and commits them in one transaction: one fsync per
 batch. Callers await :meth:`LeaseStore.commit`; the reply is sent when it returns.
 
-DHCPv4 and DHCPv6 share the store and the writer; each has its own table.
+DHCPv4 and DHCPv6 share the store and the writer; each has its own table. Phone records (:mod:`.phones`, where
+a phone was seen, by MAC) go through the same writer, without anyone waiting on them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
+
+from bootstrapd.leases import phones
+from bootstrapd.leases.phones import PhoneRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lease4 (
@@ -97,7 +101,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: in WAL mode, NORMAL does not fsync on commit and could lose ACKed leases on power loss.
     conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(SCHEMA)
+    conn.executescript(SCHEMA + phones.SCHEMA)
     return conn
 
 
@@ -119,7 +123,7 @@ def read_leases6(conn: sqlite3.Connection) -> list[Lease6]:
 
 
 Done = Callable[[BaseException | None], None]
-_Item = tuple[list[Lease], Done]
+_Item = tuple[list[Lease | PhoneRecord], Done]
 
 
 class LeaseStore:
@@ -134,6 +138,7 @@ class LeaseStore:
         self.committed = 0
         self.commit_seconds = 0.0  # the time all commits took, for /metrics (bootstrapd_lease_commit_seconds)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._phones: int | None = None  # rows in the phone table (the writer's own count)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -190,7 +195,11 @@ class LeaseStore:
 
         self._queue.put((list(leases), done))
 
-    def write_now(self, leases: Iterable[Lease]) -> None:
+    def record_phones(self, records: Iterable[PhoneRecord], done: Done | None = None) -> None:
+        """Queue phone records for the next group commit; nobody waits for them (``done`` is told the outcome)."""
+        self._queue.put((list(records), done or _ignore))
+
+    def write_now(self, leases: Iterable[Lease | PhoneRecord]) -> None:
         """Commit synchronously (tools and tests without an event loop)."""
         self._write(list(leases))
 
@@ -201,18 +210,23 @@ class LeaseStore:
             self._thread = None
         self.conn.close()
 
-    def _write(self, leases: list[Lease]) -> None:
+    def _write(self, leases: list[Lease | PhoneRecord]) -> None:
         now = time.time()
         rows4 = [_row4(x, now) for x in leases if isinstance(x, Lease4)]
         rows6 = [_row6(x, now) for x in leases if isinstance(x, Lease6)]
+        records = [x for x in leases if isinstance(x, PhoneRecord)]
         self.conn.execute("BEGIN")
         try:
             if rows4:
                 self.conn.executemany(_INSERT4, rows4)
             if rows6:
                 self.conn.executemany(_INSERT6, rows6)
+            if records:
+                self._phones = phones.write(self.conn, records, phones.count(self.conn) if self._phones is None
+                                            else self._phones)
             self.conn.execute("COMMIT")
         except BaseException:
+            self._phones = None  # counted again next time
             self.conn.execute("ROLLBACK")
             raise
 
@@ -250,6 +264,10 @@ class LeaseStore:
                 self._loop.call_soon_threadsafe(_settle, self._loop, callbacks, error)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
+
+
+def _ignore(error: BaseException | None) -> None:
+    return None
 
 
 # Replies released by one commit go out at most this many per event-loop iteration. A commit that took 25 ms at

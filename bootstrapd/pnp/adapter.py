@@ -5,15 +5,16 @@
 - Replies and NOTIFYs leave from a second socket bound to the interface's own IPv4 address (``pnp.source_port``,
   ephemeral by default); the phones' 200s to our NOTIFYs come back to it, since it is our Via sent-by.
 - One ``call_at`` timer, re-armed only when the core's next deadline comes earlier than the armed one.
-- Each answered phone is an event ``pnp.answer`` and a line in ``state_dir/pnp-phones.json`` (MAC -> address), so
-  ``bootstrapd resync MAC`` can find phones that got their address elsewhere. The file is rewritten at most once a
-  second, off the event loop.
+- Each answered phone is an event ``pnp.answer``; one that acknowledged its NOTIFY is also a phone record in the
+  store (:mod:`bootstrapd.pnp.phones`), so ``bootstrapd resync MAC`` can find phones that got their address
+  elsewhere. Records are handed to the store's writer thread once a second, the latest per MAC (a phone or a sipp
+  run repeating exchanges costs one upsert a second, not one commit per exchange), and on stop. An old
+  ``state_dir/pnp-phones.json`` is imported once, off the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -22,16 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from bootstrapd.config import Settings
+from bootstrapd.leases.phones import PhoneRecord
+from bootstrapd.log import RateLimited
 from bootstrapd.net.sockets import join_ipv4_group, udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
+from bootstrapd.pnp import phones
 from bootstrapd.pnp.responder import Answered, Outgoing, Responder
 from bootstrapd.service import Context
 
 GROUP = "224.0.1.75"
-RECORD = "pnp-phones.json"
-RECORD_CAP = 100_000
+RECORD_EVERY = 1.0  # seconds between hand-overs of phone records to the store's writer
 
 log = logging.getLogger("bootstrapd.pnp")
+_limited = RateLimited(log)
 
 
 def variables(ctx: Context) -> dict[str, str]:
@@ -54,10 +58,9 @@ class PnpService:
         self._timer: asyncio.TimerHandle | None = None
         self._armed: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._phones: dict[str, dict[str, Any]] = {}
-        self._dirty = False
-        self._flush: asyncio.TimerHandle | None = None
-        self._record = ctx.settings.server.state_dir / RECORD
+        self._import: asyncio.Future[None] | None = None
+        self._unrecorded: dict[str, PhoneRecord] = {}  # MAC -> its latest record, not yet handed to the store
+        self._record_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         settings = self.ctx.settings.pnp
@@ -65,7 +68,9 @@ class PnpService:
         if iface.first_ipv4 is None:
             raise OSError(f"interface {iface.name!r} has no IPv4 address (pnp needs one)")
         self._loop = asyncio.get_running_loop()
-        self._phones = _read_record(self._record)
+        legacy = self.ctx.settings.server.state_dir / phones.LEGACY
+        if legacy.exists():
+            self._import = self._loop.run_in_executor(None, self._import_legacy, legacy)
         events = self.ctx.events
         listen = udp_socket(socket.AF_INET, iface.name, GROUP, settings.port, reuse_address=True)
         try:
@@ -119,57 +124,58 @@ class PnpService:
     def _answered(self, answer: Answered) -> None:
         self.ctx.events.emit("pnp.answer", mac=answer.mac, ip=answer.ip, vendor=answer.vendor, model=answer.model,
                              version=answer.version, url=answer.url, acknowledged=answer.acknowledged)
-        if answer.mac is None:
-            return
-        if len(self._phones) >= RECORD_CAP and answer.mac not in self._phones:
-            return
-        self._phones[answer.mac] = {"ip": answer.ip, "vendor": answer.vendor, "model": answer.model,
-                                    "version": answer.version, "url": answer.url,
-                                    "acknowledged": answer.acknowledged, "time": time.time()}
-        self._dirty = True
-        if self._flush is None and self._loop is not None:
-            self._flush = self._loop.call_later(1.0, self._write_record)
+        record = phones.record_for(answer, time.time())  # the wall clock: a date to show, not a timeout
+        if record is not None:
+            self._unrecorded[record.mac] = record
+            if self._record_timer is None and self._loop is not None:
+                self._record_timer = self._loop.call_later(RECORD_EVERY, self._record)
 
-    def _write_record(self) -> None:
-        self._flush = None
-        if not self._dirty or self._loop is None:
-            return
-        self._dirty = False
-        text = json.dumps(self._phones, sort_keys=True)
-        self._loop.run_in_executor(None, _write_atomically, self._record, text)
+    def _record(self) -> None:
+        self._record_timer = None
+        if self._unrecorded:
+            records = list(self._unrecorded.values())
+            self._unrecorded.clear()
+            self.ctx.store.record_phones(records, self._recorded)
+
+    def _recorded(self, error: BaseException | None) -> None:
+        if error is not None:
+            self.ctx.events.count("pnp.record_error")
+            _limited.warning("pnp.record", "pnp: cannot record a phone in the store: %s", error)
+
+    def _import_legacy(self, path: Path) -> None:
+        """Runs in a worker thread: the acknowledged phones of an old JSON record go to the store, once."""
+        records = phones.read_legacy(path)
+        loop = self._loop
+        assert loop is not None
+
+        def imported(error: BaseException | None) -> None:
+            if error is not None:
+                log.warning("pnp: %s not imported (kept for the next start): %s", path, error)
+                return
+            # The rename is a metadata write on the state disk: not on the loop either.
+            loop.run_in_executor(None, _retire, path, len(records))
+
+        self.ctx.store.record_phones(records, imported)
 
     def reload(self, settings: Settings) -> None:
         if self.core is not None:
             self.core.reconfigure(settings.pnp, variables(self.ctx))
 
     async def stop(self) -> None:
-        for handle in (self._timer, self._flush):
+        for handle in (self._timer, self._record_timer):
             if handle is not None:
                 handle.cancel()
-        if self._dirty:
-            _write_atomically(self._record, json.dumps(self._phones, sort_keys=True))
+        self._record()  # queued before the daemon closes the store, whose writer commits what is queued
         for endpoint in (self.listener, self.sender):
             if endpoint is not None:
                 endpoint.close()
 
 
-def _read_record(path: Path) -> dict[str, dict[str, Any]]:
+def _retire(path: Path, count: int) -> None:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        os.replace(path, path.with_name(phones.IMPORTED))
     except OSError as exc:
-        log.warning("cannot write %s: %s", path, exc)
-
-
-def read_phones(state_dir: Path) -> dict[str, dict[str, Any]]:
-    """The record of answered phones (MAC -> ip, model, …), for ``bootstrapd resync``."""
-    return _read_record(state_dir / RECORD)
+        log.warning("pnp: imported %s but cannot rename it: %s", path, exc)
+        return
+    log.info("pnp: imported %d acknowledged phones from %s into the store; the file is now %s", count, path,
+             phones.IMPORTED)

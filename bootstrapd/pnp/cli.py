@@ -1,8 +1,9 @@
 """``bootstrapd resync``: send check-sync NOTIFYs to phones and report each one's answer.
 
-Targets are IPv4 addresses or MACs; a MAC is looked up among the active DHCPv4 leases, then in the record of phones
-the PnP responder answered. NOTIFYs leave from the provisioning interface (SO_BINDTODEVICE, its own address), all
-targets at once from one socket, each its own UDP transaction (see :mod:`bootstrapd.pnp.checksync`).
+Targets are IPv4 addresses or MACs; a MAC is looked up among the active DHCPv4 leases, then among the phone records
+in the store (phones that acknowledged the PnP responder's NOTIFY, :mod:`bootstrapd.pnp.phones`). NOTIFYs leave
+from the provisioning interface (SO_BINDTODEVICE, its own address), all targets at once from one socket, each its
+own UDP transaction (see :mod:`bootstrapd.pnp.checksync`).
 
 Exit status: 0 every phone answered 2xx; 1 any timeout, rejection or unknown MAC; 2 bad usage or configuration.
 """
@@ -44,29 +45,42 @@ def _normalise_mac(text: str) -> str | None:
     return None
 
 
-def _known_phones(state_dir: Path) -> dict[str, str]:
-    """MAC (12 hex digits) -> IPv4 address, from active leases and then the PnP record."""
+def _known_phones(state_dir: Path, macs: set[str] | None) -> dict[str, str]:
+    """MAC (12 hex digits) -> IPv4 address, from active leases and then the phone records; ``macs``: only these
+    (None: every phone, for ``--all``)."""
+    from bootstrapd.leases.phones import read_phone, read_phones
     from bootstrapd.leases.store import connect, read_leases4
-    from bootstrapd.pnp.adapter import read_phones
 
     phones: dict[str, str] = {}
-    for mac, info in read_phones(state_dir).items():
-        ip = info.get("ip") if isinstance(info, dict) else None
-        if isinstance(ip, str):
-            phones[mac] = ip
     path = state_dir / "leases.sqlite3"
-    if path.exists():
-        conn = connect(path, readonly=True)
-        try:
-            now = time.time()
-            for lease in read_leases4(conn):
-                if lease.state == "active" and lease.expires > now:
-                    phones[lease.mac.hex()] = str(lease.address)  # a current lease beats an older PnP record
-        except Exception as exc:  # a store another version created: report, do not crash
-            print(f"bootstrapd: cannot read {path}: {exc}", file=sys.stderr)
-        finally:
-            conn.close()
+    if not path.exists():
+        return phones
+    conn = connect(path, readonly=True)
+    try:
+        if macs is None:
+            records = list(read_phones(conn))
+        else:
+            records = [r for r in (read_phone(conn, mac) for mac in sorted(macs)) if r is not None]
+        for record in records:
+            if _ipv4(record.address):  # check-sync goes out over IPv4
+                phones[record.mac] = record.address
+        now = time.time()  # lease expiry times are wall-clock
+        for lease in read_leases4(conn):
+            if lease.state == "active" and lease.expires > now and (macs is None or lease.mac.hex() in macs):
+                phones[lease.mac.hex()] = str(lease.address)  # a current lease beats an older PnP record
+    except Exception as exc:  # a store another version created: report, do not crash
+        print(f"bootstrapd: cannot read {path}: {exc}", file=sys.stderr)
+    finally:
+        conn.close()
     return phones
+
+
+def _ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _usage(message: str) -> int:
@@ -112,18 +126,20 @@ def resync_phones(settings: Any, targets: list[str], *, all_phones: bool = False
     ``bootstrapd resync`` and the status API's ``POST /api/phones/<mac>/resync`` both run this. Raises ValueError for
     a target that is neither an address nor a MAC, ResyncError when the interface cannot send.
     """
-    phones = _known_phones(settings.server.state_dir)
-    jobs: list[tuple[str, str | None, str | None]] = []  # (target as given, ip, mac)
+    wanted: list[tuple[str, str | None, str | None]] = []  # (target as given, ip, mac)
     for target in targets:
         try:
-            jobs.append((target, str(ipaddress.IPv4Address(target)), None))
+            wanted.append((target, str(ipaddress.IPv4Address(target)), None))
             continue
         except ValueError:
             pass
         mac = _normalise_mac(target)
         if mac is None:
             raise ValueError(f"{target!r} is neither an IPv4 address nor a MAC")
-        jobs.append((target, phones.get(mac), mac))
+        wanted.append((target, None, mac))
+    macs = None if all_phones else {mac for _, _, mac in wanted if mac is not None}
+    phones = _known_phones(settings.server.state_dir, macs) if macs is None or macs else {}
+    jobs = [(target, ip if mac is None else phones.get(mac), mac) for target, ip, mac in wanted]
     if all_phones:
         given = {mac for _, _, mac in jobs}
         jobs.extend((mac, ip, mac) for mac, ip in sorted(phones.items()) if mac not in given)

@@ -18,9 +18,12 @@ retransmits), at most ``max_pending_per_source`` of them per source address, and
 200s kept for retransmitted SUBSCRIBEs; every message is at most ``max_message_size`` bytes, so each of those holds
 about that much at most.
 
-Reflection: a spoofed SUBSCRIBE makes us send a 200 and a NOTIFY retransmitted on Timer E until Timer F, about 12
-datagrams and 13 times the request's size toward the spoofed source. The per-source cap bounds what a victim can get
-to ``max_pending_per_source`` such exchanges per 32 s (a real phone has one at a time); the size cap bounds each.
+Reflection: a spoofed SUBSCRIBE makes us send a 200 and a NOTIFY retransmitted on Timer E until Timer F, 12
+datagrams and 13 times the request's size toward the spoofed source; an OPTIONS (405), another event (489) or a
+replayed SUBSCRIBE (its cached 200) one each. Every one of them is charged to the source address
+(:class:`~bootstrapd.pnp.budget.ReplyBudget`) before it is built: an address gets at most ``max_pending_per_source``
+exchanges' worth (12 datagrams each) in any 32 s, whatever mix of requests a flood uses (a real phone needs one
+exchange and a few cached 200s); the size cap bounds each datagram.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bootstrapd.pnp import urls
+from bootstrapd.pnp.budget import ReplyBudget
 from bootstrapd.pnp.message import (
     SipError,
     SipMessage,
@@ -99,6 +103,21 @@ def _nothing(_: str) -> None:
     return None
 
 
+def _notify_sends(t1: float, t2: float, timer_f: float) -> int:
+    """How many times a NOTIFY nobody answers is sent: at 0, then on Timer E (T1 doubling to T2) until Timer F."""
+    sends, at, interval = 1, t1, t1
+    while at < timer_f:
+        sends += 1
+        interval = min(interval * 2, t2)
+        at += interval
+    return sends
+
+
+def _budget_entries(settings: PnpSettings) -> int:
+    # Room for every exchange max_pending allows, and a flood from 2,000 random sources a second for Timer F.
+    return max(4 * settings.max_pending, 65536)
+
+
 class Responder:
     def __init__(self, settings: PnpSettings, local: Address, variables: dict[str, str], *,
                  answered: Callable[[Answered], None] | None = None,
@@ -112,6 +131,10 @@ class Responder:
         self.t1 = t1
         self.t2 = t2
         self.timer_f = 64 * t1
+        # Every datagram toward a source counts against its budget: an exchange (the 200 and each NOTIFY Timer E can
+        # send) costs this many; max_pending_per_source exchanges' worth per Timer F.
+        self.exchange_cost = 1 + _notify_sends(t1, t2, self.timer_f)
+        self.budget = ReplyBudget(self._budget_limit(settings), self.timer_f, _budget_entries(settings))
         self._contact = f"<sip:{local[0]}:{local[1]}>"
         self._via = f"SIP/2.0/UDP {local[0]}:{local[1]}"
         self._pending: dict[str, _Transaction] = {}
@@ -124,6 +147,11 @@ class Responder:
     def reconfigure(self, settings: PnpSettings, variables: dict[str, str]) -> None:
         self.settings = settings
         self.variables = dict(variables)
+        self.budget.limit = self._budget_limit(settings)
+        self.budget.max_entries = _budget_entries(settings)
+
+    def _budget_limit(self, settings: PnpSettings) -> int:
+        return settings.max_pending_per_source * self.exchange_cost
 
     @property
     def pending(self) -> int:
@@ -150,7 +178,7 @@ class Responder:
         message = parse(data)
         if message.is_request:
             return self._request(message, (str(addr[0]), int(addr[1])), now)
-        self._response(message, now)
+        self._response(message, str(addr[0]), now)
         return []
 
     def _request(self, req: SipMessage, source: Address, now: float) -> list[Outgoing]:
@@ -164,6 +192,8 @@ class Responder:
         reply_vias = self._reply_vias(req, vias[0], source)
         if req.method != "SUBSCRIBE":
             self.count("pnp.not_subscribe")
+            if not self._spend(source, 1, now):
+                return []
             return [Outgoing(response_to(req, 405, "Method Not Allowed", to_tag=_token(), vias=reply_vias,
                                          extra=[("Allow", "SUBSCRIBE")]).encode(), source)]
         if method != "SUBSCRIBE":
@@ -172,10 +202,12 @@ class Responder:
         recent = self._recent.get(key)
         if recent is not None:
             self.count("pnp.retransmitted_subscribe")
-            return [Outgoing(recent[0], source)]
+            return [Outgoing(recent[0], source)] if self._spend(source, 1, now) else []
         event_type, event = split_params(req.require("event"))
         if event_type.lower() != "ua-profile":
             self.count("pnp.bad_event")
+            if not self._spend(source, 1, now):
+                return []
             return [Outgoing(response_to(req, 489, "Bad Event", to_tag=_token(), vias=reply_vias,
                                          extra=[("Allow-Events", "ua-profile")]).encode(), source)]
         mac = urls.mac_from_user(parse_uri(req.uri or "").user)
@@ -189,6 +221,8 @@ class Responder:
             return []
         if self._per_source.get(source[0], 0) >= self.settings.max_pending_per_source:
             self.count("pnp.source_busy")  # a phone has one exchange at a time; more is a flood or a spoofed victim
+            return []
+        if not self._spend(source, self.exchange_cost, now):
             return []
         url = urls.expand(template, self.variables, mac=mac, vendor=vendor, model=model)
         tag, token = _two_tokens()
@@ -206,6 +240,14 @@ class Responder:
         heapq.heappush(self._heap, (now + self.t1, branch))
         self.count("pnp.subscribe")
         return [Outgoing(ok, source), Outgoing(notify.data, source)]
+
+    def _spend(self, source: Address, cost: int, now: float) -> bool:
+        if self.budget.spend(source[0], cost, now):
+            return True
+        # Over this address's budget (a flood toward one victim), or the budget's log is full (a flood from random
+        # sources): nothing is sent; a real phone retransmits and is answered once the budget allows.
+        self.count("pnp.source_busy")
+        return False
 
     def _reply_vias(self, req: SipMessage, top: Via, source: Address) -> list[str]:
         """The request's Via values, the top one marked with where it really came from (RFC 3261 18.2.1, 3581)."""
@@ -251,12 +293,17 @@ class Responder:
         ], url.encode("utf-8", "surrogateescape"))
         return Responder._Built(notify.encode(), branch)
 
-    def _response(self, resp: SipMessage, now: float) -> None:
+    def _response(self, resp: SipMessage, host: str, now: float) -> None:
         vias = resp.vias()
         if not vias:
             raise SipError("response without Via")
         branch = vias[0].branch or ""
         transaction = self._pending.get(branch)
+        if transaction is not None and transaction.addr[0] != host:
+            # Only the phone the NOTIFY went to answers it: this one would make a phone "acknowledged" (and
+            # recorded for resync) on someone else's word. The port may differ (a phone's SIP stack may answer
+            # from another socket); the address may not.
+            transaction = None
         if transaction is None or resp.cseq()[1] != "NOTIFY":
             if branch in self._completed and resp.status is not None and resp.status >= 200:
                 self.count("pnp.retransmitted_response")  # Timer K: absorbed, not garbage

@@ -21,6 +21,7 @@ import enum
 import errno
 import os
 import stat
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,10 @@ class Reader:
 
 
 class HotCache:
-    """File contents by real path, LRU, bounded in total bytes; stale entries are replaced on the next open."""
+    """File contents by real path, LRU, bounded in total bytes; stale entries are replaced on the next open.
+
+    Safe to use from worker threads: a cache miss is read (and put here) off the event loop while the loop serves
+    hits."""
 
     def __init__(self, max_bytes: int, file_max: int) -> None:
         self.max_bytes = max_bytes
@@ -151,33 +155,36 @@ class HotCache:
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
+        self._lock = threading.Lock()
 
     @staticmethod
     def identity(st: os.stat_result) -> tuple[int, int, int]:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def get(self, path: str, st: os.stat_result) -> bytes | None:
-        entry = self._entries.get(path)
-        if entry is None:
-            self.misses += 1
-            return None
-        if entry[0] != self.identity(st):
-            self.misses += 1
-            self._drop(path)
-            return None
-        self.hits += 1
-        self._entries.move_to_end(path)
-        return entry[1]
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None:
+                self.misses += 1
+                return None
+            if entry[0] != self.identity(st):
+                self.misses += 1
+                self._drop(path)
+                return None
+            self.hits += 1
+            self._entries.move_to_end(path)
+            return entry[1]
 
     def put(self, path: str, st: os.stat_result, data: bytes) -> None:
         if len(data) > self.file_max:
             return
-        self._drop(path)
-        while self._entries and self.total + len(data) > self.max_bytes:
-            _, (_, old) = self._entries.popitem(last=False)
-            self.total -= len(old)
-        self._entries[path] = (self.identity(st), data)
-        self.total += len(data)
+        with self._lock:
+            self._drop(path)
+            while self._entries and self.total + len(data) > self.max_bytes:
+                _, (_, old) = self._entries.popitem(last=False)
+                self.total -= len(old)
+            self._entries[path] = (self.identity(st), data)
+            self.total += len(data)
 
     def _drop(self, path: str) -> None:
         entry = self._entries.pop(path, None)
@@ -185,8 +192,9 @@ class HotCache:
             self.total -= len(entry[1])
 
     def clear(self) -> None:
-        self._entries.clear()
-        self.total = 0
+        with self._lock:
+            self._entries.clear()
+            self.total = 0
 
 
 # What an uploaded file costs the upload folder at least: empty files take no bytes but an inode and a directory
@@ -215,6 +223,29 @@ def _fd_path(fd: int, fallback: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return fallback
+
+
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux 4.14+
+
+
+def read_nowait(fd: int, size: int, offset: int) -> bytes | None:
+    """Up to ``size`` bytes at ``offset`` if the kernel has them in memory (page cache), else None, never waiting for
+    the disk (``preadv2`` with ``RWF_NOWAIT``). Fewer bytes than asked when only part is in memory; ``b""`` at the
+    end of the file. None also where the kernel or file system cannot tell (then a worker thread reads)."""
+    global _NOWAIT
+    if not _NOWAIT:
+        return None
+    buf = bytearray(size)
+    try:
+        got = os.preadv(fd, [buf], offset, _NOWAIT)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.EPERM):
+            _NOWAIT = 0  # not here (or denied by a seccomp filter): every read goes to a worker thread
+            return None
+        raise
+    return bytes(buf) if got == size else bytes(memoryview(buf)[:got])
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -260,6 +291,19 @@ class Resolver:
         return real
 
     def open(self, name: str) -> Opened:
+        """The file, read into the cache if it belongs there (blocking: call it off the event loop on a miss)."""
+        opened = self._open(name, wait=True)
+        assert opened is not None
+        return opened
+
+    def open_nowait(self, name: str) -> Opened | None:
+        """The file without waiting for the disk: cached bytes, a small file the kernel has in memory (read and
+        cached now), or a descriptor to stream a large file from; None when the file's data would have to come
+        from the disk (then call :meth:`open`, off the event loop). The metadata calls (realpath, open, fstat) are
+        answered from the kernel's caches."""
+        return self._open(name, wait=False)
+
+    def _open(self, name: str, wait: bool) -> Opened | None:
         real = self.resolve(name)
         try:
             # O_NOFOLLOW: a symlink swapped in after resolve() is refused; O_NONBLOCK: a FIFO cannot block us.
@@ -284,7 +328,13 @@ class Resolver:
                 os.close(fd)
                 return Opened(real, len(data), data, None)
             if st.st_size <= self.cache.file_max:
-                data = _read_all(fd, st.st_size)
+                if wait:
+                    data = _read_all(fd, st.st_size)
+                else:
+                    data = read_nowait(fd, st.st_size, 0)
+                    if data is None or len(data) < st.st_size:
+                        os.close(fd)
+                        return None  # not (all) in the page cache: to be read by open(), off the event loop
                 os.close(fd)
                 if len(data) == st.st_size:
                     self.cache.put(real, st, data)

@@ -110,14 +110,24 @@ class ServedTree:
             return Served(transform.apply(rel, data), origin, mtime, True)
         return Served(data, origin, mtime, False)
 
+    def _plain(self, rel: str) -> bool:
+        """Whether ``rel`` is a static file served untouched (no overlay has it, no transform applies)."""
+        transform = self.provisioning.transform
+        return not any(o.get(rel) is not None for o in self.provisioning.overlays()) and not (
+            transform is not None and transform.applies(rel))
+
     def open(self, name: str) -> Opened:
         rel = self._name(name)
-        transform = self.provisioning.transform
-        if not any(o.get(rel) is not None for o in self.provisioning.overlays()) and not (
-                transform is not None and transform.applies(rel)):
+        if self._plain(rel):
             return self.resolver.open(name)  # the common case: static, untouched, streamed or cached as before
         served = self.lookup(name)
         return Opened(f"{served.origin}:{rel}", len(served.data), served.data, None)
+
+    def open_nowait(self, name: str) -> Opened | None:
+        """:meth:`Resolver.open_nowait` for static files; a rendered or encrypted one is None: :meth:`open` builds it
+        (reading its source, rendering, encrypting) off the event loop."""
+        rel = self._name(name)
+        return self.resolver.open_nowait(name) if self._plain(rel) else None
 
     def upload_target(self, name: str) -> str:
         return self.resolver.upload_target(name)

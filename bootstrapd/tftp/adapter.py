@@ -9,6 +9,9 @@
   nothing due and is set again for the real deadline, so an ACK costs no timer churn.
 - A window of full-size blocks goes out in one ``sendmsg`` with Linux UDP GSO (``UDP_SEGMENT``) where the kernel
   accepts it, else one ``sendto`` per block.
+- File data is read and uploads are stored in worker threads (:mod:`bootstrapd.tftp.files`): a request whose file
+  must be read first waits for it (holding its slot), a streamed transfer that ran ahead of its reads stalls and is
+  resumed when data comes, an upload's final ACK leaves when the file is stored. The loop never waits on a disk.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from bootstrapd.errors import ProtocolError
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
 from bootstrapd.provisioning.adapter import files_for
-from bootstrapd.provisioning.resolver import Resolver
+from bootstrapd.provisioning.resolver import Refused, Resolver
 from bootstrapd.service import Context, StartupError
-from bootstrapd.tftp.server import Refusal, Started, TftpServer
-from bootstrapd.tftp.transfer import Completion
+from bootstrapd.tftp.files import FileWork
+from bootstrapd.tftp.server import OpenedFile, Pending, Refusal, Started, TftpServer
+from bootstrapd.tftp.transfer import Completion, ReadTransfer, WriteTransfer
 
 log = logging.getLogger("bootstrapd.tftp")
 
@@ -90,13 +94,18 @@ class TftpService:
         self.server = TftpServer(ctx.settings.tftp, files_for(ctx, self.resolver))
         self.endpoints: list[DatagramEndpoint] = []
         self.sessions: set[_Session] = set()
+        self._stalled: set[_Session] = set()  # streamed transfers waiting for their file's next chunk
         self.gso_supported = hasattr(socket.socket, "sendmsg")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.work: FileWork | None = None
+        self._stopping = False
 
     # -- life cycle ---------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.work = FileWork(files_for(self.ctx, self.resolver), self._loop, self._wake)
+        self.server.configure(self.ctx.settings.tftp, self.work)
         iface = self.ctx.interface
         settings = self.ctx.settings.tftp
         raise_nofile(settings.max_transfers + 256)
@@ -143,15 +152,21 @@ class TftpService:
             self.resolver = _resolver(settings)
         except ValueError as exc:
             log.error("tftp: reload keeps the previous file settings: tftp.upload_dir: %s", exc)
-        self.server.configure(settings.tftp, files_for(self.ctx, self.resolver))
+        if self.work is not None:
+            # Requests being read finish with the files they started with.
+            self.work.tree = files_for(self.ctx, self.resolver)
+        self.server.configure(settings.tftp, self.work or files_for(self.ctx, self.resolver))
         raise_nofile(settings.tftp.max_transfers + 256)
 
     async def stop(self) -> None:
+        self._stopping = True
         for endpoint in self.endpoints:
             endpoint.close()
         self.endpoints.clear()
         for session in list(self.sessions):
             self._close(session)
+        if self.work is not None:
+            self.work.close()
 
     # -- requests -----------------------------------------------------------------------------------------------
 
@@ -168,15 +183,35 @@ class TftpService:
             client = _normal(addr)
             now = self._loop.time()
             outcome = self.server.request(data, client, now, cap)  # TftpError -> counted and dropped
-            if isinstance(outcome, Refusal):
-                self.events.emit("tftp.transfer", client=client[0], file=outcome.file, outcome=outcome.outcome,
-                                 bytes=0, duration=0.0)
-                if outcome.datagram is not None and holder:
-                    holder[0].sendto(outcome.datagram, client)
+            if isinstance(outcome, Pending):
+                assert self.work is not None
+                self.work.load(outcome.name, lambda opened: self._loaded(outcome, opened, family, local, holder))
                 return
-            self._begin(outcome, family, local, now)
+            self._started(outcome, family, local, holder, now)
 
         return handle
+
+    def _started(self, outcome: Started | Refusal, family: socket.AddressFamily, local: Address,
+                 holder: list[DatagramEndpoint], now: float) -> None:
+        if isinstance(outcome, Refusal):
+            self.events.emit("tftp.transfer", client=outcome.client[0], file=outcome.file, outcome=outcome.outcome,
+                             bytes=0, duration=0.0)
+            if outcome.datagram is not None and holder:
+                holder[0].sendto(outcome.datagram, outcome.client)
+            return
+        self._begin(outcome, family, local, now)
+
+    def _loaded(self, pending: Pending, opened: OpenedFile | Refused, family: socket.AddressFamily, local: Address,
+                holder: list[DatagramEndpoint]) -> None:
+        """The file of a request that had to be read first (in a worker thread) is there, or refused."""
+        assert self._loop is not None
+        now = self._loop.time()
+        outcome = self.server.opened(pending, opened, now)
+        if self._stopping and isinstance(outcome, Started):
+            outcome.transfer.abort("stopped", now)
+            self.server.finished(outcome)
+            return
+        self._started(outcome, family, local, holder, now)
 
     def _begin(self, started: Started, family: socket.AddressFamily, local: Address, now: float) -> None:
         assert self._loop is not None
@@ -198,7 +233,7 @@ class TftpService:
         self.sessions.add(session)
         self._loop.add_reader(sock.fileno(), self._readable, session)
         self._send(session, started.datagrams)
-        self._rearm(session)
+        self._after(session)
 
     # -- a transfer's socket and timer --------------------------------------------------------------------------
 
@@ -227,10 +262,7 @@ class TftpService:
                         self._sendto(session, datagram, to)
             if transfer.done:
                 break
-        if transfer.done:
-            self._close(session)
-        else:
-            self._rearm(session)
+        self._after(session)
 
     def _fire(self, session: _Session) -> None:
         assert self._loop is not None
@@ -240,7 +272,54 @@ class TftpService:
         out = transfer.timeout(self._loop.time())
         if out:
             self._send(session, out)
-        if transfer.done:
+        self._after(session)
+
+    # -- file work the transfer waits for ------------------------------------------------------------------------
+
+    def _files(self, session: _Session) -> None:
+        """After the transfer moved: note a stall for data, or hand a finished upload to the upload worker."""
+        transfer = session.started.transfer
+        if isinstance(transfer, ReadTransfer):
+            if transfer.stalled and not transfer.done:
+                self._stalled.add(session)
+            return
+        upload = transfer.take_upload()
+        if upload is not None and session.started.sink is not None:
+            assert self.work is not None
+            self.work.store(session.started.sink, upload, lambda error: self._stored(session, error))
+
+    def _wake(self) -> None:
+        """A streamed file's next chunk is in memory: stalled transfers go on (those still without data stall
+        again at once, for the price of one read() answering None)."""
+        assert self._loop is not None
+        now = self._loop.time()
+        for session in list(self._stalled):
+            self._stalled.discard(session)
+            transfer = session.started.transfer
+            if session not in self.sessions or not isinstance(transfer, ReadTransfer):
+                continue
+            out = transfer.resume(now)
+            if out:
+                self._send(session, out)
+            self._after(session)
+
+    def _stored(self, session: _Session, error: BaseException | None) -> None:
+        transfer = session.started.transfer
+        if session not in self.sessions or not isinstance(transfer, WriteTransfer):
+            return  # stopped meanwhile
+        assert self._loop is not None
+        if error is not None and not isinstance(error, Refused | OSError):
+            log.error("tftp: storing an upload failed", exc_info=error)
+        out = transfer.stored(error, self._loop.time())
+        if out:
+            self._send(session, out)
+        self._after(session)
+
+    def _after(self, session: _Session) -> None:
+        """Whatever moved the transfer (a datagram, the timer, the disk): file work it now waits for, then close it
+        or re-arm its timer."""
+        self._files(session)
+        if session.started.transfer.done:
             self._close(session)
         else:
             self._rearm(session)
@@ -261,6 +340,7 @@ class TftpService:
         if session not in self.sessions:
             return
         self.sessions.discard(session)
+        self._stalled.discard(session)
         if session.timer is not None:
             session.timer.cancel()
         assert self._loop is not None

@@ -3,11 +3,15 @@
 Limits (all from ``[tftp]``): concurrent transfers overall and per client address, a per-client request rate
 (token bucket fed by ``now``), and a separate, smaller limit for large files, so a boot storm of small
 configuration files never waits behind firmware downloads.
+
+The files are asked for without blocking (:meth:`Files.open_nowait`): a file in the hot cache, or one that is
+streamed, starts its transfer at once; one that must be read first is a :class:`Pending` request, holding its
+slot, that the adapter reads off the event loop and hands back to :meth:`TftpServer.opened`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from bootstrapd.provisioning.resolver import Reason, Refused
@@ -29,11 +33,18 @@ class OpenedFile(Protocol):
 class Files(Protocol):
     """The part of :class:`bootstrapd.provisioning.resolver.Resolver` the server uses."""
 
-    def open(self, name: str) -> OpenedFile: ...
+    def open_nowait(self, name: str) -> OpenedFile | None:
+        """The file without reading it now (cached bytes, or a stream); None: it must be read first (off the loop,
+        with ``open``); raises Refused."""
 
     def upload_target(self, name: str) -> str: ...
 
     def store_upload(self, name: str, data: bytes) -> str: ...
+
+
+class Sink(Protocol):
+    def store(self, data: bytes) -> None:
+        """Keep an upload (blocking: the adapter calls it off the event loop); raises Refused or OSError."""
 
 
 class _UploadSink:
@@ -55,12 +66,24 @@ class Refusal:
     outcome: str
 
 
-@dataclass
+@dataclass(eq=False)
 class Started:
     transfer: Transfer
     datagrams: list[bytes]
     large: bool
     upload: bool = False
+    sink: Sink | None = None  # where an upload goes once its last block is in
+
+
+@dataclass(eq=False)
+class Pending:
+    """A read request whose file must be read before the transfer can start; it holds a transfer slot meanwhile."""
+
+    name: str
+    request: Request
+    client: Address
+    limits: Limits
+    data: bytes = field(repr=False)  # the request datagram, to know a retransmission of it
 
 
 _ERRORS = {
@@ -68,6 +91,12 @@ _ERRORS = {
     Reason.TOO_LARGE: codec.ERR_DISK_FULL,
     Reason.EXISTS: codec.ERR_EXISTS,
 }
+
+
+def _refused(exc: Refused, client: Address, shown: str) -> Refusal:
+    code = _ERRORS.get(exc.reason, codec.ERR_ACCESS)
+    message = "file not found" if code == codec.ERR_NOT_FOUND else f"access violation ({exc.reason.value})"
+    return Refusal(codec.encode_error(code, message), client, shown, exc.reason.value)
 
 
 SHOWN_NAME = 256  # characters of a requested name kept in refusal events
@@ -114,6 +143,8 @@ class TftpServer:
         self.active = 0
         self.large = 0
         self._uploading: list[Started] = []  # uploads still receiving (holding data in memory)
+        # client address and port (its TID) -> (the request datagram, its transfer), to know a retransmitted request
+        self._live: dict[Address, tuple[bytes, Started | Pending]] = {}
         self.per_client: dict[Any, int] = {}
         self.configure(settings, files)
 
@@ -130,7 +161,8 @@ class TftpServer:
         )
         self.buckets = TokenBuckets(settings.rate_limit, settings.rate_limit * 2)
 
-    def request(self, data: bytes, client: Address, now: float, blksize_max: int | None = None) -> Started | Refusal:
+    def request(self, data: bytes, client: Address, now: float,
+                blksize_max: int | None = None) -> Started | Pending | Refusal:
         """A datagram on the well-known port; raises TftpError for garbage (the adapter counts and drops it)."""
         packet = codec.decode(data)
         if not isinstance(packet, Request):
@@ -139,6 +171,13 @@ class TftpServer:
         host = client[0]
         name = packet.filename
         shown = _shown(name)
+        live = self._live.get(client)
+        if live is not None and live[0] == data and (isinstance(live[1], Pending)
+                                                     or live[1].transfer.completion is None):
+            # RFC 1350 section 4: the client's TID names the transfer. The same request again from the same port
+            # is the client retransmitting it because our first answer is late or lost: the transfer it started
+            # answers (its own timer resends that first packet); a second transfer would answer from a second TID.
+            return Refusal(None, client, shown, "duplicate")
         if not self.buckets.take(host, now):
             return Refusal(None, client, shown, "rate_limited")
         if packet.mode not in codec.MODES:
@@ -153,13 +192,35 @@ class TftpServer:
         if blksize_max is not None and blksize_max < limits.blksize_max:
             limits = replace(limits, blksize_max=blksize_max)
         if packet.opcode == codec.WRQ:
-            return self._write(packet, client, limits, now)
+            outcome = self._write(packet, client, limits, now)
+            if isinstance(outcome, Started):
+                self._live[client] = (data, outcome)
+            return outcome
         try:
-            opened = self.files.open(name)
+            opened = self.files.open_nowait(name)
         except Refused as exc:
-            code = _ERRORS.get(exc.reason, codec.ERR_ACCESS)
-            message = "file not found" if code == codec.ERR_NOT_FOUND else f"access violation ({exc.reason.value})"
-            return Refusal(codec.encode_error(code, message), client, shown, exc.reason.value)
+            return _refused(exc, client, shown)
+        if opened is None:
+            pending = Pending(name, packet, client, limits, data)
+            self._count(host, +1, False)
+            self._live[client] = (data, pending)
+            return pending
+        return self._read(packet, client, limits, data, opened, now)
+
+    def opened(self, pending: Pending, opened: OpenedFile | Refused, now: float) -> Started | Refusal:
+        """The file of a :class:`Pending` request, read by the adapter (or why it could not be)."""
+        client = pending.client
+        self._count(client[0], -1, False)
+        live = self._live.get(client)
+        if live is not None and live[1] is pending:
+            del self._live[client]
+        if isinstance(opened, Refused):
+            return _refused(opened, client, _shown(pending.name))
+        return self._read(pending.request, client, pending.limits, pending.data, opened, now)
+
+    def _read(self, packet: Request, client: Address, limits: Limits, data: bytes, opened: OpenedFile,
+              now: float) -> Started | Refusal:
+        shown = _shown(packet.filename)
         large = opened.size >= self.settings.large_file_size > 0
         if large and self.large >= self.settings.max_large_transfers:
             opened.reader().close()
@@ -171,8 +232,10 @@ class TftpServer:
             source = Netascii(source, size)
         negotiated = negotiate(packet.options, limits, source.size)
         transfer = ReadTransfer(client, shown, source, limits, negotiated, now)
-        self._count(host, +1, large)
-        return Started(transfer, transfer.start(now), large)
+        self._count(client[0], +1, large)
+        started = Started(transfer, transfer.start(now), large)
+        self._live[client] = (data, started)
+        return started
 
     def _write(self, packet: Request, client: Address, limits: Limits, now: float) -> Started | Refusal:
         name = packet.filename
@@ -189,10 +252,10 @@ class TftpServer:
         negotiated = negotiate(packet.options, limits, None, write=True)
         if negotiated.tsize is not None and negotiated.tsize > self.settings.upload_max_size:
             return Refusal(codec.encode_error(codec.ERR_DISK_FULL, "upload too large"), client, shown, "too_large")
-        transfer = WriteTransfer(client, shown, _UploadSink(self.files, name), limits, negotiated, now,
-                                 self.settings.upload_max_size)
+        transfer = WriteTransfer(client, shown, limits, negotiated, now, self.settings.upload_max_size,
+                                 netascii=packet.mode == "netascii")
         self._count(client[0], +1, False)
-        started = Started(transfer, transfer.start(now), False, upload=True)
+        started = Started(transfer, transfer.start(now), False, upload=True, sink=_UploadSink(self.files, name))
         self._uploading.append(started)
         return started
 
@@ -214,6 +277,10 @@ class TftpServer:
 
     def finished(self, started: Started) -> None:
         """Release the transfer's slots (call exactly once, when it is done or abandoned)."""
-        self._count(started.transfer.client[0], -1, started.large)
+        client = started.transfer.client
+        self._count(client[0], -1, started.large)
+        live = self._live.get(client)
+        if live is not None and live[1] is started:
+            del self._live[client]
         if started.upload:
             self._uploading = [s for s in self._uploading if s is not started]

@@ -1,12 +1,16 @@
 """One TFTP transfer as a state machine: datagrams and ``now`` in, datagrams to send and the next deadline out.
 
-No I/O here: the file arrives as a :class:`Source` (sequential ``read``) and an upload leaves through a
-:class:`Sink`, both handed in by the adapter. Rules kept (protocols.md section 8):
+No I/O here: the file arrives as a :class:`Source` (sequential ``read``), handed in by the adapter, and a finished
+upload is handed back to the adapter to store (:meth:`WriteTransfer.take_upload`, then :meth:`WriteTransfer.stored`).
+Both may take time on a slow disk, so neither blocks the core: a source answers ``None`` for data it does not have
+yet (the transfer stalls and the adapter calls :meth:`ReadTransfer.resume` once it has), and the final ACK of an
+upload leaves only when the adapter reports it stored. Rules kept (protocols.md section 8):
 
 - Windowed sending (RFC 7440, windowsize 1 is RFC 1350 lock-step): an ACK of block n slides the window to n+1 and
-  only blocks never sent before go out; the blocks of the window are kept encoded, so a retransmission (only ever on
-  timeout, from the first unacknowledged block) costs no file read.
-- A duplicate ACK never causes a resend (Sorcerer's Apprentice); an ACK for a block never sent is ignored.
+  a full window goes out from there at once (RFC 7440 section 4): blocks after n that were already sent go again,
+  then new ones. The blocks of the window are kept encoded, so sending one again costs no file read.
+- A duplicate ACK never causes a resend (Sorcerer's Apprentice): only the timeout does, from the first
+  unacknowledged block; an ACK for a block never sent is ignored.
 - Exponential backoff, a bounded number of tries, and fewer tries before the client has acknowledged anything, so
   a spoofed request cannot turn us into a reflector.
 - A datagram from another address or port gets ERROR 5 and the transfer goes on; an ERROR from the client ends it.
@@ -36,21 +40,17 @@ DALLY = 10.0
 class Source(Protocol):
     size: int | None
 
-    def read(self, n: int) -> bytes | memoryview: ...
+    def read(self, n: int) -> bytes | memoryview | None:
+        """The next ``n`` bytes (fewer only at the end of the file), or None: not available yet (being read)."""
 
     def close(self) -> None: ...
-
-
-class Sink(Protocol):
-    def store(self, data: bytes) -> None:
-        """Keep an upload; raises Refused or OSError."""
 
 
 class Netascii:
     """RFC 1350 netascii on the way out: LF -> CR LF, CR -> CR NUL, as a sequential stream over another source.
 
     Every byte converts on its own, so chunks convert independently. The size after conversion is known only when
-    the adapter can count it (``size``), else tsize is not offered.
+    the adapter can count it (``size``), else tsize is not offered. :meth:`decode` is the way back, for uploads.
     """
 
     def __init__(self, source: Source, size: int | None = None) -> None:
@@ -64,12 +64,23 @@ class Netascii:
         return bytes(raw).replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
 
     @staticmethod
+    def decode(wire: bytes) -> bytes:
+        """Netascii as received -> the file: CR LF -> LF, CR NUL -> CR (a CR followed by anything else is kept).
+
+        In netascii every CR starts a pair, so a CR LF found first is always a real pair; what is left of CR NUL
+        afterwards cannot have been made by the first replacement (it only produces LF).
+        """
+        return wire.replace(b"\r\n", b"\n").replace(b"\r\0", b"\r")
+
+    @staticmethod
     def converted_size(data: bytes) -> int:
         return len(data) + data.count(b"\n") + data.count(b"\r")
 
-    def read(self, n: int) -> bytes:
+    def read(self, n: int) -> bytes | None:
         while len(self._buf) < n and not self._eof:
             raw = self.source.read(max(n, 8192))
+            if raw is None:
+                return None  # what was converted so far waits in the buffer: a short block would mean the end
             if not raw:
                 self._eof = True
             self._buf += self.convert(raw)
@@ -277,6 +288,7 @@ class ReadTransfer(_Base):
         self.last: int | None = None  # the final block, once read
         self.window: deque[tuple[bytes, int]] = deque()  # (DATA datagram, payload length) for base..next-1
         self.waiting_oack = self.oack is not None
+        self.stalled = False  # the source had no data yet for the next block: resume() when it has
 
     def start(self, now: float) -> list[bytes]:
         self._arm(now)
@@ -295,12 +307,30 @@ class ReadTransfer(_Base):
                 # closes the socket and releases the slot instead of an exception escaping the event loop callback.
                 self._finish("read_error", now)
                 return [codec.encode_error(codec.ERR_UNDEFINED, "read error")]
+            if payload is None:
+                self.stalled = True
+                if not self.window:
+                    # Nothing in flight, so nothing to retransmit and no client to wait for: only the disk. The
+                    # session lifetime still bounds the wait; resume() re-arms the timer with what it sends.
+                    self._retry_at = None
+                break
             datagram = codec.encode_data(self.next, payload)
             if len(payload) < self.blksize:
                 self.last = self.next
             self.window.append((datagram, len(payload)))
             out.append(datagram)
             self.next += 1
+        return out
+
+    def resume(self, now: float) -> list[bytes]:
+        """The source has data again: what the window can now send (nothing if the transfer did not stall)."""
+        if not self.stalled or self.completion is not None or self.waiting_oack:
+            return []
+        self.stalled = False
+        idle = not self.window
+        out = self._fill(now)
+        if idle and out and self.completion is None:
+            self._arm(now)
         return out
 
     def _packet(self, packet: codec.Packet, now: float) -> list[bytes]:
@@ -312,6 +342,7 @@ class ReadTransfer(_Base):
                 return []
             self.waiting_oack = False
             self._progress(now)
+            self.stalled = False
             return self._fill(now)
         acked = self.base - 1 + ((block - (self.base - 1)) & 0xFFFF)
         if acked == self.base - 1 or acked >= self.next:
@@ -321,10 +352,19 @@ class ReadTransfer(_Base):
             self.bytes += length
             self.base += 1
         self._progress(now)
+        self.stalled = False  # _fill() below asks the source again
         if self.last is not None and acked == self.last:
             self._finish("ok", now)
             return []
-        return self._fill(now)
+        # RFC 7440 section 4: the next window starts right after the acknowledged block. An ACK short of the window's
+        # end means the client lost the block after it (or got blocks out of order and dropped the rest): what is
+        # still unacknowledged goes again at once, already encoded, then new blocks fill the window.
+        again = [datagram for datagram, _ in self.window]
+        more = self._fill(now)
+        if self.completion is not None:
+            return more  # the file went bad: only the ERROR
+        self.retransmits += len(again)
+        return again + more
 
     def _resend(self) -> list[bytes]:
         if self.waiting_oack:
@@ -338,16 +378,23 @@ class ReadTransfer(_Base):
 
 
 class WriteTransfer(_Base):
-    """Receiving an upload (WRQ), lock-step, size capped; the sink gets the whole file once the last block arrives."""
+    """Receiving an upload (WRQ), lock-step, size capped.
 
-    def __init__(self, client: Address, filename: str, sink: Sink, limits: Limits, negotiated: Negotiated,
-                 now: float, max_size: int) -> None:
+    Once the last block is in, the whole file waits in :meth:`take_upload` for the adapter to store (off the event
+    loop); the final ACK goes out from :meth:`stored`, only when the file is durable (RFC 1350: the ACK of the last
+    block says the file arrived). Until then retransmissions of the last DATA get no answer.
+    """
+
+    def __init__(self, client: Address, filename: str, limits: Limits, negotiated: Negotiated,
+                 now: float, max_size: int, netascii: bool = False) -> None:
         super().__init__(client, filename, limits, negotiated, now)
-        self.sink = sink
-        self.max_size = max_size
+        self.max_size = max_size  # bytes on the wire (netascii included: the stored file is never larger)
+        self.netascii = netascii
         self.expected = 1
         self.received = bytearray()  # one buffer: a list of small blocks would cost ~41 bytes of header each
         self.last_sent = b""
+        self.storing = False  # the last block is in; the file is being stored
+        self._upload: bytes | None = None
 
     def start(self, now: float) -> list[bytes]:
         self._arm(now)
@@ -355,7 +402,7 @@ class WriteTransfer(_Base):
         return [self.last_sent]
 
     def _packet(self, packet: codec.Packet, now: float) -> list[bytes]:
-        if not isinstance(packet, Data):
+        if not isinstance(packet, Data) or self.storing:
             return []
         if packet.block == (self.expected - 1) & 0xFFFF:
             return [self.last_sent]  # our ACK was lost: acknowledge again
@@ -370,17 +417,34 @@ class WriteTransfer(_Base):
         self.last_sent = codec.encode_ack(self.expected)
         self.expected += 1
         if len(packet.payload) < self.blksize:
-            try:
-                self.sink.store(bytes(self.received))
-            except Refused as exc:
-                self._finish("refused_upload", now)
-                code = codec.ERR_DISK_FULL if exc.reason == Reason.TOO_LARGE else codec.ERR_ACCESS
-                return [codec.encode_error(code, str(exc))]
-            except OSError as exc:
-                self._finish("disk_full", now)
-                return [codec.encode_error(codec.ERR_DISK_FULL, exc.strerror or "cannot store")]
-            self._finish("ok", now)
-            self._dally_until = now + min(DALLY, max(0.0, self.started + self.limits.session_lifetime - now))
+            received = bytes(self.received)
+            self.received = bytearray()
+            self._upload = Netascii.decode(received) if self.netascii else received
+            self.storing = True
+            self._retry_at = None  # nothing to retransmit until it is stored: the final ACK is not out yet
+            return []
+        return [self.last_sent]
+
+    def take_upload(self) -> bytes | None:
+        """The whole file once the last block is in (once: the adapter stores it), else None."""
+        upload, self._upload = self._upload, None
+        return upload
+
+    def stored(self, error: BaseException | None, now: float) -> list[bytes]:
+        """The adapter stored the upload (``error`` None) or could not: the final ACK, or the ERROR to send."""
+        if not self.storing or self.completion is not None:
+            return []  # ended meanwhile (session lifetime, service stopping)
+        self.storing = False
+        if isinstance(error, Refused):
+            self._finish("refused_upload", now)
+            code = codec.ERR_DISK_FULL if error.reason == Reason.TOO_LARGE else codec.ERR_ACCESS
+            return [codec.encode_error(code, str(error))]
+        if error is not None:
+            self._finish("disk_full", now)
+            message = error.strerror if isinstance(error, OSError) and error.strerror else "cannot store"
+            return [codec.encode_error(codec.ERR_DISK_FULL, message)]
+        self._finish("ok", now)
+        self._dally_until = now + min(DALLY, max(0.0, self.started + self.limits.session_lifetime - now))
         return [self.last_sent]
 
     def _dallied(self, data: bytes) -> list[bytes]:
@@ -394,6 +458,7 @@ class WriteTransfer(_Base):
 
     def _closed(self) -> None:
         self.received = bytearray()
+        self._upload = None
 
 
 Transfer = ReadTransfer | WriteTransfer

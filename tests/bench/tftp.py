@@ -20,6 +20,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -314,7 +315,9 @@ class _Server:
         try:
             _, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            # tftpd-hpa forks a child per transfer; children still retransmitting after a storm keep the stderr pipe
+            # open after the parent is gone. The anchor runs in a session of its own: end that whole group.
+            os.killpg(self.proc.pid, signal.SIGKILL)
             _, err = self.proc.communicate(timeout=10)
         self.log_tail = err.decode(errors="replace")[-600:]
 

@@ -50,7 +50,8 @@ class Appliance:
 
     def start(self, *extra: str, timeout: float = 20.0, expect_ready: bool = True,
               env: dict[str, str] | None = None, command: Sequence[str] | None = None) -> None:
-        """Run ``bootstrapd run`` (``command``: another way to start it, e.g. as another user with setpriv)."""
+        """Run ``bootstrapd run`` (``command``: another way to start it, e.g. as another user with setpriv, or
+        ``python -m tests.lab.slowdisk`` on a slow disk)."""
         with contextlib.suppress(FileNotFoundError):
             self.notify_path.unlink()
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

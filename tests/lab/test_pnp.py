@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bootstrapd.leases.phones import PhoneRecord
 from tests.conftest import require_tools
 from tests.lab.appliance import BASE_CONFIG, Appliance
 from tests.lab.netns import Lab, Node
@@ -175,6 +176,26 @@ def test_hostile_datagrams_then_normal_phone_still_answered(pnp_lab: tuple[Lab, 
     assert body(first_notify(messages)) == "tftp://10.77.0.1/"
 
 
+def test_a_flood_of_any_requests_toward_one_address_is_capped(pnp_lab: tuple[Lab, Appliance, Node],
+                                                              workdir: Path) -> None:
+    # Issue #8 item 13: OPTIONS (405) and replays of one SUBSCRIBE (its cached 200) count against the per-source
+    # budget like NOTIFY exchanges: 8 exchanges' worth, 96 datagrams per 32 s, whatever the flood is made of.
+    lab, app, phone = pnp_lab
+    flood = [_subscribe("replay", 5073)] * 60 + [
+        _subscribe(f"opt{n}", 5073).replace(b"SUBSCRIBE sip", b"OPTIONS sip").replace(b"1 SUBSCRIBE", b"1 OPTIONS")
+        for n in range(200)]
+    got = _raw(phone, flood, 5073, wait=3.0)
+    starts = [data.split(b"\r\n", 1)[0] for data, _, _ in got]
+    # One exchange (its 200 and the NOTIFY sent so far, 12 datagrams counted), then 84 more replies: 59 cached 200s
+    # for the replays, and 25 of the 200 OPTIONS get their 405.
+    assert starts.count(b"SIP/2.0 200 OK") == 60
+    assert starts.count(b"SIP/2.0 405 Method Not Allowed") == 96 - 12 - 59
+    assert app.proc is not None and app.proc.poll() is None
+    other = lab.add_phone(ipv4="10.77.0.21/24")
+    code, _, output = run_phone(other, "yealink-w52p", workdir)
+    assert code == 0, output + app.log()
+
+
 # -- check-sync ------------------------------------------------------------------------------------------------------
 
 
@@ -238,18 +259,47 @@ def test_resync_no_answer_unknown_mac_and_bad_usage(resync_lab: tuple[Lab, Appli
     assert app.cli("resync", "--config", str(app.config)).returncode == 2
 
 
+def _phone_record(app: Appliance, mac: str, timeout: float = 10.0) -> PhoneRecord | None:
+    """The store's record of ``mac``, waiting up to ``timeout`` for the daemon's writer to put it there."""
+    from bootstrapd.leases.phones import read_phone
+    from bootstrapd.leases.store import connect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = connect(app.state / "leases.sqlite3", readonly=True)
+        try:
+            record = read_phone(conn, mac)
+        finally:
+            conn.close()
+        if record is not None or time.monotonic() > deadline:
+            return record
+        time.sleep(0.1)
+
+
 def test_resync_by_mac_of_a_phone_pnp_answered(resync_lab: tuple[Lab, Appliance, Node], workdir: Path) -> None:
+    # Issue #8 item 11: the record is in the store, it holds only phones that acknowledged their NOTIFY, and the
+    # JSON file of older versions is imported without the entries nobody acknowledged.
     _, app, phone = resync_lab
+    app.state.mkdir(exist_ok=True)
+    legacy = {
+        "001565000010": {"ip": PHONE_IP, "model": "T46U", "acknowledged": True, "time": time.time() - 60},
+        "001565000011": {"ip": PHONE_IP, "model": "T46U", "acknowledged": False, "time": time.time() - 60},
+    }
+    (app.state / "pnp-phones.json").write_text(json.dumps(legacy))
     app.start()
     code, _, output = run_phone(phone, "yealink-w52p", workdir)
     assert code == 0, output
-    record = app.state / "pnp-phones.json"
-    deadline = time.monotonic() + 5
-    while not record.exists() and time.monotonic() < deadline:
+    record = _phone_record(app, "001565f4f9e1")
+    assert record is not None and (record.address, record.model, record.source) == (PHONE_IP, "W52P", "pnp")
+    imported = _phone_record(app, "001565000010")
+    assert imported is not None and imported.model == "T46U"
+    assert _phone_record(app, "001565000011", timeout=0) is None
+    deadline = time.monotonic() + 10
+    while (app.state / "pnp-phones.json").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    phones = json.loads(record.read_text())
-    assert phones["001565f4f9e1"]["ip"] == PHONE_IP and phones["001565f4f9e1"]["acknowledged"] is True
-    assert phones["001565f4f9e1"]["model"] == "W52P"
+    assert not (app.state / "pnp-phones.json").exists() and (app.state / "pnp-phones.json.imported").exists()
+    never = app.cli("resync", "--config", str(app.config), "00:15:65:00:00:11", "--timeout", "1")
+    assert never.returncode == 1 and "unknown MAC" in never.stdout, never.stdout + never.stderr
     proc, log = _uas(phone, workdir, 200)
     result = app.cli("resync", "--config", str(app.config), "00:15:65:F4:F9:E1", "--timeout", "5")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -256,6 +256,13 @@ def test_upload_enabled_by_reload(env: Env) -> None:
     result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(local), "logs/phone.log"], timeout=30)
     assert result.returncode == 0 and "Error" not in result.stdout, result.stdout
     assert (env.root / "uploads" / "logs" / "phone.log").read_bytes() == env.files["s20k.cfg"]
+    # netascii: tftp-hpa sends LF as CR LF and CR as CR NUL; the file is stored as it was on the phone (item 14).
+    ascii_log = env.out / "text.log"
+    ascii_log.write_bytes(env.files["text.cfg"][:20000])
+    result = env.phone.run(["tftp", "-4", V4, "-m", "netascii", "-c", "put", str(ascii_log), "logs/text.log"],
+                           timeout=30)
+    assert result.returncode == 0 and "Error" not in result.stdout, result.stdout
+    assert (env.root / "uploads" / "logs" / "text.log").read_bytes() == env.files["text.cfg"][:20000]
     # Never outside the upload folder, never over a provisioned file, never over the cap.
     for name in ("../a.cfg", "/a.cfg/../x"):
         result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(local), name], timeout=30)
@@ -266,5 +273,5 @@ def test_upload_enabled_by_reload(env: Env) -> None:
     result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(big), "big.log"], timeout=30)
     assert "Error code 3: upload too large" in result.stdout, result.stdout
     assert not (env.root / "uploads" / "big.log").exists()
-    assert sorted(p.name for p in (env.root / "uploads").rglob("*")) == ["logs", "phone.log"]
+    assert sorted(p.name for p in (env.root / "uploads").rglob("*")) == ["logs", "phone.log", "text.log"]
     env.healthy()

@@ -106,8 +106,9 @@ def test_spoofed_subscribes_toward_one_victim_are_capped_per_source() -> None:
     victim = ("10.77.0.99", 5060)
     sent = [o for n in range(50) for o in core.receive(subscribe(n), victim, 0.0)]
     assert len(sent) == 4 and core.pending == 2
-    # A retransmission of an answered SUBSCRIBE still gets its 200 (no NOTIFY), and other phones are not affected.
-    assert len(core.receive(subscribe(0), victim, 0.1)) == 1
+    # The victim's budget (2 exchanges of 12 datagrams) is spent: a replay of an answered SUBSCRIBE gets no cached
+    # 200 either (issue #8 item 13). Other phones are not affected.
+    assert core.receive(subscribe(0), victim, 0.1) == []
     assert len(core.receive(subscribe(7), ("10.77.0.30", 5060), 0.1)) == 2
     t = 0.0
     while (deadline := core.next_deadline()) is not None:
@@ -137,8 +138,9 @@ def test_recent_answers_are_bounded_by_the_configuration() -> None:
     # Phones that answer their NOTIFY at once free max_pending, but each exchange left a cached 200 for 32 s.
     core, _ = make(max_pending=10)
     for n in range(100):
-        out = core.receive(subscribe(n), (f"10.77.0.{n % 200}", 5060), 0.0)
-        core.receive(ok_for(out[1].data), ("10.77.0.20", 5060), 0.0)
+        phone = (f"10.77.0.{n % 200}", 5060)
+        out = core.receive(subscribe(n), phone, 0.0)
+        core.receive(ok_for(out[1].data), phone, 0.0)
     assert core.pending == 0
     assert core.remembered <= 2 * 10
 
@@ -212,3 +214,71 @@ def test_retransmitted_final_response_is_absorbed_for_timer_k() -> None:
     except SipError:
         pass
     assert counted.count("pnp.stray_response") == 1
+
+
+def options(n: int) -> bytes:
+    return subscribe(n).replace(b"SUBSCRIBE sip", b"OPTIONS sip").replace(b"1 SUBSCRIBE", b"1 OPTIONS")
+
+
+def test_every_reply_counts_against_the_per_source_cap() -> None:
+    # Issue #8 item 13: 405s for other methods, 489s for other events and the cached 200 for a replayed SUBSCRIBE
+    # were sent before the per-source check, so a spoofed flood of them reflected without bound. Every datagram
+    # toward an address now counts: at most max_pending_per_source exchanges' worth (12 datagrams each) per 32 s.
+    counted: list[str] = []
+    pnp = PnpSettings(enabled=True, url="tftp://{ipv4}/", max_pending_per_source=2)
+    core = Responder(pnp, LOCAL, VARS, count=counted.append)
+    victim = ("10.77.0.99", 5060)
+    sent = [o for n in range(100) for o in core.receive(options(n), victim, 0.0)]
+    assert len(sent) == 24 and all(parse(o.data).status == 405 for o in sent)
+    assert counted.count("pnp.source_busy") == 76
+    bad_event = subscribe(200).replace(b"Event: ua-profile", b"Event: presence")
+    assert core.receive(bad_event, victim, 1.0) == []
+    assert core.receive(subscribe(201), victim, 1.0) == []  # nor a new exchange
+    assert len(core.receive(options(300), ("10.77.0.30", 5060), 1.0)) == 1  # another address has its own budget
+    # Timer F later, the budget is back.
+    assert len(core.receive(options(400), victim, 32.0)) == 1
+    assert len(core.receive(subscribe(401), victim, 32.0)) == 2
+
+
+def test_replayed_subscribes_cannot_multiply_the_cached_200() -> None:
+    core, _ = make(max_pending_per_source=2)  # 24 datagrams per 32 s toward one address
+    victim = ("10.77.0.99", 5060)
+    first = core.receive(subscribe(1), victim, 0.0)
+    assert len(first) == 2  # 12 counted: the 200 and every NOTIFY Timer E may still send
+    replies = [o for _ in range(50) for o in core.receive(subscribe(1), victim, 0.1)]
+    assert replies == [first[0]] * 12
+    # Retransmissions of the NOTIFY were counted when the exchange began: they still go out.
+    assert len(core.on_timer(0.5)) == 1
+
+
+def test_a_phone_retransmitting_its_subscribe_is_answered_every_time() -> None:
+    # A real phone whose 200 was lost retransmits its SUBSCRIBE on Timer E (at most 10 times in 32 s): well inside
+    # the default budget of 96 datagrams, and so is a second boot within the same 32 s.
+    core, _ = make()
+    phone = ("10.77.0.20", 5060)
+    first = core.receive(subscribe(1), phone, 0.0)
+    for at in (0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5):
+        assert core.receive(subscribe(1), phone, at) == [first[0]]
+    assert len(core.receive(subscribe(2), phone, 31.6)) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from([1, 12]), st.floats(0.0, 3.0)),
+                max_size=200), st.integers(1, 40), st.integers(1, 20))
+def test_reply_budget_holds_in_every_window(ops: list[tuple[str, int, float]], limit: int, entries: int) -> None:
+    from bootstrapd.pnp.budget import ReplyBudget
+
+    budget = ReplyBudget(limit, 32.0, entries)
+    now = 0.0
+    granted: list[tuple[float, str, int]] = []
+    for host, cost, step in ops:
+        now += step
+        if budget.spend(host, cost, now):
+            granted.append((now, host, cost))
+        assert len(budget) <= entries
+    # Whatever the mix, no address was granted more than the limit within any 32 s.
+    for at, host, _ in granted:
+        assert sum(c for t, h, c in granted if h == host and at - 32.0 < t <= at) <= limit
+    # And what was charged is released again one window after the last charge.
+    for host in "abc":
+        assert budget.spent(host, now + 33.0) == 0

@@ -319,3 +319,17 @@ def test_arbitrary_bytes_into_the_core_raise_only_sip_error(data: bytes) -> None
         core.receive(data, ("10.77.0.20", 5060), 0.0)
     except ProtocolError as exc:
         assert isinstance(exc, SipError)
+
+
+def test_only_the_phone_itself_can_acknowledge_its_notify() -> None:
+    # The NOTIFY went to the SUBSCRIBE's source: a 200 for it from any other address is not that phone's answer
+    # (it could only come from someone who saw the NOTIFY's branch on the way). It is dropped as stray, and Timer E
+    # goes on until the phone answers or Timer F ends the exchange unacknowledged.
+    core, answers, counted = make()
+    phone = ("10.77.0.20", 5060)
+    notify = core.receive(sample(), phone, now=0.0)[1].data
+    with pytest.raises(SipError):
+        core.receive(ok_for(notify), ("10.77.0.66", 5060), now=0.2)
+    assert counted.count("pnp.stray_response") == 1 and answers == [] and core.pending == 1
+    core.receive(ok_for(notify), ("10.77.0.20", 5099), now=0.3)  # the phone, from another port of its own
+    assert [(a.acknowledged, a.status) for a in answers] == [(True, 200)]

@@ -85,3 +85,85 @@ def test_a_big_batch_of_replies_leaves_in_chunks_per_loop_iteration() -> None:
     assert sent == list(range(100))  # all of them, in order
     assert iterations[0] == store_module.SEND_CHUNK
     assert len(iterations) >= 100 // store_module.SEND_CHUNK
+
+
+def test_phone_records_go_through_the_writer_and_are_read_back_by_mac(tmp_path: Path) -> None:
+    from bootstrapd.leases.phones import PhoneRecord, read_phone, read_phones
+
+    path = tmp_path / "leases.sqlite3"
+    outcome: list[BaseException | None] = []
+
+    async def scenario() -> None:
+        store = LeaseStore(path)
+        store.start(asyncio.get_running_loop())
+        done = asyncio.get_running_loop().create_future()
+        store.record_phones([PhoneRecord("001565f4f9e1", "10.77.0.20", 100.0, "pnp", "yealink", "W52P", "25.81",
+                                         "tftp://10.77.0.1/")])
+        # A lease committed right behind it shares the writer (and, here, most likely the transaction).
+        await store.commit([Lease4(IPv4Address("10.77.0.9"), bytes(6), None, 5.0)])
+
+        def recorded(error: BaseException | None) -> None:
+            outcome.append(error)
+            done.set_result(None)
+
+        store.record_phones([PhoneRecord("001565f4f9e1", "10.77.0.21", 200.0, "pnp", model="T46U")], recorded)
+        await done
+        store.close()
+
+    asyncio.run(scenario())
+    assert outcome == [None]
+    conn = connect(path, readonly=True)
+    record = read_phone(conn, "001565f4f9e1")
+    assert record == PhoneRecord("001565f4f9e1", "10.77.0.21", 200.0, "pnp", None, "T46U", None, None)
+    assert read_phone(conn, "001565000000") is None
+    assert [r.mac for r in read_phones(conn)] == ["001565f4f9e1"]
+    assert len(read_leases4(conn)) == 1
+
+
+def test_the_newest_phone_record_wins_and_new_macs_are_capped(tmp_path: Path) -> None:
+    from bootstrapd.leases import phones
+    from bootstrapd.leases.phones import PhoneRecord, read_phone
+
+    store = LeaseStore(tmp_path / "leases.sqlite3")
+    store.write_now([PhoneRecord("001565000001", "10.77.0.30", 500.0, "pnp")])
+    store.write_now([PhoneRecord("001565000001", "10.77.0.31", 400.0, "pnp")])  # older: an import, say
+    assert read_phone(store.conn, "001565000001") == PhoneRecord("001565000001", "10.77.0.30", 500.0, "pnp")
+    cap = phones.PHONES_MAX
+    phones.PHONES_MAX = 3
+    try:
+        store.write_now([PhoneRecord(f"00156500000{n}", "10.77.0.40", 600.0, "pnp") for n in range(2, 7)])
+        assert phones.count(store.conn) == 3
+        assert read_phone(store.conn, "001565000004") is None  # a new MAC over the cap: dropped
+        store.write_now([PhoneRecord("001565000001", "10.77.0.32", 700.0, "pnp")])  # a known one still updates
+        assert read_phone(store.conn, "001565000001").address == "10.77.0.32"  # type: ignore[union-attr]
+    finally:
+        phones.PHONES_MAX = cap
+    store.close()
+
+
+def test_phone_record_text_is_stored_printable_and_bounded(tmp_path: Path) -> None:
+    # Values a phone sent may hold undecodable bytes (surrogate-escaped) or control characters: as they were, the
+    # row could not be encoded and the whole batch, leases included, would fail.
+    from bootstrapd.leases.phones import PhoneRecord, read_phone
+
+    store = LeaseStore(tmp_path / "leases.sqlite3")
+    hostile = PhoneRecord("001565000009", "10.77.0.50", 1.0, "pnp", vendor="Y\udcffe\r\nalink\x1b[2J",
+                          model="M" * 5000, version="1.0\u2028x")
+    lease = Lease4(IPv4Address("10.77.0.50"), bytes(6), None, 5.0)
+    store.write_now([hostile, lease])
+    record = read_phone(store.conn, "001565000009")
+    assert record is not None
+    assert record.vendor == "Y?e??alink?[2J" and record.model == "M" * 256 and record.version == "1.0?x"
+    assert len(list(store.leases4())) == 1
+    store.close()
+
+
+def test_reading_phone_records_from_a_store_without_the_table(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bootstrapd.leases.phones import read_phone, read_phones
+
+    path = tmp_path / "old.sqlite3"
+    sqlite3.connect(path).execute("CREATE TABLE lease4 (address TEXT)").connection.close()
+    conn = connect(path, readonly=True)
+    assert read_phone(conn, "001565000001") is None and list(read_phones(conn)) == []

@@ -74,3 +74,19 @@ def test_wire_formats() -> None:
     assert codec.encode_ack(7) == b"\0\4\0\7"
     assert codec.encode_error(5, "unknown transfer ID") == b"\0\5\0\5unknown transfer ID\0"
     assert codec.encode_oack({"blksize": "1428"}) == b"\0\6blksize\x001428\0"
+
+
+@given(st.binary(max_size=2000))
+def test_netascii_round_trip(data: bytes) -> None:
+    # What a download converts (LF -> CR LF, CR -> CR NUL) an upload converts back, whatever the bytes.
+    from bootstrapd.tftp.transfer import Netascii
+
+    assert Netascii.decode(Netascii.convert(data)) == data
+
+
+@given(st.binary(max_size=2000))
+def test_netascii_decode_takes_any_bytes(data: bytes) -> None:
+    # Not every upload is valid netascii (a bare CR, a CR before another byte): decoding never fails, never grows.
+    from bootstrapd.tftp.transfer import Netascii
+
+    assert len(Netascii.decode(data)) <= len(data)

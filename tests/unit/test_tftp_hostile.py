@@ -11,10 +11,10 @@ from bootstrapd.errors import ProtocolError
 from bootstrapd.provisioning.resolver import Reason, Refused
 from bootstrapd.tftp import codec
 from bootstrapd.tftp.codec import Error
-from bootstrapd.tftp.server import Refusal, Started, TftpServer
+from bootstrapd.tftp.server import Pending, Refusal, Started, TftpServer
 from bootstrapd.tftp.settings import TftpSettings
 from bootstrapd.tftp.transfer import Netascii, ReadTransfer, WriteTransfer, negotiate
-from tests.unit.test_tftp_transfer import CLIENT, LIMITS, Files, Mem, Store, ack, blocks, read, rrq, sent
+from tests.unit.test_tftp_transfer import CLIENT, LIMITS, Files, Mem, Store, ack, blocks, read, rrq, sent, store, upload
 
 FILES = {"a.cfg": b"a" * 1024, "b.cfg": b"b\nc\r" * 300, "fw.rom": b"f" * 9000, "e": b""}
 
@@ -63,20 +63,36 @@ class UploadFiles(Files):
         return name
 
 
+class ColdUploadFiles(UploadFiles):
+    """b.cfg is never in the cache: requests for it are Pending until the harness 'reads' it."""
+
+    def open_nowait(self, name: str) -> object:
+        return None if name == "b.cfg" else self.open(name)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(step, max_size=40))
 def test_hostile_sequences_raise_only_protocol_errors_and_keep_counts(steps: list[tuple[object, ...]]) -> None:
     tftp = TftpSettings(enabled=True, max_transfers=6, max_per_client=3, rate_limit=50.0, large_file_size=5000,
                         max_large_transfers=1, timeout=0.5, retries=3, first_ack_retries=1, session_lifetime=30.0,
                         upload_max_size=200)
-    server = TftpServer(tftp, UploadFiles(FILES))  # type: ignore[arg-type]
+    files = ColdUploadFiles(FILES)
+    server = TftpServer(tftp, files)  # type: ignore[arg-type]
     live: list[Started] = []
+    pending: list[Pending] = []
     now = 0.0
 
     def reap() -> None:
         for started in [s for s in live if s.transfer.done]:
             live.remove(started)
             server.finished(started)
+
+    def read_pending() -> None:  # the adapter's worker has read the cold file
+        for request in pending:
+            outcome = server.opened(request, files.open(request.name), now)  # type: ignore[arg-type]
+            if isinstance(outcome, Started):
+                live.append(outcome)
+        pending.clear()
 
     for item in steps:
         if item[0] == "request":
@@ -87,6 +103,8 @@ def test_hostile_sequences_raise_only_protocol_errors_and_keep_counts(steps: lis
                 continue
             if isinstance(outcome, Started):
                 live.append(outcome)
+            elif isinstance(outcome, Pending):
+                pending.append(outcome)
         elif item[0] == "transfer":
             _, data, peer, index = item
             if not live:
@@ -98,13 +116,16 @@ def test_hostile_sequences_raise_only_protocol_errors_and_keep_counts(steps: lis
                 continue
             for datagram, _to in out:
                 assert len(datagram) <= 4 + 65464
+            finish_upload(live[int(index) % len(live)], now)  # type: ignore[call-overload]
         else:
             now += float(item[1])  # type: ignore[arg-type]
+            read_pending()
             for started in live:
                 started.transfer.timeout(now)
         reap()
-        assert server.active == len(live)
-        assert sum(server.per_client.values()) == len(live)
+        assert server.active == len(live) + len(pending)
+        assert sum(server.per_client.values()) == len(live) + len(pending)
+    read_pending()
     # Left alone, every transfer ends by itself: no slot is held forever.
     for _ in range(200):
         if not live:
@@ -157,13 +178,14 @@ def test_read_error_ends_the_transfer_inside_the_core() -> None:
 def test_upload_final_ack_is_repeated_after_completion() -> None:
     # RFC 1350 section 6: the host sending the final ACK dallies, answering a retransmitted last DATA, or the
     # client reports a failed upload although the file was stored.
-    store = Store()
-    t = WriteTransfer(CLIENT, "up.log", store, LIMITS, negotiate({}, LIMITS, None, write=True), 0.0, 2000)
+    sink = Store()
+    t = upload()
     t.start(0.0)
-    assert sent(t.receive(codec.encode_data(1, b"tail"), CLIENT, 0.1)) == [ack(1)]
-    assert t.completion and t.completion.outcome == "ok" and store.stored == [b"tail"]
+    assert t.receive(codec.encode_data(1, b"tail"), CLIENT, 0.1) == []
+    assert store(t, sink, 0.2) == [ack(1)]
+    assert t.completion and t.completion.outcome == "ok" and sink.stored == [b"tail"]
     assert sent(t.receive(codec.encode_data(1, b"tail"), CLIENT, 1.0)) == [ack(1)]
-    assert store.stored == [b"tail"]  # stored once
+    assert sink.stored == [b"tail"]  # stored once
     assert t.deadline is not None  # the adapter keeps the socket for the dally time ...
     t.timeout(t.deadline)
     assert t.deadline is None and t.done  # ... then closes it
@@ -186,19 +208,31 @@ def test_concurrent_uploads_are_capped() -> None:
     assert isinstance(server.request(wrq, ("10.0.0.3", 1), 0.0), Started)
 
 
+class Stalling(Mem):
+    """A source whose reads sometimes find the data not read from disk yet (None), as a streamed file's may."""
+
+    def __init__(self, data: bytes, stalls: list[bool]) -> None:
+        super().__init__(data)
+        self.stalls = iter(stalls)
+
+    def read(self, n: int) -> bytes | None:  # type: ignore[override]
+        return None if next(self.stalls, False) else super().read(n)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300).map(lambda b: b.replace(b"\0", b"\n")), st.integers(8, 40), st.integers(1, 5),
-       st.booleans(), st.lists(st.booleans(), max_size=200))
+       st.booleans(), st.lists(st.booleans(), max_size=200), st.lists(st.booleans(), max_size=100))
 def test_lossy_download_delivers_the_exact_bytes(data: bytes, blksize: int, window: int, netascii: bool,
-                                                  drops: list[bool]) -> None:
+                                                  drops: list[bool], stalls: list[bool]) -> None:
     # A receiver per RFC 1350/7440 (ACK the last in-order block at the window's end or on timeout) over a channel
-    # dropping datagrams both ways: every byte arrives, the netascii size announced is the size sent, the last
-    # block is short (an empty one when the size is a multiple of blksize), and the transfer ends "ok".
+    # dropping datagrams both ways, from a source that sometimes has no data yet (the disk is slow: the transfer
+    # stalls until resumed): every byte arrives, the netascii size announced is the size sent, the last block is
+    # short (an empty one when the size is a multiple of blksize), and the transfer ends "ok".
     limits = replace(LIMITS, blksize_max=64, retries=1000, first_ack_retries=1000, session_lifetime=1e9)
-    source: Mem | Netascii = Mem(data)
+    source: Mem | Netascii = Stalling(data, stalls)
     expected = data
     if netascii:
-        source = Netascii(Mem(data), Netascii.converted_size(data))
+        source = Netascii(Stalling(data, stalls), Netascii.converted_size(data))
         expected = Netascii.convert(data)
     options = {"blksize": str(blksize), "windowsize": str(window), "tsize": "0"}
     t = ReadTransfer(CLIENT, "f", source, limits, negotiate(options, limits, source.size), 0.0)
@@ -232,12 +266,16 @@ def test_lossy_download_delivers_the_exact_bytes(data: bytes, blksize: int, wind
                 reply, in_window = ack(have), 0
         if reply is not None and not next(lost, False):
             pending = [d for d, _to in t.receive(reply, CLIENT, now)]
+            while t.stalled and not t.done:  # the disk delivers: the adapter resumes the transfer
+                pending += t.resume(now)
             if pending or t.done:
                 continue
         deadline = t.deadline  # nothing came back: the sender's timer fires
         assert deadline is not None
         now = max(now, deadline)
         pending = t.timeout(now)
+        while t.stalled and not t.done:
+            pending += t.resume(now)
         in_window = 0
     assert t.completion is not None and t.completion.outcome == "ok"
     assert got == expected
@@ -265,9 +303,10 @@ def test_upload_refused_for_a_full_folder_is_error_3() -> None:
         def store(self, data: bytes) -> None:
             raise Refused(Reason.TOO_LARGE, "the upload folder is full")
 
-    t = WriteTransfer(CLIENT, "up.log", Full(), LIMITS, negotiate({}, LIMITS, None, write=True), 0.0, 2000)
+    t = upload()
     t.start(0.0)
-    reply = sent(t.receive(codec.encode_data(1, b"x"), CLIENT, 0.1))
+    assert t.receive(codec.encode_data(1, b"x"), CLIENT, 0.1) == []
+    reply = store(t, Full(), 0.2)
     assert codec.decode(reply[0]) == Error(3, "too_large: the upload folder is full")
 
 
@@ -278,8 +317,7 @@ def test_an_upload_in_tiny_blocks_holds_about_its_own_size() -> None:
 
     size = 64 * 1024
     limits = replace(LIMITS, blksize_max=8)
-    t = WriteTransfer(CLIENT, "up.log", Store(), limits, negotiate({"blksize": "8"}, limits, None, write=True), 0.0,
-                      size + 1)
+    t = upload(limits, size + 1, options={"blksize": "8"})
     t.start(0.0)
     blocks_in = [codec.encode_data(n & 0xFFFF, b"z" * 8) for n in range(1, size // 8 + 1)]
     tracemalloc.start()
@@ -302,6 +340,7 @@ def test_a_dallying_upload_does_not_hold_an_upload_slot() -> None:
     first = server.request(wrq, ("10.0.0.1", 1), 0.0)
     assert isinstance(first, Started)
     first.transfer.receive(codec.encode_data(1, b"done"), ("10.0.0.1", 1), 0.1)
+    finish_upload(first, 0.15)
     assert first.transfer.completion is not None and not first.transfer.done  # dallying
     assert isinstance(server.request(wrq, ("10.0.0.2", 1), 0.2), Started)
     server.finished(first)
@@ -327,3 +366,9 @@ def test_a_huge_file_name_is_refused_and_logged_short() -> None:
     assert isinstance(refusal, Refusal) and refusal.datagram is not None
     assert len(refusal.file) <= 260
     assert refusal.outcome == "bad_name"
+
+
+def finish_upload(started: Started, now: float) -> None:
+    """The adapter's part, in line: an upload whose last block is in is stored by its sink and reported back."""
+    if isinstance(started.transfer, WriteTransfer) and started.sink is not None:
+        store(started.transfer, started.sink, now)
