@@ -31,7 +31,7 @@ from bootstrapd.events import Events
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.stage import Phone, fold
 from bootstrapd.journal.steps import RECORDED, address_of, normal_mac, phone_of, step_of
-from bootstrapd.journal.store import JournalStore, Limits, PhoneRow, StepRow, dumps
+from bootstrapd.journal.store import Batch, JournalStore, Limits, dumps
 from bootstrapd.leases.owners import LeaseOwners
 
 log = logging.getLogger("bootstrapd.journal")
@@ -42,7 +42,6 @@ Expected = Callable[[str, str | None], Sequence[str] | None]
 SLICE = 256  # events processed per loop callback (about 2-4 ms)
 
 _Event = tuple[float, str, dict[str, Any]]
-_Batch = tuple[list[PhoneRow], list[StepRow]]
 
 
 class Journal:
@@ -55,14 +54,15 @@ class Journal:
         self.expected = expected
         self._pending: list[_Event] = []
         # Batches to write, flush markers (set once everything queued before them is written), None to stop.
-        self._queue: queue.SimpleQueue[_Batch | threading.Event | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._phones: dict[str, Phone] = {}
         self._asked: set[str] = set()  # phones whose download list was asked for
         self._dirty: dict[str, Phone] = {}
-        self._steps: list[StepRow] = []
+        self._steps: list[dict[str, Any]] = []
+        self._touched: dict[str, int] = {}
         self._backlog: list[_Event] = []  # taken from the sink, not yet folded
         self._scheduled = False  # a slice of the backlog is scheduled
         self.stage_counts: dict[str, int] = {}
@@ -157,7 +157,7 @@ class Journal:
 
     def _fold_events(self, batch: list[_Event]) -> None:
         mac_for = self.owners.mac_for
-        phones, dirty, steps = self._phones, self._dirty, self._steps
+        phones, dirty, steps, touched = self._phones, self._dirty, self._steps, self._touched
         counts = self.stage_counts
         unknown = 0
         for when, kind, fields in batch:
@@ -187,7 +187,9 @@ class Journal:
                 if before is not None:
                     counts[before] -= 1
             dirty[mac] = phone
-            steps.append(StepRow(mac, when, dumps(step)))
+            step["mac"] = mac
+            steps.append(step)
+            touched[mac] = touched.get(mac, 0) + 1
         if unknown:
             self.events.counters["journal.unknown_phone"] += unknown
 
@@ -200,13 +202,11 @@ class Journal:
                 self._dirty.pop(mac, None)
                 self._asked.discard(mac)
             self.stage_counts = dict(Counter(p.stage for p in phones.values()))
-        rows = []
-        for phone in self._dirty.values():
-            doc = phone.as_dict()
-            rows.append(PhoneRow(phone.mac, phone.stage, phone.last_seen, dumps(doc)))
-        steps, self._steps, self._dirty = self._steps, [], {}
-        if rows or steps:
-            self._queue.put((rows, steps))
+        if not self._dirty and not self._steps:
+            return
+        documents = [phone.as_dict() for phone in self._dirty.values()]
+        self._queue.put(Batch(dumps(documents), dumps(self._steps), self._touched, tuple(self._dirty)))
+        self._steps, self._touched, self._dirty = [], {}, {}
 
     # -- the provisioning model's download list, off the loop ---------------------------------------------------
     def _ask(self, phone: Phone) -> None:
@@ -240,36 +240,35 @@ class Journal:
             if item is None:
                 return
             # Whatever queued meanwhile goes in the same transaction.
-            phones: dict[str, PhoneRow] = {}
-            steps: list[StepRow] = []
+            batches: list[Batch] = []
             markers: list[threading.Event] = []
             while item is not None:
                 if isinstance(item, threading.Event):
                     markers.append(item)
                 else:
-                    phones.update((row.mac, row) for row in item[0])
-                    steps.extend(item[1])
+                    batches.append(item)
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             else:
                 stop = True
-            if phones or steps:
+            if batches:
                 try:
-                    self._write(list(phones.values()), steps)
+                    self._write(batches)
                 except Exception:
                     self.events.counters["journal.write_failed"] += 1
-                    log.exception("journal: a batch of %d steps could not be written", len(steps))
+                    log.exception("journal: %d batch(es) could not be written", len(batches))
             for marker in markers:
                 marker.set()
 
-    def _write(self, phones: list[PhoneRow], steps: list[StepRow]) -> None:
+    def _write(self, batches: list[Batch]) -> None:
         settings = self.settings
         started = time.perf_counter()
-        self.store.write(phones, steps, Limits(settings.steps_per_phone, settings.max_steps, settings.max_phones))
+        self.store.write(batches, Limits(settings.steps_per_phone, settings.max_steps, settings.max_phones))
         self.commit_seconds = time.perf_counter() - started
         self.commit_seconds_total += self.commit_seconds
-        self.events.counters["journal.steps"] += len(steps)
+        steps = sum(sum(b.touched.values()) for b in batches)
+        self.events.counters["journal.steps"] += steps
         self.batches += 1
-        self.written += len(steps)
+        self.written += steps

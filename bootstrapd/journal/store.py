@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,24 +37,47 @@ CREATE TABLE IF NOT EXISTS step (
 CREATE INDEX IF NOT EXISTS step_mac ON step (mac, id);
 """
 
+_UPSERT_PHONES = ("INSERT OR REPLACE INTO phone (mac, stage, updated, doc) SELECT json_extract(value, '$.mac'), "
+                  "json_extract(value, '$.stage'), json_extract(value, '$.last_seen'), value FROM json_each(?)")
+_INSERT_STEPS = ("INSERT INTO step (mac, time, doc) SELECT json_extract(value, '$.mac'), "
+                 "json_extract(value, '$.time'), value FROM json_each(?)")
+
 
 @dataclass(frozen=True)
 class PhoneRow:
-    """A phone as written (``doc``: the JSON text of its document) or as read (``doc``: the document)."""
-
     mac: str
     stage: str
     updated: float
-    doc: Any
+    doc: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class StepRow:
-    """A step as written (``doc``: JSON text) or as read (``doc``: the document)."""
-
     mac: str
     time: float
-    doc: Any
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one write adds: the phones' documents and the new steps, each one JSON array (text), and how many steps
+    each phone gets. A phone document has ``mac``, ``stage`` and ``last_seen``; a step has ``mac`` and ``time``.
+
+    One array per kind and not one row each: encoding an array is one call on the event loop, and inserting it is
+    one statement (SQLite's json_each, PostgreSQL's jsonb_array_elements) during which the writer thread holds no
+    GIL, instead of a GIL hand-over for every row."""
+
+    phones: str
+    steps: str
+    touched: dict[str, int]  # steps per phone in ``steps``
+    macs: tuple[str, ...]  # the phones in ``phones``
+
+    @classmethod
+    def of(cls, phones: list[dict[str, Any]], steps: list[dict[str, Any]]) -> Batch:
+        touched: dict[str, int] = {}
+        for step in steps:
+            touched[step["mac"]] = touched.get(step["mac"], 0) + 1
+        return cls(dumps(phones), dumps(steps), touched, tuple(p["mac"] for p in phones))
 
 
 @dataclass(frozen=True)
@@ -65,8 +88,8 @@ class Limits:
 
 
 class JournalStore(Protocol):
-    def write(self, phones: Iterable[PhoneRow], steps: Iterable[StepRow], limits: Limits) -> None:
-        """One transaction: upsert the phones, append the steps (documents as JSON text), prune to the limits."""
+    def write(self, batches: list[Batch], limits: Limits) -> None:
+        """One transaction: upsert the phones, append the steps, prune to the limits."""
 
     def phones(self) -> list[PhoneRow]: ...
 
@@ -124,31 +147,35 @@ class SqliteJournal:
         self._total = sum(self._counts.values())
         self._phones = len(self._counts)
 
-    def write(self, phones: Iterable[PhoneRow], steps: Iterable[StepRow], limits: Limits) -> None:
-        rows = [(step.mac, step.time, step.doc) for step in steps]
-        prows = [(phone.mac, phone.stage, phone.updated, phone.doc) for phone in phones]
+    def write(self, batches: list[Batch], limits: Limits) -> None:
         conn = self.conn
         counts = self._counts
         touched: dict[str, int] = {}
-        for mac, _, _ in rows:
-            touched[mac] = touched.get(mac, 0) + 1
+        macs: set[str] = set()
+        added = 0
+        for batch in batches:
+            for mac, n in batch.touched.items():
+                touched[mac] = touched.get(mac, 0) + n
+                added += n
+            macs.update(batch.macs)
         conn.execute("BEGIN")
         try:
-            if prows:
-                conn.executemany("INSERT OR REPLACE INTO phone VALUES (?, ?, ?, ?)", prows)
-            if rows:
-                conn.executemany("INSERT INTO step (mac, time, doc) VALUES (?, ?, ?)", rows)
+            for batch in batches:
+                if batch.macs:
+                    conn.execute(_UPSERT_PHONES, (batch.phones,))
+                if batch.touched:
+                    conn.execute(_INSERT_STEPS, (batch.steps,))
             # The bookkeeping below is only for the phones of this batch: O(batch), not O(phones).
             fresh = {mac: counts.get(mac, 0) + n for mac, n in touched.items()}
-            new_phones = sum(1 for row in prows if row[0] not in counts)
-            recounted, total = self._prune(fresh, self._total + len(rows), self._phones + new_phones, limits)
+            new_phones = sum(1 for mac in macs if mac not in counts)
+            recounted, total = self._prune(fresh, self._total + added, self._phones + new_phones, limits)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         if recounted is None:
-            for row in prows:
-                counts.setdefault(row[0], 0)
+            for mac in macs:
+                counts.setdefault(mac, 0)
             counts.update(fresh)
         else:
             self._counts = recounted

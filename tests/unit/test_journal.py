@@ -16,7 +16,7 @@ from bootstrapd.journal.journal import Journal
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.stage import BOOT, CONFIGS, DONE, NO_ADDRESS, STUCK, TOLD, Phone, fold
 from bootstrapd.journal.steps import clean, normal_mac, step_of, text_of
-from bootstrapd.journal.store import Limits, PhoneRow, SqliteJournal, StepRow, dumps
+from bootstrapd.journal.store import Batch, Limits, SqliteJournal
 from bootstrapd.leases.owners import LeaseOwners
 
 MAC = "00:15:65:aa:bb:cc"
@@ -153,13 +153,15 @@ def test_store_bounds_per_phone_in_total_and_phones(tmp_path: Path) -> None:
     store = SqliteJournal(tmp_path / "j.sqlite3")
     limits = Limits(steps_per_phone=10, max_steps=100, max_phones=5)
     for batch in range(30):
-        steps = [StepRow(f"m{p}", batch + p / 10, dumps({"n": batch})) for p in range(3)]
-        store.write([PhoneRow(f"m{p}", "told", batch, "{}") for p in range(3)], steps, limits)
+        steps = [{"mac": f"m{p}", "time": batch + p / 10, "n": batch} for p in range(3)]
+        store.write([Batch.of([{"mac": f"m{p}", "stage": "told", "last_seen": batch} for p in range(3)], steps)],
+                    limits)
     counts = store.step_counts()
     assert all(n <= 11 for n in counts.values()) and set(counts) == {"m0", "m1", "m2"}
     assert [s.doc["n"] for s in store.steps("m0")][-1] == 29  # the newest are kept
     for p in range(3, 20):
-        store.write([PhoneRow(f"m{p}", "told", 100 + p, "{}")], [StepRow(f"m{p}", 100.0, "{}")], limits)
+        store.write([Batch.of([{"mac": f"m{p}", "stage": "told", "last_seen": 100 + p}],
+                              [{"mac": f"m{p}", "time": 100.0}])], limits)
     assert len(store.phones()) <= 6 and store.phone("m19") is not None and store.phone("m0") is None
     store.close()
     reader = SqliteJournal(tmp_path / "j.sqlite3", readonly=True)
@@ -250,8 +252,7 @@ def test_status_command_without_and_with_a_journal(tmp_path: Path, capsys: pytes
     store = SqliteJournal(tmp_path / "state" / "journal.sqlite3")
     phone = journey(offer(), ack(), tftp("sip.cfg", "not_found"))
     steps = [step_of(*e, 1.0) for e in (offer(), ack(), tftp("sip.cfg", "not_found"))]
-    store.write([PhoneRow(MAC, phone.stage, 1.0, dumps(phone.as_dict()))],
-                [StepRow(MAC, 1.0, dumps(s)) for s in steps], Limits(10, 100, 10))
+    store.write([Batch.of([phone.as_dict()], [s | {"mac": MAC} for s in steps if s])], Limits(10, 100, 10))
     store.close()
     capsys.readouterr()
     assert main(["status", "--config", str(config)]) == 0

@@ -15,7 +15,7 @@ from aiohttp.test_utils import RawTestServer, TestClient
 from bootstrapd.journal.settings import StatusSettings
 from bootstrapd.journal.stage import Phone, fold
 from bootstrapd.journal.steps import step_of
-from bootstrapd.journal.store import FILE, Limits, PhoneRow, SqliteJournal, StepRow, dumps
+from bootstrapd.journal.store import FILE, Batch, Limits, SqliteJournal
 from bootstrapd.journal.web import StatusWeb
 
 MAC = "00:15:65:aa:bb:cc"
@@ -32,8 +32,8 @@ def _journal(state: Path) -> None:
         step = step_of(kind, fields, 1000.0)
         assert step is not None
         fold(phone, step)
-        steps.append(StepRow(MAC, 1000.0, dumps(step)))
-    store.write([PhoneRow(MAC, phone.stage, phone.last_seen, dumps(phone.as_dict()))], steps, Limits(100, 1000, 100))
+        steps.append(step | {"mac": MAC})
+    store.write([Batch.of([phone.as_dict()], steps)], Limits(100, 1000, 100))
     store.close()
 
 
