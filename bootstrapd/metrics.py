@@ -137,14 +137,20 @@ class Metrics(Collector):
             yield from self._pool("dhcp6", service.core)
 
     def _transfers(self) -> Iterator[Metric]:
-        active = GaugeMetricFamily("bootstrapd_active_transfers", "File transfers in progress", labels=["protocol"])
-        for name in ("tftp", "http", "ftp"):
-            service = self._service(name)
-            if service is None:
-                continue
-            sessions = getattr(service, "sessions", None)
-            active.add_metric([name], len(sessions) if sessions is not None else 0)
+        active = GaugeMetricFamily("bootstrapd_active_transfers", "TFTP transfers in progress", labels=["protocol"])
+        connections = GaugeMetricFamily("bootstrapd_connections", "Open HTTP(S) and FTP control connections",
+                                        labels=["protocol"])
+        tftp = self._service("tftp")
+        if tftp is not None:
+            active.add_metric(["tftp"], len(getattr(tftp, "sessions", ())))
+        http = self._service("http")
+        if http is not None:  # aiohttp's server keeps its connections' handlers
+            connections.add_metric(["http"], len(getattr(getattr(http, "web", None), "connections", ()) or ()))
+        ftp = self._service("ftp")
+        if ftp is not None:  # aioftp's server keeps a dict of its connections
+            connections.add_metric(["ftp"], len(getattr(getattr(ftp, "server", None), "connections", ()) or ()))
         yield active
+        yield connections
 
     def _store(self) -> Iterator[Metric]:
         store = self.store
