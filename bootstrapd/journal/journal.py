@@ -39,7 +39,7 @@ log = logging.getLogger("bootstrapd.journal")
 Expected = Callable[[str, str | None], Sequence[str] | None]
 """The provisioning model's download list for a phone (MAC, model), or None when it does not know."""
 
-SLICE = 256  # events processed per loop callback (about 2-4 ms)
+SLICE = 128  # events processed per loop callback (folded, encoded and queued: about 1-2 ms)
 
 _Event = tuple[float, str, dict[str, Any]]
 
@@ -143,13 +143,13 @@ class Journal:
         head = backlog[:count]
         del backlog[:count]
         self._fold_events(head)
-        if backlog:
-            if not self._scheduled:
-                assert self._loop is not None
-                self._scheduled = True
-                self._loop.call_soon(self._next_slice)
-            return
+        # Each slice is handed over on its own: its documents' encoding is bounded too (a phone touched in two
+        # slices is written twice in the same transaction; the later document wins).
         self._hand_over()
+        if backlog and not self._scheduled:
+            assert self._loop is not None
+            self._scheduled = True
+            self._loop.call_soon(self._next_slice)
 
     def _next_slice(self) -> None:
         self._scheduled = False

@@ -203,8 +203,8 @@ def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repe
                 per_exchange = cpu / result["completed"] * 1e6 if result["completed"] else float("nan")
                 per[mode].append((result["completed"], result["drop_ratio"], per_exchange))
                 print(f"  {rate:6}/s {what} {mode:3}  completed {result['completed']:7.0f}  drops "
-                      f"{result['drop_ratio'] * 100:6.2f}%  daemon CPU {per_exchange:6.1f} us/exchange "
-                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                      f"{result['drop_ratio'] * 100:6.2f}% (perfdhcp's own buffer: {result['client_rcvbuf_drops']:.0f})"
+                      f"  daemon CPU {per_exchange:6.1f} us/exchange (load {os.getloadavg()[0]:.2f})", flush=True)
         means = {m: [sum(x[i] for x in v) / len(v) for i in range(3)] for m, v in per.items()}
         for mode in ("off", "on"):
             totals[mode].append(means[mode][2])
