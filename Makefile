@@ -6,11 +6,13 @@ PEERS := isc-dhcp-client busybox tftp-hpa atftp curl sip-tester tshark kea-admin
          dnsmasq-base kea-dhcp4-server kea-dhcp6-server tftpd-hpa
 # Deployment checks: vagrant validate (and its libvirt provider), shellcheck, Debian's python3 for the install tests.
 PEERS += vagrant vagrant-libvirt shellcheck python3-venv
+# The HTTP anchor of the boot storm benchmark (make bench-storm): dnsmasq + nginx.
+PEERS += nginx-light
 # The journal's tests: tcpdump (captures to trace), promtool (metrics), chromium (the status page).
 PEERS += tcpdump prometheus chromium
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 clean
+.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-storm clean
 
 all: test
 
@@ -35,7 +37,7 @@ test: venv peers lint
 demo: venv peers
 	$(PY) -m scripts.demo
 
-bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6
+bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-storm
 
 bench-dhcp4: venv peers
 	$(PY) -m tests.bench.dhcp4
@@ -48,6 +50,9 @@ bench-pnp: venv peers
 
 bench-dhcp6: venv peers
 	$(PY) -m tests.bench.dhcp6
+
+bench-storm: venv peers
+	$(PY) -m tests.bench.storm
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

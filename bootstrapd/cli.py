@@ -138,6 +138,9 @@ def _register_extras() -> None:
     from bootstrapd.provisioning.cli import register as register_provisioning
 
     register_provisioning(_EXTRA)
+    from bootstrapd.sim.cli import register as register_sim
+
+    register_sim(_EXTRA)
     _register_journal()
     try:
         from bootstrapd.pnp.cli import setup_resync

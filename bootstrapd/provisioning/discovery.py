@@ -8,6 +8,7 @@ reservations) and URL expansion.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bootstrapd.config import Settings
@@ -17,6 +18,7 @@ from bootstrapd.pnp import urls as pnp_urls
 from bootstrapd.provisioning.models import Model
 
 YEALINK_VENDOR_CLASS = b"yealink"  # what Yealink phones send in option 60 by default (protocols.md section 4)
+CUSTOM = "DHCPv4 custom option"
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,9 @@ def _expand_pnp(template: str, iface: Interface | None, mac: str, model: Model) 
 
 
 def _text(value: bytes) -> str | None:
+    """A text option as a phone reads it: trailing NULs dropped (dnsmasq terminates its strings with one)."""
     try:
-        text = value.decode("utf-8")
+        text = value.rstrip(b"\0").decode("utf-8")
     except UnicodeDecodeError:
         return None
     return text if text.isprintable() else None
@@ -75,18 +78,8 @@ def url_sources(settings: Settings, mac: str, model: Model, iface: Interface | N
             if host.mac == mac_bytes:
                 options.update(host.options)
         shown = f"classes: {', '.join(names)}" if names else ""
-        texts = [(code, _text(value)) for code, value in sorted(options.items()) if 128 <= code <= 254]
-        custom = [(code, text) for code, text in texts if text and "://" in text]
-        for code, url_text in custom:
-            out.append(UrlSource(f"DHCPv4 custom option {code}", _expand(str(url_text), iface),
-                                 f"only when the phone's IPv4 Custom Option is {code}"))
-        if not custom:
-            out.append(UrlSource("DHCPv4 custom option", None, "none configured (128-254 with a URL)"))
-        for code, name in ((66, "DHCPv4 option 66"), (43, "DHCPv4 option 43")):
-            value = options.get(code)
-            found = (_option43(value) if code == 43 else _text(value)) if value is not None else None
-            out.append(UrlSource(name, _expand(found, iface) if found else None,
-                                 shown if found else "not sent to this phone"))
+        out += [UrlSource(source.name, _expand(source.url, iface) if source.url else None, source.note)
+                for source in dhcp4_sources(options, shown)]
     else:
         out.append(UrlSource("DHCPv4", None, "dhcp4.enabled = false"))
     dhcp6 = settings.dhcp6
@@ -103,10 +96,39 @@ def url_sources(settings: Settings, mac: str, model: Model, iface: Interface | N
     return out
 
 
-def chosen(sources: list[UrlSource]) -> UrlSource | None:
-    """The source the phone follows with factory settings: the first that gives a URL, custom options aside
-    (they need the phone's IPv4 Custom Option set)."""
+def dhcp4_sources(options: Mapping[int, bytes], note: str = "") -> list[UrlSource]:
+    """What DHCPv4 options give, in the guide's order: custom options (128-254 holding a URL), 66, 43."""
+    out: list[UrlSource] = []
+    texts = [(code, _text(value)) for code, value in sorted(options.items()) if 128 <= code <= 254]
+    custom = [(code, text) for code, text in texts if text and "://" in text]
+    for code, url_text in custom:
+        out.append(UrlSource(f"{CUSTOM} {code}", url_text, f"only when the phone's IPv4 Custom Option is {code}"))
+    if not custom:
+        out.append(UrlSource(CUSTOM, None, "none configured (128-254 with a URL)"))
+    for code, name in ((66, "DHCPv4 option 66"), (43, "DHCPv4 option 43")):
+        value = options.get(code)
+        found = (_option43(value) if code == 43 else _text(value)) if value is not None else None
+        out.append(UrlSource(name, found or None, note if found else "not sent to this phone"))
+    return out
+
+
+def received_sources(*, pnp: str | None, dhcp4: Mapping[int, bytes] | None, dhcp6_59: str | None,
+                     pnp_note: str = "") -> list[UrlSource]:
+    """What one phone heard (a NOTIFY body, the options of its DHCPv4 ACK, option 59 of its DHCPv6 reply), as the
+    same list of sources, in the same order, that :func:`url_sources` computes from the configuration."""
+    out = [UrlSource("PnP (SIP NOTIFY)", pnp.strip() if pnp and pnp.strip() else None, pnp_note)]
+    out += dhcp4_sources(dhcp4 or {}) if dhcp4 is not None else [UrlSource("DHCPv4", None, "no lease")]
+    out.append(UrlSource("DHCPv6 option 59", dhcp6_59, "" if dhcp6_59 else "no DHCPv6 reply with option 59"))
+    return out
+
+
+def chosen(sources: list[UrlSource], custom_option: int | None = None) -> UrlSource | None:
+    """The source the phone follows: the first that gives a URL; a custom option only when it is the phone's IPv4
+    Custom Option (``custom_option``; factory settings have none)."""
     for source in sources:
-        if source.url and "custom option" not in source.name:
-            return source
+        if not source.url:
+            continue
+        if source.name.startswith(CUSTOM) and source.name != f"{CUSTOM} {custom_option}":
+            continue
+        return source
     return None

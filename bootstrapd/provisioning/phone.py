@@ -28,6 +28,10 @@ The rules, with the guide's sections:
   = 1``.
 - Encrypted CFG files (compatibility mode): the key comes from ``<name>_Security.enc`` when
   ``static.auto_provision.aes_key_in_file = 1``, else ``static.auto_provision.aes_key_16.com`` / ``.mac``.
+- The MD5 check ("Resolving and Updating Configurations"): the phone computes the MD5 of every CFG file it
+  downloaded; when they all equal those of its last provisioning (:attr:`Phone.last_md5`), it completes without a
+  repeated update (:attr:`Outcome.updated` is False). Unverified: the guide names the common and MAC-oriented files;
+  the model compares every CFG file it read, boot-file includes included, as downloaded (before decryption).
 
 Where the guide is silent the choice is written where it is made (marked "unverified").
 """
@@ -35,6 +39,7 @@ Where the guide is silent the choice is written where it is made (marked "unveri
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +76,7 @@ class Phone:
     model: Model
     firmware: int | None = None  # major firmware version (81, 83, ...); None: new enough for everything
     preset: Mapping[str, str] = field(default_factory=dict)  # parameters the phone has before this run
+    last_md5: Mapping[str, str] = field(default_factory=dict)  # URL -> MD5 (hex) of each CFG file last provisioned
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class Download:
     applied: bool = False
     encrypted: bool = False
     note: str = ""
+    md5: str = ""  # of the bytes as downloaded (CFG and MAC-local files): what the phone compares next time
     data: bytes | None = field(default=None, repr=False)  # the plain text of a usable CFG file
 
 
@@ -134,6 +141,12 @@ class Outcome:
     params: dict[str, Param] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    local_url: str | None = None  # where the phone reads (and uploads) <mac>-local.cfg; None: custom.sync is not 1
+    updated: bool = True  # False: every CFG file has the MD5 of the last provisioning, nothing is updated
+
+    def cfg_md5(self) -> dict[str, str]:
+        """URL -> MD5 of every CFG file found this run: what the phone remembers for its next MD5 check."""
+        return {d.url: d.md5 for d in self.downloads if d.kind is Kind.CFG and d.found}
 
     def value(self, key: str) -> str | None:
         """What the phone has for ``key`` after this run: a downloaded value, else its preset, else None."""
@@ -158,6 +171,8 @@ class Outcome:
             },
             "findings": [f.as_json() for f in self.findings],
             "notes": self.notes,
+            "local_url": self.local_url,
+            "updated": self.updated,
         }
 
 
@@ -222,6 +237,7 @@ class _Run:
         if data is None:
             return download
         download.found, download.size = True, len(data)
+        download.md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         download.data = yield from self._plain(url, download, data)
         return download
 
@@ -398,6 +414,7 @@ def provision(phone: Phone, server_url: str, *,
     if out.value(SYNC) == "1":
         base = out.value(SYNC_PATH) or folder
         url = join(base if base.endswith("/") else base + "/", f"{mac}-local.cfg")
+        out.local_url = url
         got = yield from run.fetch_cfg(url, Kind.LOCAL, f"MAC-local CFG ({SYNC} = 1)")
         if got.data is not None:
             if out.value(PROTECT) == "1":
@@ -406,6 +423,10 @@ def provision(phone: Phone, server_url: str, *,
                 got.note = f"downloaded, not applied: {PROTECT} is not 1"
     else:
         out.notes.append(f"<mac>-local.cfg is not requested: {SYNC} is not 1")
+    md5 = out.cfg_md5()
+    if phone.last_md5 and md5 and md5 == dict(phone.last_md5):
+        out.updated = False
+        out.notes.append("every CFG file has the MD5 of the last provisioning: completed without a repeated update")
     return out
 
 

@@ -94,6 +94,19 @@ def security_name(name: str) -> str:
     return f"{folder}/{stem}{SECURITY_SUFFIX}" if folder else f"{stem}{SECURITY_SUFFIX}"
 
 
+_TEXT_CONTROLS = bytes(c for c in range(32) if c not in (9, 10, 13)) + b"\x7f"
+
+
 def looks_encrypted(data: bytes) -> bool:
-    """A CFG file that is not text starting with ``#`` but a whole number of AES blocks."""
-    return bool(data) and len(data) % 16 == 0 and not data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#")
+    """A whole number of AES blocks that is not text. Ciphertext is random bytes: one file in 256 starts with
+    ``#``, so the first byte proves nothing; but random bytes are almost never UTF-8 without control characters,
+    which every CFG file is (a Latin-1 one still has no control characters: it counts as text too)."""
+    if not data or len(data) % 16:
+        return False
+    if any(c in _TEXT_CONTROLS for c in data[:256]):
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return not data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#!")  # a Latin-1 CFG file is still text
+    return False

@@ -79,7 +79,8 @@ echo "key: $(cat /etc/credstore/bootstrapd.tls.key)"
 bash "$INSTALL" --uninstall --purge > "$WORK/uninstall.out" 2>&1
 echo "after uninstall: $(systemctl is-enabled bootstrapd.service 2>&1 | tail -1)"
 # Every file or link the installation left in the overlays' upper layers: nothing but the kept tree.
-find "$SANDBOX_SCRATCH" -path "*.up/*" ! -type d ! -path "*/_srv.up/bootstrapd/*" | sed 's/^/left: /'
+# (whiteouts, character devices 0/0, only say that a file the machine already had was removed)
+find "$SANDBOX_SCRATCH" -path "*.up/*" ! -type d ! -type c ! -path "*/_srv.up/bootstrapd/*" | sed 's/^/left: /'
 """
 
 

@@ -77,3 +77,14 @@ def test_decrypting_garbage_raises_only_its_error(data: bytes) -> None:
             call()
         except yealink_aes.AesError:
             pass
+
+
+def test_a_ciphertext_that_starts_with_a_hash_is_still_encrypted() -> None:
+    # Found by the simulated phones: one encrypted file in 256 starts with '#' and was read as plain text.
+    plain = b"#!version:1.0.0.1\naccount.1.user_name = 4001\n"
+    data = yealink_aes.encrypt(plain, "key0000000000303")
+    assert data[:1] == b"#"
+    assert yealink_aes.looks_encrypted(data)
+    assert not yealink_aes.looks_encrypted(yealink_aes.pad(plain))
+    assert not yealink_aes.looks_encrypted(yealink_aes.pad("#!version:1.0.0.1\nlabel = caf\xe9\n".encode("latin-1")))
+    assert not yealink_aes.looks_encrypted(b"")
