@@ -145,7 +145,9 @@ def _show(settings: config.Settings, args: argparse.Namespace, stage: str | None
     if stage is not None:
         rows = [r for r in rows if r.stage == stage]
     if rows:
-        print("\n".join(table(rows, shutil.get_terminal_size((160, 24)).columns)))
+        # Cut to the terminal's width on a terminal only: piped into grep or a file, every line is whole.
+        width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else 10_000
+        print("\n".join(table(rows, width)))
         print()
     print(summary(counts))
     return 0
