@@ -66,7 +66,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return 2
-    print(f"{settings.file}: OK")
+    from bootstrapd.urlreport import print_check
+
+    print_check(settings, as_json=args.json)
     return 0
 
 
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config", "-c", required=True)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_check_config)
 
     leases = sub.add_parser("leases", help="list the leases")

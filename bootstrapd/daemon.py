@@ -151,7 +151,8 @@ class Daemon:
             settings.server.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"server.state_dir {settings.server.state_dir}: {exc.strerror}") from None
-        store = LeaseStore(settings.server.state_dir / "leases.sqlite3", window=settings.dhcp4.commit_window_ms / 1000)
+        store = LeaseStore(settings.server.state_dir / "leases.sqlite3", window=settings.dhcp4.commit_window_ms / 1000,
+                           events=self.events)
         store.start(loop)
         self.context = Context(settings=settings, interface=iface, events=self.events, store=store)
         self.context.extras["services"] = self.services  # the running services, for /metrics

@@ -1,16 +1,23 @@
 """Configuration pieces both DHCP servers read the same way: option values, option tables, address ranges, MACs and
-the criteria of client classes (with the built-in classes shipped as data)."""
+the criteria of client classes (with the built-in classes shipped as data).
+
+An option value is wire bytes, or, when its text uses a placeholder of :mod:`bootstrapd.urltemplates`, a
+:class:`Text` (or :class:`SubOptions` holding one) that the server renders (:func:`render`) from the interface's
+addresses when it starts or reloads.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import tomllib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, TypedDict, TypeVar
 
 from bootstrapd.configfile import Table
+from bootstrapd.urltemplates import LONGEST, expand, has_placeholder
 
 
 def parse_mac(text: str) -> bytes:
@@ -37,11 +44,56 @@ def option_code(key: str, low: int, high: int) -> int:
     return code
 
 
-def option_value(value: Any, *, sub_code_max: int = 254, sub_length_max: int = 255) -> bytes:
-    """An option's configured value as wire bytes.
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Option text with placeholders ({ipv4} …), sent as UTF-8 once they are filled in."""
 
-    A string is sent as text; ``hex:0104...`` as raw bytes; a table of sub-option codes (``{1 = "http://..."}``)
-    as encapsulated sub-options (code, length, value: the TR-069 form of DHCPv4 option 43).
+    template: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubOptions:
+    """Encapsulated sub-options (1-byte code and length, the form of DHCPv4 option 43) of which one is a template."""
+
+    items: tuple[tuple[int, OptionValue], ...]
+
+
+OptionValue = bytes | Text | SubOptions
+
+
+def render(value: OptionValue, variables: Mapping[str, str]) -> bytes:
+    """An option value as wire bytes, its placeholders filled in from ``variables``."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, Text):
+        return expand(value.template, variables).encode("utf-8")
+    return b"".join(_tlv(code, render(sub, variables)) for code, sub in value.items)
+
+
+def render_map(options: Mapping[int, OptionValue], variables: Mapping[str, str]) -> dict[int, bytes]:
+    return {code: render(value, variables) for code, value in options.items()}
+
+
+def longest(value: OptionValue) -> int:
+    """The length of ``value`` on the wire with the longest values its placeholders can take."""
+    return len(render(value, LONGEST))
+
+
+def _tlv(code: int, data: bytes) -> bytes:
+    return bytes((code, len(data))) + data
+
+
+def text_value(text: str) -> OptionValue:
+    """A text option (a template when it has placeholders), e.g. ``server.url`` as the default of option 66."""
+    return Text(text) if has_placeholder(text) else text.encode("utf-8")
+
+
+def option_value(value: Any, *, sub_code_max: int = 254, sub_length_max: int = 255) -> OptionValue:
+    """An option's configured value.
+
+    A string is sent as text (a :class:`Text` template when it uses {ipv4}, {ipv6} or {interface}); ``hex:0104...``
+    as raw bytes; a table of sub-option codes (``{1 = "http://..."}``) as encapsulated sub-options (code, length,
+    value: the TR-069 form of DHCPv4 option 43).
     """
     if isinstance(value, str):
         if value.lower().startswith("hex:"):
@@ -50,29 +102,32 @@ def option_value(value: Any, *, sub_code_max: int = 254, sub_length_max: int = 2
                 return bytes.fromhex(digits)
             except ValueError:
                 raise ValueError(f"{value!r} is not valid hex") from None
-        return value.encode("utf-8")
+        return text_value(value)
     if isinstance(value, dict):
-        out = bytearray()
+        items: list[tuple[int, OptionValue]] = []
         for sub, subvalue in value.items():
             code = option_code(sub, 1, sub_code_max)
             data = option_value(subvalue)
-            if len(data) > sub_length_max:
+            if longest(data) > sub_length_max:
                 raise ValueError(f"sub-option {code} is longer than {sub_length_max} bytes")
-            out += bytes((code, len(data))) + data
-        return bytes(out)
+            items.append((code, data))
+        if any(not isinstance(data, bytes) for _, data in items):
+            return SubOptions(tuple(items))
+        return b"".join(_tlv(code, data) for code, data in items if isinstance(data, bytes))
     raise ValueError(f"an option value must be text, 'hex:...' or a table of sub-options, not {value!r}")
 
 
-def load_option_table(table: Table, *, high: int, reserved: Collection[int], max_length: int) -> dict[int, bytes]:
+def load_option_table(table: Table, *, high: int, reserved: Collection[int],
+                      max_length: int) -> dict[int, OptionValue]:
     """``[dhcpN.options]``: option code -> value; codes the server sets itself are refused."""
-    options: dict[int, bytes] = {}
+    options: dict[int, OptionValue] = {}
     for key, value in table.items():
         try:
             code = option_code(key, 1, high)
             if code in reserved:
                 raise ValueError(f"option {code} is set by the server itself")
             data = option_value(value)
-            if len(data) > max_length:
+            if longest(data) > max_length:
                 raise ValueError(f"longer than {max_length} bytes")
             options[code] = data
         except ValueError as exc:

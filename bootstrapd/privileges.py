@@ -2,7 +2,7 @@
 
 The systemd unit runs bootstrapd as an unprivileged user with a short list of capabilities. A missing one must stop
 the daemon at start-up, naming the capability and the service that needs it, rather than surface later as a
-packet that silently never leaves (a unicast OFFER without its neighbour entry) or a bind error deep in one service.
+packet that silently never leaves (a unicast OFFER without its packet socket) or a bind error deep in one service.
 
 :func:`needs` maps each enabled service to the capabilities its sockets need: ``CAP_NET_BIND_SERVICE`` for every
 port below the network namespace's ``net.ipv4.ip_unprivileged_port_start`` (1024 unless lowered; it covers IPv6
@@ -30,9 +30,9 @@ CAPABILITY_BITS = {
 
 # Needs that are not a port number: service -> (capability, what for).
 EXTRA: dict[str, tuple[tuple[str, str], ...]] = {
-    # bootstrapd/net/interfaces.py Neighbours: RTM_NEWNEIGH so a unicast OFFER/ACK reaches a client that has no
-    # address yet (RFC 2131 4.1). A reply sent on an AF_PACKET socket instead would need CAP_NET_RAW here.
-    "dhcp4": (("CAP_NET_ADMIN", "neighbour entries for unicast OFFERs and ACKs, RFC 2131 4.1"),),
+    # bootstrapd/net/packet.py: a unicast OFFER/ACK to a client that has no address yet (RFC 2131 4.1) is an
+    # Ethernet frame sent on an AF_PACKET socket straight to its MAC, whatever the neighbour table holds.
+    "dhcp4": (("CAP_NET_RAW", "a packet socket for unicast OFFERs and ACKs, RFC 2131 4.1"),),
 }
 
 UNIT = "systemd/bootstrapd.service"

@@ -15,6 +15,7 @@ from bootstrapd.events import Events
 from bootstrapd.leases.owners import LeaseOwners
 from bootstrapd.leases.store import LeaseStore
 from bootstrapd.net.interfaces import Interface
+from bootstrapd.urltemplates import interface_variables
 
 
 class StartupError(Exception):
@@ -42,6 +43,11 @@ class Context:
     store: LeaseStore
     owners: LeaseOwners = field(default_factory=LeaseOwners)
     extras: dict[str, object] = field(default_factory=dict)
+
+    def url_variables(self) -> dict[str, str]:
+        """{ipv4}, {ipv6}, {interface} for every URL template a service hands out (bootstrapd.urltemplates)."""
+        settings = self.settings
+        return interface_variables(self.interface, settings.dhcp4.range_start, settings.dhcp6.range_start)
 
 
 ServiceFactory = Callable[[Context], Service]

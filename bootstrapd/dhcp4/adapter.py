@@ -1,7 +1,8 @@
 """The asyncio side of DHCPv4: one socket on port 67 of the provisioning interface, the core, the lease store.
 
 A reply that hands out an address is sent from the store's group-commit callback, i.e. only once its lease is
-durable. Unicast replies to a client without an address first get a neighbour entry (see net.interfaces).
+durable. Unicast replies to a client without an address go out as Ethernet frames we build, on a packet socket,
+straight to chaddr (see net.ethernet): the kernel's neighbour table is never involved.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import logging
 import socket
 import time
 
+from bootstrapd.clock import Now
 from bootstrapd.config import Settings
 from bootstrapd.dhcp4.server import Dhcp4Server, Reply
 from bootstrapd.log import RateLimited
-from bootstrapd.net.interfaces import Neighbours
+from bootstrapd.net.ethernet import udp4_frame
+from bootstrapd.net.packet import PacketSender
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
 from bootstrapd.service import Context, StartupError
@@ -29,7 +32,8 @@ class Dhcp4Service:
         self.ctx = ctx
         self.core: Dhcp4Server | None = None
         self.endpoint: DatagramEndpoint | None = None
-        self.neighbours: Neighbours | None = None
+        self.frames: PacketSender | None = None
+        self._source = (b"", b"")  # our MAC and IPv4 address, the source of the frames
 
     async def start(self) -> None:
         settings = self.ctx.settings.dhcp4
@@ -37,9 +41,16 @@ class Dhcp4Service:
         address = iface.ipv4_for(settings.range_start)
         if address is None:
             raise StartupError("dhcp4.range is not on the interface's subnet")
-        self.core = Dhcp4Server(settings, address.ip, address.network, self.ctx.store.leases4())
+        self.core = Dhcp4Server(settings, address.ip, address.network, self.ctx.store.leases4(),
+                                variables=self.ctx.url_variables(), mtu=iface.mtu)
         self.ctx.owners.register(self.core.owner)
-        self.neighbours = Neighbours(iface.index)
+        try:
+            self.frames = PacketSender(iface.name)
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise StartupError(f"dhcp4: cannot open a packet socket on {iface.name} for unicast replies ({why}); "
+                               "it needs CAP_NET_RAW, and AF_PACKET in systemd's RestrictAddressFamilies") from None
+        self._source = (iface.mac, address.ip.packed)
         sock = udp_socket(socket.AF_INET, iface.name, "0.0.0.0", 67, broadcast=True, reuse_address=True)
         self.endpoint = await open_endpoint("dhcp4", sock, self._datagram, self.ctx.events)
         log.info("dhcp4 pool %s-%s, %d leases loaded", settings.range_start, settings.range_end,
@@ -48,7 +59,7 @@ class Dhcp4Service:
 
     def _datagram(self, data: bytes, source: tuple[str, int]) -> None:
         assert self.core is not None
-        reply = self.core.handle(data, source, time.time())
+        reply = self.core.handle(data, source, Now(time.time(), time.monotonic()))
         if reply is None:
             return
         event = reply.event
@@ -56,6 +67,15 @@ class Dhcp4Service:
             kind = event.get("type", "")
             if kind == "exhausted":
                 _limited.warning("exhausted", "dhcp4 pool exhausted: no address to offer", mac=event.get("mac"))
+            elif kind == "reserved_in_use":
+                _limited.warning("reserved", "dhcp4: the address reserved for %s, %s, is held by another client: "
+                                 "none offered until that client's renewal is refused or its lease ends",
+                                 event.get("mac"), event.get("address"))
+            left_out = event.get("left_out")
+            if left_out:
+                _limited.warning("left_out", "dhcp4: option(s) %s left out of a %s to %s: they do not fit the "
+                                 "%d-byte reply (the client's option 57, else 576, and the MTU)",
+                                 ", ".join(map(str, left_out)), kind, event.get("mac"), event.get("max_size"))
             self.ctx.events.emit("dhcp4." + kind.lower(), **event)
         if reply.commit:
             self.ctx.store.commit_then(reply.commit, lambda: self._send(reply), self._commit_failed)
@@ -65,8 +85,18 @@ class Dhcp4Service:
     def _send(self, reply: Reply) -> None:
         if reply.data is None or self.endpoint is None:
             return
-        if reply.neighbour is not None and self.neighbours is not None:
-            self.neighbours.add(*reply.neighbour)
+        if reply.link is not None and self.frames is not None:
+            host, port = reply.destination
+            mac, ip = self._source
+            frame = udp4_frame(mac, reply.link, ip, socket.inet_aton(host), 67, port, reply.data)
+            try:
+                self.frames.send(frame)
+            except (BlockingIOError, InterruptedError):
+                self.ctx.events.count("dhcp4.send_dropped")
+            except OSError as exc:
+                self.ctx.events.count("dhcp4.send_error")
+                _limited.warning("frame", "dhcp4: cannot send a frame to %s: %s", host, exc)
+            return
         self.endpoint.sendto(reply.data, reply.destination)
 
     def _commit_failed(self, error: BaseException) -> None:
@@ -76,10 +106,10 @@ class Dhcp4Service:
 
     def reload(self, settings: Settings) -> None:
         assert self.core is not None
-        self.core.configure(settings.dhcp4)
+        self.core.configure(settings.dhcp4, self.ctx.url_variables())
 
     async def stop(self) -> None:
         if self.endpoint is not None:
             self.endpoint.close()
-        if self.neighbours is not None:
-            self.neighbours.close()
+        if self.frames is not None:
+            self.frames.close()

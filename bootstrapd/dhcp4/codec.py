@@ -9,6 +9,7 @@ options overloaded into ``file``/``sname`` (option 52) are read, and any malform
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -28,10 +29,16 @@ TYPE_NAMES = {1: "DISCOVER", 2: "OFFER", 3: "REQUEST", 4: "DECLINE", 5: "ACK", 6
 SUBNET_MASK, ROUTER, DNS, HOSTNAME, DOMAIN = 1, 3, 6, 12, 15
 REQUESTED_IP, LEASE_TIME, OVERLOAD, MESSAGE_TYPE, SERVER_ID = 50, 51, 52, 53, 54
 PARAM_LIST, MESSAGE, MAX_SIZE, RENEWAL_TIME, REBINDING_TIME = 55, 56, 57, 58, 59
-VENDOR_CLASS, CLIENT_ID, USER_CLASS, RELAY_AGENT = 60, 61, 77, 82
+VENDOR_CLASS, CLIENT_ID, USER_CLASS, BOOT_FILE, RELAY_AGENT = 60, 61, 77, 67, 82
 PAD, END = 0, 255
 
 ZERO = b"\0\0\0\0"
+
+# Options the server keeps, echoes or interprets, none of which RFC 3396 concatenation is meant for: longer than one
+# instance's 255 bytes, they are malformed. (Otherwise a 60 KB option 61 would become a 60 KB pool key, be echoed in
+# a 60 KB OFFER and stored as a 60 KB row.)
+SINGLE_INSTANCE = frozenset({HOSTNAME, REQUESTED_IP, LEASE_TIME, OVERLOAD, MESSAGE_TYPE, SERVER_ID, PARAM_LIST,
+                             MAX_SIZE, VENDOR_CLASS, CLIENT_ID, USER_CLASS, RELAY_AGENT})
 
 
 def ntoa(address: bytes) -> str:
@@ -124,7 +131,14 @@ class Packet:
         value = self.options.get(HOSTNAME)
         if not value:
             return None
-        return value.rstrip(b"\0").decode("utf-8", "replace")[:64] or None
+        return printable(value.rstrip(b"\0")) or None
+
+
+def printable(raw: bytes, limit: int = 64) -> str:
+    """Text from the wire that is stored and shown (lease list, logs, journal): at most ``limit`` characters, control
+    characters and line breaks replaced by '?'."""
+    text = raw.decode("utf-8", "replace")[:limit]
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def _parse_options(data: bytes, start: int, end: int, out: dict[int, bytes]) -> None:
@@ -144,11 +158,18 @@ def _parse_options(data: bytes, start: int, end: int, out: dict[int, bytes]) -> 
             raise Dhcp4Error(f"option {code} of length {length} runs past the end")
         value = data[i + 2: value_end]
         if code in out:
-            out[code] += value  # RFC 3396: split options are concatenated
+            _concatenate(out, code, value)  # RFC 3396: split options are concatenated
         else:
             out[code] = value
         i = value_end
     # Options without an END option are tolerated (many clients omit it when the field is full).
+
+
+def _concatenate(options: dict[int, bytes], code: int, value: bytes) -> None:
+    joined = options[code] + value
+    if code in SINGLE_INSTANCE and len(joined) > 255:
+        raise Dhcp4Error(f"option {code} of {len(joined)} bytes (at most 255)")
+    options[code] = joined
 
 
 def decode(data: bytes) -> Packet:
@@ -175,17 +196,23 @@ def decode(data: bytes) -> Packet:
         if overload[0] & 2:
             _parse_options(sname, 0, len(sname), extra)
         for code, value in extra.items():
-            options[code] = options.get(code, b"") + value
+            if code in options:
+                _concatenate(options, code, value)
+            else:
+                options[code] = value
     return Packet(op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr, sname, file,
                   options)
 
 
-def encode_options(options: dict[int, bytes], last: tuple[int, bytes] | None = None) -> bytes:
-    """Options as TLVs; values over 255 bytes are split into consecutive instances (RFC 3396)."""
+Option = tuple[int, bytes]
+_EMPTY_FILE, _EMPTY_SNAME = bytes(128), bytes(64)
+_FIXED = 28 + HEADER_SIZE + len(MAGIC) + 1  # IPv4 and UDP headers, the fixed header, the cookie, END
+
+
+def encode_options(options: dict[int, bytes] | Iterable[Option]) -> bytes:
+    """Options as TLVs, in order; values over 255 bytes are split into consecutive instances (RFC 3396)."""
     out = bytearray()
-    items = list(options.items())
-    if last is not None:
-        items.append(last)
+    items = options.items() if isinstance(options, dict) else options
     for code, value in items:
         size = len(value)
         if size <= 255:
@@ -201,60 +228,86 @@ def encode_options(options: dict[int, bytes], last: tuple[int, bytes] | None = N
     return bytes(out)
 
 
-def _split_tlvs(block: bytes) -> list[bytes]:
-    out: list[bytes] = []
-    i = 0
-    while i < len(block):
-        end = i + 2 + block[i + 1]
-        out.append(block[i:end])
-        i = end
-    return out
+def encode(packet: Packet, *, max_size: int = 1500, extra: Sequence[Option] = (), extra_wire: bytes | None = None,
+           relay: bytes | None = None) -> bytes:
+    """:func:`encode_reply` without the list of what was left out."""
+    return encode_reply(packet, max_size=max_size, extra=extra, extra_wire=extra_wire, relay=relay)[0]
 
 
-def _overload(body: bytes, room: int) -> tuple[bytes, bytes, bytes, int]:
-    """RFC 2131 4.1 / RFC 2132 9.3: options that do not fit the options field go into ``file``, then ``sname``.
+def encode_reply(packet: Packet, *, max_size: int = 1500, extra: Sequence[Option] = (),
+                 extra_wire: bytes | None = None, relay: bytes | None = None) -> tuple[bytes, tuple[int, ...]]:
+    """Encode a message of at most ``max_size`` bytes (IP and UDP headers included, RFC 2132 9.10) and say which
+    option codes did not fit.
 
-    Options keep their order; those that fit nowhere are left out (the message must not exceed the client's size).
-    Returns the options field, the file and sname fields, and the overload flags.
+    Options go out in priority order: ``packet.options`` (the message's own: 53, 54, lease times, 61 …), then
+    ``extra`` (configured options, the ones the client requested first, in its option 55 order, RFC 2132 9.8;
+    ``extra_wire`` is their encoding when the caller has it cached). ``relay`` is an option 82 to echo as the last
+    option of the options field (RFC 3046 2.2): its room is reserved before any option but 53 and 54. When the
+    options field is too small, options that do not fit go into ``file`` and then ``sname`` (if the message does not
+    use them itself) behind an option 52 (RFC 2132 9.3; never with value 0), and an option too long for the room
+    left in one field is split across them (RFC 3396). What fits nowhere is left out, lowest priority first.
     """
-    main, file_area, sname_area = bytearray(), bytearray(), bytearray()
-    flags = 0
-    for tlv in _split_tlvs(body):
-        if not file_area and not sname_area and len(main) + len(tlv) <= room:
-            main += tlv
-        elif not sname_area and len(file_area) + len(tlv) <= 127:
-            file_area += tlv
-            flags |= 1
-        elif len(sname_area) + len(tlv) <= 63:
-            sname_area += tlv
-            flags |= 2
-    if file_area:
-        file_area.append(END)
-    if sname_area:
-        sname_area.append(END)
-    return bytes(main), bytes(file_area), bytes(sname_area), flags
+    head = encode_options(packet.options)
+    body = extra_wire if extra_wire is not None else encode_options(extra) if extra else b""
+    relay_tlv = bytes((RELAY_AGENT, len(relay))) + relay if relay is not None and len(relay) <= 255 else \
+        encode_options(((RELAY_AGENT, relay),)) if relay is not None else b""
+    if len(head) + len(body) + len(relay_tlv) <= max_size - _FIXED:
+        return _message(packet, head + body + relay_tlv, packet.file, packet.sname), ()
+    return _fitted(packet, [*packet.options.items(), *extra], relay_tlv, max_size - _FIXED)
 
 
-def encode(packet: Packet, *, max_size: int = 1500, last: tuple[int, bytes] | None = None,
-           wire: bytes = b"") -> bytes:
-    """Encode a message of at most ``max_size`` bytes (IP and UDP headers included, RFC 2132 9.10).
+def _fitted(packet: Packet, items: list[Option], relay_tlv: bytes, room: int) -> tuple[bytes, tuple[int, ...]]:
+    file_free, sname_free = packet.file == _EMPTY_FILE, packet.sname == _EMPTY_SNAME
+    left_out: list[int] = []
+    main_cap = room - (3 if file_free or sname_free else 0)  # option 52, should anything overflow
+    essential = sum(2 + len(value) for code, value in items if code in (MESSAGE_TYPE, SERVER_ID))
+    if relay_tlv and essential + len(relay_tlv) > main_cap:
+        left_out.append(RELAY_AGENT)
+        relay_tlv = b""
+    # Free bytes in the options field, file and sname (the latter two keep one byte for their END).
+    free = [main_cap - len(relay_tlv), 127 if file_free else 0, 63 if sname_free else 0]
+    fields: list[list[bytes]] = [[], [], []]
+    for code, value in items:
+        pieces = _place(value, free)
+        if pieces is None:
+            left_out.append(code)
+            continue
+        for index, chunk in pieces:
+            fields[index].append(bytes((code, len(chunk))) + chunk)
+            free[index] -= 2 + len(chunk)
+    main, in_file, in_sname = fields
+    flags = (1 if in_file else 0) | (2 if in_sname else 0)
+    if flags:
+        main.insert(1 if main else 0, bytes((OVERLOAD, 1, flags)))  # right after the message type
+    file = b"".join(in_file) + bytes((END,)) if in_file else packet.file
+    sname = b"".join(in_sname) + bytes((END,)) if in_sname else packet.sname
+    return _message(packet, b"".join(main) + relay_tlv, file, sname), tuple(left_out)
 
-    ``wire`` is a block of options already encoded (a cached option set), placed after ``packet.options``; ``last``
-    is an option to put after all others (82, RFC 3046), left out if it does not fit. Options beyond the options
-    field overflow into ``file`` and ``sname`` (option 52).
-    """
-    body = encode_options(packet.options) + wire
-    tail = encode_options({}, last) if last is not None else b""
-    limit = max_size - 28
-    fixed = HEADER_SIZE + 4 + 1  # header, magic cookie, END
-    if tail and fixed + len(body) + len(tail) > limit:
-        tail = b""  # option 82 does not fit: reply without it rather than not at all
-    file, sname = packet.file, packet.sname
-    if fixed + len(body) > limit:
-        body, file_area, sname_area, flags = _overload(body, limit - fixed - 3)
-        body = bytes((OVERLOAD, 1, flags)) + body
-        file = file_area or file
-        sname = sname_area or sname
+
+def _place(value: bytes, free: list[int]) -> list[tuple[int, bytes]] | None:
+    """Where an option goes: whole into the first field with room, else split over the fields in their
+    concatenation order (options, file, sname: RFC 3396), or None when the room left is too small."""
+    size = len(value)
+    if size <= 255:
+        for index, room in enumerate(free):
+            if room >= size + 2:
+                return [(index, value)]
+        if size == 0:
+            return None
+    pieces: list[tuple[int, bytes]] = []
+    offset = 0
+    for index, room in enumerate(free):
+        while offset < size and room >= 3:
+            take = min(255, room - 2, size - offset)
+            pieces.append((index, value[offset: offset + take]))
+            room -= take + 2
+            offset += take
+        if offset >= size:
+            return pieces
+    return None
+
+
+def _message(packet: Packet, options: bytes, file: bytes, sname: bytes) -> bytes:
     try:
         header = _HEADER.pack(packet.op, packet.htype, packet.hlen, packet.hops, packet.xid, packet.secs,
                               packet.flags, packet.ciaddr, packet.yiaddr, packet.siaddr, packet.giaddr,
@@ -262,7 +315,7 @@ def encode(packet: Packet, *, max_size: int = 1500, last: tuple[int, bytes] | No
                               file[:128].ljust(128, b"\0"))
     except struct.error as exc:
         raise Dhcp4Error(f"cannot encode: {exc}") from None
-    message = header + MAGIC + body + tail + bytes((END,))
+    message = header + MAGIC + options + bytes((END,))
     if len(message) < MIN_SIZE:
         message += b"\0" * (MIN_SIZE - len(message))
     return message

@@ -1,23 +1,26 @@
 """The DHCPv4 server core (RFC 2131): a message in, at most one reply out, plus the leases to make durable first.
 
-No sockets, clock or database here: :meth:`Dhcp4Server.handle` takes the datagram, its source and ``now`` and returns
-a :class:`Reply` (or None). When the reply hands out an address, ``Reply.commit`` holds the lease records; the adapter
-sends the reply only once the store has committed them. Bindings change in memory immediately, so a second client
-can never be given an address whose ACK is still waiting for its commit.
+No sockets, clock or database here: :meth:`Dhcp4Server.handle` takes the datagram, its source and ``now`` (both
+clocks, :class:`~bootstrapd.clock.Now`: lease expiry is wall-clock, offer holds and the rate limiter monotonic) and
+returns a :class:`Reply` (or None). When the reply hands out an address, ``Reply.commit`` holds the lease records; the
+adapter sends the reply only once the store has committed them. Bindings change in memory immediately, so a second
+client can never be given an address whose ACK is still waiting for its commit.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Any
 
+from bootstrapd.clock import Now
 from bootstrapd.dhcp4 import codec
 from bootstrapd.dhcp4.classes import Classifier, OptionSet
 from bootstrapd.dhcp4.codec import Dhcp4Error, Packet
 from bootstrapd.dhcp4.settings import Dhcp4Settings, Host4, format_mac
+from bootstrapd.dhcpconf import render_map
 from bootstrapd.leases.pool import ACTIVE, DECLINED, OFFERED, RELEASED, Binding, Pool
 from bootstrapd.leases.ratelimit import RateLimiter
 from bootstrapd.leases.store import Lease4
@@ -30,7 +33,9 @@ BROADCAST = "255.255.255.255"
 class Reply:
     data: bytes | None  # None: nothing to send (RELEASE, DECLINE), only leases to commit
     destination: tuple[str, int] = (BROADCAST, CLIENT_PORT)
-    neighbour: tuple[IPv4Address, bytes] | None = None  # ARP entry the unicast needs first
+    # RFC 2131 4.1 unicast to a client without an address: the MAC (chaddr) to frame the datagram for, since the
+    # kernel could not resolve yiaddr (see net.ethernet). None: an ordinary UDP send to ``destination``.
+    link: bytes | None = None
     commit: list[Lease4] = field(default_factory=list)
     event: dict[str, Any] = field(default_factory=dict)
 
@@ -51,7 +56,8 @@ def client_key(mac: bytes, client_id: bytes | None) -> bytes:
 
 class Dhcp4Server:
     def __init__(self, settings: Dhcp4Settings, server_ip: IPv4Address, network: IPv4Network,
-                 leases: Iterable[Lease4] = ()) -> None:
+                 leases: Iterable[Lease4] = (), *, variables: Mapping[str, str] | None = None,
+                 mtu: int = 1500) -> None:
         self.server_ip = server_ip
         self.server_id = server_ip.packed
         self.network = network
@@ -59,6 +65,9 @@ class Dhcp4Server:
         self._netaddr = int(network.network_address)
         self.pool = Pool(int(settings.range_start), int(settings.range_end))
         self.stats: dict[str, int] = {}
+        self.mtu = mtu  # replies never exceed it, whatever the client's option 57 says (unicast frames cannot)
+        # The values of the URL-template placeholders ({ipv4} …, see bootstrapd.urltemplates), from the interface.
+        self.variables: dict[str, str] = dict(variables) if variables is not None else {"ipv4": str(server_ip)}
         self.configure(settings)
         for lease in leases:
             key = client_key(lease.mac, lease.client_id)
@@ -77,10 +86,14 @@ class Dhcp4Server:
         return binding.owner or None
 
     # -- configuration ------------------------------------------------------------------------------------------
-    def configure(self, settings: Dhcp4Settings) -> None:
-        """Apply (re)loaded settings; bindings are kept."""
+    def configure(self, settings: Dhcp4Settings, variables: Mapping[str, str] | None = None) -> None:
+        """Apply (re)loaded settings; bindings are kept. Option templates are rendered here, once."""
         self.settings = settings
+        if variables is not None:
+            self.variables = dict(variables)
         self.hosts: dict[bytes, Host4] = {h.mac: h for h in settings.hosts}
+        self.host_options: dict[bytes, dict[int, bytes]] = {
+            h.mac: render_map(h.options, self.variables) for h in settings.hosts if h.options}
         self.reserved_for: dict[int, bytes] = {int(h.address): h.mac for h in settings.hosts}
         self.pool.reconfigure(int(settings.range_start), int(settings.range_end), frozenset(self.reserved_for))
         base: dict[int, bytes] = {codec.SUBNET_MASK: self.network.netmask.packed}
@@ -90,15 +103,20 @@ class Dhcp4Server:
             base[codec.DNS] = b"".join(a.packed for a in settings.dns)
         if settings.domain:
             base[codec.DOMAIN] = settings.domain.encode()
-        base.update(settings.options)
-        self.classifier = Classifier(settings.classes, base)
+        base.update(render_map(settings.options, self.variables))
+        # The boot file name goes in the BOOTP file field, and in option 67 to a client that asks for it.
+        on_request = {codec.BOOT_FILE: settings.boot_file.encode()} if settings.boot_file else {}
+        self.classifier = Classifier(settings.classes, base, self.variables, on_request)
+        self._host_sets: dict[tuple[bytes, tuple[str, ...]], OptionSet] = {}
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.lease_time = settings.lease_time
         self._timers = (
             settings.lease_time.to_bytes(4, "big"),
-            (settings.lease_time // 2).to_bytes(4, "big"),
-            (settings.lease_time * 7 // 8).to_bytes(4, "big"),
+            settings.renew_time.to_bytes(4, "big"),
+            settings.rebind_time.to_bytes(4, "big"),
         )
+        self.siaddr = settings.next_server.packed if settings.next_server else self.server_id
+        self.boot_file = settings.boot_file.encode().ljust(128, b"\0") if settings.boot_file else bytes(128)
 
     def _on_network(self, address: int) -> bool:
         return address & self._netmask == self._netaddr
@@ -107,7 +125,7 @@ class Dhcp4Server:
         self.stats[name] = self.stats.get(name, 0) + 1
 
     # -- entry point ----------------------------------------------------------------------------------------------
-    def handle(self, data: bytes, source: tuple[str, int], now: float) -> Reply | None:
+    def handle(self, data: bytes, source: tuple[str, int], now: Now) -> Reply | None:
         packet = codec.decode(data)
         if packet.op != codec.BOOTREQUEST:
             raise Dhcp4Error("not a BOOTREQUEST")
@@ -117,7 +135,7 @@ class Dhcp4Server:
         if packet.giaddr != codec.ZERO and not self._on_network(int.from_bytes(packet.giaddr, "big")):
             raise Dhcp4Error(f"relay {codec.ntoa(packet.giaddr)} is not on a served subnet")
         mac = packet.mac
-        if not self.limiter.allow(mac, now):
+        if not self.limiter.allow(mac, now.mono):
             self._count("rate_limited")
             return None
         client_id = packet.client_id()
@@ -127,7 +145,7 @@ class Dhcp4Server:
             mac=mac,
             key=client_key(mac, client_id),
             classes=classes,
-            vendor_class=sys.intern(vendor.decode("utf-8", "replace")) if vendor else None,
+            vendor_class=sys.intern(codec.printable(vendor, 255)) if vendor else None,
             hostname=packet.hostname(),
         )
         if kind == codec.DISCOVER:
@@ -146,34 +164,44 @@ class Dhcp4Server:
     def _reservation(self, mac: bytes) -> Host4 | None:
         return self.hosts.get(mac)
 
-    def _may_have(self, address: int, info: _ClientInfo, now: float) -> bool:
+    def _refusal(self, address: int, info: _ClientInfo, now: Now) -> str | None:
+        """Why ``info`` may not hold ``address`` (None: it may): the checks of a new binding, which a renewal,
+        a rebinding and an INIT-REBOOT pass too. On the hot path (every SELECTING REQUEST): keep it lean."""
+        if address & self._netmask != self._netaddr:
+            return "wrong network"
         host = self.hosts.get(info.mac)
         if host is not None and int(host.address) != address:
-            return False  # a client with a reservation gets that address and no other
+            return "this client has a reservation for another address"
         if not self.pool.can_take(info.mac, info.key, now):
-            return False  # this MAC already holds its share (rotating client identifiers, a DECLINE loop)
+            return "this client holds its share of addresses"  # rotating client identifiers, a DECLINE loop
         owner = self.reserved_for.get(address)
-        if owner is not None:
-            return owner == info.mac and self.pool.available(address, info.key, now)
-        return self.pool.in_range(address) and self.pool.available(address, info.key, now)
+        if owner is not None and owner != info.mac:
+            return "address reserved for another client"
+        if owner is None and not self.pool.in_range(address):
+            return "address outside the range"
+        if not self.pool.available(address, info.key, now):
+            holder = self.pool.holder(address)
+            return "address declined" if holder is not None and holder.state == DECLINED else \
+                "address held by another client"
+        return None
 
-    def _choose(self, packet: Packet, info: _ClientInfo, now: float) -> int | None:
+    def _choose(self, packet: Packet, info: _ClientInfo, now: Now) -> int | None:
         host = self._reservation(info.mac)
         if host is not None:
             address = int(host.address)
             return address if self.pool.available(address, info.key, now) else None
         current = self.pool.binding(info.key)
-        if current is not None and current.state != DECLINED and self._may_have(current.address, info, now):
+        if current is not None and current.state != DECLINED and self._refusal(current.address, info, now) is None:
             return current.address
         wanted = packet.requested_ip()
-        if wanted is not None and self._may_have(int(wanted), info, now):
+        if wanted is not None and self._refusal(int(wanted), info, now) is None:
             return int(wanted)
         if not self.pool.can_take(info.mac, info.key, now):
             return None
         return self.pool.allocate(info.key, now)
 
     # -- messages ---------------------------------------------------------------------------------------------------
-    def _discover(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+    def _discover(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         reclaimed: Binding | None = None
         if self._reservation(info.mac) is None and not self.pool.can_take(info.mac, info.key, now):
             # This MAC already holds its share under other client identifiers: the newest identity replaces the
@@ -185,17 +213,24 @@ class Dhcp4Server:
             self._count("client_reclaimed")
         address = self._choose(packet, info, now)
         if address is None:
+            host = self._reservation(info.mac)
+            if host is not None:
+                # Its address is held by another client (the reservation is newer than that lease): that client's
+                # next renewal is refused, which frees the address; at the latest it is free when the lease ends.
+                self._count("reserved_in_use")
+                return Reply(None, event={"type": "reserved_in_use", "mac": format_mac(info.mac),
+                                          "address": str(host.address), "classes": info.classes})
             self._count("pool_exhausted")
             return Reply(None, event={"type": "exhausted", "mac": format_mac(info.mac), "classes": info.classes})
         current = self.pool.binding(info.key)
-        if current is None or current.address != address or current.state != ACTIVE or current.expires <= now:
-            self.pool.bind(info.key, address, OFFERED, now + self.settings.offer_time, info.mac)
+        if current is None or current.address != address or current.state != ACTIVE or current.expires <= now.wall:
+            self.pool.bind(info.key, address, OFFERED, now.mono + self.settings.offer_time, info.mac)
         reply = self._reply(packet, info, codec.OFFER, address)
         if reclaimed is not None:
             reply.commit.append(self._lease(reclaimed))  # the old identity's lease is released on disk too
         return reply
 
-    def _request(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+    def _request(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         server_id = packet.server_id()
         requested = packet.requested_ip()
         ciaddr = int.from_bytes(packet.ciaddr, "big")
@@ -208,32 +243,33 @@ class Dhcp4Server:
             if requested is None:
                 raise Dhcp4Error("REQUEST in SELECTING state without a requested address")
             binding = self.pool.binding(info.key)
-            if binding is None or binding.address != int(requested) or not self._may_have(int(requested), info, now):
-                return self._nak(packet, info, "offer expired or not yours")
-            return self._ack(packet, info, int(requested), now)
+            address = int(requested)
+            why = "offer expired or not yours" if binding is None or binding.address != address else \
+                self._refusal(address, info, now)
+            if why is not None:
+                return self._nak(packet, info, why, now)
+            return self._ack(packet, info, address, now)
         if requested is not None and ciaddr == 0:
-            # INIT-REBOOT: the client checks the address it remembers.
-            if not self._on_network(int(requested)):
-                return self._nak(packet, info, "wrong network") if self.settings.authoritative else None
-            if self._may_have(int(requested), info, now):
-                if self.pool.binding(info.key) is None and not self.settings.authoritative:
-                    return None  # RFC 2131 4.3.2: no record of the client, not authoritative: stay silent
-                return self._ack(packet, info, int(requested), now)
-            return self._nak(packet, info, "address not available") if self.settings.authoritative else None
-        if ciaddr != 0:
-            # RENEWING (unicast) or REBINDING (broadcast): extend the lease on ciaddr.
-            if not self._on_network(ciaddr):
-                return None
-            binding = self.pool.binding(info.key)
-            if binding is not None and binding.address == ciaddr and binding.state != DECLINED:
-                return self._ack(packet, info, ciaddr, now)
-            if self._may_have(ciaddr, info, now):
-                return self._ack(packet, info, ciaddr, now)  # a lease we do not know but nobody else holds
-            return self._nak(packet, info, "address held by another client")
-        raise Dhcp4Error("REQUEST with neither server id, requested address nor ciaddr")
+            address = int(requested)  # INIT-REBOOT: the client checks the address it remembers
+        elif ciaddr != 0:
+            address = ciaddr  # RENEWING (unicast to us) or REBINDING (broadcast): extend the lease on ciaddr
+        else:
+            raise Dhcp4Error("REQUEST with neither server id, requested address nor ciaddr")
+        # RFC 2131 4.3.2. Whether the address is still right for this client is decided by the same checks as a new
+        # binding: the subnet, the range or a reservation for this MAC, the reservation's owner, a decline, the
+        # MAC's share. We "know" a client we have a binding or a reservation for.
+        known = self.pool.binding(info.key) is not None or info.mac in self.hosts
+        why = self._refusal(address, info, now)
+        if why is None:
+            if not known and not self.settings.authoritative:
+                return None  # no record of the client: it may be another server's (MUST remain silent)
+            return self._ack(packet, info, address, now)  # authoritative: a lease nobody else holds is ours
+        if not known and not self.settings.authoritative:
+            return None  # another server's client (a REBINDING broadcast, say): not ours to refuse
+        return self._nak(packet, info, why, now)
 
-    def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: float) -> Reply:
-        binding = self.pool.bind(info.key, address, ACTIVE, now + self.lease_time, info.mac)
+    def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: Now) -> Reply:
+        binding = self.pool.bind(info.key, address, ACTIVE, now.wall + self.lease_time, info.mac)
         host = self._reservation(info.mac)
         hostname = (host.hostname if host and host.hostname else None) or info.hostname
         binding.info = (info.mac, packet.client_id(), hostname, info.vendor_class)
@@ -246,8 +282,17 @@ class Dhcp4Server:
         return Lease4(IPv4Address(binding.address), mac, client_id, binding.expires, binding.state, hostname,
                       vendor_class)
 
-    def _nak(self, packet: Packet, info: _ClientInfo, why: str) -> Reply:
+    def _nak(self, packet: Packet, info: _ClientInfo, why: str, now: Now) -> Reply:
         self._count("nak")
+        commit: list[Lease4] = []
+        binding = self.pool.binding(info.key)
+        asked = packet.requested_ip()
+        address = int(asked) if asked is not None else int.from_bytes(packet.ciaddr, "big")
+        if binding is not None and binding.state == ACTIVE and binding.address == address and address:
+            # The client must stop using the address now: free it at once (for its reservation's owner, say).
+            released = self.pool.release(info.key, address, now)
+            if released is not None:
+                commit.append(self._lease(released))
         reply = Packet(op=codec.BOOTREPLY, xid=packet.xid, flags=packet.flags, giaddr=packet.giaddr,
                        chaddr=packet.chaddr)
         reply.options = {codec.MESSAGE_TYPE: bytes((codec.NAK,)), codec.SERVER_ID: self.server_id,
@@ -260,11 +305,12 @@ class Dhcp4Server:
             reply.flags |= codec.BROADCAST_FLAG  # the relay must broadcast a NAK on the client's segment
         else:
             destination = (BROADCAST, CLIENT_PORT)  # RFC 2131 4.1: NAK broadcast when giaddr is 0
-        data = codec.encode(reply, max_size=packet.max_size(), last=self._relay_info(packet))
-        return Reply(data, destination,
+        data = codec.encode(reply, max_size=min(packet.max_size(), self.mtu),
+                            relay=packet.options.get(codec.RELAY_AGENT))
+        return Reply(data, destination, commit=commit,
                      event={"type": "NAK", "mac": format_mac(info.mac), "reason": why, "classes": info.classes})
 
-    def _decline(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+    def _decline(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         server_id = packet.server_id()
         requested = packet.requested_ip()
         if server_id is None or server_id.packed != self.server_id or requested is None:
@@ -272,13 +318,13 @@ class Dhcp4Server:
         binding = self.pool.binding(info.key)
         if binding is None or binding.address != int(requested):
             return None  # only the holder can decline its address
-        quarantined = self.pool.decline(int(requested), now + self.settings.decline_time, info.mac)
+        quarantined = self.pool.decline(int(requested), now.wall + self.settings.decline_time, info.mac)
         self._count("declined")
         lease = Lease4(IPv4Address(quarantined.address), info.mac, None, quarantined.expires, DECLINED)
         return Reply(None, commit=[lease],
                      event={"type": "DECLINE", "mac": format_mac(info.mac), "address": str(requested)})
 
-    def _release(self, packet: Packet, info: _ClientInfo, now: float) -> Reply | None:
+    def _release(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         server_id = packet.server_id()
         if server_id is not None and server_id.packed != self.server_id:
             return None
@@ -294,10 +340,16 @@ class Dhcp4Server:
         return self._reply(packet, info, codec.ACK, None, source=source)
 
     # -- building replies -----------------------------------------------------------------------------------------
-    @staticmethod
-    def _relay_info(packet: Packet) -> tuple[int, bytes] | None:
-        value = packet.options.get(codec.RELAY_AGENT)
-        return (codec.RELAY_AGENT, value) if value is not None else None
+    def _with_host_options(self, info: _ClientInfo, configured: OptionSet) -> OptionSet:
+        host_options = self.host_options.get(info.mac)
+        if not host_options:
+            return configured
+        key = (info.mac, info.classes)
+        merged = self._host_sets.get(key)
+        if merged is None:
+            merged = OptionSet.of({**configured.options, **host_options}, configured.on_request)
+            self._host_sets[key] = merged  # bounded: hosts times the class combinations they come with
+        return merged
 
     def _reply(self, packet: Packet, info: _ClientInfo, kind: int, address: int | None,
                source: tuple[str, int] | None = None) -> Reply:
@@ -307,39 +359,49 @@ class Dhcp4Server:
             options[codec.LEASE_TIME] = lease
             options[codec.RENEWAL_TIME] = renew
             options[codec.REBINDING_TIME] = rebind
-        configured = self.classifier.options(info.classes)
         host = self._reservation(info.mac)
-        if host is not None:
-            if host.options:
-                configured = OptionSet.of({**configured.options, **host.options})
-            if host.hostname:
-                options[codec.HOSTNAME] = host.hostname.encode()
+        if host is not None and host.hostname:
+            options[codec.HOSTNAME] = host.hostname.encode()
         client_id = packet.options.get(codec.CLIENT_ID)
         if client_id is not None:
             options[codec.CLIENT_ID] = client_id  # RFC 6842: echoed unchanged
         reply = Packet(op=codec.BOOTREPLY, xid=packet.xid, flags=packet.flags, giaddr=packet.giaddr,
                        chaddr=packet.chaddr, ciaddr=packet.ciaddr if address is None else codec.ZERO,
-                       siaddr=self.server_id)
+                       siaddr=self.siaddr, file=self.boot_file)
         if address is not None:
             reply.yiaddr = address.to_bytes(4, "big")
             if kind == codec.ACK:
                 reply.ciaddr = packet.ciaddr
         reply.options = options
-        data = codec.encode(reply, max_size=packet.max_size(), last=self._relay_info(packet), wire=configured.wire)
-        destination, neighbour = self._destination(packet, address, source)
-        event = {
+        configured = self.classifier.options(info.classes)
+        if self.host_options:
+            configured = self._with_host_options(info, configured)
+        ordered = configured.ordered(packet.options.get(codec.PARAM_LIST, b""))
+        limit = packet.max_size()
+        if limit > self.mtu:
+            limit = self.mtu
+        data, left_out = codec.encode_reply(reply, max_size=limit, extra=ordered.items, extra_wire=ordered.wire,
+                                            relay=packet.options.get(codec.RELAY_AGENT))
+        destination, link = self._destination(packet, address, source)
+        event: dict[str, Any] = {
             "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
             "request": codec.TYPE_NAMES.get(packet.msg_type(), "?"),
             "mac": format_mac(info.mac),
             "address": codec.ntoa(address.to_bytes(4, "big")) if address is not None else None,
             "classes": info.classes,
             "vendor_class": info.vendor_class,
-            "options": configured.codes,
+            "options": ordered.codes,
         }
-        return Reply(data, destination, neighbour, event=event)
+        if left_out:
+            # What the client does not get, and why: the event (and a rate-limited warning) say exactly.
+            self._count("options_left_out")
+            event["options"] = tuple(code for code in ordered.codes if code not in left_out)
+            event["left_out"] = left_out
+            event["max_size"] = limit
+        return Reply(data, destination, link, event=event)
 
     def _destination(self, packet: Packet, address: int | None,
-                     source: tuple[str, int] | None) -> tuple[tuple[str, int], tuple[IPv4Address, bytes] | None]:
+                     source: tuple[str, int] | None) -> tuple[tuple[str, int], bytes | None]:
         """RFC 2131 4.1: relay, then ciaddr, then the broadcast flag, else unicast to yiaddr at chaddr."""
         if packet.giaddr != codec.ZERO:
             return (codec.ntoa(packet.giaddr), SERVER_PORT), None
@@ -352,8 +414,7 @@ class Dhcp4Server:
             return (BROADCAST, CLIENT_PORT), None
         if packet.broadcast:
             return (BROADCAST, CLIENT_PORT), None
-        yiaddr = IPv4Address(address)
-        return (codec.ntoa(yiaddr.packed), CLIENT_PORT), (yiaddr, packet.mac)
+        return (codec.ntoa(address.to_bytes(4, "big")), CLIENT_PORT), packet.mac
 
     # -- introspection --------------------------------------------------------------------------------------------
     def lease_for(self, mac: bytes, client_id: bytes | None = None) -> Binding | None:

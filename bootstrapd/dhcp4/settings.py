@@ -8,6 +8,7 @@ from ipaddress import IPv4Address
 
 from bootstrapd.configfile import Table
 from bootstrapd.dhcpconf import (
+    OptionValue,
     address_list,
     builtin_criteria,
     format_mac,
@@ -17,11 +18,12 @@ from bootstrapd.dhcpconf import (
     option_value,
     parse_mac,
     parse_range,
+    text_value,
 )
 
 __all__ = ["ClientClass", "Dhcp4Settings", "Host4", "format_mac", "load_dhcp4", "option_value", "parse_mac"]
 
-OptionMap = dict[int, bytes]
+OptionMap = dict[int, OptionValue]  # templates until the server renders them (see dhcpconf.render)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Dhcp4Settings:
     range_start: IPv4Address
     range_end: IPv4Address
     lease_time: int
+    renew_time: int  # T1, option 58
+    rebind_time: int  # T2, option 59
     offer_time: int
     decline_time: int
     router: IPv4Address | None
@@ -62,6 +66,8 @@ class Dhcp4Settings:
     rate_burst: int
     authoritative: bool
     commit_window_ms: float
+    next_server: IPv4Address | None = None  # siaddr; None: the server's own address
+    boot_file: str | None = None  # the file field, and option 67 when the client asks for it
 
 
 # Options the server computes itself; configuring them under [dhcp4.options] would break the protocol.
@@ -95,7 +101,7 @@ def load_dhcp4(table: Table, server_url: str) -> Dhcp4Settings:
     else:
         start = end = IPv4Address("0.0.0.0")
     options = load_options(table.table("options"))
-    options.setdefault(66, server_url.encode())
+    options.setdefault(66, text_value(server_url))  # server.url, expanded like any other template
 
     hosts: list[Host4] = []
     seen_macs: dict[bytes, int] = {}
@@ -120,12 +126,23 @@ def load_dhcp4(table: Table, server_url: str) -> Dhcp4Settings:
         raise table.error("host", "two reservations share one address")
 
     classes = load_classes(table.table("class"), builtin_classes(), _load_class)
+    lease_time = table.integer("lease_time", 3600, min=60, max=2**31)
+    # RFC 2131 4.4.5: T1 < T2 < lease time; defaults 1/2 and 7/8 of the lease.
+    renew_time = table.integer("renew_time", lease_time // 2, min=1, max=lease_time - 1)
+    rebind_time = table.integer("rebind_time", max(lease_time * 7 // 8, renew_time + 1), min=1, max=lease_time - 1)
+    if rebind_time <= renew_time:
+        raise table.error("rebind_time", f"must be greater than renew_time ({renew_time})")
+    boot_file = table.text("boot_file", None)
+    if boot_file is not None and (len(boot_file.encode()) > 127 or not boot_file.isprintable()):
+        raise table.error("boot_file", "must be at most 127 bytes of printable text (the BOOTP file field)")
 
     settings = Dhcp4Settings(
         enabled=enabled,
         range_start=start,
         range_end=end,
-        lease_time=table.integer("lease_time", 3600, min=60, max=2**31),
+        lease_time=lease_time,
+        renew_time=renew_time,
+        rebind_time=rebind_time,
         offer_time=table.integer("offer_time", 30, min=1, max=600),
         decline_time=table.integer("decline_time", 600, min=1),
         router=table.parse("router", ipaddress.IPv4Address, None, "an IPv4 address"),
@@ -138,6 +155,8 @@ def load_dhcp4(table: Table, server_url: str) -> Dhcp4Settings:
         rate_burst=table.integer("rate_burst", 40, min=1),
         authoritative=table.flag("authoritative", True),
         commit_window_ms=table.number("commit_window_ms", 2.0, min=0.0),
+        next_server=table.parse("next_server", ipaddress.IPv4Address, None, "an IPv4 address"),
+        boot_file=boot_file or None,
     )
     table.finish()
     return settings

@@ -13,13 +13,14 @@ import socket
 import time
 from ipaddress import IPv6Network
 
+from bootstrapd.clock import Now
 from bootstrapd.config import Settings
 from bootstrapd.dhcp6.codec import MAX_DUID, check_duid
 from bootstrapd.dhcp6.server import SERVER_PORT, Dhcp6Server, Outgoing
 from bootstrapd.dhcpconf import format_mac
 from bootstrapd.log import RateLimited
 from bootstrapd.net.sockets import join_ipv6_group, udp_socket
-from bootstrapd.net.udp import Address, DatagramEndpoint, open_endpoint
+from bootstrapd.net.udp import Address, DatagramEndpoint, open_destination_endpoint
 from bootstrapd.service import Context
 
 log = logging.getLogger("bootstrapd.dhcp6")
@@ -63,7 +64,7 @@ class Dhcp6Service:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.duid = check_duid(server_duid(ctx), "server DUID")
-        self.core = Dhcp6Server(ctx.settings.dhcp6, self.duid, ctx.store.leases6(), expand=ctx.interface.expand,
+        self.core = Dhcp6Server(ctx.settings.dhcp6, self.duid, ctx.store.leases6(), variables=ctx.url_variables(),
                                 link_prefixes=_link_prefixes(ctx))
         self.endpoint: DatagramEndpoint | None = None
         ctx.owners.register(self.core.owner)
@@ -78,13 +79,13 @@ class Dhcp6Service:
         except BaseException:
             sock.close()
             raise
-        self.endpoint = await open_endpoint(self.name, sock, self._received, self.ctx.events)
+        self.endpoint = await open_destination_endpoint(self.name, sock, self._received, self.ctx.events)
         settings = self.ctx.settings.dhcp6
         log.info("dhcp6 range %s-%s, %d leases loaded", settings.range_start, settings.range_end,
                  len(self.core.pool.by_address), extra={"server_duid": self.duid.hex()})
 
     def reload(self, settings: Settings) -> None:
-        self.core.reconfigure(settings.dhcp6, expand=self.ctx.interface.expand,
+        self.core.reconfigure(settings.dhcp6, variables=self.ctx.url_variables(),
                               link_prefixes=_link_prefixes(self.ctx))
 
     async def stop(self) -> None:
@@ -92,14 +93,20 @@ class Dhcp6Service:
             self.endpoint.close()
             self.endpoint = None
 
-    def _received(self, data: bytes, addr: Address) -> None:
+    def _received(self, data: bytes, addr: Address, destination: bytes | None) -> None:
         host = str(addr[0]).split("%", 1)[0]
-        out = self.core.handle(data, host, time.time())
+        # RFC 8415 16: sent to our unicast address rather than to ff02::1:2 (multicast addresses start with 0xff).
+        unicast = destination is not None and destination[0] != 0xFF
+        out = self.core.handle(data, host, Now(time.time(), time.monotonic()), unicast=unicast)
         if out is None:
             return
         if out.exhausted:
             _limited.warning("dhcp6.exhausted", "dhcp6 range exhausted: no address to give",
                              duid=out.duid.hex() if out.duid else None)
+        if out.unserved_link is not None:
+            _limited.warning("dhcp6.link", "dhcp6: a relay forwards clients of link %s, which has no addresses here "
+                             "(dhcp6.range is on %s): they get NoAddrsAvail", out.unserved_link,
+                             ", ".join(str(n) for n in self.core.link_prefixes))
         if out.leases:
             self.ctx.store.commit_then(out.leases, lambda: self._send(out), self._commit_failed)
         else:

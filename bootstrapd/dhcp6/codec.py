@@ -50,6 +50,7 @@ OPT_ORO = 6
 OPT_PREFERENCE = 7
 OPT_ELAPSED_TIME = 8
 OPT_RELAY_MSG = 9
+OPT_UNICAST = 12
 OPT_STATUS_CODE = 13
 OPT_RAPID_COMMIT = 14
 OPT_USER_CLASS = 15
@@ -59,6 +60,7 @@ OPT_INTERFACE_ID = 18
 OPT_DNS_SERVERS = 23
 OPT_DOMAIN_LIST = 24
 OPT_IA_PD = 25
+OPT_INFORMATION_REFRESH_TIME = 32
 OPT_BOOTFILE_URL = 59
 OPT_CLIENT_LINKLAYER_ADDR = 79
 
@@ -69,11 +71,15 @@ NO_ADDRS_AVAIL = 2
 NO_BINDING = 3
 NOT_ON_LINK = 4
 USE_MULTICAST = 5
+NO_PREFIX_AVAIL = 6
 
 MAX_DUID = 130  # RFC 8415 11.1: a 2-byte type code plus at most 128 bytes
 # IA options one client message may carry. RFC 8415 sets no limit; phones send one. Each costs an allocation attempt
 # and ~40 bytes of reply: 4,000 IAs in a 64 KB datagram cost a thousand normal exchanges of CPU.
 MAX_IAS = 16
+# Addresses inside one IA: a phone sends at most one; each is echoed in a Renew/Rebind reply (with lifetimes 0 when
+# not ours), so without a bound one 64 KB Renew would be echoed back whole.
+MAX_IA_ADDRESSES = 8
 MAX_RELAY_DEPTH = 32  # Relay-forw wrappers around one client message; RFC 8415 allows hop counts up to 32
 
 Option = tuple[int, bytes]
@@ -229,11 +235,7 @@ class IaNa:
     options: list[Option] = field(default_factory=list)  # anything else inside the IA
 
     def encode(self) -> bytes:
-        inner: list[Option] = [(OPT_IAADDR, a.encode()) for a in self.addresses]
-        if self.status is not None:
-            inner.append((OPT_STATUS_CODE, self.status.encode()))
-        inner.extend(self.options)
-        return _IA.pack(self.iaid, self.t1, self.t2) + encode_options(inner)
+        return _IA.pack(self.iaid, self.t1, self.t2) + _encode_ia_contents(self.addresses, self.status, self.options)
 
     @classmethod
     def decode(cls, data: bytes) -> IaNa:
@@ -241,14 +243,75 @@ class IaNa:
             raise Dhcp6Error("IA_NA option shorter than 12 bytes")
         iaid, t1, t2 = _IA.unpack_from(data)
         ia = cls(iaid, t1, t2)
-        for code, value in parse_options(data, _IA.size):
-            if code == OPT_IAADDR:
-                ia.addresses.append(IaAddress.decode(value))
-            elif code == OPT_STATUS_CODE:
-                ia.status = StatusCode.decode(value)
-            else:
-                ia.options.append((code, value))
+        ia.addresses, ia.status, ia.options = _ia_contents(data, _IA.size)
         return ia
+
+
+def _encode_ia_contents(addresses: list[IaAddress], status: StatusCode | None, others: list[Option]) -> bytes:
+    inner: list[Option] = [(OPT_IAADDR, a.encode()) for a in addresses]
+    if status is not None:
+        inner.append((OPT_STATUS_CODE, status.encode()))
+    return encode_options([*inner, *others])
+
+
+def _ia_contents(data: bytes, start: int) -> tuple[list[IaAddress], StatusCode | None, list[Option]]:
+    addresses: list[IaAddress] = []
+    status: StatusCode | None = None
+    others: list[Option] = []
+    for code, value in parse_options(data, start):
+        if code == OPT_IAADDR:
+            if len(addresses) >= MAX_IA_ADDRESSES:
+                raise Dhcp6Error(f"more than {MAX_IA_ADDRESSES} addresses in one IA")
+            addresses.append(IaAddress.decode(value))
+        elif code == OPT_STATUS_CODE:
+            status = StatusCode.decode(value)
+        else:
+            others.append((code, value))
+    return addresses, status, others
+
+
+@dataclass(slots=True)
+class IaTa:
+    """An IA for temporary addresses (RFC 8415 21.5): IAID and options, no T1/T2. bootstrapd assigns none."""
+
+    iaid: int
+    addresses: list[IaAddress] = field(default_factory=list)
+    status: StatusCode | None = None
+
+    def encode(self) -> bytes:
+        return self.iaid.to_bytes(4, "big") + _encode_ia_contents(self.addresses, self.status, [])
+
+    @classmethod
+    def decode(cls, data: bytes) -> IaTa:
+        if len(data) < 4:
+            raise Dhcp6Error("IA_TA option shorter than 4 bytes")
+        addresses, status, _ = _ia_contents(data, 4)
+        return cls(int.from_bytes(data[:4], "big"), addresses, status)
+
+
+@dataclass(slots=True)
+class IaPd:
+    """An IA for delegated prefixes (RFC 8415 21.21): IAID, T1, T2, options. bootstrapd delegates none."""
+
+    iaid: int
+    t1: int = 0
+    t2: int = 0
+    status: StatusCode | None = None
+
+    def encode(self) -> bytes:
+        inner: list[Option] = [(OPT_STATUS_CODE, self.status.encode())] if self.status is not None else []
+        return _IA.pack(self.iaid, self.t1, self.t2) + encode_options(inner)
+
+    @classmethod
+    def decode(cls, data: bytes) -> IaPd:
+        if len(data) < _IA.size:
+            raise Dhcp6Error("IA_PD option shorter than 12 bytes")
+        iaid, t1, t2 = _IA.unpack_from(data)
+        status = None
+        for code, value in parse_options(data, _IA.size):  # the prefixes (option 26) are not used
+            if code == OPT_STATUS_CODE:
+                status = StatusCode.decode(value)
+        return cls(iaid, t1, t2, status)
 
 
 def decode_oro(data: bytes) -> list[int]:
@@ -370,6 +433,10 @@ def _check_options(msg_type: int, options: list[Option]) -> None:
                 raise Dhcp6Error(f"more than {MAX_IAS} IA options")
             if code == OPT_IA_NA:
                 IaNa.decode(value)
+            elif code == OPT_IA_TA:
+                IaTa.decode(value)
+            else:
+                IaPd.decode(value)
             seen_ia = True
         elif code == OPT_ORO:
             decode_oro(value)

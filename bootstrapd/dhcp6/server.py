@@ -12,25 +12,30 @@ keeps its address and an advertised address is held for ``offer_time`` seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
+from bootstrapd.clock import Now
 from bootstrapd.dhcp6 import codec
 from bootstrapd.dhcp6.codec import (
     Dhcp6Error,
     IaAddress,
     IaNa,
+    IaPd,
+    IaTa,
     Message,
     Option,
     RelayMessage,
     StatusCode,
 )
 from bootstrapd.dhcp6.settings import Class6, Dhcp6Settings
+from bootstrapd.dhcpconf import render, render_map
 from bootstrapd.leases import pool as poolmod
 from bootstrapd.leases.pool import Pool
 from bootstrapd.leases.ratelimit import RateLimiter
 from bootstrapd.leases.store import ACTIVE, DECLINED, RELEASED, Lease6
+from bootstrapd.urltemplates import expand
 
 CLIENT_PORT = 546
 SERVER_PORT = 547
@@ -51,6 +56,7 @@ class Outgoing:
     options: list[int] = field(default_factory=list)
     classes: tuple[str, ...] = ()
     exhausted: bool = False  # an IA got NoAddrsAvail
+    unserved_link: IPv6Address | None = None  # relayed from a link bootstrapd has no addresses for
 
 
 def _key(duid: bytes, iaid: int) -> bytes:
@@ -85,29 +91,30 @@ class _Matcher:
 
 class Dhcp6Server:
     def __init__(self, settings: Dhcp6Settings, server_duid: bytes, leases: Iterable[Lease6] = (), *,
-                 expand: Callable[[str], str] = lambda s: s, link_prefixes: Sequence[IPv6Network] = ()) -> None:
+                 variables: Mapping[str, str] | None = None, link_prefixes: Sequence[IPv6Network] = ()) -> None:
         self.server_duid = codec.check_duid(server_duid, "server DUID")
         self.pool = Pool(int(settings.range_start), int(settings.range_end))
         self._macs: dict[bytes, bytes] = {}  # DUID -> MAC, for DUIDs without one (learnt from relays' option 79)
-        self.reconfigure(settings, expand=expand, link_prefixes=link_prefixes)
+        self.reconfigure(settings, variables=variables, link_prefixes=link_prefixes)
         for lease in leases:
             self.pool.load(_key(lease.duid, lease.iaid), int(lease.address), lease.state, lease.expires, lease.duid)
             if lease.mac and lease.mac != codec.duid_mac(lease.duid):
                 self._macs[lease.duid] = lease.mac
 
-    def reconfigure(self, settings: Dhcp6Settings, *, expand: Callable[[str], str] = lambda s: s,
+    def reconfigure(self, settings: Dhcp6Settings, *, variables: Mapping[str, str] | None = None,
                     link_prefixes: Sequence[IPv6Network] = ()) -> None:
-        """New settings (SIGHUP); the lease table stays."""
+        """New settings (SIGHUP); the lease table stays. ``variables``: the URL-template placeholders' values
+        ({ipv6} …, see bootstrapd.urltemplates), rendered into the options once per class combination."""
         self.settings = settings
-        self.expand = expand
+        self.variables: dict[str, str] = dict(variables or {})
         self.pool.reconfigure(int(settings.range_start), int(settings.range_end), frozenset())
         # On-link prefixes for Confirm: the interface's, or else the /64 around the range.
         self.link_prefixes = tuple(link_prefixes) or (IPv6Network(f"{settings.range_start}/64", strict=False),)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self._option_cache: dict[tuple[str, ...], tuple[list[Option], str]] = {}
         self._matchers = [_Matcher(c) for c in settings.classes]
-        t1, t2 = settings.preferred_lifetime // 2, settings.preferred_lifetime * 4 // 5
-        self.t1, self.t2 = t1, t2
+        self.t1, self.t2 = settings.renew_time, settings.rebind_time
+        self._refresh = settings.information_refresh_time.to_bytes(4, "big")
 
     def owner(self, address: IPv4Address | IPv6Address, now: float) -> bytes | None:
         """The MAC behind the DUID holding an active, unexpired lease on ``address`` (see leases.owners)."""
@@ -120,7 +127,9 @@ class Dhcp6Server:
 
     # --- entry point ----------------------------------------------------------------------------------------------
 
-    def handle(self, data: bytes, source: str, now: float) -> Outgoing | None:
+    def handle(self, data: bytes, source: str, now: Now, *, unicast: bool = False) -> Outgoing | None:
+        """``unicast``: the datagram was addressed to one of our unicast addresses rather than to ff02::1:2
+        (RFC 8415 16); it matters only for a client's own messages, not for a relay's."""
         message = codec.parse(data)
         relays: list[RelayMessage] = []  # outermost first
         inner: Message | RelayMessage = message
@@ -130,7 +139,8 @@ class Dhcp6Server:
             relays.append(inner)
             inner = inner.inner
         link_mac = self._relay_mac(relays[-1]) if relays else None
-        result = self._dispatch(inner, now, link_mac, source)
+        link = self._client_link(relays)
+        result = self._dispatch(inner, now, link_mac, source, unicast=unicast and not relays, link=link)
         if result is None:
             return None
         reply, out = result
@@ -151,6 +161,15 @@ class Dhcp6Server:
         return out
 
     @staticmethod
+    def _client_link(relays: list[RelayMessage]) -> IPv6Address | None:
+        """RFC 8415 13.1: the client's link is named by the link-address of the relay closest to it; a relay that
+        leaves it unspecified defers to the next one out. None: not relayed (or all unspecified), our own link."""
+        for relay in reversed(relays):
+            if not relay.link_address.is_unspecified:
+                return relay.link_address
+        return None
+
+    @staticmethod
     def _relay_mac(relay: RelayMessage) -> bytes | None:
         # RFC 6939: the first relay may add the client's link-layer address (type 1 = Ethernet).
         value = relay.get(codec.OPT_CLIENT_LINKLAYER_ADDR)
@@ -158,15 +177,17 @@ class Dhcp6Server:
             return value[2:]
         return None
 
-    def _dispatch(self, msg: Message, now: float, link_mac: bytes | None,
-                  source: str) -> tuple[Message, Outgoing] | None:
+    def _dispatch(self, msg: Message, now: Now, link_mac: bytes | None, source: str, *, unicast: bool,
+                  link: IPv6Address | None) -> tuple[Message, Outgoing] | None:
         kind = msg.msg_type
         if kind not in (codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RENEW, codec.REBIND, codec.RELEASE,
                         codec.DECLINE, codec.INFORMATION_REQUEST):
             raise Dhcp6Error(f"{codec.MESSAGE_NAMES.get(kind, kind)} is not a client message")
+        name = codec.MESSAGE_NAMES[kind]
+        if unicast and kind in (codec.SOLICIT, codec.CONFIRM, codec.REBIND, codec.INFORMATION_REQUEST):
+            raise Dhcp6Error(f"{name} sent to a unicast address (RFC 8415 16: discarded)")
         client_id = msg.get(codec.OPT_CLIENTID)
         server_id = msg.get(codec.OPT_SERVERID)
-        name = codec.MESSAGE_NAMES[kind]
         if kind == codec.INFORMATION_REQUEST:
             if server_id is not None and server_id != self.server_duid:
                 raise Dhcp6Error("information-request for another server")
@@ -179,7 +200,7 @@ class Dhcp6Server:
             elif server_id != self.server_duid:
                 raise Dhcp6Error(f"{name} for another server" if server_id else f"{name} without a server ID")
         # Per DUID; an Information-Request may come without one: then per source address.
-        if not self.limiter.allow(client_id or source.encode(), now):
+        if not self.limiter.allow(client_id or source.encode(), now.mono):
             raise Dhcp6Error("rate limited")
 
         duid = client_id
@@ -193,48 +214,90 @@ class Dhcp6Server:
             reply.options.append((codec.OPT_CLIENTID, client_id))
         reply.options.append((codec.OPT_SERVERID, self.server_duid))
         out = Outgoing(b"", ("", 0), [], "reply", name, duid, mac)
+        if unicast:
+            # RFC 8415 18.4: a Request, Renew, Release or Decline sent by unicast, and we never send the Server
+            # Unicast option: UseMulticast, with the two identifiers and no other option; the client multicasts.
+            reply.options.append((codec.OPT_STATUS_CODE, StatusCode(codec.USE_MULTICAST, "use multicast").encode()))
+            out.options = [c for c, _ in reply.options]
+            return reply, out
         ias = [IaNa.decode(v) for c, v in msg.options if c == codec.OPT_IA_NA]
+        others = [(c, v) for c, v in msg.options if c in (codec.OPT_IA_TA, codec.OPT_IA_PD)]
+        # RFC 8415 13.1: only a link we have addresses for gets any; Confirm needs to know the link's prefixes.
+        served = link is None or self._on_link(link)
+        if not served:
+            out.unserved_link = link
 
-        if kind == codec.SOLICIT:
-            rapid = self.settings.rapid_commit and msg.get(codec.OPT_RAPID_COMMIT) is not None
+        if kind in (codec.SOLICIT, codec.REQUEST):
+            rapid = kind == codec.SOLICIT and self.settings.rapid_commit and \
+                msg.get(codec.OPT_RAPID_COMMIT) is not None
             assert duid is not None
             for ia in ias:
-                reply.options.append((codec.OPT_IA_NA, self._assign(duid, ia, now, out, commit=rapid).encode()))
+                given = self._assign(duid, ia, now, out, commit=rapid or kind == codec.REQUEST) if served else \
+                    IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "link not served"))
+                reply.options.append((codec.OPT_IA_NA, given.encode()))
+            self._unsupported_ias(reply, others, assigning=True)
             if rapid:
                 reply.options.append((codec.OPT_RAPID_COMMIT, b""))
-            else:
+            elif kind == codec.SOLICIT:
                 reply.msg_type = codec.ADVERTISE
                 out.kind = "advertise"
-        elif kind == codec.REQUEST:
-            assert duid is not None
-            for ia in ias:
-                reply.options.append((codec.OPT_IA_NA, self._assign(duid, ia, now, out, commit=True).encode()))
         elif kind in (codec.RENEW, codec.REBIND):
             assert duid is not None
             for ia in ias:
-                reply.options.append((codec.OPT_IA_NA, self._extend(duid, ia, now, out, kind).encode()))
+                extended = self._extend(duid, ia, now, out, kind) if served else self._wrong_link(ia)
+                reply.options.append((codec.OPT_IA_NA, extended.encode()))
+            self._unsupported_ias(reply, others, assigning=False)
         elif kind in (codec.RELEASE, codec.DECLINE):
             assert duid is not None
             for ia in ias:
                 result = self._give_back(duid, ia, now, out, kind)
                 if result is not None:
                     reply.options.append((codec.OPT_IA_NA, result.encode()))
+            self._unsupported_ias(reply, others, assigning=False)
             done = "release received" if kind == codec.RELEASE else "decline received"
             reply.options.append((codec.OPT_STATUS_CODE, StatusCode(codec.SUCCESS, done).encode()))
             self._add_options(reply, msg, out, mac, config=False)
             return reply, out
         elif kind == codec.CONFIRM:
             addresses = [a.address for ia in ias for a in ia.addresses]
-            if not addresses:
-                return None  # RFC 8415 18.3.3: nothing to confirm, no reply
+            addresses += [a.address for c, v in others if c == codec.OPT_IA_TA for a in IaTa.decode(v).addresses]
+            if not addresses or not served:
+                return None  # RFC 8415 18.3.3: nothing to confirm, or a link we cannot judge: no reply
             on_link = all(self._on_link(a) for a in addresses)
             status = StatusCode(codec.SUCCESS, "all addresses on link") if on_link else StatusCode(
                 codec.NOT_ON_LINK, "not on link")
             reply.options.append((codec.OPT_STATUS_CODE, status.encode()))
             self._add_options(reply, msg, out, mac, config=False)
             return reply, out
+        elif kind == codec.INFORMATION_REQUEST:
+            # RFC 8415 21.23: when to ask again, so a stateless phone sees a changed option 59 in time.
+            reply.options.append((codec.OPT_INFORMATION_REFRESH_TIME, self._refresh))
         self._add_options(reply, msg, out, mac, config=True)
         return reply, out
+
+    def _unsupported_ias(self, reply: Message, others: list[Option], *, assigning: bool) -> None:
+        """IA_TA and IA_PD: bootstrapd assigns no temporary addresses and delegates no prefixes. In an Advertise or
+        Reply to Solicit/Request: NoAddrsAvail / NoPrefixAvail inside the IA (RFC 8415 18.3.1, 18.3.2; RFC 7550
+        4.1); to Renew, Rebind, Release, Decline: NoBinding, as for any IA the server has no binding for."""
+        for code, value in others:
+            if code == codec.OPT_IA_TA:
+                ta = IaTa.decode(value)
+                status = StatusCode(codec.NO_ADDRS_AVAIL, "no temporary addresses") if assigning else \
+                    StatusCode(codec.NO_BINDING, "no binding")
+                reply.options.append((codec.OPT_IA_TA, IaTa(ta.iaid, status=status).encode()))
+            else:
+                pd = IaPd.decode(value)
+                status = StatusCode(codec.NO_PREFIX_AVAIL, "no prefixes delegated") if assigning else \
+                    StatusCode(codec.NO_BINDING, "no binding")
+                reply.options.append((codec.OPT_IA_PD, IaPd(pd.iaid, 0, 0, status).encode()))
+
+    def _wrong_link(self, ia: IaNa) -> IaNa:
+        """Renew/Rebind from a link we do not serve (RFC 8415 18.3.4, 18.3.5): our addresses are not appropriate
+        there (lifetimes 0); an address of that link is another server's business (NoBinding)."""
+        ours = [a for a in ia.addresses if self.pool.in_range(int(a.address)) or self._on_link(a.address)]
+        if ours:
+            return IaNa(ia.iaid, self.t1, self.t2, [IaAddress(a.address, 0, 0) for a in ours])
+        return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_BINDING, "no binding"))
 
     # --- addresses -------------------------------------------------------------------------------------------------
 
@@ -249,7 +312,7 @@ class Dhcp6Server:
     def _ia_with(self, iaid: int, address: int, preferred: int, valid: int) -> IaNa:
         return IaNa(iaid, self.t1, self.t2, [IaAddress(IPv6Address(address), preferred, valid)])
 
-    def _assign(self, duid: bytes, ia: IaNa, now: float, out: Outgoing, *, commit: bool) -> IaNa:
+    def _assign(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, *, commit: bool) -> IaNa:
         key = _key(duid, ia.iaid)
         pool = self.pool
         address: int | None = None
@@ -269,19 +332,19 @@ class Dhcp6Server:
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
         settings = self.settings
         if commit:
-            expires = now + settings.valid_lifetime
+            expires = now.wall + settings.valid_lifetime
             pool.bind(key, address, poolmod.ACTIVE, expires, duid)
             out.leases.append(self._lease(key, address, ACTIVE, expires))
         else:
             current = pool.holder(address)
             # An advertise must not shorten an active lease back to an offer.
             if not (current is not None and current.key == key and current.state == poolmod.ACTIVE
-                    and current.expires > now):
-                pool.bind(key, address, poolmod.OFFERED, now + settings.offer_time, duid)
+                    and current.expires > now.wall):
+                pool.bind(key, address, poolmod.OFFERED, now.mono + settings.offer_time, duid)
         out.addresses.append(IPv6Address(address))
         return self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
 
-    def _extend(self, duid: bytes, ia: IaNa, now: float, out: Outgoing, kind: int) -> IaNa:
+    def _extend(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, kind: int) -> IaNa:
         key = _key(duid, ia.iaid)
         pool = self.pool
         settings = self.settings
@@ -302,7 +365,7 @@ class Dhcp6Server:
             if kind == codec.REBIND and revoke and len(revoke) == len(ia.addresses):
                 return IaNa(ia.iaid, self.t1, self.t2, [IaAddress(a.address, 0, 0) for a in revoke])
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_BINDING, "no binding"))
-        expires = now + settings.valid_lifetime
+        expires = now.wall + settings.valid_lifetime
         pool.bind(key, address, poolmod.ACTIVE, expires, duid)
         out.leases.append(self._lease(key, address, ACTIVE, expires))
         out.addresses.append(IPv6Address(address))
@@ -312,25 +375,23 @@ class Dhcp6Server:
                 result.addresses.append(IaAddress(other.address, 0, 0))
         return result
 
-    def _give_back(self, duid: bytes, ia: IaNa, now: float, out: Outgoing, kind: int) -> IaNa | None:
+    def _give_back(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, kind: int) -> IaNa | None:
+        """Release or Decline of one IA (RFC 8415 18.3.7, 18.3.8). Only a binding counts: an address that was only
+        advertised, or one the IA does not hold, is no binding, answered inside the IA with NoBinding."""
         key = _key(duid, ia.iaid)
-        missing = False
-        for entry in ia.addresses:
-            address = int(entry.address)
-            binding = self.pool.binding(key)
-            if binding is None or binding.address != address or binding.state == poolmod.DECLINED:
-                missing = True
-                continue
-            if kind == codec.RELEASE:
-                self.pool.release(key, address, now)
-                out.leases.append(self._lease(key, address, RELEASED, now))
-            else:
-                until = now + self.settings.decline_time
-                self.pool.decline(address, until, duid)
-                out.leases.append(self._lease(key, address, DECLINED, until))
-            out.addresses.append(entry.address)
-        if missing or not ia.addresses:
+        binding = self.pool.binding(key)
+        wanted = {int(entry.address) for entry in ia.addresses}
+        if binding is None or binding.state != poolmod.ACTIVE or binding.address not in wanted:
             return IaNa(ia.iaid, 0, 0, status=StatusCode(codec.NO_BINDING, "no binding"))
+        address = binding.address
+        if kind == codec.RELEASE:
+            self.pool.release(key, address, now)
+            out.leases.append(self._lease(key, address, RELEASED, now.wall))
+        else:
+            until = now.wall + self.settings.decline_time
+            self.pool.decline(address, until, duid)
+            out.leases.append(self._lease(key, address, DECLINED, until))
+        out.addresses.append(IPv6Address(address))
         return None
 
     # --- options ---------------------------------------------------------------------------------------------------
@@ -353,16 +414,18 @@ class Dhcp6Server:
             options[codec.OPT_DNS_SERVERS] = codec.encode_addresses(list(settings.dns))
         if settings.domain:
             options[codec.OPT_DOMAIN_LIST] = codec.encode_domains(list(settings.domain))
-        options.update(settings.options)
+        variables = self.variables
+        options.update(render_map(settings.options, variables))
         for cls in settings.classes:
             if cls.name in names:
-                options.update(cls.options)
+                options.update(render_map(cls.options, variables))
                 vendor.update(cls.vendor_options)
                 url = cls.bootfile_url or url
         result: list[Option] = sorted(options.items())
         for enterprise, subs in vendor.items():
-            result.append((codec.OPT_VENDOR_OPTS, codec.encode_vendor_opts(enterprise, subs)))
-        cached = (result, self.expand(url))
+            rendered = [(code, render(value, variables)) for code, value in subs]
+            result.append((codec.OPT_VENDOR_OPTS, codec.encode_vendor_opts(enterprise, rendered)))
+        cached = (result, expand(url, variables))
         if len(self._option_cache) < 4096:
             self._option_cache[names] = cached
         return cached

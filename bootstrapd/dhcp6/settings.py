@@ -9,18 +9,20 @@ from typing import Any
 from bootstrapd.configfile import Table
 from bootstrapd.dhcp6.codec import encode_domains
 from bootstrapd.dhcpconf import (
+    OptionValue,
     address_list,
     builtin_criteria,
     load_classes,
     load_criteria,
     load_option_table,
+    longest,
     option_code,
     option_value,
     parse_range,
 )
 
-OptionMap6 = dict[int, bytes]
-VendorOptions = dict[int, list[tuple[int, bytes]]]  # enterprise number -> sub-options (code, value)
+OptionMap6 = dict[int, OptionValue]  # templates until the server renders them (see dhcpconf.render)
+VendorOptions = dict[int, list[tuple[int, OptionValue]]]  # enterprise number -> sub-options (code, value)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class Dhcp6Settings:
     force_bootfile_url: bool = False
     preferred_lifetime: int = 3600
     valid_lifetime: int = 7200
+    renew_time: int = 1800  # T1, the same in every IA
+    rebind_time: int = 2880  # T2
+    information_refresh_time: int = 3600  # option 32 in replies to Information-Request
     offer_time: int = 30
     decline_time: int = 600
     rapid_commit: bool = False
@@ -62,21 +67,21 @@ class Dhcp6Settings:
 
 
 # Options the server computes itself: configuring them under [dhcp6.options] would break the protocol.
-_RESERVED = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 18, 19, 20, 23, 24, 25, 26, 59, 79}
+_RESERVED = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 23, 24, 25, 26, 32, 59, 79}
 
 
 def load_options6(table: Table) -> OptionMap6:
     return load_option_table(table, high=65535, reserved=_RESERVED, max_length=65535)
 
 
-def _sub_options(value: Any) -> list[tuple[int, bytes]]:
+def _sub_options(value: Any) -> list[tuple[int, OptionValue]]:
     if not isinstance(value, dict):
         raise ValueError("must be a table of sub-option codes, e.g. {1 = \"http://...\"}")
-    out: list[tuple[int, bytes]] = []
+    out: list[tuple[int, OptionValue]] = []
     for sub, subvalue in value.items():
         code = option_code(sub, 1, 65535)
         data = option_value(subvalue)
-        if len(data) > 65535:
+        if longest(data) > 65535:
             raise ValueError(f"sub-option {code} is longer than 65535 bytes")
         out.append((code, data))
     return out
@@ -125,6 +130,11 @@ def load_dhcp6(table: Table) -> Dhcp6Settings:
     valid = table.integer("valid_lifetime", max(7200, preferred), min=4, max=2**31)
     if valid < preferred:
         raise table.error("valid_lifetime", f"must be at least preferred_lifetime ({preferred})")
+    # RFC 8415 21.4: T1 <= T2, recommended 0.5 and 0.8 times the preferred lifetime.
+    renew = table.integer("renew_time", preferred // 2, min=1, max=valid)
+    rebind = table.integer("rebind_time", max(preferred * 4 // 5, renew), min=1, max=valid)
+    if rebind < renew:
+        raise table.error("rebind_time", f"must be at least renew_time ({renew})")
     domain = tuple(table.text_list("domain", []))
     try:
         encode_domains(list(domain))
@@ -141,6 +151,10 @@ def load_dhcp6(table: Table) -> Dhcp6Settings:
         force_bootfile_url=table.flag("force_bootfile_url", False),
         preferred_lifetime=preferred,
         valid_lifetime=valid,
+        renew_time=renew,
+        rebind_time=rebind,
+        # RFC 8415 21.23: at least IRT_MINIMUM (600 s); 0xFFFFFFFF means infinity.
+        information_refresh_time=table.integer("information_refresh_time", 3600, min=600, max=0xFFFFFFFF),
         offer_time=table.integer("offer_time", 30, min=1, max=600),
         decline_time=table.integer("decline_time", 600, min=1),
         rapid_commit=table.flag("rapid_commit", False),

@@ -1,7 +1,9 @@
 """Address pool bookkeeping shared by DHCPv4 and DHCPv6: who holds which address, until when.
 
 Addresses are plain integers (an IPv4 or IPv6 address's ``int``), clients are opaque keys (client-id, MAC, DUID+IAID),
-so both servers use one implementation. No I/O and no clock: ``now`` is passed in.
+so both servers use one implementation. No I/O and no clock: ``now`` (:class:`~bootstrapd.clock.Now`) is passed in.
+An OFFERED binding's expiry is on the monotonic clock (an offer hold is an interval); every other state's expiry is
+wall-clock time (leases and quarantines are stored and outlive the process).
 
 Rules:
 - a client keeps one binding; asking again returns the same address (a returning client gets its previous address,
@@ -17,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from bootstrapd.clock import Now
 
 OFFERED = "offered"
 ACTIVE = "active"
@@ -34,7 +38,7 @@ class Binding:
     address: int
     key: bytes
     state: str
-    expires: float
+    expires: float  # OFFERED: monotonic clock; every other state: wall clock
     # What the server wants to remember about the client (MAC, hostname …): it lives and dies with the binding, so
     # clients that come and go (random MACs) cannot grow memory beyond one entry per address.
     info: Any = None
@@ -76,10 +80,13 @@ class Pool:
         return self.by_address.get(address)
 
     @staticmethod
-    def reusable(binding: Binding, now: float) -> bool:
-        return binding.state == RELEASED or binding.expires <= now
+    def reusable(binding: Binding, now: Now) -> bool:
+        state = binding.state
+        if state == RELEASED:
+            return True
+        return binding.expires <= (now.mono if state == OFFERED else now.wall)
 
-    def available(self, address: int, key: bytes, now: float) -> bool:
+    def available(self, address: int, key: bytes, now: Now) -> bool:
         """May ``key`` have ``address``? (In the dynamic range or reserved for it is the caller's check.)"""
         current = self.by_address.get(address)
         if current is None:
@@ -88,7 +95,7 @@ class Pool:
             return True
         return self.reusable(current, now)
 
-    def held(self, owner: bytes, now: float) -> int:
+    def held(self, owner: bytes, now: Now) -> int:
         """How many addresses ``owner`` holds now (offered, active, or quarantined after its DECLINE)."""
         owned = self.by_owner.get(owner)
         if owned is None:
@@ -97,7 +104,7 @@ class Pool:
             return 0 if self.reusable(owned, now) else 1
         return sum(1 for b in owned if not self.reusable(b, now))
 
-    def can_take(self, owner: bytes, key: bytes, now: float) -> bool:
+    def can_take(self, owner: bytes, key: bytes, now: Now) -> bool:
         """May ``key`` (a client of ``owner``) get an address? Moving its own live binding never counts."""
         if not owner:
             return True
@@ -106,7 +113,7 @@ class Pool:
             return True
         return self.held(owner, now) < MAX_PER_CLIENT
 
-    def reclaim_oldest(self, owner: bytes, now: float) -> Binding | None:
+    def reclaim_oldest(self, owner: bytes, now: Now) -> Binding | None:
         """Free the live binding of ``owner`` that expires first (never a quarantined one) and return it.
 
         A device that comes back under a new client identifier (a firmware change, a reset) is one client with a
@@ -119,7 +126,7 @@ class Pool:
         if not live:
             return None
         oldest = min(live, key=lambda b: b.expires)
-        oldest.state, oldest.expires = RELEASED, now
+        oldest.state, oldest.expires = RELEASED, now.wall
         self._exhausted_until = 0.0
         return oldest
 
@@ -147,16 +154,16 @@ class Pool:
             if len(owned) == 1:
                 self.by_owner[binding.owner] = owned[0]
 
-    def first_available(self, key: bytes, candidates: Iterable[int], now: float) -> int | None:
+    def first_available(self, key: bytes, candidates: Iterable[int], now: Now) -> int | None:
         """The first address the client asked for (a hint, a remembered address) that it may have."""
         for address in candidates:
             if self.in_range(address) and address not in self.reserved and self.available(address, key, now):
                 return address
         return None
 
-    def allocate(self, key: bytes, now: float) -> int | None:
+    def allocate(self, key: bytes, now: Now) -> int | None:
         """A free dynamic address for ``key``, or None when the pool is exhausted."""
-        if now < self._exhausted_until <= now + 1.0:  # (a wall clock stepped back does not extend it)
+        if now.mono < self._exhausted_until:
             return None
         span = self.last - self.first + 1
         address = self._cursor
@@ -167,7 +174,7 @@ class Pool:
                 self._cursor = address + 1 if address < self.last else self.first
                 return address
             address += 1
-        self._exhausted_until = now + 1.0
+        self._exhausted_until = now.mono + 1.0
         return None
 
     def bind(self, key: bytes, address: int, state: str, expires: float, owner: bytes = b"") -> Binding:
@@ -190,11 +197,11 @@ class Pool:
         self.by_key[key] = binding
         return binding
 
-    def release(self, key: bytes, address: int, now: float) -> Binding | None:
+    def release(self, key: bytes, address: int, now: Now) -> Binding | None:
         binding = self.by_key.get(key)
         if binding is None or binding.address != address or binding.state == DECLINED:
             return None
-        binding.state, binding.expires = RELEASED, now
+        binding.state, binding.expires = RELEASED, now.wall
         self._exhausted_until = 0.0
         return binding
 
@@ -229,5 +236,5 @@ class Pool:
     def bindings(self) -> Iterator[Binding]:
         return iter(self.by_address.values())
 
-    def active_count(self, now: float) -> int:
-        return sum(1 for b in self.by_address.values() if b.state == ACTIVE and b.expires > now)
+    def active_count(self, now: Now) -> int:
+        return sum(1 for b in self.by_address.values() if b.state == ACTIVE and b.expires > now.wall)

@@ -1,6 +1,8 @@
 """Per-client token buckets: one client (MAC, DUID) cannot flood the server or exhaust the pool.
 
-Time is passed in (``now``) so the limiter is testable and usable inside protocol cores. The table is bounded: when
+Time is passed in so the limiter is testable and usable inside protocol cores; it must be a monotonic clock
+(``Now.mono``): fed the wall clock, a step back by NTP would leave every known client with a negative balance,
+locked out for the length of the step. The table is bounded: when
 it grows past ``max_clients``, buckets idle long enough to be full again are forgotten (they would allow a burst
 anyway), so random source MACs cannot grow memory without bound.
 """
@@ -16,25 +18,25 @@ class RateLimiter:
         self._buckets: dict[bytes, tuple[float, float]] = {}  # key -> (tokens, last refill)
         self.refused = 0
 
-    def allow(self, key: bytes, now: float) -> bool:
+    def allow(self, key: bytes, mono: float) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.max_clients:
-                self._forget_idle(now)
-            self._buckets[key] = (self.burst - 1.0, now)
+                self._forget_idle(mono)
+            self._buckets[key] = (self.burst - 1.0, mono)
             return True
         tokens, last = bucket
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        tokens = min(self.burst, tokens + (mono - last) * self.rate)
         if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
+            self._buckets[key] = (tokens, mono)
             self.refused += 1
             return False
-        self._buckets[key] = (tokens - 1.0, now)
+        self._buckets[key] = (tokens - 1.0, mono)
         return True
 
-    def _forget_idle(self, now: float) -> None:
+    def _forget_idle(self, mono: float) -> None:
         refill = self.burst / self.rate
-        idle = [k for k, (_, last) in self._buckets.items() if now - last >= refill]
+        idle = [k for k, (_, last) in self._buckets.items() if mono - last >= refill]
         for key in idle:
             del self._buckets[key]
         if len(self._buckets) >= self.max_clients:  # all busy: forget the oldest half

@@ -7,11 +7,17 @@ batch. Callers await :meth:`LeaseStore.commit`; the reply is sent when it return
 
 DHCPv4 and DHCPv6 share the store and the writer; each has its own table. Phone records (:mod:`.phones`, where
 a phone was seen, by MAC) go through the same writer, without anyone waiting on them.
+
+A commit that fails (the disk is full, an I/O error) fails every reply of its batch: nothing is sent for a lease that
+is not on disk, the clients retransmit, and the next batch tries again, so the store recovers by itself once there is
+room. Each failure is counted (``store.disk_full`` or ``store.commit_failed``) and logged with SQLite's own message,
+at most every 30 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -22,8 +28,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
+from bootstrapd.events import Events
 from bootstrapd.leases import phones
 from bootstrapd.leases.phones import PhoneRecord
+from bootstrapd.log import RateLimited
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lease4 (
@@ -122,6 +130,15 @@ def read_leases6(conn: sqlite3.Connection) -> list[Lease6]:
             for a, d, i, e, s, m, h in rows]
 
 
+log = logging.getLogger("bootstrapd.leases")
+_limited = RateLimited(log, interval=30.0)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """SQLITE_FULL: the file system (or the database's size limit) has no room for the transaction."""
+    return isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 Done = Callable[[BaseException | None], None]
 _Item = tuple[list[Lease | PhoneRecord], Done]
 
@@ -129,8 +146,10 @@ _Item = tuple[list[Lease | PhoneRecord], Done]
 class LeaseStore:
     """The lease database with a group-committing writer thread."""
 
-    def __init__(self, path: Path, *, window: float = 0.002, max_batch: int = 2000) -> None:
+    def __init__(self, path: Path, *, window: float = 0.002, max_batch: int = 2000,
+                 events: Events | None = None) -> None:
         self.path = path
+        self.events = events
         self.window = window
         self.max_batch = max_batch
         self.conn = connect(path)
@@ -227,7 +246,11 @@ class LeaseStore:
             self.conn.execute("COMMIT")
         except BaseException:
             self._phones = None  # counted again next time
-            self.conn.execute("ROLLBACK")
+            # SQLite rolls the transaction back by itself on some errors (SQLITE_FULL, most I/O errors): a ROLLBACK
+            # then fails with "cannot rollback - no transaction is active" and would hide the real error.
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
             raise
 
     def _run(self) -> None:
@@ -261,9 +284,20 @@ class LeaseStore:
             assert self._loop is not None
             callbacks = [done for _, done in batch]
             try:
+                if error is not None:
+                    self._loop.call_soon_threadsafe(self._failed, error, len(leases))
                 self._loop.call_soon_threadsafe(_settle, self._loop, callbacks, error)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
+
+    def _failed(self, error: BaseException, count: int) -> None:
+        """On the event loop: count and report a failed commit (its replies are withheld by their callbacks)."""
+        full = is_disk_full(error)
+        if self.events is not None:
+            self.events.count("store.disk_full" if full else "store.commit_failed")
+        what = "disk full" if full else "commit failed"
+        _limited.warning(what, "lease store %s: %s: %s (%d records not saved, the replies waiting on them withheld; "
+                         "the clients retry)", self.path, what, error, count)
 
 
 def _ignore(error: BaseException | None) -> None:

@@ -36,8 +36,9 @@ def udp_socket(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        # A boot storm arrives in bursts: ask for big buffers. The *FORCE variants pass net.core.rmem_max (with
-        # CAP_NET_ADMIN, which the daemon has for neighbour entries); without it, take what the kernel allows.
+        # A boot storm arrives in bursts: ask for big buffers. The *FORCE variants pass net.core.rmem_max/wmem_max
+        # with CAP_NET_ADMIN (root has it; the systemd unit does not grant it, nothing else needs it); without it,
+        # take what the kernel allows, so raise those sysctls on an appliance for thousands of phones.
         sizes = ((SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf), (SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf))
         for forced, plain, size in sizes:
             try:

@@ -24,6 +24,8 @@ from bootstrapd.log import RateLimited
 
 Address = tuple[Any, ...]
 Handler = Callable[[bytes, Address], None]
+# With the datagram's destination address too (16 bytes, IPv6), or None when the kernel did not say.
+DestinationHandler = Callable[[bytes, Address, bytes | None], None]
 
 BATCH = 64
 MAX_DATAGRAM = 65535
@@ -58,8 +60,11 @@ class DatagramEndpoint:
             self.datagram_received(data, addr)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        self._guarded(self.handler, addr, data, addr)
+
+    def _guarded(self, call: Callable[..., None], addr: Address, *args: Any) -> None:
         try:
-            self.handler(data, addr)
+            call(*args)
         except ProtocolError as exc:
             self.events.count(f"{self.name}.dropped")
             if log.isEnabledFor(logging.DEBUG):
@@ -88,5 +93,40 @@ class DatagramEndpoint:
         self.sock.close()
 
 
+class DestinationEndpoint(DatagramEndpoint):
+    """An IPv6 endpoint that also tells the handler where each datagram was sent (IPV6_PKTINFO): DHCPv6 must treat
+    a message sent to its unicast address differently from one sent to ff02::1:2 (RFC 8415 16)."""
+
+    def __init__(self, name: str, sock: socket.socket, handler: DestinationHandler, events: Events,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        self.with_destination = handler
+        super().__init__(name, sock, lambda data, addr: handler(data, addr, None), events, loop)
+
+    def _readable(self) -> None:
+        recvmsg = self.sock.recvmsg
+        for _ in range(BATCH):
+            try:
+                data, ancillary, _flags, addr = recvmsg(MAX_DATAGRAM, _PKTINFO_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.events.count(f"{self.name}.socket_error")
+                continue
+            destination = None
+            for level, kind, value in ancillary:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(value) >= 16:
+                    destination = value[:16]  # struct in6_pktinfo: the address, then the interface index
+            self._guarded(self.with_destination, addr, data, addr, destination)
+
+
+_PKTINFO_SPACE = socket.CMSG_SPACE(20)
+
+
 async def open_endpoint(name: str, sock: socket.socket, handler: Handler, events: Events) -> DatagramEndpoint:
     return DatagramEndpoint(name, sock, handler, events, asyncio.get_running_loop())
+
+
+async def open_destination_endpoint(name: str, sock: socket.socket, handler: DestinationHandler,
+                                    events: Events) -> DestinationEndpoint:
+    return DestinationEndpoint(name, sock, handler, events, asyncio.get_running_loop())

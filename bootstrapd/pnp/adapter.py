@@ -39,12 +39,7 @@ _limited = RateLimited(log)
 
 
 def variables(ctx: Context) -> dict[str, str]:
-    iface = ctx.interface
-    return {
-        "ipv4": str(iface.first_ipv4 or ""),
-        "ipv6": str(iface.first_global_ipv6 or iface.link_local_ipv6 or ""),
-        "interface": iface.name,
-    }
+    return ctx.url_variables()  # the same {ipv4}/{ipv6}/{interface} as every other URL (bootstrapd.urltemplates)
 
 
 class PnpService:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from urllib.parse import quote
 
+from bootstrapd import urltemplates
 from bootstrapd.pnp.settings import PnpRule
 
 _HEX = set("0123456789abcdef")
@@ -55,9 +56,4 @@ def expand(template: str, variables: dict[str, str], *, mac: str | None, vendor:
     # surrogateescape: header bytes that were not UTF-8 come back as the same bytes, percent-encoded.
     values["vendor"] = quote((vendor or "").encode("utf-8", "surrogateescape"), safe="")
     values["model"] = quote((model or "").encode("utf-8", "surrogateescape"), safe="")
-    out = template
-    for key, value in values.items():
-        token = "{" + key + "}"
-        if token in out:
-            out = out.replace(token, value)
-    return out
+    return urltemplates.expand(template, values)

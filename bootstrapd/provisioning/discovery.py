@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from bootstrapd.config import Settings
 from bootstrapd.dhcp4.classes import Classifier
+from bootstrapd.dhcpconf import render_map
 from bootstrapd.net.interfaces import Interface
 from bootstrapd.pnp import urls as pnp_urls
 from bootstrapd.provisioning.models import Model
+from bootstrapd.urltemplates import expand, interface_variables
 
 YEALINK_VENDOR_CLASS = b"yealink"  # what Yealink phones send in option 60 by default (protocols.md section 4)
 CUSTOM = "DHCPv4 custom option"
@@ -28,17 +30,12 @@ class UrlSource:
     note: str = ""
 
 
-def _expand(template: str, iface: Interface | None) -> str:
-    """{ipv4}/{ipv6} as the services fill them in; left as they are when the interface is not on this machine."""
-    return iface.expand(template) if iface is not None else template
-
-
-def _expand_pnp(template: str, iface: Interface | None, mac: str, model: Model) -> str:
-    variables = {"ipv4": "{ipv4}", "ipv6": "{ipv6}"}
-    if iface is not None:
-        variables = {"ipv4": str(iface.first_ipv4 or "{ipv4}"),
-                     "ipv6": str(iface.first_global_ipv6 or iface.link_local_ipv6 or "{ipv6}")}
-    return pnp_urls.expand(template, variables, mac=mac, vendor="yealink", model=model.id)
+def url_variables(settings: Settings, iface: Interface | None) -> dict[str, str]:
+    """{ipv4}/{ipv6}/{interface} as the services fill them in (bootstrapd.urltemplates, Context.url_variables);
+    none when the interface is not on this machine, so the templates are shown as they are."""
+    if iface is None:
+        return {}
+    return interface_variables(iface, settings.dhcp4.range_start, settings.dhcp6.range_start)
 
 
 def _text(value: bytes) -> str | None:
@@ -59,27 +56,28 @@ def _option43(value: bytes) -> str | None:
 
 def url_sources(settings: Settings, mac: str, model: Model, iface: Interface | None = None) -> list[UrlSource]:
     out: list[UrlSource] = []
+    variables = url_variables(settings, iface)
     pnp = settings.pnp
     if pnp.enabled:
         template = pnp_urls.select(pnp.rules, pnp.url, vendor="yealink", model=model.id, mac=mac)
         if template is None:
             out.append(UrlSource("PnP (SIP NOTIFY)", None, "a [[pnp.rule]] refuses this phone"))
         else:
-            out.append(UrlSource("PnP (SIP NOTIFY)", _expand_pnp(template, iface, mac, model)))
+            out.append(UrlSource("PnP (SIP NOTIFY)", pnp_urls.expand(template, variables, mac=mac, vendor="yealink",
+                                                                     model=model.id)))
     else:
         out.append(UrlSource("PnP (SIP NOTIFY)", None, "pnp.enabled = false"))
     dhcp4 = settings.dhcp4
     if dhcp4.enabled:
         mac_bytes = bytes.fromhex(mac)
-        classifier = Classifier(dhcp4.classes, dhcp4.options)
+        classifier = Classifier(dhcp4.classes, render_map(dhcp4.options, variables), variables)
         names = classifier.classify(YEALINK_VENDOR_CLASS, None, mac_bytes)
         options = dict(classifier.options(names).options)
         for host in dhcp4.hosts:
             if host.mac == mac_bytes:
-                options.update(host.options)
+                options.update(render_map(host.options, variables))
         shown = f"classes: {', '.join(names)}" if names else ""
-        out += [UrlSource(source.name, _expand(source.url, iface) if source.url else None, source.note)
-                for source in dhcp4_sources(options, shown)]
+        out += dhcp4_sources(options, shown)  # options rendered above: their URLs are expanded
     else:
         out.append(UrlSource("DHCPv4", None, "dhcp4.enabled = false"))
     dhcp6 = settings.dhcp6
@@ -89,7 +87,7 @@ def url_sources(settings: Settings, mac: str, model: Model, iface: Interface | N
         for cls in dhcp6.classes:
             if cls.bootfile_url and any(mac_bytes.startswith(p) for p in cls.mac_prefix):
                 url = cls.bootfile_url
-        out.append(UrlSource("DHCPv6 option 59", _expand(url, iface),
+        out.append(UrlSource("DHCPv6 option 59", expand(url, variables),
                              "" if dhcp6.force_bootfile_url else "only when the phone requests option 59"))
     else:
         out.append(UrlSource("DHCPv6 option 59", None, "dhcp6.enabled = false"))

@@ -13,13 +13,14 @@ from typing import Any
 
 from bootstrapd.config import Settings
 from bootstrapd.net.interfaces import Interface
-from bootstrapd.provisioning.discovery import UrlSource, chosen, url_sources
+from bootstrapd.provisioning.discovery import UrlSource, chosen, url_sources, url_variables
 from bootstrapd.provisioning.fetcher import Record, TreeFetcher, served_hosts, served_schemes
 from bootstrapd.provisioning.inventory import InventoryPhone
 from bootstrapd.provisioning.models import Model
 from bootstrapd.provisioning.phone import Outcome, Phone, run
 from bootstrapd.provisioning.resolver import Resolver
 from bootstrapd.provisioning.tree import Provisioning, ServedTree
+from bootstrapd.urltemplates import expand
 
 _SECRET = re.compile(r"(password|passwd|aes_key_16|secret|token)", re.IGNORECASE)
 MASK = "********"
@@ -89,8 +90,8 @@ def explain(settings: Settings, mac: str, model: Model, *, inventory: InventoryP
     problems = [str(p) for p in provisioning.rendered.problems]
     sources = url_sources(settings, mac, model, iface)
     source = chosen(sources)
-    server_url = url or (source.url if source and source.url else iface.expand(settings.server.url) if iface
-                         else settings.server.url)
+    server_url = url or (source.url if source and source.url else
+                         expand(settings.server.url, url_variables(settings, iface)))
     tree = ServedTree(Resolver(settings.server.root), provisioning)
     hosts = served_hosts(settings, iface, [s.url for s in sources if s.url] + ([url] if url else []))
     fetcher = TreeFetcher(tree, served_schemes(settings), hosts, upload_dir(settings))

@@ -17,34 +17,16 @@ from __future__ import annotations
 
 import struct
 
+from bootstrapd.net.ethernet import (  # the frame the DHCPv4 server sends to chaddr, built the same way
+    ETH_P_IP,
+    udp4_frame,
+)
+
 ETH_P_ALL = 0x0003
-ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 BROADCAST_MAC = b"\xff" * 6
 _ZERO = b"\0\0\0\0"
 _ALL_ONES = b"\xff\xff\xff\xff"
-
-
-def _checksum(data: bytes) -> int:
-    """RFC 1071 internet checksum (the sum of 16-bit words, folded, as one big-integer remainder)."""
-    if len(data) & 1:
-        data += b"\0"
-    total = int.from_bytes(data, "big") % 0xFFFF
-    if total == 0 and any(data):
-        total = 0xFFFF
-    return ~total & 0xFFFF
-
-
-def udp4_frame(src_mac: bytes, dst_mac: bytes, src_ip: bytes, dst_ip: bytes, src_port: int, dst_port: int,
-               payload: bytes) -> bytes:
-    """An Ethernet II frame with ``payload`` in UDP in IPv4 (checksums filled in)."""
-    udp_length = 8 + len(payload)
-    pseudo = struct.pack("!4s4sBBH", src_ip, dst_ip, 0, 17, udp_length)
-    udp_sum = _checksum(pseudo + struct.pack("!HHHH", src_port, dst_port, udp_length, 0) + payload) or 0xFFFF
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0x10, 20 + udp_length, 0, 0, 64, 17, 0, src_ip, dst_ip)
-    header = header[:10] + _checksum(header).to_bytes(2, "big") + header[12:]
-    return (dst_mac + src_mac + ETH_P_IP.to_bytes(2, "big") + header
-            + struct.pack("!HHHH", src_port, dst_port, udp_length, udp_sum) + payload)
 
 
 def dhcp_request_frame(mac: bytes, payload: bytes) -> bytes:

@@ -104,7 +104,7 @@ def test_the_units_privileges_serve_every_service(lab: Lab, shared_dir: Path, st
     assert int(status["CapBnd"], 16) == _mask(capabilities(unit, "CapabilityBoundingSet"))
     assert status["NoNewPrivs"] == "1"
 
-    # DHCPv4: dhclient (unicast OFFER/ACK: the neighbour entry needs CAP_NET_ADMIN) and udhcpc as a Yealink.
+    # DHCPv4: dhclient (unicast OFFER/ACK: the packet socket needs CAP_NET_RAW) and udhcpc as a Yealink.
     got = Dhclient(phone, shared_dir, "v4", DHCLIENT_CONF).obtain()
     assert IPv4Address("10.77.0.100") <= IPv4Address(got["new_ip_address"]) <= IPv4Address("10.77.0.199")
     assert got["new_tftp_server_name"] == "tftp://10.77.0.1/"
@@ -164,5 +164,5 @@ def test_run_as_root_it_warns_once_how_the_unit_runs_it(lab: Lab, shared_dir: Pa
     warnings = [line for line in app.log().splitlines() if "running as root:" in line]
     assert len(warnings) == 1, app.log()
     assert ("systemd/bootstrapd.service runs bootstrapd as an unprivileged dynamic user with only "
-            "CAP_NET_ADMIN CAP_NET_BIND_SERVICE") in warnings[0]
+            "CAP_NET_BIND_SERVICE CAP_NET_RAW") in warnings[0]
     assert "WARNING" in warnings[0]

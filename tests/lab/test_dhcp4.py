@@ -269,20 +269,25 @@ def test_hostile_datagrams_then_a_normal_client_still_gets_a_lease(lab: Lab, app
     assert dropped and int(dropped.group(1)) > 5000, log[-2000:]
 
 
+def _small_dhclient(lab: Lab, workdir: Path, urls: dict[int, str], requested: str,
+                    mac: str) -> tuple[Appliance, dict[str, str]]:
+    """The appliance with text options ``urls``, and what a dhclient limited to 576 bytes asking for ``requested``
+    (and subnet mask, routers) receives."""
+    extra = "".join(f'{code} = "{url}"\n' for code, url in urls.items())
+    app = Appliance(lab.add_appliance(), workdir, CONFIG.replace("[dhcp4.options]\n", "[dhcp4.options]\n" + extra))
+    app.start()
+    conf = "".join(f"option custom-{code} code {code} = text;\n" for code in urls)
+    conf += f"send dhcp-max-message-size 576;\nrequest subnet-mask, routers, {requested};\n"
+    return app, Dhclient(lab.add_phone(mac=mac), workdir, f"small{mac[-2:]}", conf).obtain()
+
+
 def test_dhclient_with_a_576_byte_limit_gets_every_option_through_overload(lab: Lab, workdir: Path) -> None:
     """Long provisioning URLs do not fit a 576-byte reply: they arrive in the file/sname fields (option 52)."""
     require_tools("dhclient")
     urls = {code: f"http://10.77.0.1/provisioning/{code}/{'p' * 12}/" for code in (161, 162, 163, 164, 165)}
-    extra = "".join(f'{code} = "{url}"\n' for code, url in urls.items())
     # These alone, with the header and cookie, leave no room in 576 - 28 bytes for the other options.
     assert 240 + sum(2 + len(u) for u in urls.values()) + 90 > 576 - 28  # 90: options 53-59, 1, 3, 6, 66, 160
-    node = lab.add_appliance()
-    app = Appliance(node, workdir, CONFIG.replace("[dhcp4.options]\n", "[dhcp4.options]\n" + extra))
-    app.start()
-    phone = lab.add_phone(mac="02:10:00:00:00:57")
-    conf = "".join(f"option custom-{code} code {code} = text;\n" for code in urls)
-    conf += "send dhcp-max-message-size 576;\nrequest subnet-mask, routers, tftp-server-name;\n"
-    got = Dhclient(phone, workdir, "small", conf).obtain()
+    app, got = _small_dhclient(lab, workdir, urls, "tftp-server-name", "02:10:00:00:00:57")
     assert in_range(got["new_ip_address"])
     for code, url in urls.items():
         assert got[f"new_custom_{code}"] == url
@@ -312,8 +317,8 @@ def test_inform_from_dhcping_gets_the_options_without_a_lease(lab: Lab, applianc
 
 
 def test_reply_addressing_on_the_wire(lab: Lab, workdir: Path) -> None:
-    """RFC 2131 4.1, seen by tshark on the appliance's interface: OFFER/ACK unicast to yiaddr at chaddr (a neighbour
-    entry, no broadcast) unless the client set the broadcast flag; a NAK broadcast."""
+    """RFC 2131 4.1, seen by tshark on the appliance's interface: OFFER/ACK unicast to yiaddr at chaddr (a frame
+    from the packet socket, no broadcast) unless the client set the broadcast flag; a NAK broadcast."""
     require_tools("tshark", "busybox")
     node = lab.add_appliance()
     app = Appliance(node, workdir, CONFIG)
@@ -353,3 +358,37 @@ def test_reply_addressing_on_the_wire(lab: Lab, workdir: Path) -> None:
     assert seen[("5", "02:40:00:00:00:02")] == ("255.255.255.255", "ff:ff:ff:ff:ff:ff")
     assert seen[("6", "02:40:00:00:00:03")] == ("255.255.255.255", "ff:ff:ff:ff:ff:ff")  # NAK broadcast
     app.stop()
+
+
+def test_default_option_66_reaches_dhclient_expanded(lab: Lab, workdir: Path) -> None:
+    """No 66 under [dhcp4.options]: it is server.url ("tftp://{ipv4}/"), expanded from the interface, as dhclient
+    receives it; a custom option's template too (issue #8 item 2)."""
+    require_tools("dhclient")
+    config = CONFIG.replace('66 = "tftp://10.77.0.1/boot/"\n', "").replace('160 = "http://10.77.0.1/p160/"',
+                                                                          '160 = "http://{ipv4}/p160/"')
+    assert "66 =" not in config and 'url = "tftp://{ipv4}/"' in config
+    node = lab.add_appliance()
+    app = Appliance(node, workdir, config)
+    app.start()
+    checked = app.cli("check-config", "--config", str(app.config))
+    assert checked.returncode == 0 and "tftp://10.77.0.1/  (tftp://{ipv4}/)" in checked.stdout, checked.stdout
+    phone = lab.add_phone(mac="02:10:00:00:00:66")
+    got = Dhclient(phone, workdir, "d66", DHCLIENT_CONF).obtain()
+    assert got["new_tftp_server_name"] == "tftp://10.77.0.1/"
+    assert got["new_custom_160"] == "http://10.77.0.1/p160/"
+    app.stop()
+
+
+def test_options_that_cannot_fit_are_the_unrequested_ones_and_are_named(lab: Lab, workdir: Path) -> None:
+    """RFC 2132 9.8: what dhclient asks for comes first; with a 576-byte limit what does not fit anywhere is left
+    out, lowest priority first, and a warning names it (issue #8 item 3)."""
+    require_tools("dhclient")
+    urls = {code: f"http://10.77.0.1/{code}/{'q' * 90}" for code in (161, 162, 163, 164, 165)}
+    app, got = _small_dhclient(lab, workdir, urls, "custom-165, custom-163", "02:10:00:00:00:58")
+    assert got["new_custom_165"] == urls[165] and got["new_custom_163"] == urls[163]  # requested: delivered
+    missing = [code for code in (161, 162, 164) if f"new_custom_{code}" not in got]
+    assert missing, got  # 500 bytes of options cannot all fit 576
+    app.stop()
+    warning = re.search(r"option\(s\) ([\d, ]+) left out of a (OFFER|ACK)", app.log())
+    assert warning, app.log()[-3000:]
+    assert set(missing) <= {int(c) for c in warning.group(1).split(", ")}

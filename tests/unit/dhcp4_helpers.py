@@ -8,11 +8,12 @@ from bootstrapd.config import loads
 from bootstrapd.dhcp4 import codec
 from bootstrapd.dhcp4.codec import Packet
 from bootstrapd.dhcp4.server import Dhcp4Server
+from tests.unit.clock_helpers import at
 
 SERVER = IPv4Address("10.77.0.1")
 NETWORK = IPv4Network("10.77.0.0/24")
 
-BASE = """
+WITHOUT_OPTIONS = """
 [server]
 interface = "eth1"
 [dhcp4]
@@ -21,7 +22,8 @@ router = "10.77.0.1"
 dns = ["10.77.0.1", "10.77.0.2"]
 rate_limit = 1000.0
 rate_burst = 1000
-[dhcp4.options]
+"""
+BASE = WITHOUT_OPTIONS + """[dhcp4.options]
 66 = "tftp://10.77.0.1/"
 160 = "http://10.77.0.1/p/"
 """
@@ -46,12 +48,12 @@ def message(kind: int, hw: bytes, *, xid: int = 0x1234, options: dict[int, bytes
 
 def dora(server: Dhcp4Server, hw: bytes, now: float = 1000.0, options: dict[int, bytes] | None = None) -> Packet:
     """DISCOVER, OFFER, REQUEST, ACK; returns the decoded ACK."""
-    offer = server.handle(message(codec.DISCOVER, hw, options=options), ("0.0.0.0", 68), now)
+    offer = server.handle(message(codec.DISCOVER, hw, options=options), ("0.0.0.0", 68), at(now))
     assert offer is not None and offer.data is not None
     offered = codec.decode(offer.data)
     assert offered.msg_type() == codec.OFFER
     request_options = {codec.SERVER_ID: SERVER.packed, codec.REQUESTED_IP: offered.yiaddr, **(options or {})}
-    ack = server.handle(message(codec.REQUEST, hw, options=request_options), ("0.0.0.0", 68), now)
+    ack = server.handle(message(codec.REQUEST, hw, options=request_options), ("0.0.0.0", 68), at(now))
     assert ack is not None and ack.data is not None
     acked = codec.decode(ack.data)
     assert acked.msg_type() == codec.ACK, acked.options

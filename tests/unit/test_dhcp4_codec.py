@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bootstrapd.dhcp4 import codec
 from bootstrapd.dhcp4.codec import Dhcp4Error, Packet
 from bootstrapd.errors import ProtocolError
+from tests.unit.clock_helpers import at
 from tests.unit.dhcp4_helpers import dora, mac, make_server, message
 
 option_codes = st.integers(1, 254).filter(lambda c: c not in (codec.OVERLOAD,))
@@ -53,7 +54,7 @@ def test_mutated_messages_never_crash_the_server(data: st.DataObject) -> None:
         valid[position] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(valid)))
     try:
-        server.handle(bytes(valid[:cut]), ("0.0.0.0", 68), 1000.0)
+        server.handle(bytes(valid[:cut]), ("0.0.0.0", 68), at(1000.0))
     except ProtocolError:
         pass
 
@@ -127,7 +128,7 @@ CRASH_PACKETS = {
 def test_crash_packets_are_dropped_without_harm(name: str) -> None:
     server = make_server()
     try:
-        reply = server.handle(CRASH_PACKETS[name], ("0.0.0.0", 68), 1000.0)
+        reply = server.handle(CRASH_PACKETS[name], ("0.0.0.0", 68), at(1000.0))
     except Dhcp4Error:
         reply = None
     if reply is not None and reply.data is not None:
@@ -140,6 +141,6 @@ def test_option_61_of_length_254_is_echoed_unchanged() -> None:
     server = make_server()
     client_id = b"\x01" * 254
     reply = server.handle(message(codec.DISCOVER, mac(1), options={codec.CLIENT_ID: client_id}), ("0.0.0.0", 68),
-                          1000.0)
+                          at(1000.0))
     assert reply is not None and reply.data is not None
     assert codec.decode(reply.data).options[codec.CLIENT_ID] == client_id

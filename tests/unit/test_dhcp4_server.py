@@ -11,6 +11,7 @@ from bootstrapd.dhcp4 import codec
 from bootstrapd.dhcp4.codec import Dhcp4Error
 from bootstrapd.dhcp4.server import Dhcp4Server
 from bootstrapd.leases.store import Lease4
+from tests.unit.clock_helpers import at
 from tests.unit.dhcp4_helpers import BASE, NETWORK, SERVER, dora, mac, make_server, message
 
 SRC = ("0.0.0.0", 68)
@@ -37,21 +38,25 @@ def test_dora_hands_out_an_address_with_every_configured_option() -> None:
     assert opts[160] == b"http://10.77.0.1/p/"
 
 
-def test_unicast_reply_needs_a_neighbour_entry_and_broadcast_flag_broadcasts() -> None:
+def test_unicast_reply_is_framed_for_chaddr_and_broadcast_flag_broadcasts() -> None:
+    """RFC 2131 4.1: no relay, no ciaddr, no broadcast flag: unicast to yiaddr at chaddr, as a frame we build (the
+    kernel cannot resolve yiaddr); the broadcast flag: a plain broadcast."""
     server = make_server()
-    reply = server.handle(message(codec.DISCOVER, mac(1)), SRC, 1000.0)
+    reply = server.handle(message(codec.DISCOVER, mac(1)), SRC, at(1000.0))
     assert reply is not None
     assert reply.destination == ("10.77.0.100", 68)
-    assert reply.neighbour == (IPv4Address("10.77.0.100"), mac(1))
-    reply = server.handle(message(codec.DISCOVER, mac(2), flags=codec.BROADCAST_FLAG), SRC, 1000.0)
-    assert reply is not None and reply.destination == ("255.255.255.255", 68) and reply.neighbour is None
+    assert reply.link == mac(1)
+    reply = server.handle(message(codec.DISCOVER, mac(2), flags=codec.BROADCAST_FLAG), SRC, at(1000.0))
+    assert reply is not None and reply.destination == ("255.255.255.255", 68) and reply.link is None
+    relayed = server.handle(message(codec.DISCOVER, mac(3), giaddr="10.77.0.5"), ("10.77.0.5", 67), at(1000.0))
+    assert relayed is not None and relayed.destination == ("10.77.0.5", 67) and relayed.link is None
 
 
 def test_relay_gets_the_reply_on_port_67_with_option_82_last() -> None:
     server = make_server()
     agent = bytes((1, 4)) + b"port" + bytes((2, 3)) + b"sw1"
     reply = server.handle(message(codec.DISCOVER, mac(1), giaddr="10.77.0.5", options={codec.RELAY_AGENT: agent}),
-                          ("10.77.0.5", 67), 1000.0)
+                          ("10.77.0.5", 67), at(1000.0))
     assert reply is not None and reply.data is not None
     assert reply.destination == ("10.77.0.5", 67)
     packet = codec.decode(reply.data)
@@ -62,19 +67,23 @@ def test_relay_gets_the_reply_on_port_67_with_option_82_last() -> None:
 
 def test_relay_from_another_subnet_is_refused() -> None:
     with pytest.raises(Dhcp4Error):
-        make_server().handle(message(codec.DISCOVER, mac(1), giaddr="192.0.2.1"), ("192.0.2.1", 67), 1000.0)
+        make_server().handle(message(codec.DISCOVER, mac(1), giaddr="192.0.2.1"), ("192.0.2.1", 67), at(1000.0))
 
 
-def test_option_82_is_dropped_when_it_does_not_fit_the_clients_max_size() -> None:
+def test_option_82_is_echoed_last_even_when_configured_options_must_yield_to_it() -> None:
+    """RFC 3046 2.2: the server SHALL echo option 82; its room is reserved, an unrequested option is left out."""
     server = make_server('[dhcp4.class.big]\nmac_prefix = ["02:00:00"]\n[dhcp4.class.big.options]\n'
                          f'224 = "{"x" * 200}"\n')
     agent = b"\x01\xf0" + b"a" * 240
     reply = server.handle(message(codec.DISCOVER, mac(1), giaddr="10.77.0.5",
                                   options={codec.RELAY_AGENT: agent, codec.MAX_SIZE: (576).to_bytes(2, "big")}),
-                          ("10.77.0.5", 67), 1000.0)
+                          ("10.77.0.5", 67), at(1000.0))
     assert reply is not None and reply.data is not None
     assert len(reply.data) <= 576 - 28
-    assert codec.RELAY_AGENT not in codec.decode(reply.data).options
+    packet = codec.decode(reply.data)
+    assert packet.options[codec.RELAY_AGENT] == agent
+    assert 224 not in packet.options
+    assert reply.event["left_out"] == (224,) and 224 not in reply.event["options"]
 
 
 def test_options_over_the_clients_max_size_overflow_into_file_and_sname() -> None:
@@ -83,7 +92,7 @@ def test_options_over_the_clients_max_size_overflow_into_file_and_sname() -> Non
     body = "".join(f'{code} = "{url}"\n' for code, url in urls.items())
     server = make_server(f"[dhcp4.class.big]\nmac_prefix = [\"02:00:00\"]\n[dhcp4.class.big.options]\n{body}")
     reply = server.handle(message(codec.DISCOVER, mac(1), options={codec.MAX_SIZE: (576).to_bytes(2, "big")}),
-                          SRC, 1000.0)
+                          SRC, at(1000.0))
     assert reply is not None and reply.data is not None
     assert len(reply.data) <= 576 - 28
     packet = codec.decode(reply.data)
@@ -93,7 +102,7 @@ def test_options_over_the_clients_max_size_overflow_into_file_and_sname() -> Non
     assert packet.options[66] == b"tftp://10.77.0.1/" and packet.msg_type() == codec.OFFER
     # Without a max size option the client may take 576 too (RFC 2131): same answer; a larger one needs no overload.
     big = server.handle(message(codec.DISCOVER, mac(2), options={codec.MAX_SIZE: (1500).to_bytes(2, "big")}),
-                        SRC, 1000.0)
+                        SRC, at(1000.0))
     assert big is not None and big.data is not None
     assert codec.OVERLOAD not in codec.decode(big.data).options
 
@@ -120,15 +129,15 @@ def test_offered_address_is_held_so_two_clients_never_get_the_same_one() -> None
     server = make_server()
     offers = set()
     for n in range(4):
-        reply = server.handle(message(codec.DISCOVER, mac(n)), SRC, 1000.0)
+        reply = server.handle(message(codec.DISCOVER, mac(n)), SRC, at(1000.0))
         assert reply is not None and reply.data is not None
         offers.add(ip(codec.decode(reply.data)))
     assert len(offers) == 4
     # The pool (4 addresses) is now held by offers: a fifth client gets nothing ...
-    assert server.handle(message(codec.DISCOVER, mac(9)), SRC, 1000.0).data is None  # type: ignore[union-attr]
+    assert server.handle(message(codec.DISCOVER, mac(9)), SRC, at(1000.0)).data is None  # type: ignore[union-attr]
     assert server.stats["pool_exhausted"] == 1
     # ... until the offers expire (offer_time 30 s).
-    reply = server.handle(message(codec.DISCOVER, mac(9)), SRC, 1031.0)
+    reply = server.handle(message(codec.DISCOVER, mac(9)), SRC, at(1031.0))
     assert reply is not None and reply.data is not None
 
 
@@ -136,7 +145,7 @@ def test_expired_leases_are_reused_when_the_pool_is_full() -> None:
     server = make_server()
     for n in range(4):
         dora(server, mac(n))
-    assert server.handle(message(codec.DISCOVER, mac(9)), SRC, 1000.0).data is None  # type: ignore[union-attr]
+    assert server.handle(message(codec.DISCOVER, mac(9)), SRC, at(1000.0)).data is None  # type: ignore[union-attr]
     ack = dora(server, mac(9), now=1000.0 + 3601)
     assert ip(ack) in {"10.77.0.100", "10.77.0.101", "10.77.0.102", "10.77.0.103"}
 
@@ -154,7 +163,7 @@ def test_reservation_is_honoured_and_kept_out_of_the_pool() -> None:
     assert "10.77.0.101" not in got
     # A reserved client asking for another address is refused it.
     wanted = {codec.REQUESTED_IP: IPv4Address("10.77.0.103").packed}
-    reply = server.handle(message(codec.REQUEST, mac(5), options=wanted), SRC, 1001.0)
+    reply = server.handle(message(codec.REQUEST, mac(5), options=wanted), SRC, at(1001.0))
     assert reply is not None and reply.data is not None and codec.decode(reply.data).msg_type() == codec.NAK
 
 
@@ -162,7 +171,7 @@ def test_release_frees_the_address() -> None:
     server = make_server()
     ack = dora(server, mac(1))
     reply = server.handle(message(codec.RELEASE, mac(1), ciaddr=ip(ack), options={codec.SERVER_ID: SERVER.packed}),
-                          SRC, 1010.0)
+                          SRC, at(1010.0))
     assert reply is not None and reply.data is None
     assert reply.commit[0].state == "released"
     for n in range(2, 6):  # the pool has 4 addresses: the released one is handed out again
@@ -173,14 +182,14 @@ def test_decline_quarantines_the_address() -> None:
     server = make_server()
     ack = dora(server, mac(1))
     reply = server.handle(message(codec.DECLINE, mac(1), options={codec.SERVER_ID: SERVER.packed,
-                                                                  codec.REQUESTED_IP: ack.yiaddr}), SRC, 1001.0)
+                                                                  codec.REQUESTED_IP: ack.yiaddr}), SRC, at(1001.0))
     assert reply is not None and reply.commit[0].state == "declined"
     again = dora(server, mac(1), now=1002.0)
     assert ip(again) != ip(ack)
     others = {ip(dora(server, mac(n), now=1003.0)) for n in (2, 3)}
     assert ip(ack) not in others
     # After the quarantine (decline_time 600 s) it comes back.
-    assert server.handle(message(codec.DISCOVER, mac(4)), SRC, 1003.0).data is None  # type: ignore[union-attr]
+    assert server.handle(message(codec.DISCOVER, mac(4)), SRC, at(1003.0)).data is None  # type: ignore[union-attr]
     assert ip(dora(server, mac(4), now=1700.0)) == ip(ack)
 
 
@@ -188,13 +197,13 @@ def test_decline_by_a_stranger_is_ignored() -> None:
     server = make_server()
     ack = dora(server, mac(1))
     reply = server.handle(message(codec.DECLINE, mac(2), options={codec.SERVER_ID: SERVER.packed,
-                                                                  codec.REQUESTED_IP: ack.yiaddr}), SRC, 1001.0)
+                                                                  codec.REQUESTED_IP: ack.yiaddr}), SRC, at(1001.0))
     assert reply is None
 
 
 def test_inform_gets_options_without_lease_time_unicast_to_ciaddr() -> None:
     server = make_server()
-    reply = server.handle(message(codec.INFORM, mac(1), ciaddr="10.77.0.30"), ("10.77.0.30", 68), 1000.0)
+    reply = server.handle(message(codec.INFORM, mac(1), ciaddr="10.77.0.30"), ("10.77.0.30", 68), at(1000.0))
     assert reply is not None and reply.data is not None and not reply.commit
     assert reply.destination == ("10.77.0.30", 68)
     packet = codec.decode(reply.data)
@@ -207,19 +216,19 @@ def test_inform_gets_options_without_lease_time_unicast_to_ciaddr() -> None:
 def test_renewing_and_rebinding_extend_the_lease() -> None:
     server = make_server()
     ack = dora(server, mac(1))
-    renew = server.handle(message(codec.REQUEST, mac(1), ciaddr=ip(ack)), (ip(ack), 68), 2800.0)
+    renew = server.handle(message(codec.REQUEST, mac(1), ciaddr=ip(ack)), (ip(ack), 68), at(2800.0))
     assert renew is not None and renew.data is not None
     assert renew.destination == (ip(ack), 68)
     assert codec.decode(renew.data).msg_type() == codec.ACK
     assert renew.commit[0].expires == 2800.0 + 3600
-    rebind = server.handle(message(codec.REQUEST, mac(1), ciaddr=ip(ack), flags=codec.BROADCAST_FLAG), SRC, 4000.0)
+    rebind = server.handle(message(codec.REQUEST, mac(1), ciaddr=ip(ack), flags=codec.BROADCAST_FLAG), SRC, at(4000.0))
     assert rebind is not None and codec.decode(rebind.data or b"").msg_type() == codec.ACK
 
 
 def test_init_reboot_on_the_wrong_network_is_naked_by_broadcast() -> None:
     server = make_server()
     reply = server.handle(message(codec.REQUEST, mac(1), options={codec.REQUESTED_IP: bytes((192, 168, 1, 5))}),
-                          SRC, 1000.0)
+                          SRC, at(1000.0))
     assert reply is not None and reply.data is not None
     assert reply.destination == ("255.255.255.255", 68)
     nak = codec.decode(reply.data)
@@ -229,17 +238,17 @@ def test_init_reboot_on_the_wrong_network_is_naked_by_broadcast() -> None:
 def test_init_reboot_for_an_address_held_by_another_client_is_naked() -> None:
     server = make_server()
     ack = dora(server, mac(1))
-    reply = server.handle(message(codec.REQUEST, mac(2), options={codec.REQUESTED_IP: ack.yiaddr}), SRC, 1001.0)
+    reply = server.handle(message(codec.REQUEST, mac(2), options={codec.REQUESTED_IP: ack.yiaddr}), SRC, at(1001.0))
     assert reply is not None and codec.decode(reply.data or b"").msg_type() == codec.NAK
 
 
 def test_choosing_another_server_frees_the_offer() -> None:
     server = make_server()
-    reply = server.handle(message(codec.DISCOVER, mac(1)), SRC, 1000.0)
+    reply = server.handle(message(codec.DISCOVER, mac(1)), SRC, at(1000.0))
     assert reply is not None and reply.data is not None
     offered = codec.decode(reply.data).yiaddr
     other = server.handle(message(codec.REQUEST, mac(1), options={codec.SERVER_ID: bytes((10, 77, 0, 9)),
-                                                                  codec.REQUESTED_IP: offered}), SRC, 1000.5)
+                                                                  codec.REQUESTED_IP: offered}), SRC, at(1000.5))
     assert other is None
     # All four addresses of the pool go to four other clients: the one we had offered was freed at once.
     got = {ip(dora(server, mac(n), now=1001.0)) for n in (2, 3, 4, 5)}
@@ -271,17 +280,17 @@ def test_rate_limit_drops_a_flooding_mac() -> None:
     server = make_server(base=BASE.replace("rate_limit = 1000.0", "rate_limit = 1.0").replace("rate_burst = 1000",
                                                                                                 "rate_burst = 5"))
     answered = sum(1 for _ in range(50)
-                   if server.handle(message(codec.DISCOVER, mac(1)), SRC, 1000.0) is not None)
+                   if server.handle(message(codec.DISCOVER, mac(1)), SRC, at(1000.0)) is not None)
     assert answered == 5
     assert server.stats["rate_limited"] == 45
-    assert server.handle(message(codec.DISCOVER, mac(2)), SRC, 1000.0) is not None  # others unaffected
+    assert server.handle(message(codec.DISCOVER, mac(2)), SRC, at(1000.0)) is not None  # others unaffected
 
 
 def test_reload_keeps_bindings() -> None:
     server = make_server()
     ack = dora(server, mac(1))
     server.configure(loads(BASE.replace('66 = "tftp://10.77.0.1/"', '66 = "tftp://new/"')).dhcp4)
-    renew = server.handle(message(codec.REQUEST, mac(1), ciaddr=ip(ack)), (ip(ack), 68), 1500.0)
+    renew = server.handle(message(codec.REQUEST, mac(1), ciaddr=ip(ack)), (ip(ack), 68), at(1500.0))
     assert renew is not None and renew.data is not None
     packet = codec.decode(renew.data)
     assert packet.msg_type() == codec.ACK and packet.options[66] == b"tftp://new/"

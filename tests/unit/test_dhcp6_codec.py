@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootstrapd.dhcp6 import codec
-from bootstrapd.dhcp6.codec import Dhcp6Error, IaAddress, IaNa, Message, RelayMessage, StatusCode
+from bootstrapd.dhcp6.codec import Dhcp6Error, IaAddress, IaNa, IaPd, IaTa, Message, RelayMessage, StatusCode
 from bootstrapd.errors import ProtocolError
 
 DUID = b"\x00\x03\x00\x01\x00\x15\x65\x01\x02\x03"
@@ -72,6 +72,21 @@ def test_relay_round_trip(msg: Message | RelayMessage) -> None:
 @given(_ia())
 def test_ia_na_round_trip(ia: IaNa) -> None:
     assert IaNa.decode(ia.encode()) == ia
+
+
+_STATUS = st.one_of(st.none(), st.builds(StatusCode, st.integers(0, 0xFFFF), st.text(max_size=20)))
+
+
+@given(st.builds(IaTa, st.integers(0, 2**32 - 1), st.lists(
+    st.builds(IaAddress, _ADDR, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.just([])), max_size=3),
+    _STATUS))
+def test_ia_ta_round_trip(ia: IaTa) -> None:
+    assert IaTa.decode(ia.encode()) == ia
+
+
+@given(st.builds(IaPd, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), _STATUS))
+def test_ia_pd_round_trip(ia: IaPd) -> None:
+    assert IaPd.decode(ia.encode()) == ia
 
 
 @given(st.binary(max_size=300))

@@ -12,6 +12,7 @@ from bootstrapd.dhcp6.codec import Dhcp6Error, IaAddress, IaNa, Message, RelayMe
 from bootstrapd.dhcp6.server import Dhcp6Server, Outgoing
 from bootstrapd.dhcp6.settings import Dhcp6Settings
 from bootstrapd.leases.store import ACTIVE, DECLINED, RELEASED, Lease6
+from tests.unit.clock_helpers import at
 
 SERVER_DUID = b"\x00\x01\x00\x01\x00\x00\x00\x01\x02\x77\x00\x00\x00\x01"
 OTHER_SERVER = b"\x00\x01\x00\x01\x00\x00\x00\x01\x02\x99\x00\x00\x00\x01"
@@ -39,7 +40,7 @@ def settings(body: str = "") -> Dhcp6Settings:
 
 
 def server(body: str = "", leases: list[Lease6] | None = None) -> Dhcp6Server:
-    return Dhcp6Server(settings(body), SERVER_DUID, leases or [], expand=lambda t: t.replace("{ipv6}", "fd77::1"),
+    return Dhcp6Server(settings(body), SERVER_DUID, leases or [], variables={"ipv6": "fd77::1"},
                        link_prefixes=[IPv6Network("fd77::/64")])
 
 
@@ -63,7 +64,7 @@ def oro(*codes: int) -> codec.Option:
 
 
 def handle(srv: Dhcp6Server, data: bytes, now: float = NOW, source: str = CLIENT) -> tuple[Message, Outgoing]:
-    out = srv.handle(data, source, now)
+    out = srv.handle(data, source, at(now))
     assert out is not None
     parsed = codec.parse(out.data)
     assert isinstance(parsed, Message)
@@ -173,7 +174,7 @@ def test_rapid_commit_only_when_configured() -> None:
 ])
 def test_validation_drops(data: bytes, reason: str) -> None:
     with pytest.raises(Dhcp6Error, match=reason):
-        server().handle(data, CLIENT, NOW)
+        server().handle(data, CLIENT, at(NOW))
 
 
 def test_renew_and_rebind_keep_the_address() -> None:
@@ -249,7 +250,7 @@ def test_confirm() -> None:
     assert ias(reply) == []
     reply, _ = handle(srv, msg(codec.CONFIRM, YEALINK, ia(1, "2001:db8::5")))
     assert status(reply) is not None and status(reply).code == codec.NOT_ON_LINK  # type: ignore[union-attr]
-    assert srv.handle(msg(codec.CONFIRM, YEALINK, ia(1)), CLIENT, NOW) is None  # nothing to confirm: silence
+    assert srv.handle(msg(codec.CONFIRM, YEALINK, ia(1)), CLIENT, at(NOW)) is None  # nothing to confirm: silence
 
 
 def test_information_request_is_stateless() -> None:
@@ -318,7 +319,7 @@ def test_relay_reply_copies_interface_id_and_goes_to_the_relay() -> None:
                            (codec.OPT_CLIENT_LINKLAYER_ADDR, b"\x00\x01\x00\x15\x65\xaa\xbb\xcc")])
     relay2 = RelayMessage(codec.RELAY_FORW, 1, IPv6Address("::"), IPv6Address("fd77::2"), relay1,
                           [(codec.OPT_INTERFACE_ID, b"uplink"), (37, b"remote-id")])
-    out = srv.handle(relay2.encode(), "fd77::3", NOW)
+    out = srv.handle(relay2.encode(), "fd77::3", at(NOW))
     assert out is not None
     assert out.destination == ("fd77::3", 547)
     outer = codec.parse(out.data)
@@ -336,7 +337,7 @@ def test_relay_reply_copies_interface_id_and_goes_to_the_relay() -> None:
     assert out.mac == b"\x00\x15\x65\xaa\xbb\xcc" and out.classes == ("yealink",)
     request = Message(codec.REQUEST, 43, [(codec.OPT_CLIENTID, duid_en), (codec.OPT_SERVERID, SERVER_DUID), ia(1)])
     relay1.inner = request
-    out = srv.handle(relay2.encode(), "fd77::3", NOW)
+    out = srv.handle(relay2.encode(), "fd77::3", at(NOW))
     assert out is not None and out.leases[0].mac == b"\x00\x15\x65\xaa\xbb\xcc"
 
 
@@ -344,7 +345,7 @@ def test_relay_reply_to_a_relay_is_dropped() -> None:
     reply = RelayMessage(codec.RELAY_REPL, 0, IPv6Address("::"), IPv6Address("::"),
                          Message(codec.REPLY, 1, [(codec.OPT_CLIENTID, OTHER)]), [])
     with pytest.raises(Dhcp6Error):
-        server().handle(reply.encode(), "fd77::3", NOW)
+        server().handle(reply.encode(), "fd77::3", at(NOW))
 
 
 def test_leases_restored_from_the_store() -> None:
@@ -362,7 +363,7 @@ def test_rate_limit_per_client() -> None:
     handle(srv, msg(codec.SOLICIT, YEALINK, ia(1)))
     handle(srv, msg(codec.SOLICIT, YEALINK, ia(1)))
     with pytest.raises(Dhcp6Error, match="rate limited"):
-        srv.handle(msg(codec.SOLICIT, YEALINK, ia(1)), CLIENT, NOW)
+        srv.handle(msg(codec.SOLICIT, YEALINK, ia(1)), CLIENT, at(NOW))
     handle(srv, msg(codec.SOLICIT, OTHER, ia(1)))  # another client is not affected
     handle(srv, msg(codec.SOLICIT, YEALINK, ia(1)), NOW + 1.5)  # refilled
 

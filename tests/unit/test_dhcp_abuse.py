@@ -15,6 +15,7 @@ from bootstrapd.dhcp4 import codec as c4
 from bootstrapd.dhcp6 import codec as c6
 from bootstrapd.leases.pool import MAX_PER_CLIENT
 from tests.unit import test_dhcp6_server as h6
+from tests.unit.clock_helpers import at
 from tests.unit.dhcp4_helpers import SERVER, dora, mac, make_server, message
 
 RANGE = '\n[dhcp4]\nrange = "10.77.0.10-10.77.0.250"\nrate_limit = 1000.0\nrate_burst = 1000\n'
@@ -29,12 +30,12 @@ def test_dhcp4_one_mac_rotating_client_ids_cannot_take_the_pool() -> None:
     acked = []
     for n in range(100):
         client_id = b"\x01" + n.to_bytes(6, "big")
-        offer = server.handle(message(c4.DISCOVER, mac(1), options={c4.CLIENT_ID: client_id}), SRC, 1000.0)
+        offer = server.handle(message(c4.DISCOVER, mac(1), options={c4.CLIENT_ID: client_id}), SRC, at(1000.0))
         if offer is None or offer.data is None:
             continue
         yiaddr = c4.decode(offer.data).yiaddr
         ack = server.handle(message(c4.REQUEST, mac(1), options={c4.CLIENT_ID: client_id, c4.SERVER_ID: SERVER.packed,
-                                                                 c4.REQUESTED_IP: yiaddr}), SRC, 1000.0)
+                                                                 c4.REQUESTED_IP: yiaddr}), SRC, at(1000.0))
         if ack is not None and ack.data is not None and c4.decode(ack.data).msg_type() == c4.ACK:
             acked.append(n)
     assert acked[-1] == 99  # the newest identity got an address
@@ -48,7 +49,7 @@ def test_dhcp4_init_reboot_with_rotating_client_ids_cannot_take_the_pool() -> No
     acked = 0
     for n in range(100):
         options = {c4.CLIENT_ID: b"\x01" + n.to_bytes(6, "big"), c4.REQUESTED_IP: bytes((10, 77, 0, 10 + n))}
-        reply = server.handle(message(c4.REQUEST, mac(1), options=options), SRC, 1000.0)
+        reply = server.handle(message(c4.REQUEST, mac(1), options=options), SRC, at(1000.0))
         if reply is not None and reply.data is not None and c4.decode(reply.data).msg_type() == c4.ACK:
             acked += 1
     assert 1 <= acked <= MAX_PER_CLIENT
@@ -57,12 +58,12 @@ def test_dhcp4_init_reboot_with_rotating_client_ids_cannot_take_the_pool() -> No
 def test_dhcp4_decline_loop_cannot_quarantine_the_pool() -> None:
     server = make_server(base=BASE + RANGE)
     for n in range(100):
-        ack = server.handle(message(c4.DISCOVER, mac(1)), SRC, 1000.0 + n)
+        ack = server.handle(message(c4.DISCOVER, mac(1)), SRC, at(1000.0 + n))
         if ack is None or ack.data is None:
             continue
         address = dora(server, mac(1), 1000.0 + n).yiaddr
         server.handle(message(c4.DECLINE, mac(1), options={c4.SERVER_ID: SERVER.packed, c4.REQUESTED_IP: address}),
-                      SRC, 1000.0 + n)
+                      SRC, at(1000.0 + n))
     assert server.states()["declined"] <= MAX_PER_CLIENT
 
 
@@ -96,6 +97,6 @@ def test_dhcp6_message_packed_with_ias_is_dropped_before_any_work() -> None:
     srv = h6.server('range = "fd77::100-fd77::1ff"\nrate_limit = 1000.0\nrate_burst = 1000')
     packed = h6.msg(c6.SOLICIT, h6.YEALINK, *(h6.ia(i) for i in range(4000)))
     with pytest.raises(c6.Dhcp6Error):
-        srv.handle(packed, h6.CLIENT, h6.NOW)
+        srv.handle(packed, h6.CLIENT, at(h6.NOW))
     reply, _ = h6.handle(srv, h6.msg(c6.SOLICIT, h6.YEALINK, *(h6.ia(i) for i in range(c6.MAX_IAS))))
     assert len(h6.ias(reply)) == c6.MAX_IAS

@@ -18,6 +18,7 @@ from bootstrapd.dhcp6 import codec as c6
 from bootstrapd.errors import ProtocolError
 from bootstrapd.leases.pool import Pool
 from tests.unit import test_dhcp6_server as h6
+from tests.unit.clock_helpers import at
 from tests.unit.dhcp4_helpers import SERVER, dora, mac, make_server, message
 
 MACS = [mac(n) for n in range(1, 4)] + [mac(1, "00:15:65")]
@@ -96,7 +97,7 @@ def test_dhcp4_core_survives_mutated_sequences(steps: list[tuple]) -> None:  # t
         if kind == 0:
             data = data.replace(b"\x35\x01\x00", b"")
         try:
-            reply = server.handle(mutate(data, how), ("10.77.0.50", 68), now)
+            reply = server.handle(mutate(data, how), ("10.77.0.50", 68), at(now))
         except ProtocolError:
             continue
         if reply is not None and reply.data is not None:
@@ -144,7 +145,7 @@ def test_dhcp6_core_survives_mutated_sequences(steps: list[tuple]) -> None:  # t
             relay = bytes((c6.RELAY_FORW, level)) + IPv6Address("fd77::2").packed + IPv6Address("fe80::1").packed
             data = relay + c6.encode_options([(c6.OPT_INTERFACE_ID, b"vlan7"), (c6.OPT_RELAY_MSG, data)])
         try:
-            out = srv.handle(mutate(data, how), h6.CLIENT, now)
+            out = srv.handle(mutate(data, how), h6.CLIENT, at(now))
         except ProtocolError:
             continue
         if out is not None:

@@ -7,6 +7,7 @@ from ipaddress import IPv4Address, IPv6Address
 from bootstrapd.dhcp4 import codec
 from bootstrapd.leases.owners import LeaseOwners
 from tests.unit import test_dhcp6_server as v6
+from tests.unit.clock_helpers import at
 from tests.unit.dhcp4_helpers import SERVER, dora, mac, make_server, message
 
 
@@ -23,7 +24,7 @@ def test_dhcp4_active_lease_owner_then_released_or_expired() -> None:
     assert owners.mac_for("10.77.0.250", 1001.0) is None
     assert owners.mac_for("not an address", 1001.0) is None
     release = message(codec.RELEASE, hw, ciaddr=str(address), options={codec.SERVER_ID: SERVER.packed})
-    server.handle(release, (str(address), 68), 1002.0)
+    server.handle(release, (str(address), 68), at(1002.0))
     assert owners.mac_for(str(address), 1003.0) is None
 
 
@@ -32,7 +33,7 @@ def test_an_offer_is_not_ownership() -> None:
     owners = LeaseOwners()
     owners.register(server.owner)
     hw = mac(8, "00:15:65")
-    offer = server.handle(message(codec.DISCOVER, hw), ("0.0.0.0", 68), 1000.0)
+    offer = server.handle(message(codec.DISCOVER, hw), ("0.0.0.0", 68), at(1000.0))
     assert offer is not None and offer.data is not None
     offered = codec.decode(offer.data)
     assert owners.mac_for(str(IPv4Address(offered.yiaddr)), 1000.5) is None

@@ -14,13 +14,13 @@ LAB = config.load(REPO / "configs" / "lab.toml")  # every service enabled
 
 STATUS = """Name:\tbootstrapd
 Umask:\t0077
-CapInh:\t0000000000001400
+CapInh:\t0000000000002400
 CapPrm:\t{mask:016x}
 CapEff:\t{mask:016x}
-CapBnd:\t0000000000001400
-CapAmb:\t0000000000001400
+CapBnd:\t0000000000002400
+CapAmb:\t0000000000002400
 """
-BIND, ADMIN = 1 << 10, 1 << 12
+BIND, RAW = 1 << 10, 1 << 13
 
 
 def _config(body: str) -> config.Settings:
@@ -32,7 +32,7 @@ def test_each_service_and_port_is_named() -> None:
         Need("dhcp4", "CAP_NET_BIND_SERVICE", "UDP port 67"),
         Need("dhcp6", "CAP_NET_BIND_SERVICE", "UDP port 547"),
         Need("tftp", "CAP_NET_BIND_SERVICE", "UDP port 69"),
-        Need("dhcp4", "CAP_NET_ADMIN", "neighbour entries for unicast OFFERs and ACKs, RFC 2131 4.1"),
+        Need("dhcp4", "CAP_NET_RAW", "a packet socket for unicast OFFERs and ACKs, RFC 2131 4.1"),
     ]  # PnP's 5060 needs nothing
 
 
@@ -40,8 +40,8 @@ def test_ports_follow_the_configuration_and_the_namespace_sysctl() -> None:
     assert privileges.needs(_config("[tftp]\nenabled = true\nport = 6969\n")) == []
     assert privileges.needs(_config("[pnp]\nenabled = true\nport = 506\nsource_port = 507\n")) == [
         Need("pnp", "CAP_NET_BIND_SERVICE", "UDP port 506, UDP source port 507")]
-    # net.ipv4.ip_unprivileged_port_start = 0: no port is privileged, only the neighbour entries are.
-    assert [n.capability for n in privileges.needs(LAB, port_start=0)] == ["CAP_NET_ADMIN"]
+    # net.ipv4.ip_unprivileged_port_start = 0: no port is privileged, only the packet socket is.
+    assert [n.capability for n in privileges.needs(LAB, port_start=0)] == ["CAP_NET_RAW"]
 
 
 def test_the_sysctl_is_read_and_defaults_to_1024(tmp_path: Path) -> None:
@@ -51,21 +51,21 @@ def test_the_sysctl_is_read_and_defaults_to_1024(tmp_path: Path) -> None:
 
 
 def test_capeff_is_parsed() -> None:
-    assert privileges.effective(STATUS.format(mask=BIND | ADMIN)) == 0x1400
-    assert privileges.names(0x1400) == ["CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"]
+    assert privileges.effective(STATUS.format(mask=BIND | RAW)) == 0x2400
+    assert privileges.names(0x2400) == ["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
     assert privileges.names(1 << 21) == ["CAP_21"]
 
 
 def test_a_missing_capability_is_named_with_its_services() -> None:
-    assert privileges.problem(LAB, STATUS.format(mask=BIND | ADMIN), port_start=1024) is None
-    message = privileges.problem(LAB, STATUS.format(mask=ADMIN), port_start=1024)
+    assert privileges.problem(LAB, STATUS.format(mask=BIND | RAW), port_start=1024) is None
+    message = privileges.problem(LAB, STATUS.format(mask=RAW), port_start=1024)
     assert message == (
         "missing capability CAP_NET_BIND_SERVICE: dhcp4 needs CAP_NET_BIND_SERVICE (UDP port 67); dhcp6 needs "
         "CAP_NET_BIND_SERVICE (UDP port 547); tftp needs CAP_NET_BIND_SERVICE (UDP port 69) (the unit "
         "systemd/bootstrapd.service grants it with AmbientCapabilities=)")
     message = privileges.problem(LAB, STATUS.format(mask=0), port_start=1024)
-    assert message is not None and message.startswith("missing capabilities CAP_NET_ADMIN CAP_NET_BIND_SERVICE: ")
-    assert "dhcp4 needs CAP_NET_ADMIN (neighbour entries" in message
+    assert message is not None and message.startswith("missing capabilities CAP_NET_BIND_SERVICE CAP_NET_RAW: ")
+    assert "dhcp4 needs CAP_NET_RAW (a packet socket" in message
 
 
 def test_nothing_to_check_without_proc() -> None:
@@ -77,7 +77,7 @@ def test_root_gets_one_warning_naming_what_the_unit_grants() -> None:
     warning = privileges.root_warning(LAB, euid=0, port_start=1024)
     assert warning is not None
     assert warning.startswith("running as root: systemd/bootstrapd.service runs bootstrapd as an unprivileged dynamic "
-                              "user with only CAP_NET_ADMIN CAP_NET_BIND_SERVICE, ")
+                              "user with only CAP_NET_BIND_SERVICE CAP_NET_RAW, ")
     assert "tftp needs CAP_NET_BIND_SERVICE (UDP port 69)" in warning
     quiet = _config("[tftp]\nenabled = true\nport = 6969\n")
     assert "dynamic user with no capabilities, " in (privileges.root_warning(quiet, euid=0, port_start=1024) or "")

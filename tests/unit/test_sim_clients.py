@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from ipaddress import IPv4Address
 
+from bootstrapd.clock import Now
 from bootstrapd.dhcp4 import codec as dhcp
 from bootstrapd.pnp.message import parse
 from bootstrapd.pnp.responder import Responder
@@ -37,13 +38,13 @@ def test_dhcp_discover_is_a_yealink_s_and_reaches_an_ack_from_the_real_server_co
     assert sent.msg_type() == dhcp.DISCOVER and sent.mac == MAC and sent.xid == phone.xid
     assert sent.vendor_class() == b"yealink" and sent.client_id() == b"\x01" + MAC
     assert list(sent.param_list()) == [*PARAMETER_REQUEST, 160]
-    offer = server.handle(discover, ("0.0.0.0", 68), 0.1)
+    offer = server.handle(discover, ("0.0.0.0", 68), Now(0.1, 0.1))
     assert offer is not None and offer.data is not None
     [request] = phone.receive(offer.data, 0.1)
     assert phone.state == "requesting"
     req = dhcp.decode(request)
     assert req.msg_type() == dhcp.REQUEST and req.requested_ip() == IPv4Address(dhcp.decode(offer.data).yiaddr)
-    ack = server.handle(request, ("0.0.0.0", 68), 0.2)
+    ack = server.handle(request, ("0.0.0.0", 68), Now(0.2, 0.2))
     assert ack is not None and ack.data is not None
     assert phone.receive(ack.data, 0.2) == []
     assert phone.state == "bound" and phone.lease is not None and phone.deadline is None
@@ -78,10 +79,10 @@ def test_a_lost_offer_is_retried_not_fatal() -> None:
     assert phone.deadline is not None
     t = phone.deadline
     [again] = phone.on_timer(t)  # the OFFER was lost: DISCOVER again
-    offer = server.handle(again, ("0.0.0.0", 68), t)
+    offer = server.handle(again, ("0.0.0.0", 68), Now(t, t))
     assert offer is not None and offer.data is not None
     [request] = phone.receive(offer.data, t + 0.1)
-    ack = server.handle(request, ("0.0.0.0", 68), t + 0.2)
+    ack = server.handle(request, ("0.0.0.0", 68), Now(t + 0.2, t + 0.2))
     assert ack is not None and ack.data is not None
     phone.receive(ack.data, t + 0.2)
     assert phone.state == "bound" and phone.retransmissions == 1
@@ -94,7 +95,7 @@ def test_replies_for_another_phone_or_garbage_are_ignored() -> None:
     other = client()
     other.mac = bytes.fromhex("001565000001")
     [theirs] = other.start(0.0)
-    reply = server.handle(theirs, ("0.0.0.0", 68), 0.1)
+    reply = server.handle(theirs, ("0.0.0.0", 68), Now(0.1, 0.1))
     assert reply is not None and reply.data is not None
     assert phone.receive(reply.data, 0.1) == [] and phone.state == "selecting"
     assert phone.receive(b"\x02garbage", 0.1) == []
@@ -104,7 +105,7 @@ def test_a_nak_starts_over_from_discover_after_a_pause() -> None:
     server = make_server()
     phone = client()
     [discover] = phone.start(0.0)
-    offer = server.handle(discover, ("0.0.0.0", 68), 0.1)
+    offer = server.handle(discover, ("0.0.0.0", 68), Now(0.1, 0.1))
     assert offer is not None and offer.data is not None
     phone.receive(offer.data, 0.1)
     offered = dhcp.decode(offer.data)
@@ -122,7 +123,7 @@ def test_no_ack_goes_back_to_init_once_then_gives_up() -> None:
     server = make_server()
     phone = client(tries=2)
     [discover] = phone.start(0.0)
-    offer = server.handle(discover, ("0.0.0.0", 68), 0.1)
+    offer = server.handle(discover, ("0.0.0.0", 68), Now(0.1, 0.1))
     assert offer is not None and offer.data is not None
     kinds = [dhcp.decode(d).msg_type() for d in phone.receive(offer.data, 0.1)]
     while phone.state not in ("failed", "bound"):  # every ACK is lost
@@ -131,7 +132,7 @@ def test_no_ack_goes_back_to_init_once_then_gives_up() -> None:
         for datagram in phone.on_timer(now):
             kinds.append(dhcp.decode(datagram).msg_type())
             if kinds[-1] == dhcp.DISCOVER:
-                again = server.handle(datagram, ("0.0.0.0", 68), now)
+                again = server.handle(datagram, ("0.0.0.0", 68), Now(now, now))
                 assert again is not None and again.data is not None
                 kinds += [dhcp.decode(d).msg_type() for d in phone.receive(again.data, now)]
     assert kinds == [dhcp.REQUEST, dhcp.REQUEST, dhcp.DISCOVER, dhcp.REQUEST, dhcp.REQUEST]
@@ -339,11 +340,11 @@ def test_dhcp6_solicit_to_reply_against_the_real_server_core_gets_option_59() ->
     assert isinstance(sent, v6.Message) and sent.msg_type == v6.SOLICIT
     assert v6.duid_mac(sent.get(v6.OPT_CLIENTID) or b"") == MAC
     assert v6.OPT_BOOTFILE_URL in v6.decode_oro(sent.get(v6.OPT_ORO) or b"")
-    advertise = srv.handle(solicit, CLIENT, 0.1)
+    advertise = srv.handle(solicit, CLIENT, Now(0.1, 0.1))
     assert advertise is not None
     [request] = phone.receive(advertise.data, 0.1)
     assert phone.state == "requesting"
-    reply = srv.handle(request, CLIENT, 0.2)
+    reply = srv.handle(request, CLIENT, Now(0.2, 0.2))
     assert reply is not None
     phone.receive(reply.data, 0.2)
     assert phone.state == "bound" and phone.address is not None and str(phone.address).startswith("fd77::1")

@@ -8,6 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bootstrapd.net.ethernet import internet_checksum, udp4_frame
 from bootstrapd.sim import frames
 from bootstrapd.sim.dhcp4 import Dhcp4Client
 from bootstrapd.sim.dhcp6 import Dhcp6Client
@@ -19,11 +20,11 @@ MAC = bytes.fromhex("001565aabbcc")
 
 @given(st.binary(max_size=1400), st.integers(0, 65535), st.integers(0, 65535))
 def test_udp_frames_round_trip(payload: bytes, sport: int, dport: int) -> None:
-    frame = frames.udp4_frame(MAC, b"\xff" * 6, b"\x0a\x4d\x00\x01", b"\x0a\x4d\x00\x02", sport, dport, payload)
+    frame = udp4_frame(MAC, b"\xff" * 6, b"\x0a\x4d\x00\x01", b"\x0a\x4d\x00\x02", sport, dport, payload)
     assert frames.udp_payload(frame) == (payload, sport, dport)
     assert frames.stray_target(frame) == b"\x0a\x4d\x00\x02"
     header = frame[14:34]
-    assert frames._checksum(header) == 0  # a valid IPv4 header checksum sums to zero
+    assert internet_checksum(header) == 0  # a valid IPv4 header checksum sums to zero
 
 
 @given(st.binary(max_size=200))

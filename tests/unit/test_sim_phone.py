@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from bootstrapd.clock import Now
 from bootstrapd.pnp.responder import Responder
 from bootstrapd.pnp.settings import PnpSettings
 from bootstrapd.provisioning import yealink_aes
@@ -67,7 +68,7 @@ class World:
                 action, *actions = actions
                 self.now += 0.001
                 if isinstance(action, SendDhcp):
-                    reply = self.dhcp.handle(action.payload, ("0.0.0.0", 68), self.now)
+                    reply = self.dhcp.handle(action.payload, ("0.0.0.0", 68), Now(self.now, self.now))
                     if reply is not None and reply.data is not None:
                         actions += phone.on_dhcp(reply.data, self.now)
                 elif isinstance(action, Configure):

@@ -87,6 +87,30 @@ def test_a_big_batch_of_replies_leaves_in_chunks_per_loop_iteration() -> None:
     assert len(iterations) >= 100 // store_module.SEND_CHUNK
 
 
+def test_a_full_database_reports_sqlites_error_and_recovers(tmp_path: Path) -> None:
+    """SQLITE_FULL (here from a page limit; tests/lab/test_store_disk_full.py fills a real file system) rolls the
+    transaction back inside SQLite: the store must report that error, not the "cannot rollback" of its own ROLLBACK."""
+    import sqlite3
+
+    import pytest
+
+    from bootstrapd.leases.store import is_disk_full
+
+    store = LeaseStore(tmp_path / "leases.sqlite3")
+    store.write_now([Lease4(IPv4Address("10.77.0.1"), bytes(6), None, 1.0)])
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    big = [Lease4(IPv4Address(0x0A4D0100 + i), bytes(6), b"x" * 200, 1.0) for i in range(500)]
+    with pytest.raises(sqlite3.OperationalError) as info:
+        store.write_now(big)
+    assert "database or disk is full" in str(info.value) and is_disk_full(info.value)
+    assert not store.conn.in_transaction
+    store.conn.execute("PRAGMA max_page_count = 1000000")
+    store.write_now(big[:3])
+    assert len(list(store.leases4())) == 4
+    store.close()
+
+
 def test_phone_records_go_through_the_writer_and_are_read_back_by_mac(tmp_path: Path) -> None:
     from bootstrapd.leases.phones import PhoneRecord, read_phone, read_phones
 
