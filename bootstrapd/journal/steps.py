@@ -125,13 +125,13 @@ def _codes(value: object) -> list[int]:
 
 
 def _dhcp4(kind: str, f: dict[str, Any], now: float) -> Step:
-    # The hot path of the journal (every DORA is two of these): the type, request and address are the DHCP
-    # server's own strings; only the vendor class and a NAK's reason may carry the client's text.
+    # The hot path of the journal (every DORA is two of these). The type, request and address are the DHCP
+    # server's own strings, cleaned all the same (cheap): what is printed never depends on a service's care.
     name = kind[6:]
-    facts: dict[str, Any] = {"request": f.get("request") or "?"}
+    facts: dict[str, Any] = {"request": clean(f.get("request") or "?", 20)}
     address = f.get("address")
     if address:
-        facts["address"] = address
+        facts["address"] = address = clean(address, 45)
     options = _codes(f.get("options"))
     if options:
         facts["options"] = options
@@ -146,6 +146,8 @@ def _dhcp4(kind: str, f: dict[str, Any], now: float) -> Step:
         return _step(now, "dhcp4", "nak", facts, f"DHCP NAK: {why}")
     if name == "exhausted":
         return _step(now, "dhcp4", "exhausted", facts, "no address: the DHCPv4 pool is exhausted")
+    if name == "reserved_in_use":
+        return _step(now, "dhcp4", name, facts, f"its reserved address {address} is held by another client")
     if name == "decline":
         return _step(now, "dhcp4", "decline", facts, f"declined {address} (the address is in use on the LAN)")
     return _step(now, "dhcp4", clean(name, 20), facts)
@@ -255,6 +257,8 @@ def text_of(step: Step) -> str:
             return f"{step.get('request', 'REQUEST')} → NAK ({step.get('reason', 'refused')})"
         if kind == "exhausted":
             return "DISCOVER: no address left to offer"
+        if kind == "reserved_in_use":
+            return f"DISCOVER: the reserved address {address} is held by another client"
         return f"{kind.upper()} {address}".rstrip()
     if proto == "dhcp6":
         text = f"{step.get('request', '?')} → {kind.upper()} {step.get('address6') or ''}".rstrip()
@@ -291,8 +295,8 @@ _BUILDERS: dict[str, _Builder] = {
 }
 # Event kinds the journal records; everything else (counters, socket errors) is not a step of a phone.
 RECORDED = frozenset({"dhcp4.offer", "dhcp4.ack", "dhcp4.nak", "dhcp4.inform", "dhcp4.decline", "dhcp4.release",
-                      "dhcp4.exhausted", "dhcp6.reply", "pnp.answer", "tftp.transfer", "http.request",
-                      "ftp.transfer", "ftp.login", "resync.sent"})
+                      "dhcp4.exhausted", "dhcp4.reserved_in_use", "dhcp6.reply", "pnp.answer", "tftp.transfer",
+                      "http.request", "ftp.transfer", "ftp.login", "resync.sent"})
 
 
 def step_of(kind: str, fields: dict[str, Any], now: float) -> Step | None:
