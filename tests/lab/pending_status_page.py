@@ -1,5 +1,8 @@
 """The status page, the API and /metrics of the real daemon, after real clients ran; the page in headless Chromium.
 
+PENDING: this needs the HTTP service and ``provisioning.auth`` (the http-ftp branch, issue #9), not on main yet, so
+pytest does not collect this file; once that branch is on main it becomes ``test_status_page.py``.
+
 Three phones take addresses with udhcpc and fetch over HTTP with curl, with a Yealink User-Agent (so the journal
 knows their model and asks the provisioning model what "done" is for them):
 - ph1 fetches everything the model says a T46U downloads from this tree: done;
