@@ -6,13 +6,14 @@ PEERS := isc-dhcp-client busybox tftp-hpa atftp curl sip-tester tshark kea-admin
          dnsmasq-base kea-dhcp4-server kea-dhcp6-server tftpd-hpa
 # Deployment checks: vagrant validate (and its libvirt provider), shellcheck, Debian's python3 for the install tests.
 PEERS += vagrant vagrant-libvirt shellcheck python3-venv
-# The HTTP anchor of the boot storm benchmark (make bench-storm): dnsmasq + nginx.
-PEERS += nginx-light
+# HTTP/FTP: the clients of the lab tests, the anchors of bench-http, and inotifywait (nothing outside the tree touched).
+# nginx-light is also the HTTP anchor of the boot storm benchmark (make bench-storm, with dnsmasq).
+PEERS += lftp nginx-light vsftpd wrk inotify-tools
 # The journal's tests: tcpdump (captures to trace), promtool (metrics), chromium (the status page).
 PEERS += tcpdump prometheus chromium
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-storm clean
+.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm clean
 
 all: test
 
@@ -37,7 +38,7 @@ test: venv peers lint
 demo: venv peers
 	$(PY) -m scripts.demo
 
-bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-storm
+bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm
 
 bench-dhcp4: venv peers
 	$(PY) -m tests.bench.dhcp4
@@ -50,6 +51,9 @@ bench-pnp: venv peers
 
 bench-dhcp6: venv peers
 	$(PY) -m tests.bench.dhcp6
+
+bench-http: venv peers
+	$(PY) -m tests.bench.http $(BENCH_ARGS)
 
 bench-storm: venv peers
 	$(PY) -m tests.bench.storm

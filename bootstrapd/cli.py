@@ -42,7 +42,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     daemon = Daemon(settings, _run_overrides(args))
     try:
-        asyncio.run(daemon.run())
+        factory = _loop_factory(args.event_loop)
+    except ImportError:
+        _error("--event-loop uvloop: uvloop is not installed (pip install uvloop)")
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(daemon.run())
     except StartupError as exc:
         logging.getLogger("bootstrapd").error("cannot start: %s", exc)
         return 2
@@ -62,10 +68,26 @@ def _run_overrides(args: argparse.Namespace) -> Callable[[config.Settings], conf
     return adjust
 
 
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``run`` uses: None for the standard one; raises ImportError for uvloop without uvloop."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "auto":
+            return None
+        raise
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return 2
+    for warning in settings.warnings:
+        print(f"bootstrapd: warning: {warning}", file=sys.stderr)
     from bootstrapd.urlreport import print_check
 
     print_check(settings, as_json=args.json)
@@ -114,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--debug", action="store_true", help="log every event (costly under load)")
     run.add_argument("--pcap", metavar="FILE", help="record the services' frames to FILE (sets capture.file)")
+    run.add_argument("--event-loop", choices=["asyncio", "uvloop", "auto"], default="asyncio",
+                     help="the event loop: the standard one (default), uvloop, or uvloop when installed")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration file")
@@ -138,9 +162,12 @@ _EXTRA: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
 def _register_extras() -> None:
+    from bootstrapd.provisioning.authcli import setup_hash_password
     from bootstrapd.provisioning.cli import register as register_provisioning
 
     register_provisioning(_EXTRA)
+    _EXTRA["hash-password"] = ("print the scrypt hash of a password (read from the terminal or one line of stdin) "
+                               "for an [[auth]] entry", setup_hash_password)
     from bootstrapd.sim.cli import register as register_sim
 
     register_sim(_EXTRA)

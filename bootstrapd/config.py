@@ -7,12 +7,13 @@ line and the key at fault; the CLI turns it into exit status 2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bootstrapd.configfile import ConfigError, Source, Table
 from bootstrapd.dhcp4.settings import Dhcp4Settings, load_dhcp4
 from bootstrapd.dhcp6.settings import Dhcp6Settings, load_dhcp6
+from bootstrapd.ftp.settings import FtpSettings, load_ftp
 from bootstrapd.http.settings import HttpSettings, load_http
 from bootstrapd.journal.settings import (
     CaptureSettings,
@@ -23,7 +24,8 @@ from bootstrapd.journal.settings import (
     load_status,
 )
 from bootstrapd.pnp.settings import PnpSettings, load_pnp
-from bootstrapd.provisioning.settings import ProvisioningSettings, load_provisioning
+from bootstrapd.provisioning.auth import AuthEntry
+from bootstrapd.provisioning.settings import ProvisioningSettings, load_auth, load_provisioning
 from bootstrapd.tftp.settings import TftpSettings, load_tftp
 
 __all__ = ["ConfigError", "ServerSettings", "Settings", "load", "loads"]
@@ -47,9 +49,16 @@ class Settings:
     tftp: TftpSettings
     http: HttpSettings
     provisioning: ProvisioningSettings
-    journal: JournalSettings
-    capture: CaptureSettings
-    status: StatusSettings
+    ftp: FtpSettings = field(default_factory=FtpSettings)
+    auth: tuple[AuthEntry, ...] = ()
+    journal: JournalSettings = field(default_factory=JournalSettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What check-config reports without failing."""
+        return self.provisioning.warnings
 
 
 def _load_server(table: Table) -> ServerSettings:
@@ -69,15 +78,23 @@ def _load_server(table: Table) -> ServerSettings:
 def _from_source(source: Source) -> Settings:
     root = source.root()
     server = _load_server(root.table("server"))
+    dhcp4 = load_dhcp4(root.table("dhcp4"), server.url)
+    dhcp6 = load_dhcp6(root.table("dhcp6"))
+    provisioning = load_provisioning(root.table("provisioning"), server.root, source.file,
+                                     dhcp4.enabled or dhcp6.enabled)
+    auth, warnings = load_auth(root.tables("auth"))
     settings = Settings(
         file=source.file,
         server=server,
-        dhcp4=load_dhcp4(root.table("dhcp4"), server.url),
-        dhcp6=load_dhcp6(root.table("dhcp6")),
+        dhcp4=dhcp4,
+        dhcp6=dhcp6,
         pnp=load_pnp(root.table("pnp"), server.url),
-        tftp=load_tftp(root.table("tftp")),
+        # The TFTP core caps a WRQ by the one upload store's per-file size.
+        tftp=replace(load_tftp(root.table("tftp")), upload_max_size=provisioning.upload_max_size),
         http=load_http(root.table("http")),
-        provisioning=load_provisioning(root.table("provisioning"), server.root, source.file),
+        ftp=load_ftp(root.table("ftp")),
+        provisioning=replace(provisioning, warnings=warnings),
+        auth=auth,
         journal=load_journal(root.table("journal")),
         capture=load_capture(root.table("capture")),
         status=load_status(root.table("status")),

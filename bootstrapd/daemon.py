@@ -61,7 +61,25 @@ def service_factories(settings: Settings) -> list[ServiceFactory]:
         from bootstrapd.pnp.adapter import PnpService
 
         factories.append(PnpService)
+    if settings.http.enabled:
+        from bootstrapd.http.adapter import HttpService
+
+        factories.append(HttpService)
+    if settings.ftp.enabled:
+        from bootstrapd.ftp.adapter import FtpService
+
+        factories.append(FtpService)
     return factories
+
+
+def _files(settings: Settings, context: Context) -> None:
+    """The one resolver the file services share (built again on reload, with the new settings)."""
+    from bootstrapd.provisioning.files import build_resolver
+
+    try:
+        context.files = build_resolver(settings, context.owners)
+    except ValueError as exc:
+        raise StartupError(f"server.state_dir: {exc}") from None
 
 
 def check_interface(settings: Settings, iface: Interface) -> None:
@@ -156,7 +174,10 @@ class Daemon:
         store.start(loop)
         self.context = Context(settings=settings, interface=iface, events=self.events, store=store)
         self.context.extras["services"] = self.services  # the running services, for /metrics
+        for warning in settings.warnings:
+            log.warning("%s", warning)
         try:
+            _files(settings, self.context)
             for factory in service_factories(settings):
                 service = factory(self.context)
                 try:
@@ -188,6 +209,8 @@ class Daemon:
                     await service.stop()
                 except Exception:
                     log.exception("error stopping %s", service.name)
+            if self.context.work is not None:
+                self.context.work.close()
             store.close()
 
     def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | None:
@@ -221,6 +244,12 @@ class Daemon:
             assert self.context is not None
             check_interface(new, self.context.interface)
         except (config.ConfigError, StartupError) as exc:
+            log.error("reload rejected, the running configuration stays in force: %s", exc)
+            sd_notify("READY=1\nSTATUS=reload rejected")
+            return
+        try:
+            _files(new, self.context)
+        except StartupError as exc:
             log.error("reload rejected, the running configuration stays in force: %s", exc)
             sd_notify("READY=1\nSTATUS=reload rejected")
             return

@@ -16,7 +16,6 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bootstrapd.config import Settings
 
@@ -58,31 +57,26 @@ def unprivileged_port_start(path: Path = _PORT_SYSCTL) -> int:
 
 
 def _ports(settings: Settings) -> Iterator[tuple[str, str, int]]:
-    """(service, what, port) for every socket the enabled services bind to a fixed port."""
+    """(service, what, its lowest port) for every socket the enabled services bind to a fixed port or range."""
     if settings.dhcp4.enabled:
-        yield "dhcp4", "UDP port", 67
+        yield "dhcp4", "UDP port 67", 67
     if settings.dhcp6.enabled:
-        yield "dhcp6", "UDP port", 547
+        yield "dhcp6", "UDP port 547", 547
     if settings.tftp.enabled:
-        yield "tftp", "UDP port", settings.tftp.port
+        yield "tftp", f"UDP port {settings.tftp.port}", settings.tftp.port
     if settings.pnp.enabled:
-        yield "pnp", "UDP port", settings.pnp.port
+        yield "pnp", f"UDP port {settings.pnp.port}", settings.pnp.port
         if settings.pnp.source_port:
-            yield "pnp", "UDP source port", settings.pnp.source_port
-    # HTTP(S) and FTP, read by name so that their settings (port, tls_port, passive_ports "first-last") are covered
-    # the day those services can be enabled, without a second list of their keys here.
-    for service, keys in (("http", ("port", "tls_port")), ("ftp", ("port", "passive_ports"))):
-        section: Any = getattr(settings, service, None)
-        if section is None or not getattr(section, "enabled", False):
-            continue
-        for key in keys:
-            value = getattr(section, key, None)
-            if isinstance(value, int) and value:
-                yield service, f"TCP port ({service}.{key})", value
-            elif isinstance(value, str) and "-" in value and value.split("-", 1)[0].strip().isdigit():
-                yield service, f"TCP port ({service}.{key})", int(value.split("-", 1)[0])
-            elif isinstance(value, tuple | range) and value and isinstance(value[0], int):
-                yield service, f"TCP port ({service}.{key})", min(value)
+            yield "pnp", f"UDP source port {settings.pnp.source_port}", settings.pnp.source_port
+    if settings.http.enabled:
+        if settings.http.port:
+            yield "http", f"TCP port (http.port) {settings.http.port}", settings.http.port
+        if settings.http.tls:  # a certificate and key configured: HTTPS listens too
+            yield "http", f"TCP port (http.tls_port) {settings.http.tls_port}", settings.http.tls_port
+    if settings.ftp.enabled:
+        yield "ftp", f"TCP port (ftp.port) {settings.ftp.port}", settings.ftp.port
+        first, last = settings.ftp.passive_ports  # data connections: any of these may be bound
+        yield "ftp", f"TCP ports (ftp.passive_ports) {first}-{last}", first
 
 
 def needs(settings: Settings, port_start: int = 1024) -> list[Need]:
@@ -90,7 +84,7 @@ def needs(settings: Settings, port_start: int = 1024) -> list[Need]:
     out: dict[tuple[str, str], list[str]] = {}
     for service, what, port in _ports(settings):
         if port < port_start:
-            out.setdefault((service, "CAP_NET_BIND_SERVICE"), []).append(f"{what} {port}")
+            out.setdefault((service, "CAP_NET_BIND_SERVICE"), []).append(what)
     enabled = {name for name in ("dhcp4", "dhcp6", "tftp", "pnp", "http", "ftp")
                if getattr(getattr(settings, name, None), "enabled", False)}
     for service in sorted(enabled & EXTRA.keys()):

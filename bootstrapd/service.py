@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
+from bootstrapd.http.routes import HttpRoutes
 from bootstrapd.leases.owners import LeaseOwners
 from bootstrapd.leases.store import LeaseStore
 from bootstrapd.net.interfaces import Interface
 from bootstrapd.urltemplates import interface_variables
+
+if TYPE_CHECKING:
+    from bootstrapd.provisioning.resolver import Resolver
+    from bootstrapd.provisioning.work import FileWork
 
 
 class StartupError(Exception):
@@ -43,6 +48,12 @@ class Context:
     store: LeaseStore
     owners: LeaseOwners = field(default_factory=LeaseOwners)
     extras: dict[str, object] = field(default_factory=dict)
+    # The one resolver TFTP, HTTP and FTP serve from; the daemon builds it and replaces it on reload.
+    files: Resolver | None = None
+    # The worker threads that read and store files for them, off the event loop (bootstrapd.provisioning.work).
+    work: FileWork | None = None
+    # Routes other modules (status page, API, /metrics) add to the HTTP service before it starts.
+    http_routes: HttpRoutes = field(default_factory=HttpRoutes)
 
     def url_variables(self) -> dict[str, str]:
         """{ipv4}, {ipv6}, {interface} for every URL template a service hands out (bootstrapd.urltemplates)."""

@@ -6,7 +6,8 @@ Builds a LAN in network namespaces (nothing touches this machine's interfaces), 
 rendered and encrypted ``<mac>.cfg`` decrypted with its key file) and the real clients (ISC dhclient, busybox udhcpc
 posing as a Yealink, sipp replaying real PnP SUBSCRIBEs). Two of the simulated phones are not in the inventory, so
 the run also shows what a failure looks like. A live view follows the phones until each is provisioned or has
-failed with its reason; then a table of every phone, what the real clients received, and the teardown.
+failed with its reason; then a table of every phone, what the real clients received, the same tree over HTTP and
+FTP (curl: a phone's own encrypted file, byte-identical to TFTP's, and another phone's, refused), and the teardown.
 """
 
 from __future__ import annotations
@@ -86,6 +87,37 @@ def real_dhcp6(the_lab: Lab, node: Node, workdir: Path) -> list[tuple[str, objec
             ("option 59", got.get("new_dhcp6_bootfile_url"))]
 
 
+def real_http(node: Node, workdir: Path, own_mac: str, other_mac: str) -> list[tuple[str, object]]:
+    """The tree over HTTP and FTP (option 160 hands out http://10.77.0.1/): the boot file, the phone's own rendered,
+    encrypted <mac>.cfg and its key file (the same bytes as over TFTP, decrypted here), another phone's file."""
+    from bootstrapd.provisioning import yealink_aes
+
+    def get(url: str) -> tuple[str, bytes]:
+        dest = workdir / f"get-{len(os.listdir(workdir))}"
+        result = node.run(["curl", "-sS", "-o", str(dest), "-w", "%{response_code}", url])
+        data = dest.read_bytes() if dest.exists() else b""
+        return result.stdout.strip() or f"curl exit {result.returncode}", data
+
+    lines: list[tuple[str, object]] = []
+    status, boot = get("http://10.77.0.1/y000000000000.boot")
+    lines.append(("GET /y000000000000.boot", f"{status}, {len(boot)} bytes"))
+    status, cfg = get(f"http://10.77.0.1/{own_mac}.cfg")
+    _, key = get(f"http://10.77.0.1/{own_mac}_Security.enc")
+    _, by_tftp = get(f"tftp://10.77.0.1/{own_mac}.cfg")
+    _, by_ftp = get(f"ftp://10.77.0.1/{own_mac}.cfg")
+    try:
+        plain = yealink_aes.decrypt(cfg, yealink_aes.decrypt_key(key)).decode().rstrip(" ")
+        user = next((line for line in plain.splitlines() if line.startswith("account.1.user_name")), "-")
+        verdict = f"{status}, {len(cfg)} bytes, encrypted; decrypted with its _Security.enc: {user}"
+    except (yealink_aes.AesError, UnicodeDecodeError) as exc:
+        verdict = f"{status}, cannot decrypt: {exc}"
+    lines.append((f"GET /{own_mac}.cfg", verdict))
+    lines.append(("  over TFTP and FTP", "the same bytes" if cfg == by_tftp == by_ftp and cfg else "DIFFERENT"))
+    status, _ = get(f"http://10.77.0.1/{other_mac}.cfg")
+    lines.append((f"GET /{other_mac}.cfg", f"{status}: another phone's file (provisioning.mac_files)"))
+    return lines
+
+
 def checkout_config(state_dir: Path) -> str:
     """configs/lab.toml as it runs from this checkout: the example tree and inventory in place, the state elsewhere.
 
@@ -100,7 +132,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("make demo needs root: it builds network namespaces", file=sys.stderr)
         return 2
-    for tool in ("dhclient", "busybox", "sipp"):
+    for tool in ("dhclient", "busybox", "sipp", "curl"):
         if not shutil.which(tool):
             print(f"missing {tool}: run `make peers`", file=sys.stderr)
             return 2
@@ -155,6 +187,10 @@ def main() -> int:
                 print(f"   {label}")
                 for key, value in lines:
                     show(f"  {key}", value)
+            if "http" in enabled:
+                step("phone 00:15:65:77:00:01 fetches over HTTP (curl), as option 160 tells it")
+                for key, value in real_http(phone1, workdir, "001565770001", "001565770003"):
+                    show(key, value)
             if "dhcp6" in enabled:
                 step("phone 00:15:65:77:00:03 asks DHCPv6 too (ISC dhclient -6)")
                 for key, value in real_dhcp6(the_lab, phone3, workdir):

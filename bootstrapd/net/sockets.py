@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bootstrapd.net.interfaces import Interface
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 SO_RCVBUFFORCE = 33
@@ -67,3 +71,30 @@ def join_ipv4_group(sock: socket.socket, group: str, ifindex: int) -> None:
 def join_ipv6_group(sock: socket.socket, group: str, ifindex: int) -> None:
     mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+
+
+def tcp_listener(family: socket.AddressFamily, interface: str, address: str, port: int, *, scope: int = 0,
+                 backlog: int = 1024) -> socket.socket:
+    """A non-blocking listening TCP socket on ``address:port`` of ``interface`` only (HTTP, FTP)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address, port, 0, scope))
+        else:
+            sock.bind((address, port))
+        sock.setblocking(False)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def interface_binds(interface: Interface) -> list[tuple[socket.AddressFamily, str, int]]:
+    """(family, address, scope id) of every address of the interface, IPv4 first."""
+    binds: list[tuple[socket.AddressFamily, str, int]] = [(socket.AF_INET, str(a.ip), 0) for a in interface.ipv4]
+    binds += [(socket.AF_INET6, str(a.ip), interface.index if a.ip.is_link_local else 0) for a in interface.ipv6]
+    return binds

@@ -1,5 +1,6 @@
 """The asyncio side of the provisioning model: builds the overlays at start, rebuilds them on SIGHUP and when the
-inventory or a template changes on disk, and hands the file services a tree with them in front.
+inventory or a template changes on disk, and plugs them (and the encryption transform) into the one resolver the
+file services share (``ctx.files``), so TFTP, HTTP and FTP serve rendered and encrypted files alike.
 
 A build with errors never replaces the files in force: at start-up it is a start-up error (exit 2, with every
 problem logged); later it is logged and the previous files keep being served. Nothing a template renders, and no
@@ -14,21 +15,12 @@ import logging
 
 from bootstrapd.config import Settings
 from bootstrapd.provisioning.overlays import KeyStoreError, Problem
-from bootstrapd.provisioning.resolver import Resolver
-from bootstrapd.provisioning.tree import Provisioning, ServedTree
+from bootstrapd.provisioning.tree import Provisioning, plug
 from bootstrapd.service import Context, StartupError
 
 log = logging.getLogger("bootstrapd.provisioning")
 
 EXTRA = "provisioning"
-
-
-def files_for(ctx: Context, resolver: Resolver) -> Resolver | ServedTree:
-    """What a file service should serve from: the resolver, with the provisioning overlays when they run."""
-    service = ctx.extras.get(EXTRA)
-    if isinstance(service, ProvisioningService) and service.provisioning is not None:
-        return ServedTree(resolver, service.provisioning)
-    return resolver
 
 
 class ProvisioningService:
@@ -55,10 +47,16 @@ class ProvisioningService:
             raise StartupError(f"provisioning: {len(problems)} problem(s) in the inventory or templates, first: "
                                f"{problems[0]}")
         self.provisioning = provisioning
+        self._plug()
         self._report(provisioning)
         interval = self.ctx.settings.provisioning.watch_interval
         if interval > 0:
             self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    def _plug(self) -> None:
+        """The overlays and transform in force into the daemon's resolver (which SIGHUP rebuilds before us)."""
+        if self.ctx.files is not None and self.provisioning is not None:
+            plug(self.ctx.files, self.provisioning)
 
     def _report(self, provisioning: Provisioning) -> None:
         files = list(provisioning.rendered.names())
@@ -98,11 +96,14 @@ class ProvisioningService:
             provisioning, problems = self._build(settings)
         except KeyStoreError as exc:
             log.error("provisioning: reload keeps the files in force: provisioning.encrypt: %s", exc)
+            self._plug()
             return
         if problems:
             self._rejected(problems)
+            self._plug()
             return
         self.provisioning = provisioning
+        self._plug()
         self._report(provisioning)
         if self._task is None and settings.provisioning.watch_interval > 0:
             self._task = asyncio.get_running_loop().create_task(self._watch())

@@ -21,14 +21,14 @@ from bootstrapd.provisioning import yealink_aes
 from bootstrapd.provisioning.bootfile import parse_boot
 from bootstrapd.provisioning.cfgfile import parse_cfg
 from bootstrapd.provisioning.discovery import chosen, url_sources
-from bootstrapd.provisioning.explain import upload_dir
 from bootstrapd.provisioning.fetcher import TreeFetcher, served_hosts, served_schemes
+from bootstrapd.provisioning.files import build_resolver
 from bootstrapd.provisioning.findings import Finding, Severity, error, warning
 from bootstrapd.provisioning.inventory import InventoryError
 from bootstrapd.provisioning.models import COMMON_BOOT, Model, table
 from bootstrapd.provisioning.names import is_common_cfg_name, mac_of, upper_case_mac
 from bootstrapd.provisioning.phone import AES_COMMON, AES_MAC, Phone, join, run, server_base
-from bootstrapd.provisioning.resolver import Refused, Resolver
+from bootstrapd.provisioning.resolver import Refused
 from bootstrapd.provisioning.templates import TemplateError
 from bootstrapd.provisioning.tree import Provisioning, ServedTree, static_names
 
@@ -149,7 +149,7 @@ def check(settings: Settings, iface: Interface | None = None) -> Report:
         out.add(error(str(settings.server.root), None, "no-root", "server.root is not a folder"))
         report.findings = out.result(1)
         return report
-    tree = ServedTree(Resolver(settings.server.root), provisioning)
+    tree = ServedTree(build_resolver(settings, None, admin=True), provisioning)
     statics = list(static_names(settings.server.root))
     rendered = dict(provisioning.rendered.current.files)
     names = sorted({*statics, *rendered})
@@ -165,7 +165,7 @@ def check(settings: Settings, iface: Interface | None = None) -> Report:
         sources_urls.add(url)
         run_urls[model.id] = url
     hosts = served_hosts(settings, iface, sorted(sources_urls))
-    fetcher = TreeFetcher(tree, served_schemes(settings), hosts, upload_dir(settings))
+    fetcher = TreeFetcher(tree, served_schemes(settings), hosts)
     base_url = server_base(settings.server.url if not sources_urls else sorted(sources_urls)[0])[0]
 
     for name in names:

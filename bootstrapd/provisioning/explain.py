@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bootstrapd.config import Settings
 from bootstrapd.net.interfaces import Interface
 from bootstrapd.provisioning.discovery import UrlSource, chosen, url_sources, url_variables
 from bootstrapd.provisioning.fetcher import Record, TreeFetcher, served_hosts, served_schemes
+from bootstrapd.provisioning.files import build_resolver
 from bootstrapd.provisioning.inventory import InventoryPhone
 from bootstrapd.provisioning.models import Model
 from bootstrapd.provisioning.phone import Outcome, Phone, run
-from bootstrapd.provisioning.resolver import Resolver
 from bootstrapd.provisioning.tree import Provisioning, ServedTree
 from bootstrapd.urltemplates import expand
 
@@ -38,14 +37,6 @@ def try_interface(settings: Settings) -> Interface | None:
         return lookup(settings.server.interface)
     except Exception:  # no such interface here, no netlink: explain still works with the placeholders
         return None
-
-
-def upload_dir(settings: Settings) -> Path | None:
-    folder = settings.tftp.upload_dir
-    if not folder:
-        return None
-    path = Path(folder)
-    return path if path.is_absolute() else settings.server.root / path
 
 
 @dataclass
@@ -92,9 +83,9 @@ def explain(settings: Settings, mac: str, model: Model, *, inventory: InventoryP
     source = chosen(sources)
     server_url = url or (source.url if source and source.url else
                          expand(settings.server.url, url_variables(settings, iface)))
-    tree = ServedTree(Resolver(settings.server.root), provisioning)
+    tree = ServedTree(build_resolver(settings, None, admin=True), provisioning)
     hosts = served_hosts(settings, iface, [s.url for s in sources if s.url] + ([url] if url else []))
-    fetcher = TreeFetcher(tree, served_schemes(settings), hosts, upload_dir(settings))
+    fetcher = TreeFetcher(tree, served_schemes(settings), hosts)
     phone = Phone(mac, model, firmware, preset or {})
     outcome = run(phone, server_url, fetcher)
     return Explanation(phone, inventory, sources, None if url else source, outcome, fetcher.records,

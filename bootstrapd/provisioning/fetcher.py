@@ -4,9 +4,7 @@ as external and not followed."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from bootstrapd.config import Settings
@@ -63,11 +61,10 @@ class Record:
 
 
 class TreeFetcher:
-    def __init__(self, tree: ServedTree, schemes: set[str], hosts: set[str], upload_dir: Path | None = None) -> None:
+    def __init__(self, tree: ServedTree, schemes: set[str], hosts: set[str]) -> None:
         self.tree = tree
         self.schemes = schemes
         self.hosts = hosts
-        self.upload_dir = upload_dir
         self.records: dict[str, Record] = {}
 
     def name_of(self, url: str) -> str | None:
@@ -93,12 +90,7 @@ class TreeFetcher:
         if name is None:
             self.records[url] = Record(url, None, "external", detail=self.why_external(url))
             return None
-        if self.upload_dir is not None and name.endswith("-local.cfg"):
-            path = self.upload_dir / name
-            if path.is_file() and os.path.realpath(path).startswith(os.path.realpath(self.upload_dir) + "/"):
-                self.records[url] = Record(url, name, "found", "upload")
-                return path.read_bytes()
-        try:
+        try:  # uploads (<mac>-local.cfg) come through the resolver's upload store, origin "upload"
             served = self.tree.lookup(name)
         except Refused as exc:
             status = "missing" if exc.reason.value == "not_found" else "refused"

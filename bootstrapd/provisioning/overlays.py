@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -178,12 +179,16 @@ class KeyStore:
 
 
 class EncryptTransform:
-    """Yealink AES on the way out, for the configured classes; results kept while the input bytes are the same."""
+    """Yealink AES on the way out, for the configured classes; results kept while the input bytes are the same.
+
+    Called on the event loop and from the file services' worker threads (a file read off the loop is transformed
+    there): the kept results are guarded by a lock, the encryption itself runs outside it."""
 
     def __init__(self, keys: KeyStore, cache_entries: int = 4096) -> None:
         self.keys = keys
         self._cache: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
         self._max = cache_entries
+        self._lock = threading.Lock()
 
     def applies(self, name: str) -> bool:
         return self.keys.key_for(name) is not None
@@ -192,14 +197,16 @@ class EncryptTransform:
         key = self.keys.key_for(name)
         if key is None:
             return data
-        hit = self._cache.get(name)
+        with self._lock:
+            hit = self._cache.get(name)
         if hit is not None and hit[0] is data:
             return hit[1]
         encrypted = yealink_aes.encrypt(data, key)
-        self._cache[name] = (data, encrypted)
-        self._cache.move_to_end(name)
-        while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[name] = (data, encrypted)
+            self._cache.move_to_end(name)
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
         return encrypted
 
 

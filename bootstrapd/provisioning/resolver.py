@@ -1,97 +1,73 @@
-"""The one place that maps a requested path to a file of the provisioning tree (TFTP now, HTTP later).
+"""The one place that decides what a requested name means and whether it may be served, for TFTP, HTTP and FTP.
 
-Three parts:
+The pipeline (DESIGN "Serving a file"), each step a plain function or object with no protocol in it::
 
-- :func:`normalize` (pure): a requested name -> path components, or a :class:`Refused` with its :class:`Reason`.
-  ``\\`` is read as ``/`` (Windows-minded phones), a leading ``/`` means the root, ``..``, empty components and
-  control characters are refused.
-- :class:`Resolver`: the filesystem side. It resolves symlinks and refuses anything whose real path leaves the root,
-  opens without following a last-moment symlink and without blocking on a FIFO, and refuses non-regular files.
-- :class:`HotCache`: file bytes kept in memory, shared by every transfer, so a boot storm of 1,000 phones reads each
-  configuration once. An entry is valid while the file's (st_mtime_ns, st_size, st_ino) is unchanged; files above
-  ``file_max`` are streamed from their descriptor instead.
+    name, client address, user  -> normalize      (paths.py: components, or Refused)
+                                -> access rules   (access.py: [[auth]] directories, a MAC file only to its owner)
+                                -> source         uploads (uploads.py) > overlays (sources.py) > static tree
+                                -> transforms     (sources.py; Yealink AES from the provisioning model)
+                                -> Opened         bytes or a descriptor, with size, mtime, ETag, origin, MAC
 
-Uploads (:meth:`Resolver.store_upload`) write only inside the upload folder, to a temporary file that is fsynced and
-renamed into place, so a reader never sees half a file.
+The static tree: symlinks are resolved and anything whose real path leaves the root is refused; files are opened
+without following a last-moment symlink and without blocking on a FIFO, and the opened descriptor's own path is
+checked again (a directory swapped for a symlink on the way). MAC file names (``<mac>.cfg`` …) match
+case-insensitively. Small files come from :class:`HotCache`; files of ``stream_above`` bytes or more are streamed
+from their descriptor and never pass through transforms.
+
+Waiting for the disk: :meth:`Resolver.open` reads a small file that is not in the hot cache (blocking: a worker
+thread's call); :meth:`Resolver.open_nowait` is the same pipeline for the event loop, which answers only what the
+kernel holds in memory (metadata, the page cache through ``preadv(RWF_NOWAIT)``) and returns None where the
+file's bytes would have to come from the disk. :mod:`bootstrapd.provisioning.work` puts the two together for the
+file services. Overlays hold their files in memory and transforms work on bytes in memory, so both run on either
+path.
+
+ETags are stable across restarts: a hash of the bytes sent for files held in memory, ``mtime-size`` for streamed
+ones. Every method may be called from a worker thread.
 """
 
 from __future__ import annotations
 
-import enum
 import errno
+import hashlib
 import os
 import stat
 import threading
-from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootstrapd.provisioning.access import AccessRules
+from bootstrapd.provisioning.cache import Cached, HotCache
+from bootstrapd.provisioning.macfiles import canonical, owner_mac
+from bootstrapd.provisioning.paths import PATH_MAX, Reason, Refused, inside, normalize
+from bootstrapd.provisioning.sources import Content, Overlay, Transform
+from bootstrapd.provisioning.uploads import UploadName, UploadStore
 
-class Reason(enum.StrEnum):
-    ESCAPE = "escape"  # '..' or a symlink leaving the root
-    ABSOLUTE = "absolute"  # an absolute path outside the root
-    EMPTY = "empty"  # empty name or empty component ('a//b')
-    BAD_NAME = "bad_name"  # control characters, NUL, not text
-    NOT_FOUND = "not_found"
-    NOT_REGULAR = "not_regular"  # directory, FIFO, device, socket
-    DENIED = "denied"  # the OS refused (permissions)
-    UPLOAD_DISABLED = "upload_disabled"
-    TOO_LARGE = "too_large"
-    EXISTS = "exists"
+__all__ = ["PATH_MAX", "Entry", "HotCache", "Opened", "Reader", "Reason", "Refused", "Resolver", "inside",
+           "normalize"]
 
 
-class Refused(Exception):
-    def __init__(self, reason: Reason, detail: str = "") -> None:
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
-        self.reason = reason
+def etag_of(data: bytes) -> str:
+    return '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
 
 
-PATH_MAX = 4096
-
-
-def normalize(name: str, root: str = "") -> tuple[str, ...]:
-    """The components of a requested name, relative to the root; raises :class:`Refused`.
-
-    A leading ``/`` is accepted as the root (many phones ask for ``/y000000000000.boot``); a name that spells out
-    ``root`` itself is accepted too. :class:`Resolver` refuses with ``ABSOLUTE`` an absolute name that is not found
-    under the root, so ``/etc/passwd`` is reported as what it is.
-    """
-    if not name:
-        raise Refused(Reason.EMPTY, "empty name")
-    if len(name) > PATH_MAX:
-        raise Refused(Reason.BAD_NAME, "name too long")  # no such file can exist; refused before any system call
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise Refused(Reason.BAD_NAME, "control character in name")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
-        raise Refused(Reason.BAD_NAME, "name is not valid text")
-    path = name.replace("\\", "/")
-    if path.startswith("/"):
-        rooted = root.rstrip("/") + "/"
-        if root and path.startswith(rooted):
-            path = path[len(rooted):]
-        else:
-            path = path.lstrip("/")
-    parts = tuple(path.split("/"))
-    for part in parts:
-        if part == "..":
-            raise Refused(Reason.ESCAPE, "'..' in name")
-        if part == "" or part == ".":
-            raise Refused(Reason.EMPTY, "empty component in name")
-    return parts
-
-
-def inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
+def etag_of_stat(st: os.stat_result) -> str:
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
 
 
 @dataclass
 class Opened:
-    """An opened provisioning file: its bytes when they are held in memory, else a descriptor to stream from."""
+    """A file ready to send: its bytes when held in memory, else a descriptor to stream from."""
 
-    path: str
+    path: str  # the real path, or "overlay:<name>"
     size: int
     data: bytes | None
     fd: int | None
+    mtime: float = 0.0
+    etag: str = ""
+    origin: str = "static"  # "static", "upload", or the overlay's Content.origin
+    mac: str | None = None  # the phone a MAC file belongs to
+    name: str = ""  # the normalized relative name
 
     def reader(self) -> Reader:
         return Reader(self)
@@ -101,12 +77,18 @@ class Opened:
             os.close(self.fd)
             self.fd = None
 
+    def __del__(self) -> None:
+        # A response dropped before it was sent (the client went away) must not leak its descriptor.
+        self.close()
+
 
 READ_AHEAD = 256 << 10
 
 
 class Reader:
-    """Sequential reads of an :class:`Opened` file: memoryview slices of cached bytes, or ``os.read`` calls."""
+    """Sequential reads of an :class:`Opened` file: memoryview slices of bytes in memory, or blocking reads of a
+    descriptor (``check``, ``explain``; the file services read descriptors through
+    :mod:`bootstrapd.provisioning.work` instead)."""
 
     def __init__(self, opened: Opened) -> None:
         self.opened = opened
@@ -114,6 +96,7 @@ class Reader:
         self._view = memoryview(opened.data) if opened.data is not None else None
         self._offset = 0
         self._buf = b""
+        self._pos = 0  # in the file
 
     def read(self, n: int) -> bytes | memoryview:
         if self._view is not None:
@@ -124,15 +107,9 @@ class Reader:
         if self._offset + n > len(self._buf):
             assert self.opened.fd is not None
             rest = self._buf[self._offset:]
-            want = max(n, READ_AHEAD) - len(rest)
-            chunks = [rest]
-            while want > 0:
-                more = os.read(self.opened.fd, want)
-                if not more:
-                    break
-                chunks.append(more)
-                want -= len(more)
-            self._buf = b"".join(chunks)
+            more = read_chunk(self.opened.fd, max(n, READ_AHEAD) - len(rest), self._pos)
+            self._pos += len(more)
+            self._buf = rest + more
             self._offset = 0
         chunk = memoryview(self._buf)[self._offset:self._offset + n]
         self._offset += len(chunk)
@@ -142,79 +119,14 @@ class Reader:
         self.opened.close()
 
 
-class HotCache:
-    """File contents by real path, LRU, bounded in total bytes; stale entries are replaced on the next open.
+@dataclass(frozen=True)
+class Entry:
+    """One name of a directory listing (FTP)."""
 
-    Safe to use from worker threads: a cache miss is read (and put here) off the event loop while the loop serves
-    hits."""
-
-    def __init__(self, max_bytes: int, file_max: int) -> None:
-        self.max_bytes = max_bytes
-        self.file_max = min(file_max, max_bytes)
-        self.total = 0
-        self.hits = 0
-        self.misses = 0
-        self._entries: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def identity(st: os.stat_result) -> tuple[int, int, int]:
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    def get(self, path: str, st: os.stat_result) -> bytes | None:
-        with self._lock:
-            entry = self._entries.get(path)
-            if entry is None:
-                self.misses += 1
-                return None
-            if entry[0] != self.identity(st):
-                self.misses += 1
-                self._drop(path)
-                return None
-            self.hits += 1
-            self._entries.move_to_end(path)
-            return entry[1]
-
-    def put(self, path: str, st: os.stat_result, data: bytes) -> None:
-        if len(data) > self.file_max:
-            return
-        with self._lock:
-            self._drop(path)
-            while self._entries and self.total + len(data) > self.max_bytes:
-                _, (_, old) = self._entries.popitem(last=False)
-                self.total -= len(old)
-            self._entries[path] = (self.identity(st), data)
-            self.total += len(data)
-
-    def _drop(self, path: str) -> None:
-        entry = self._entries.pop(path, None)
-        if entry is not None:
-            self.total -= len(entry[1])
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.total = 0
-
-
-# What an uploaded file costs the upload folder at least: empty files take no bytes but an inode and a directory
-# entry each, and would otherwise be free to create without end.
-FILE_COST = 4096
-
-
-def _upload_cost(path: str) -> int:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return 0
-    return max(st.st_size, FILE_COST) if stat.S_ISREG(st.st_mode) else 0
-
-
-def _tree_size(folder: str | None) -> int:
-    total = 0
-    for parent, dirs, files in os.walk(folder or ""):
-        total += FILE_COST * len(dirs) + sum(_upload_cost(os.path.join(parent, name)) for name in files)
-    return total
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
 
 
 def _fd_path(fd: int, fallback: str) -> str:
@@ -248,65 +160,186 @@ def read_nowait(fd: int, size: int, offset: int) -> bytes | None:
     return bytes(buf) if got == size else bytes(memoryview(buf)[:got])
 
 
-def _read_all(fd: int, size: int) -> bytes:
+def read_chunk(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset``, waiting for the disk (fewer only at the end of the file): in a worker thread,
+    or where blocking is fine (``check``, ``explain``)."""
     chunks = []
-    left = size
-    while left > 0:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
+    want = size
+    while want > 0:
+        more = os.pread(fd, want, offset)
+        if not more:
             break
-        chunks.append(chunk)
-        left -= len(chunk)
+        chunks.append(more)
+        want -= len(more)
+        offset += len(more)
     return b"".join(chunks)
 
 
 class Resolver:
-    def __init__(self, root: str | Path, cache_size: int = 64 << 20, stream_above: int = 1 << 20,
-                 upload_dir: str | Path | None = None, upload_max_size: int = 1 << 20,
-                 upload_dir_max_size: int = 0) -> None:
+    def __init__(self, root: str | Path, cache_size: int = 64 << 20, stream_above: int = 1 << 20, *,
+                 access: AccessRules | None = None, uploads: UploadStore | None = None,
+                 overlays: Sequence[Overlay] = (), transforms: Sequence[Transform] = (),
+                 hidden: tuple[str, ...] = ()) -> None:
         self.root = os.path.realpath(root)
         self.cache = HotCache(cache_size, stream_above)
-        self.upload_max_size = upload_max_size
-        self.upload_dir_max_size = upload_dir_max_size  # 0: no cap on the folder's total
-        self._upload_used: int | None = None  # bytes in the upload folder, counted on first need
-        self.upload_dir: str | None = None
-        if upload_dir:
-            folder = Path(upload_dir)
-            self.upload_dir = os.path.realpath(folder if folder.is_absolute() else Path(self.root) / folder)
-            if inside(self.root, self.upload_dir):
-                # An upload folder that is (or holds) the root would let phones replace provisioned files.
-                raise ValueError(f"upload folder {self.upload_dir} must not be or contain the root {self.root}")
+        self.stream_above = stream_above  # files of this size or more are streamed from their descriptor
+        self.access = access or AccessRules()
+        self.uploads = uploads
+        self.overlays = tuple(overlays)
+        self.transforms = tuple(transforms)
+        self.hidden = hidden  # name endings never served nor listed (template sources: what they render is)
+        if uploads is not None and (inside(uploads.folder, self.root) or inside(self.root, uploads.folder)):
+            # An upload store inside the tree would be served as static files to anyone; one holding the tree
+            # would let phones write over provisioned files.
+            raise ValueError(f"the upload folder {uploads.folder} must lie outside the root {self.root}")
+        self._dirs: dict[str, tuple[int, dict[str, str]]] = {}  # folder -> (mtime_ns, lower-case name -> name)
+        self._dirs_lock = threading.Lock()
+        self._hot: dict[str, tuple[str, str, int, int]] = {}  # name -> (path, real path, st_dev, st_ino) vetted
 
-    def resolve(self, name: str) -> str:
-        """The real path of ``name`` inside the root; raises :class:`Refused`."""
+    # -- the pipeline ---------------------------------------------------------------------------------------
+
+    def open(self, name: str, client: str | None = None, user: str | None = None) -> Opened:
+        """The file a request for ``name`` gets; raises :class:`Refused`. ``user`` must already be verified.
+        Blocks while a small file is read from the disk: on the event loop, use :meth:`open_nowait`."""
+        opened = self._open(name, client, user, wait=True)
+        assert opened is not None
+        return opened
+
+    def open_nowait(self, name: str, client: str | None = None, user: str | None = None) -> Opened | None:
+        """:meth:`open` without waiting for the disk: None when the file's bytes are in neither the hot cache nor
+        the kernel's page cache (then :meth:`open` it in a worker thread, which puts it in the cache). Every rule
+        is applied before that, so a refusal is raised here, at once. Large files are descriptors either way."""
+        return self._open(name, client, user, wait=False)
+
+    def _open(self, name: str, client: str | None, user: str | None, wait: bool) -> Opened | None:
         parts = normalize(name, self.root)
+        if self.hidden and parts[-1].endswith(self.hidden):
+            raise Refused(Reason.NOT_FOUND, name)
+        upload = self.uploads.match(parts[-1]) if self.uploads is not None else None
+        mac = self.access.check(parts, client, user, upload.mac if upload else None)
+        key = "/".join(canonical(parts))
+        if upload is not None and self.uploads is not None:
+            found = self.uploads.find(parts[-1])
+            if found is not None:
+                opened = self._open_file(found[1], name, self.uploads.folder, transform=False, wait=wait)
+                if opened is None:
+                    return None
+                opened.origin, opened.mac, opened.name = "upload", mac, key
+                return opened
+        for overlay in self.overlays:
+            content = overlay.get(key)
+            if content is not None:
+                return self._content(key, content, mac)
+        hot = self._hot_static(key)
+        if hot is not None:
+            hot.mac, hot.name = mac, key
+            return hot
+        candidate, real = self._static(parts, name)
+        opened = self._open_file(real, key, self.root, transform=True, wait=wait)
+        if opened is None:
+            return None
+        if opened.data is not None:
+            self._remember(key, candidate, real)
+        opened.mac, opened.name = mac, key
+        return opened
+
+    def _hot_static(self, key: str) -> Opened | None:
+        """A small static file vetted before, unchanged: one stat() instead of resolving every component again.
+
+        The name is stat()ed as asked (symlinks followed by the kernel); only when it still leads to the very
+        inode vetted last time, with the same size and mtime, are the cached bytes served. A symlink re-pointed
+        or swapped in meanwhile leads elsewhere and takes the full path (and its refusals).
+        """
+        hot = self._hot.get(key)
+        if hot is None:
+            return None
+        candidate, real, device, inode = hot
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            return None
+        if (st.st_dev, st.st_ino) != (device, inode):
+            return None
+        cached = self.cache.get(real, st)
+        if cached is None:
+            return None
+        data = self._transform(key, cached.data) if self.transforms else cached.data
+        return Opened(real, len(data), data, None, st.st_mtime, cached.etag if data is cached.data else etag_of(data))
+
+    def _remember(self, key: str, candidate: str, real: str) -> None:
+        try:
+            st = os.stat(real)
+        except OSError:
+            return
+        if len(self._hot) >= 65536:
+            self._hot.clear()
+        self._hot[key] = (candidate, real, st.st_dev, st.st_ino)
+
+    def needs_auth(self, name: str) -> bool:
+        """Whether ``name`` lies in an [[auth]] folder (so the adapter verifies credentials at all)."""
+        if not self.access.auth:
+            return False
+        try:
+            parts = normalize(name, self.root)
+        except Refused:
+            return False
+        return self.access.auth.protects(parts)
+
+    def _content(self, key: str, content: Content, mac: str | None) -> Opened:
+        data = self._transform(key, content.data)
+        return Opened(f"overlay:{key}", len(data), data, None, content.mtime, etag_of(data), content.origin, mac,
+                      key)
+
+    def _transform(self, key: str, data: bytes) -> bytes:
+        for transform in self.transforms:
+            data = transform.apply(key, data)
+        return data
+
+    def _static(self, parts: tuple[str, ...], name: str) -> tuple[str, str]:
+        """The path and real path of a static file inside the root; raises :class:`Refused`."""
         candidate = os.path.join(self.root, *parts)
+        if not os.path.lexists(candidate) and owner_mac(parts[-1]) is not None:
+            candidate = self._case_insensitive(parts) or candidate
         real = os.path.realpath(candidate)
         if not inside(real, self.root):
             raise Refused(Reason.ESCAPE, "resolves outside the root")
         if not os.path.lexists(candidate):
             if name.replace("\\", "/").startswith("/"):
+                # HTTP and FTP pass names relative to the root; a TFTP name that starts with "/" and is not found
+                # under the root is reported as what it is (/etc/passwd).
                 raise Refused(Reason.ABSOLUTE, "absolute path outside the root")
             raise Refused(Reason.NOT_FOUND, name)
-        return real
+        return candidate, real
 
-    def open(self, name: str) -> Opened:
-        """The file, read into the cache if it belongs there (blocking: call it off the event loop on a miss)."""
-        opened = self._open(name, wait=True)
-        assert opened is not None
-        return opened
-
-    def open_nowait(self, name: str) -> Opened | None:
-        """The file without waiting for the disk: cached bytes, a small file the kernel has in memory (read and
-        cached now), or a descriptor to stream a large file from; None when the file's data would have to come
-        from the disk (then call :meth:`open`, off the event loop). The metadata calls (realpath, open, fstat) are
-        answered from the kernel's caches."""
-        return self._open(name, wait=False)
-
-    def _open(self, name: str, wait: bool) -> Opened | None:
-        real = self.resolve(name)
+    def _case_insensitive(self, parts: tuple[str, ...]) -> str | None:
+        """A MAC file saved in another case (``00156574B150.cfg`` for ``00156574b150.cfg``)."""
+        folder = os.path.realpath(os.path.join(self.root, *parts[:-1]))
+        if not inside(folder, self.root):
+            return None
         try:
-            # O_NOFOLLOW: a symlink swapped in after resolve() is refused; O_NONBLOCK: a FIFO cannot block us.
+            mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            return None
+        with self._dirs_lock:
+            known = self._dirs.get(folder)
+        if known is None or known[0] != mtime:
+            # Listed again only when the folder changed: a boot storm of phones asking for <mac>.boot files that
+            # do not exist costs one stat each, not one listing each.
+            try:
+                names = sorted(os.listdir(folder), reverse=True)
+            except OSError:
+                return None
+            known = (mtime, {n.lower(): n for n in names})
+            with self._dirs_lock:
+                self._dirs[folder] = known
+                if len(self._dirs) > 4096:
+                    self._dirs.clear()
+        actual = known[1].get(parts[-1].lower())
+        return os.path.join(folder, actual) if actual else None
+
+    def _open_file(self, real: str, name: str, within: str, transform: bool, wait: bool) -> Opened | None:
+        try:
+            # O_NOFOLLOW: a symlink swapped in after resolving is refused; O_NONBLOCK: a FIFO cannot block us.
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise Refused(Reason.NOT_FOUND, name) from None
@@ -317,29 +350,31 @@ class Resolver:
             raise Refused(Reason.NOT_REGULAR if odd else Reason.DENIED, name) from None
         try:
             # O_NOFOLLOW guards the last component only: a directory on the way swapped for a symlink after
-            # resolve() would still be followed. Check where the descriptor really points.
-            if not inside(_fd_path(fd, real), self.root):
+            # resolving would still be followed. Check where the descriptor really points.
+            if not inside(_fd_path(fd, real), within):
                 raise Refused(Reason.ESCAPE, "resolves outside the root")
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise Refused(Reason.NOT_REGULAR, name)
-            data = self.cache.get(real, st)
-            if data is not None:
-                os.close(fd)
-                return Opened(real, len(data), data, None)
-            if st.st_size <= self.cache.file_max:
+            cached = self.cache.get(real, st)
+            if cached is None and (st.st_size < self.stream_above or st.st_size <= self.cache.file_max):
                 if wait:
-                    data = _read_all(fd, st.st_size)
+                    data = read_chunk(fd, st.st_size, 0)
                 else:
-                    data = read_nowait(fd, st.st_size, 0)
-                    if data is None or len(data) < st.st_size:
+                    got = read_nowait(fd, st.st_size, 0) if st.st_size else b""
+                    if got is None or len(got) < st.st_size:
                         os.close(fd)
-                        return None  # not (all) in the page cache: to be read by open(), off the event loop
-                os.close(fd)
+                        return None  # not (all) in the page cache: open() reads it, off the event loop
+                    data = got
+                cached = Cached(data, etag_of(data))
                 if len(data) == st.st_size:
-                    self.cache.put(real, st, data)
-                return Opened(real, len(data), data, None)
-            return Opened(real, st.st_size, None, fd)
+                    self.cache.put(real, st, cached)
+            if cached is None:
+                return Opened(real, st.st_size, None, fd, st.st_mtime, etag_of_stat(st))
+            os.close(fd)
+            data = self._transform(name, cached.data) if transform and self.transforms else cached.data
+            etag = cached.etag if data is cached.data else etag_of(data)
+            return Opened(real, len(data), data, None, st.st_mtime, etag)
         except BaseException as exc:
             try:
                 os.close(fd)
@@ -349,56 +384,95 @@ class Resolver:
                 raise Refused(Reason.DENIED, f"{name}: {exc.strerror or exc}") from None  # EIO and the like
             raise
 
-    def upload_target(self, name: str) -> str:
-        """Where an upload of ``name`` would be written; raises :class:`Refused`."""
-        if self.upload_dir is None:
+    # -- uploads --------------------------------------------------------------------------------------------
+
+    def upload_name(self, name: str, client: str | None = None, user: str | None = None) -> UploadName:
+        """Where an upload of ``name`` would go, after every rule; raises :class:`Refused`. Writes nothing."""
+        if self.uploads is None:
             raise Refused(Reason.UPLOAD_DISABLED, "uploads are disabled")
-        parts = normalize(name)
-        target = os.path.join(self.upload_dir, *parts)
-        parent = os.path.realpath(os.path.dirname(target))
-        if not inside(parent, self.upload_dir):
-            raise Refused(Reason.ESCAPE, "resolves outside the upload folder")
-        target = os.path.join(parent, parts[-1])
-        if os.path.lexists(target):
-            st = os.lstat(target)
-            if not stat.S_ISREG(st.st_mode):
-                raise Refused(Reason.EXISTS, "exists and is not a regular file")
+        parts = normalize(name, self.root)
+        target = self.uploads.accept(parts[-1])
+        self.access.check(parts, client, user, target.mac)
+        if self._provisioned(parts):
+            raise Refused(Reason.PROVISIONED, f"{name} is provisioned; an upload never replaces it")
         return target
 
-    def store_upload(self, name: str, data: bytes) -> str:
-        """Write an upload atomically (temp file, fsync, rename); returns its path."""
-        if len(data) > self.upload_max_size:
-            raise Refused(Reason.TOO_LARGE, f"{len(data)} bytes > {self.upload_max_size}")
-        target = self.upload_target(name)
-        growth = max(len(data), FILE_COST) - _upload_cost(target)
-        if self.upload_dir_max_size:
-            # Every upload is capped, but distinct names could still fill the disk. The folder's total is counted
-            # once and then kept up to date; it is counted again before refusing, to see files removed meanwhile.
-            if self._upload_used is None or self._upload_used + growth > self.upload_dir_max_size:
-                self._upload_used = _tree_size(self.upload_dir)
-            if self._upload_used + growth > self.upload_dir_max_size:
-                raise Refused(Reason.TOO_LARGE, "the upload folder is full")
-        folder = os.path.dirname(target)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}.{id(data):x}.part")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    def _provisioned(self, parts: tuple[str, ...]) -> bool:
+        key = "/".join(canonical(parts))
+        if any(overlay.get(key) is not None for overlay in self.overlays):
+            return True
+        candidate = os.path.join(self.root, *parts)
+        return os.path.lexists(candidate) or self._case_insensitive(parts) is not None
+
+    def upload_target(self, name: str, client: str | None = None, user: str | None = None) -> str:
+        """The path an upload of ``name`` would be written to; raises :class:`Refused`."""
+        target = self.upload_name(name, client, user)
+        assert self.uploads is not None
+        return self.uploads.path(target)
+
+    def store_upload(self, name: str, data: bytes, client: str | None = None, user: str | None = None) -> str:
+        """Check every rule again and store ``data`` atomically; returns its path. Blocks on fsync."""
+        target = self.upload_name(name, client, user)
+        assert self.uploads is not None
+        return self.uploads.store(target, data)
+
+    # -- folders (FTP) --------------------------------------------------------------------------------------
+
+    def directory(self, name: str, user: str | None = None) -> tuple[str, ...]:
+        """The components of a folder of the tree this user may enter (``/`` is ``()``); raises Refused."""
+        if name.replace("\\", "/").strip("/") == "":
+            return ()
+        parts = normalize(name.rstrip("/") or "/", self.root)
+        if not self.access.visible(parts, user):
+            raise Refused(Reason.AUTH_REQUIRED, "/".join(parts))
+        real = os.path.realpath(os.path.join(self.root, *parts))
+        if not inside(real, self.root):
+            raise Refused(Reason.ESCAPE, "resolves outside the root")
+        if not os.path.isdir(real):
+            raise Refused(Reason.NOT_FOUND if not os.path.lexists(real) else Reason.NOT_REGULAR, name)
+        return parts
+
+    def listing(self, parts: tuple[str, ...], client: str | None = None, user: str | None = None) -> list[Entry]:
+        """What a listing of a folder shows this client: files and folders inside the root, minus [[auth]]
+        folders of other users and, with the owner rule, other phones' files."""
+        folder = os.path.join(self.root, *parts)
+        names: dict[str, Entry] = {}
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
-        os.replace(tmp, target)
-        if self._upload_used is not None:
-            self._upload_used += growth
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            scan = list(os.scandir(folder))
+        except OSError:
+            scan = []
+        for item in scan:
+            child = (*parts, item.name)
+            if not self._may_list(child, client, user):
+                continue
+            try:
+                real = os.path.realpath(item.path)
+                st = os.stat(real)
+            except OSError:
+                continue
+            if not inside(real, self.root) or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                continue
+            names[item.name] = Entry(item.name, stat.S_ISDIR(st.st_mode), st.st_size, st.st_mtime)
+        prefix = "/".join(parts) + "/" if parts else ""
+        for overlay in self.overlays:
+            for produced in _children(overlay.names(), prefix):
+                if produced not in names and self._may_list((*parts, produced), client, user):
+                    content = overlay.get(prefix + produced)
+                    if content is not None:
+                        names[produced] = Entry(produced, False, len(content.data), content.mtime)
+        return [names[n] for n in sorted(names)]
+
+    def _may_list(self, parts: tuple[str, ...], client: str | None, user: str | None) -> bool:
+        if (self.hidden and parts[-1].endswith(self.hidden)) or not self.access.visible(parts, user):
+            return False
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return target
+            self.access.check(parts, client, user)
+        except Refused:
+            return False
+        return True
+
+
+def _children(names: Iterable[str], prefix: str) -> Iterable[str]:
+    for name in names:
+        if name.startswith(prefix) and "/" not in name[len(prefix):]:
+            yield name[len(prefix):]

@@ -1,9 +1,13 @@
-"""The two plug-in points of the resolver pipeline (DESIGN.md, "Serving a file: one pipeline for every protocol").
+"""The resolver's two plug-in points: overlays (files that are not, or not only, in the static tree) and
+transforms (applied to file bytes on the way out). The provisioning model implements the rendered-files overlay,
+the ``<name>_Security.enc`` overlay and the Yealink AES transform against exactly these.
 
-request -> normalize -> access rules -> source (uploads > rendered > static) -> transform -> bytes. An
-:class:`Overlay` provides files that are not (only) in the static tree (rendered per-phone files, generated key
-files), looked up before it; a :class:`Transform` rewrites the bytes of static and rendered files on the way out
-(Yealink encryption). Names are the normalized relative path, '/'-joined.
+- An overlay is asked before the static tree, with the normalized relative path, ``/``-joined (MAC file names in
+  lower case); it returns :class:`Content` or None. ``names`` lists everything it can produce (``check``,
+  collisions with the static tree, FTP listings).
+- A transform gets the bytes of every static or rendered file held in memory (files below the large-file size;
+  firmware is streamed untouched) and returns the bytes to send, or the same object when it does not apply.
+- Both may be called from a worker thread, and must not keep per-request state.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 transform, for the file services and for ``check``/``explain`` alike.
 
 :class:`Provisioning` is built from the settings and holds the overlays and the transform. :class:`ServedTree`
-puts them in front of a :class:`~bootstrapd.provisioning.resolver.Resolver` with the resolver's own interface
-(``open``, ``upload_target``, ``store_upload``), so a file service serves rendered and encrypted files without
-knowing about them. Until the resolver has the pipeline's plug-in points (DESIGN.md), this is where they meet.
+is the resolver with them plugged in (:func:`plug`, which the provisioning service also applies to the daemon's
+resolver), for ``check`` and ``explain``: the same pipeline the file services serve through.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pathlib import Path
 from bootstrapd.config import Settings
 from bootstrapd.provisioning.names import TEMPLATE_SUFFIX
 from bootstrapd.provisioning.overlays import EncryptTransform, KeyStore, RenderedFiles, SecurityFiles
-from bootstrapd.provisioning.resolver import Opened, Reason, Refused, Resolver, inside, normalize
+from bootstrapd.provisioning.resolver import Opened, Resolver, inside
 from bootstrapd.provisioning.sources import Overlay
 
 
@@ -72,68 +71,45 @@ class Served:
     encrypted: bool
 
 
+def plug(resolver: Resolver, provisioning: Provisioning) -> None:
+    """Put the model's overlays in front of the resolver's static tree and its transform behind (DESIGN's pipeline:
+    uploads > overlays > static, then transforms)."""
+    resolver.overlays = tuple(provisioning.overlays())
+    resolver.transforms = (provisioning.transform,) if provisioning.transform is not None else ()
+    resolver.hidden = (TEMPLATE_SUFFIX,)
+
+
 class ServedTree:
-    """A resolver with the provisioning overlays in front and the transform behind (same interface as Resolver)."""
+    """The resolver with the provisioning overlays and transform plugged in, for ``check`` and ``explain``: what a
+    phone gets for a name, and whether it went out encrypted."""
 
     def __init__(self, resolver: Resolver, provisioning: Provisioning) -> None:
         self.resolver = resolver
         self.provisioning = provisioning
         self.root = resolver.root
+        plug(resolver, provisioning)
 
-    def _name(self, name: str) -> str:
-        rel = "/".join(normalize(name, self.root))
-        if rel.endswith(TEMPLATE_SUFFIX):
-            raise Refused(Reason.NOT_FOUND, name)  # template sources are not served, only what they render
-        return rel
-
-    def lookup(self, name: str) -> Served:
+    def lookup(self, name: str, client: str | None = None) -> Served:
         """The bytes a phone gets for ``name``; raises :class:`Refused` (not found included)."""
-        rel = self._name(name)
-        for overlay in self.provisioning.overlays():
-            content = overlay.get(rel)
-            if content is not None:
-                data, origin, mtime = content.data, content.origin, content.mtime
-                break
-        else:
-            opened = self.resolver.open(name)
-            try:
-                data = opened.data if opened.data is not None else _read(opened)
-            finally:
-                opened.close()
-            origin, mtime = "static", 0.0
-            try:
-                mtime = os.stat(opened.path).st_mtime
-            except OSError:
-                pass
+        opened = self.resolver.open(name, client)
+        try:
+            data = opened.data if opened.data is not None else _read(opened)
+        finally:
+            opened.close()
         transform = self.provisioning.transform
-        if transform is not None and not origin.startswith("security-key") and transform.applies(rel):
-            return Served(transform.apply(rel, data), origin, mtime, True)
-        return Served(data, origin, mtime, False)
+        # Streamed (large) files and key files never pass through the transform.
+        encrypted = (transform is not None and opened.fd is None and not opened.origin.startswith("security-key")
+                     and transform.applies(opened.name))
+        return Served(data, opened.origin, opened.mtime, encrypted)
 
-    def _plain(self, rel: str) -> bool:
-        """Whether ``rel`` is a static file served untouched (no overlay has it, no transform applies)."""
-        transform = self.provisioning.transform
-        return not any(o.get(rel) is not None for o in self.provisioning.overlays()) and not (
-            transform is not None and transform.applies(rel))
+    def open(self, name: str, client: str | None = None) -> Opened:
+        return self.resolver.open(name, client)
 
-    def open(self, name: str) -> Opened:
-        rel = self._name(name)
-        if self._plain(rel):
-            return self.resolver.open(name)  # the common case: static, untouched, streamed or cached as before
-        served = self.lookup(name)
-        return Opened(f"{served.origin}:{rel}", len(served.data), served.data, None)
+    def upload_target(self, name: str, client: str | None = None) -> str:
+        return self.resolver.upload_target(name, client)
 
-    def open_nowait(self, name: str) -> Opened | None:
-        """:meth:`Resolver.open_nowait` for static files; a rendered or encrypted one is None: :meth:`open` builds it
-        (reading its source, rendering, encrypting) off the event loop."""
-        rel = self._name(name)
-        return self.resolver.open_nowait(name) if self._plain(rel) else None
-
-    def upload_target(self, name: str) -> str:
-        return self.resolver.upload_target(name)
-
-    def store_upload(self, name: str, data: bytes) -> str:
-        return self.resolver.store_upload(name, data)
+    def store_upload(self, name: str, data: bytes, client: str | None = None) -> str:
+        return self.resolver.store_upload(name, data, client)
 
 
 def _read(opened: Opened) -> bytes:

@@ -9,9 +9,10 @@
   nothing due and is set again for the real deadline, so an ACK costs no timer churn.
 - A window of full-size blocks goes out in one ``sendmsg`` with Linux UDP GSO (``UDP_SEGMENT``) where the kernel
   accepts it, else one ``sendto`` per block.
-- File data is read and uploads are stored in worker threads (:mod:`bootstrapd.tftp.files`): a request whose file
-  must be read first waits for it (holding its slot), a streamed transfer that ran ahead of its reads stalls and is
-  resumed when data comes, an upload's final ACK leaves when the file is stored. The loop never waits on a disk.
+- File data is read and uploads are stored in worker threads (:mod:`bootstrapd.provisioning.work`, shared with
+  HTTP and FTP; :mod:`bootstrapd.tftp.files`): a request whose file must be read first waits for it (holding its
+  slot), a streamed transfer that ran ahead of its reads stalls and is resumed when data comes, an upload's final
+  ACK leaves when the file is stored. The loop never waits on a disk.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from bootstrapd.config import Settings
 from bootstrapd.errors import ProtocolError
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
-from bootstrapd.provisioning.adapter import files_for
-from bootstrapd.provisioning.resolver import Refused, Resolver
-from bootstrapd.service import Context, StartupError
-from bootstrapd.tftp.files import FileWork
+from bootstrapd.provisioning.resolver import Refused
+from bootstrapd.provisioning.work import file_work
+from bootstrapd.service import Context
+from bootstrapd.tftp.files import TftpFiles
 from bootstrapd.tftp.server import OpenedFile, Pending, Refusal, Started, TftpServer
 from bootstrapd.tftp.transfer import Completion, ReadTransfer, WriteTransfer
 
@@ -62,13 +63,6 @@ def raise_nofile(needed: int) -> int:
     return soft
 
 
-def _resolver(settings: Settings) -> Resolver:
-    tftp = settings.tftp
-    return Resolver(settings.server.root, cache_size=tftp.cache_size, stream_above=tftp.large_file_size,
-                    upload_dir=tftp.upload_dir or None, upload_max_size=tftp.upload_max_size,
-                    upload_dir_max_size=tftp.upload_dir_max_size)
-
-
 class _Session:
     __slots__ = ("gso", "local", "sock", "started", "timer", "timer_at")
 
@@ -87,25 +81,20 @@ class TftpService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.events = ctx.events
-        try:
-            self.resolver = _resolver(ctx.settings)
-        except ValueError as exc:
-            raise StartupError(f"tftp.upload_dir: {exc}") from None
-        self.server = TftpServer(ctx.settings.tftp, files_for(ctx, self.resolver))
+        # The daemon's resolver and worker threads, shared with HTTP and FTP (built on the running loop).
+        self.files = TftpFiles(file_work(ctx), self._wake)
+        self.server = TftpServer(ctx.settings.tftp, self.files)
         self.endpoints: list[DatagramEndpoint] = []
         self.sessions: set[_Session] = set()
         self._stalled: set[_Session] = set()  # streamed transfers waiting for their file's next chunk
         self.gso_supported = hasattr(socket.socket, "sendmsg")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.work: FileWork | None = None
         self._stopping = False
 
     # -- life cycle ---------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.work = FileWork(files_for(self.ctx, self.resolver), self._loop, self._wake)
-        self.server.configure(self.ctx.settings.tftp, self.work)
         iface = self.ctx.interface
         settings = self.ctx.settings.tftp
         raise_nofile(settings.max_transfers + 256)
@@ -148,14 +137,9 @@ class TftpService:
         return sock
 
     def reload(self, settings: Settings) -> None:
-        try:
-            self.resolver = _resolver(settings)
-        except ValueError as exc:
-            log.error("tftp: reload keeps the previous file settings: tftp.upload_dir: %s", exc)
-        if self.work is not None:
-            # Requests being read finish with the files they started with.
-            self.work.tree = files_for(self.ctx, self.resolver)
-        self.server.configure(settings.tftp, self.work or files_for(self.ctx, self.resolver))
+        # The files are the daemon's resolver in force (rebuilt before this call); requests being read finish with
+        # the one they started with.
+        self.server.configure(settings.tftp, self.files)
         raise_nofile(settings.tftp.max_transfers + 256)
 
     async def stop(self) -> None:
@@ -165,8 +149,6 @@ class TftpService:
         self.endpoints.clear()
         for session in list(self.sessions):
             self._close(session)
-        if self.work is not None:
-            self.work.close()
 
     # -- requests -----------------------------------------------------------------------------------------------
 
@@ -184,8 +166,8 @@ class TftpService:
             now = self._loop.time()
             outcome = self.server.request(data, client, now, cap)  # TftpError -> counted and dropped
             if isinstance(outcome, Pending):
-                assert self.work is not None
-                self.work.load(outcome.name, lambda opened: self._loaded(outcome, opened, family, local, holder))
+                self.files.load(outcome.name, client[0],
+                                lambda opened: self._loaded(outcome, opened, family, local, holder))
                 return
             self._started(outcome, family, local, holder, now)
 
@@ -285,8 +267,7 @@ class TftpService:
             return
         upload = transfer.take_upload()
         if upload is not None and session.started.sink is not None:
-            assert self.work is not None
-            self.work.store(session.started.sink, upload, lambda error: self._stored(session, error))
+            self.files.work.store(session.started.sink.store, upload, lambda error: self._stored(session, error))
 
     def _wake(self) -> None:
         """A streamed file's next chunk is in memory: stalled transfers go on (those still without data stall

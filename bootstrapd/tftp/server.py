@@ -31,15 +31,16 @@ class OpenedFile(Protocol):
 
 
 class Files(Protocol):
-    """The part of :class:`bootstrapd.provisioning.resolver.Resolver` the server uses."""
+    """The part of :class:`bootstrapd.provisioning.resolver.Resolver` the server uses. ``client`` is the
+    requesting address: the MAC-file rule decides with it."""
 
-    def open_nowait(self, name: str) -> OpenedFile | None:
+    def open_nowait(self, name: str, client: str | None = None) -> OpenedFile | None:
         """The file without reading it now (cached bytes, or a stream); None: it must be read first (off the loop,
         with ``open``); raises Refused."""
 
-    def upload_target(self, name: str) -> str: ...
+    def upload_target(self, name: str, client: str | None = None) -> str: ...
 
-    def store_upload(self, name: str, data: bytes) -> str: ...
+    def store_upload(self, name: str, data: bytes, client: str | None = None) -> str: ...
 
 
 class Sink(Protocol):
@@ -48,12 +49,13 @@ class Sink(Protocol):
 
 
 class _UploadSink:
-    def __init__(self, files: Files, name: str) -> None:
+    def __init__(self, files: Files, name: str, client: str) -> None:
         self.files = files
         self.name = name
+        self.client = client
 
     def store(self, data: bytes) -> None:
-        self.files.store_upload(self.name, data)
+        self.files.store_upload(self.name, data, client=self.client)
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ class TftpServer:
                 self._live[client] = (data, outcome)
             return outcome
         try:
-            opened = self.files.open_nowait(name)
+            opened = self.files.open_nowait(name, client=host)
         except Refused as exc:
             return _refused(exc, client, shown)
         if opened is None:
@@ -245,7 +247,7 @@ class TftpServer:
             return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "busy with uploads, try again"), client, shown,
                            "busy_uploads")
         try:
-            self.files.upload_target(name)
+            self.files.upload_target(name, client=client[0])
         except Refused as exc:
             return Refusal(codec.encode_error(codec.ERR_ACCESS, f"access violation ({exc.reason.value})"), client,
                            shown, exc.reason.value)
@@ -255,7 +257,8 @@ class TftpServer:
         transfer = WriteTransfer(client, shown, limits, negotiated, now, self.settings.upload_max_size,
                                  netascii=packet.mode == "netascii")
         self._count(client[0], +1, False)
-        started = Started(transfer, transfer.start(now), False, upload=True, sink=_UploadSink(self.files, name))
+        started = Started(transfer, transfer.start(now), False, upload=True,
+                          sink=_UploadSink(self.files, name, client[0]))
         self._uploading.append(started)
         return started
 

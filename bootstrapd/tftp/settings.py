@@ -23,10 +23,16 @@ class TftpSettings:
     large_file_size: int = 1 << 20
     max_large_transfers: int = 32
     cache_size: int = 64 << 20
-    upload_dir: str = ""  # empty: uploads (WRQ) are refused
-    upload_max_size: int = 1 << 20
-    upload_dir_max_size: int = 256 << 20  # the upload folder's total; 0: no cap
+    upload_max_size: int = 1 << 20  # not a key of [tftp]: provisioning.upload_max_size, copied here by config.py
     max_uploads: int = 16  # concurrent uploads (each held in memory up to upload_max_size until its last block)
+
+
+# Keys of earlier versions, now in [provisioning] (one upload store for every protocol).
+MOVED = {
+    "upload_dir": "[provisioning] uploads = true",
+    "upload_max_size": "provisioning.upload_max_size",
+    "upload_dir_max_size": "provisioning.upload_total_max_size",
+}
 
 
 def load_tftp(table: Table) -> TftpSettings:
@@ -45,11 +51,12 @@ def load_tftp(table: Table) -> TftpSettings:
         large_file_size=table.integer("large_file_size", 1 << 20, min=0),
         max_large_transfers=table.integer("max_large_transfers", 32, min=1),
         cache_size=table.integer("cache_size", 64 << 20, min=0),
-        upload_dir=table.text("upload_dir", ""),
-        upload_max_size=table.integer("upload_max_size", 1 << 20, min=0),
-        upload_dir_max_size=table.integer("upload_dir_max_size", 256 << 20, min=0),
         max_uploads=table.integer("max_uploads", 16, min=1, max=100_000),
     )
+    for key, instead in MOVED.items():
+        if table.has(key):
+            raise table.error(key, f"moved: uploads over TFTP, HTTP and FTP share one store under "
+                                   f"server.state_dir/uploads; use {instead}")
     if settings.blksize_max and settings.blksize_max < 8:
         raise table.error("blksize_max", "must be 0 (interface MTU) or at least 8")
     table.finish()

@@ -1,11 +1,12 @@
-"""A slow disk stalls TFTP only (issue #8 item 16): DHCP, PnP and cached TFTP files keep answering meanwhile.
+"""A slow disk stalls only the requests waiting for it (issue #8 item 16), over TFTP and HTTP alike: DHCP, PnP and
+cached files over TFTP and HTTP keep answering meanwhile.
 
 The real daemon runs under tests/lab/slowdisk.py: its reads of files under ``root/slow`` and its fsyncs under the
-upload folder wait on a file lock the test holds, as they would on a disk or a network mount that stopped
-answering. While a phone's download (a cache miss, a streamed large file) or upload waits on it, udhcpc gets a lease,
-sipp completes a PnP exchange and curl fetches a file from the hot cache; once the lock is released the slow
-transfer completes with the right bytes. The same setting shows a retransmitted RRQ (tftp-hpa, 1 s timer) handled
-as a duplicate of the running transfer (RFC 1350, issue #8 item 14), not a second transfer.
+upload store wait on a file lock the test holds, as they would on a disk or a network mount that stopped answering.
+While a phone's download (a cache miss, a streamed large file; TFTP or HTTP) or upload waits on it, udhcpc gets a
+lease, sipp completes a PnP exchange and curl fetches a file from the hot cache over TFTP and HTTP; once the lock is
+released the slow transfer completes with the right bytes. The same setting shows a retransmitted RRQ (tftp-hpa,
+1 s timer) handled as a duplicate of the running transfer (RFC 1350, issue #8 item 14), not a second transfer.
 """
 
 from __future__ import annotations
@@ -51,8 +52,15 @@ enabled = true
 enabled = true
 rate_limit = 0
 large_file_size = 65536
-upload_dir = "uploads"
+
+[http]
+enabled = true
+
+[provisioning]
+uploads = true
+mac_files = "any"
 """
+PHONE_MAC = "001565770020"
 
 
 @dataclass
@@ -67,7 +75,8 @@ class Env:
 
     @contextmanager
     def slow_disk(self) -> Iterator[None]:
-        """Hold the lock: the daemon's reads under root/slow and fsyncs under root/uploads wait until we let go."""
+        """Hold the lock: the daemon's reads under root/slow and fsyncs under the upload store wait until we let
+        go."""
         self.waiting.unlink(missing_ok=True)
         with open(self.lock, "w") as held:
             fcntl.flock(held, fcntl.LOCK_EX)
@@ -92,13 +101,17 @@ class Env:
         raise AssertionError(f"the daemon never reached the slow {what}:\n{self.app.log()[-3000:]}")
 
     def others_still_answer(self) -> None:
-        """DHCP, PnP and a cached TFTP file, on the same event loop as the stalled TFTP transfer."""
+        """DHCP, PnP and a cached file over TFTP and HTTP, on the same event loop as the stalled transfer."""
         lease = udhcpc(self.dhcp, self.work, f"slow-{time.monotonic_ns()}", "-t", "8")
         assert lease["ip"].startswith("10.77.0.1"), lease
         code, _, output = run_phone(self.phone, "yealink-w52p", self.work)
         assert code == 0, output
         dest = self.work / "hot.cfg"
         result = self.phone.run(["curl", "-sS", "--max-time", "10", "-o", str(dest), f"tftp://{SERVER}/a.cfg"])
+        assert result.returncode == 0, result.stderr
+        assert dest.read_bytes() == self.files["a.cfg"]
+        dest.unlink()
+        result = self.phone.run(["curl", "-sS", "--fail", "--max-time", "10", "-o", str(dest), f"http://{SERVER}/a.cfg"])
         assert result.returncode == 0, result.stderr
         assert dest.read_bytes() == self.files["a.cfg"]
 
@@ -131,32 +144,36 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         rng = random.Random(16)
         files = {"a.cfg": b"account.1.enable = 1\n" * 20, "slow/small.cfg": rng.randbytes(20000),
                  "slow/dup.cfg": rng.randbytes(3000), "slow/big.bin": rng.randbytes(2 << 20)}
+        files["slow/h-small.cfg"], files["slow/h-big.bin"] = files["slow/small.cfg"], files["slow/big.bin"]
         for name, data in files.items():
             (app.root / name).parent.mkdir(parents=True, exist_ok=True)
             (app.root / name).write_bytes(data)
-        (app.root / "uploads").mkdir()
         lock = work / "disk.lock"
         lock.write_text("")
         app.start("--debug", "--log-format", "json", command=[sys.executable, "-m", "tests.lab.slowdisk"],
-                  env={"SLOWDISK_DIRS": f"{app.root / 'slow'}:{app.root / 'uploads'}", "SLOWDISK_LOCK": str(lock)})
+                  env={"SLOWDISK_DIRS": f"{app.root / 'slow'}:{app.state / 'uploads'}", "SLOWDISK_LOCK": str(lock)})
         try:
             yield Env(the_lab, app, phone, dhcp, work, lock, files)
         finally:
             app.stop()
 
 
-def _download(env: Env, name: str) -> tuple[subprocess.Popen[Any], Path]:
-    dest = env.work / name.replace("/", "-")
+def _download(env: Env, scheme: str, name: str) -> tuple[subprocess.Popen[Any], Path]:
+    dest = env.work / f"{scheme}-{name.replace('/', '-')}"
     dest.unlink(missing_ok=True)
-    proc = env.phone.popen(["curl", "-sS", "--max-time", "120", "-o", str(dest), f"tftp://{SERVER}/{name}"])
+    proc = env.phone.popen(["curl", "-sS", "--fail", "--max-time", "120", "-o", str(dest), f"{scheme}://{SERVER}/{name}"])
     return proc, dest
 
 
+@pytest.mark.parametrize("scheme", ["tftp", "http"])
 @pytest.mark.parametrize("name", ["slow/small.cfg", "slow/big.bin"])
-def test_a_slow_read_stalls_only_its_own_transfer(env: Env, name: str) -> None:
+def test_a_slow_read_stalls_only_its_own_transfer(env: Env, scheme: str, name: str) -> None:
     # slow/small.cfg: a cache miss (the file is read whole, then served from the cache); slow/big.bin: streamed.
+    # Over HTTP, copies of the same files (the TFTP runs left the originals in the hot cache).
+    if scheme == "http":
+        name = name.replace("slow/", "slow/h-")
     with env.slow_disk():
-        proc, dest = _download(env, name)
+        proc, dest = _download(env, scheme, name)
         env.wait_blocked("read", proc)
         env.others_still_answer()
         assert proc.poll() is None  # its transfer still waits for the disk
@@ -168,13 +185,31 @@ def test_a_slow_upload_fsync_stalls_only_that_upload(env: Env) -> None:
     local = env.work / "phone.log"
     local.write_bytes(env.files["slow/small.cfg"])
     with env.slow_disk():
-        proc = env.phone.popen(["tftp", "-4", SERVER, "-m", "binary", "-c", "put", str(local), "logs/phone.log"])
+        proc = env.phone.popen(["tftp", "-4", SERVER, "-m", "binary", "-c", "put", str(local),
+                                f"logs/{PHONE_MAC}-phone.log"])
         env.wait_blocked("fsync", proc)
         env.others_still_answer()
         assert proc.poll() is None  # the final ACK waits until the upload is durable
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and b"Error" not in out, (out, err)
-    assert (env.app.root / "uploads" / "logs" / "phone.log").read_bytes() == env.files["slow/small.cfg"]
+    stored = env.app.state / "uploads" / PHONE_MAC / f"{PHONE_MAC}-phone.log"
+    assert stored.read_bytes() == env.files["slow/small.cfg"]
+
+
+def test_a_slow_http_upload_fsync_stalls_only_that_upload(env: Env) -> None:
+    local = env.work / "contact.xml"
+    local.write_bytes(env.files["slow/dup.cfg"])
+    with env.slow_disk():
+        proc = env.phone.popen(["curl", "-sS", "--fail", "--max-time", "120", "-T", str(local),
+                                f"http://{SERVER}/{PHONE_MAC}-contact.xml", "-w", "%{http_code}"],
+                               stdout=subprocess.PIPE)
+        env.wait_blocked("fsync", proc)
+        env.others_still_answer()
+        assert proc.poll() is None  # the 201 waits until the upload is durable
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == b"201", out
+    stored = env.app.state / "uploads" / PHONE_MAC / f"{PHONE_MAC}-contact.xml"
+    assert stored.read_bytes() == env.files["slow/dup.cfg"]
 
 
 def test_a_retransmitted_request_is_the_same_transfer(env: Env) -> None:

@@ -245,33 +245,37 @@ def test_thousand_concurrent_transfers(env: Env) -> None:
 
 
 def test_upload_enabled_by_reload(env: Env) -> None:
-    # Last in the module: it turns uploads on (SIGHUP), which the tests above expect to be refused.
-    text = BASE_CONFIG.format(root=env.root, state=env.app.state) + CONFIG + 'upload_dir = "uploads"\n' + \
-        "upload_max_size = 30000\n"
+    # Last in the module: it turns uploads on (SIGHUP), which the tests above expect to be refused. Uploads go to
+    # the one upload store (server.state_dir/uploads/<mac>/), shared with HTTP PUT and FTP STOR.
+    text = BASE_CONFIG.format(root=env.root, state=env.app.state) + CONFIG + \
+        "\n[provisioning]\nuploads = true\nupload_max_size = 30000\n"
     env.app.write_config(text)
     env.app.reload()
     env.app.wait_notify("READY=1")
     local = env.out / "phone.log"
     local.write_bytes(env.files["s20k.cfg"])
-    result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(local), "logs/phone.log"], timeout=30)
+    name = "001565770010-boot.log"
+    result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(local), f"logs/{name}"], timeout=30)
     assert result.returncode == 0 and "Error" not in result.stdout, result.stdout
-    assert (env.root / "uploads" / "logs" / "phone.log").read_bytes() == env.files["s20k.cfg"]
+    store = env.app.state / "uploads"
+    assert (store / "001565770010" / name).read_bytes() == env.files["s20k.cfg"]
     # netascii: tftp-hpa sends LF as CR LF and CR as CR NUL; the file is stored as it was on the phone (item 14).
     ascii_log = env.out / "text.log"
     ascii_log.write_bytes(env.files["text.cfg"][:20000])
-    result = env.phone.run(["tftp", "-4", V4, "-m", "netascii", "-c", "put", str(ascii_log), "logs/text.log"],
+    text_name = "001565770010-text.log"
+    result = env.phone.run(["tftp", "-4", V4, "-m", "netascii", "-c", "put", str(ascii_log), f"logs/{text_name}"],
                            timeout=30)
     assert result.returncode == 0 and "Error" not in result.stdout, result.stdout
-    assert (env.root / "uploads" / "logs" / "text.log").read_bytes() == env.files["text.cfg"][:20000]
-    # Never outside the upload folder, never over a provisioned file, never over the cap.
-    for name in ("../a.cfg", "/a.cfg/../x"):
-        result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(local), name], timeout=30)
+    assert (store / "001565770010" / text_name).read_bytes() == env.files["text.cfg"][:20000]
+    # Never outside the store, never over a provisioned file, never a name phones do not upload, never over the cap.
+    for target in ("../a.cfg", "/a.cfg/../x", "a.cfg", "notes.txt"):
+        result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(local), target], timeout=30)
         assert "Error code 2: access violation" in result.stdout, result.stdout  # tftp-hpa reports on stdout
     env.check("a.cfg", env.root / "a.cfg")
     big = env.out / "big.log"
     big.write_bytes(env.files["s20k.cfg"] * 2)
-    result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(big), "big.log"], timeout=30)
+    result = env.phone.run(["tftp", "-4", V4, "-m", "binary", "-c", "put", str(big), "001565770010-big.log"],
+                           timeout=30)
     assert "Error code 3: upload too large" in result.stdout, result.stdout
-    assert not (env.root / "uploads" / "big.log").exists()
-    assert sorted(p.name for p in (env.root / "uploads").rglob("*")) == ["logs", "phone.log", "text.log"]
+    assert sorted(p.name for p in store.rglob("*")) == ["001565770010", name, text_name]
     env.healthy()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 from bootstrapd import config, privileges
 from bootstrapd.privileges import Need
@@ -32,6 +30,8 @@ def test_each_service_and_port_is_named() -> None:
         Need("dhcp4", "CAP_NET_BIND_SERVICE", "UDP port 67"),
         Need("dhcp6", "CAP_NET_BIND_SERVICE", "UDP port 547"),
         Need("tftp", "CAP_NET_BIND_SERVICE", "UDP port 69"),
+        Need("http", "CAP_NET_BIND_SERVICE", "TCP port (http.port) 80"),  # no certificate: no tls_port
+        Need("ftp", "CAP_NET_BIND_SERVICE", "TCP port (ftp.port) 21"),
         Need("dhcp4", "CAP_NET_RAW", "a packet socket for unicast OFFERs and ACKs, RFC 2131 4.1"),
     ]  # PnP's 5060 needs nothing
 
@@ -61,8 +61,9 @@ def test_a_missing_capability_is_named_with_its_services() -> None:
     message = privileges.problem(LAB, STATUS.format(mask=RAW), port_start=1024)
     assert message == (
         "missing capability CAP_NET_BIND_SERVICE: dhcp4 needs CAP_NET_BIND_SERVICE (UDP port 67); dhcp6 needs "
-        "CAP_NET_BIND_SERVICE (UDP port 547); tftp needs CAP_NET_BIND_SERVICE (UDP port 69) (the unit "
-        "systemd/bootstrapd.service grants it with AmbientCapabilities=)")
+        "CAP_NET_BIND_SERVICE (UDP port 547); tftp needs CAP_NET_BIND_SERVICE (UDP port 69); http needs "
+        "CAP_NET_BIND_SERVICE (TCP port (http.port) 80); ftp needs CAP_NET_BIND_SERVICE (TCP port (ftp.port) 21) "
+        "(the unit systemd/bootstrapd.service grants it with AmbientCapabilities=)")
     message = privileges.problem(LAB, STATUS.format(mask=0), port_start=1024)
     assert message is not None and message.startswith("missing capabilities CAP_NET_BIND_SERVICE CAP_NET_RAW: ")
     assert "dhcp4 needs CAP_NET_RAW (a packet socket" in message
@@ -83,21 +84,24 @@ def test_root_gets_one_warning_naming_what_the_unit_grants() -> None:
     assert "dynamic user with no capabilities, " in (privileges.root_warning(quiet, euid=0, port_start=1024) or "")
 
 
-def test_http_and_ftp_ports_are_covered_once_those_services_exist() -> None:
-    """HTTP(S) and FTP are read by name (their sections come with the HTTP/FTP servers): 80, 443 and 21 need
-    CAP_NET_BIND_SERVICE, a passive range above 1024 nothing, one below it does."""
-    http = SimpleNamespace(enabled=True, port=80, tls_port=443)
-    ftp = SimpleNamespace(enabled=True, port=21, passive_ports="30000-30099")
-    settings: Any = SimpleNamespace(**{**vars(_config("")), "http": http, "ftp": ftp})
+def test_http_https_and_ftp_ports_and_the_passive_range(tmp_path: Path) -> None:
+    """80, 443 and 21 need CAP_NET_BIND_SERVICE; HTTPS only with a certificate; the passive range (at least 1024,
+    ftp.passive_ports refuses less) needs nothing unless the namespace's unprivileged port start lies above it."""
+    (tmp_path / "tls.crt").write_text("")  # read when the service starts; the setting only has to name a file
+    http = f'[http]\nenabled = true\ntls_cert = "{tmp_path / "tls.crt"}"\ntls_key = "credential:tls.key"\n'
+    settings = _config(http + '[ftp]\nenabled = true\npassive_ports = "30000-30099"\n')
     assert privileges.needs(settings) == [
         Need("http", "CAP_NET_BIND_SERVICE", "TCP port (http.port) 80, TCP port (http.tls_port) 443"),
         Need("ftp", "CAP_NET_BIND_SERVICE", "TCP port (ftp.port) 21"),
     ]
-    ftp.passive_ports = "1000-1099"
-    assert privileges.needs(settings)[-1] == Need(
-        "ftp", "CAP_NET_BIND_SERVICE", "TCP port (ftp.port) 21, TCP port (ftp.passive_ports) 1000")
-    http.enabled = ftp.enabled = False
-    assert privileges.needs(settings) == []
+    assert privileges.needs(settings, port_start=30050)[-1] == Need(
+        "ftp", "CAP_NET_BIND_SERVICE", "TCP port (ftp.port) 21, TCP ports (ftp.passive_ports) 30000-30099")
+    high = _config('[http]\nenabled = true\nport = 8080\n[ftp]\nenabled = true\nport = 2121\n')
+    assert privileges.needs(high) == []
+    assert _config("[http]\nenabled = true\n").http.tls is False  # no certificate: nothing listens on 443
+    assert privileges.needs(_config("[http]\nenabled = true\n")) == [
+        Need("http", "CAP_NET_BIND_SERVICE", "TCP port (http.port) 80")]
+    assert privileges.needs(_config("[http]\nenabled = false\n[ftp]\nenabled = false\n")) == []
 
 
 def test_a_capture_needs_cap_net_raw() -> None:

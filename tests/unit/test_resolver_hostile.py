@@ -27,8 +27,8 @@ def test_unusual_names_never_leave_the_root(tree: Path, name: str) -> None:
 class SwappingResolver(Resolver):
     """Replaces ``dir`` by a symlink to a folder outside the root between resolving and opening."""
 
-    def resolve(self, name: str) -> str:
-        real = super().resolve(name)
+    def _static(self, parts: tuple[str, ...], name: str) -> tuple[str, str]:
+        real = super()._static(parts, name)
         folder = Path(self.root) / "dir"
         if folder.is_dir() and not folder.is_symlink():
             folder.rename(Path(self.root) / "dir.old")
@@ -56,44 +56,35 @@ def test_a_file_swapped_after_open_keeps_serving_what_was_opened(tree: Path) -> 
 
 
 def test_a_read_error_is_a_refusal(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing(fd: int, n: int) -> bytes:
+    def failing(fd: int, n: int, offset: int) -> bytes:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "read", failing)  # the resolver calls os.read through the module
+    monkeypatch.setattr(os, "pread", failing)  # the resolver calls os.pread through the module
     with pytest.raises(Refused) as info:
         Resolver(tree).open("a.cfg")
     assert info.value.reason == Reason.DENIED
 
 
-def test_upload_names_stay_in_the_upload_folder(tree: Path) -> None:
-    resolver = Resolver(tree, upload_dir="uploads", upload_max_size=100)
-    for name in ("../a.cfg", "..\\a.cfg", "/../a.cfg", "uploads/../../a.cfg", "a\0.cfg"):
-        with pytest.raises(Refused):
-            resolver.store_upload(name, b"evil")
-    with pytest.raises(OSError):
-        resolver.store_upload("x" * 300, b"too long a name")
-    assert (tree / "a.cfg").read_bytes() == b"alpha"
-    assert not os.listdir(tree / "uploads") if (tree / "uploads").exists() else True
-
-
-def test_the_upload_folder_has_a_size_cap(tree: Path) -> None:
-    # Each upload is capped, but a phone could upload distinct names until the disk is full.
-    resolver = Resolver(tree, upload_dir="uploads", upload_max_size=10000, upload_dir_max_size=10000)
-    resolver.store_upload("one.log", b"1" * 6000)
+def test_the_fast_path_follows_changes_to_the_tree(tree: Path) -> None:
+    # A file vetted once is served on one stat() while it is the same inode; a symlink re-pointed (inside the
+    # root) or swapped for one leaving the root takes the full path again.
+    (tree / "fw1.rom").write_bytes(b"one")
+    (tree / "fw2.rom").write_bytes(b"two")
+    (tree / "current.rom").symlink_to("fw1.rom")
+    resolver = Resolver(tree)
+    assert resolver.open("current.rom").data == b"one"
+    assert resolver.open("current.rom").data == b"one"
+    (tree / "current.rom").unlink()
+    (tree / "current.rom").symlink_to("fw2.rom")
+    assert resolver.open("current.rom").data == b"two"
+    (tree / "current.rom").unlink()
+    (tree / "current.rom").symlink_to(tree.parent / "secret")
     with pytest.raises(Refused) as info:
-        resolver.store_upload("two.log", b"2" * 6000)
-    assert info.value.reason == Reason.TOO_LARGE
-    resolver.store_upload("one.log", b"3" * 6000)  # replacing a file does not add to the folder
-    (tree / "uploads" / "one.log").unlink()  # the operator cleans up: room again
-    resolver.store_upload("two.log", b"2" * 6000)
-    assert sorted(p.name for p in (tree / "uploads").iterdir()) == ["two.log"]
-
-
-def test_empty_uploads_count_against_the_folder_cap(tree: Path) -> None:
-    # Empty files cost no bytes but an inode and a directory entry each: charged a filesystem block apiece.
-    resolver = Resolver(tree, upload_dir="uploads", upload_max_size=100, upload_dir_max_size=3 * 4096)
-    for n in range(3):
-        resolver.store_upload(f"empty{n}.log", b"")
-    with pytest.raises(Refused) as info:
-        resolver.store_upload("empty3.log", b"")
-    assert info.value.reason == Reason.TOO_LARGE
+        resolver.open("current.rom")
+    assert info.value.reason == Reason.ESCAPE
+    assert resolver.open("dir/b.cfg").data == b"beta"  # vetted: the next request takes the fast path
+    (tree / "dir").rename(tree / "dir.old")
+    (tree / "dir").symlink_to(tree.parent / "outside")  # outside/b.cfg exists, another inode
+    assert resolver.open("dir.old/b.cfg").data == b"beta"
+    with pytest.raises(Refused):
+        resolver.open("dir/b.cfg")

@@ -55,10 +55,10 @@ step = st.one_of(
 
 
 class UploadFiles(Files):
-    def upload_target(self, name: str) -> str:
+    def upload_target(self, name: str, client: str | None = None) -> str:
         return name
 
-    def store_upload(self, name: str, data: bytes) -> str:
+    def store_upload(self, name: str, data: bytes, client: str | None = None) -> str:
         self.uploads[name] = data
         return name
 
@@ -66,8 +66,8 @@ class UploadFiles(Files):
 class ColdUploadFiles(UploadFiles):
     """b.cfg is never in the cache: requests for it are Pending until the harness 'reads' it."""
 
-    def open_nowait(self, name: str) -> object:
-        return None if name == "b.cfg" else self.open(name)
+    def open_nowait(self, name: str, client: str | None = None) -> object:
+        return None if name == "b.cfg" else self.open(name, client)
 
 
 @settings(max_examples=300, deadline=None)

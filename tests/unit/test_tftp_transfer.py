@@ -308,7 +308,7 @@ class Files:
         self.files = files
         self.uploads: dict[str, bytes] = {}
 
-    def open(self, name: str) -> object:
+    def open(self, name: str, client: str | None = None) -> object:
         if name not in self.files:
             raise Refused(Reason.NOT_FOUND, name)
         data = self.files[name]
@@ -324,13 +324,13 @@ class Files:
 
         return Opened()
 
-    def open_nowait(self, name: str) -> object:
-        return self.open(name)  # all in memory
+    def open_nowait(self, name: str, client: str | None = None) -> object:
+        return self.open(name, client)  # all in memory
 
-    def upload_target(self, name: str) -> str:
+    def upload_target(self, name: str, client: str | None = None) -> str:
         raise Refused(Reason.UPLOAD_DISABLED, "uploads are disabled")
 
-    def store_upload(self, name: str, data: bytes) -> str:
+    def store_upload(self, name: str, data: bytes, client: str | None = None) -> str:
         raise AssertionError
 
 
@@ -411,7 +411,7 @@ def test_a_retransmitted_request_is_a_duplicate_not_a_second_transfer() -> None:
 
 def test_a_retransmitted_write_request_is_a_duplicate_too() -> None:
     class Uploads(Files):
-        def upload_target(self, name: str) -> str:
+        def upload_target(self, name: str, client: str | None = None) -> str:
             return name
 
     server = TftpServer(TftpSettings(enabled=True), Uploads({}))  # type: ignore[arg-type]
@@ -446,10 +446,10 @@ def test_netascii_upload_is_stored_with_line_ends_converted_back() -> None:
 
 def test_the_server_asks_for_netascii_uploads_to_be_converted() -> None:
     class Uploads(Files):
-        def upload_target(self, name: str) -> str:
+        def upload_target(self, name: str, client: str | None = None) -> str:
             return name
 
-        def store_upload(self, name: str, data: bytes) -> str:
+        def store_upload(self, name: str, data: bytes, client: str | None = None) -> str:
             self.uploads[name] = data
             return name
 
@@ -538,7 +538,7 @@ def test_netascii_never_sends_a_short_block_while_the_source_stalls() -> None:
 class ColdFiles(Files):
     """Files that are not in the cache: open_nowait() says they must be read first (off the loop)."""
 
-    def open_nowait(self, name: str) -> object:
+    def open_nowait(self, name: str, client: str | None = None) -> object:
         if name not in self.files:
             raise Refused(Reason.NOT_FOUND, name)
         return None
