@@ -23,7 +23,7 @@ log = logging.getLogger("bootstrapd.status")
 
 def _verify(stored: str, password: str) -> bool:
     # The [[auth]] entries' scrypt check: one implementation for both (the http-ftp branch's provisioning.auth).
-    from bootstrapd.provisioning.auth import check_password  # type: ignore[import-not-found,unused-ignore]
+    from bootstrapd.provisioning.auth import check_password
 
     return bool(check_password(stored, password))
 

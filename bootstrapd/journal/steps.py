@@ -187,8 +187,10 @@ def _transfer(proto: str, f: dict[str, Any], now: float) -> Step:
     outcome = clean(f.get("outcome") or "ok", 40)
     status = f.get("status")
     write = bool(f.get("write")) or str(f.get("method") or f.get("command") or "").upper() in ("PUT", "STOR")
-    if isinstance(status, int) and status >= 400 and outcome in SERVED:
-        outcome = {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
+    if status == 401:
+        outcome = "unauthorized"  # whatever the service called it (auth_required, bad credentials …)
+    elif isinstance(status, int) and status >= 400 and outcome in SERVED:
+        outcome = {403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
     if outcome in SERVED:
         outcome = "ok"
     facts: dict[str, Any] = {"file": name, "file_kind": file_kind(name), "outcome": outcome,

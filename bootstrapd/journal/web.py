@@ -124,7 +124,7 @@ class StatusWeb:
             body = body.replace(b"@REFRESH@", str(int(self.settings.refresh * 1000)).encode())
         return web.Response(body=body, content_type=asset[1].split(";")[0], charset="utf-8",
                             headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
-                                     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"})
+                                     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"})
 
     # -- the API ------------------------------------------------------------------------------------------------
     async def api(self, request: web.BaseRequest) -> web.StreamResponse:
