@@ -1,7 +1,5 @@
 """The phone journal: a subscriber of the event stream that keeps one record per phone, written in batches.
 
-The daemon runs this class in the journal's own process (``worker.py``, fed by ``client.py``); tests run it in theirs.
-
 Three places, each doing as little as it can:
 - the sink (any service's hot path): appends ``(time, kind, fields)`` to a list and returns; O(1), no formatting;
 - a loop timer every ``flush_interval``: takes the list, ties each request to a phone (its own MAC, else the lease
