@@ -19,7 +19,6 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from bootstrapd.events import Events
 
 if TYPE_CHECKING:
-    from bootstrapd.journal.client import JournalClient
     from bootstrapd.journal.journal import Journal
 
 # Counter suffixes that are errors (``<service>.<suffix>`` in Events.counters), reported by kind.
@@ -49,7 +48,7 @@ def _outcome(kind: str, fields: dict[str, Any]) -> tuple[str, str] | None:
 class Metrics(Collector):
     """The collector of one daemon. ``services`` is the daemon's list of running services (read at scrape time)."""
 
-    def __init__(self, events: Events, services: Iterable[object], journal: Journal | JournalClient | None = None,
+    def __init__(self, events: Events, services: Iterable[object], journal: Journal | None = None,
                  store: object | None = None) -> None:
         self.events = events
         self.services = services

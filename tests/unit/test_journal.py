@@ -263,33 +263,3 @@ def test_status_command_without_and_with_a_journal(tmp_path: Path, capsys: pytes
     assert main(["status", "--config", str(config), "--mac", "00:15:65:00:00:01"]) == 1
     assert main(["status", "--config", str(config), "--stage", "done", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["phones"] == []
-
-
-def test_the_journals_process_writes_what_the_daemons_sink_took(tmp_path: Path) -> None:
-    from bootstrapd.config import loads
-    from bootstrapd.journal.client import JournalClient
-
-    settings = loads(f'[server]\ninterface = "eth1"\nstate_dir = "{tmp_path}"\n[dhcp4]\nenabled = false\n'
-                     "[journal]\nflush_interval = 0.05\n")
-
-    async def main() -> None:
-        events = Events()
-        owners = LeaseOwners()
-        owners.register(lambda address, now: bytes.fromhex(OWN) if address == IPv4Address("10.77.0.100") else None)
-        client = JournalClient(settings, events, owners, None, with_model=False)
-        client.start(asyncio.get_running_loop())
-        for kind, fields in (offer(), ack(), tftp("y000000000000.boot"), tftp(f"{OWN}.cfg")):
-            events.emit(kind, **fields)
-        events.emit("tftp.transfer", client="10.77.0.9", file="x.cfg", outcome="ok", bytes=1, duration=0.0)
-        assert await client.flush(timeout=60)
-        assert client.stage_counts.get(DONE) == 1 and events.counters["journal.unknown_phone"] == 1
-        assert events.counters["journal.steps"] == 4  # counted in the child, reported back
-        client.finish()
-        await asyncio.get_running_loop().run_in_executor(None, client.join)
-
-    asyncio.run(main())
-    store = SqliteJournal(tmp_path / "journal.sqlite3", readonly=True)
-    row = store.phone(MAC)
-    assert row is not None and row.stage == DONE
-    assert [s.doc["kind"] for s in store.steps(MAC)] == ["offer", "ack", "get", "get"]
-    store.close()
