@@ -43,6 +43,8 @@ ASSETS = {"": ("index.html", "text/html; charset=utf-8"), "index.html": ("index.
           "status.js": ("status.js", "text/javascript; charset=utf-8"),
           "status.css": ("status.css", "text/css; charset=utf-8")}
 REMEMBERED = 64  # verified credential pairs kept
+# Nothing but the page's own files (the icon: none, as data:), and never inside another site's frame.
+CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 
 
 def _asset(name: str) -> bytes:
@@ -124,7 +126,7 @@ class StatusWeb:
             body = body.replace(b"@REFRESH@", str(int(self.settings.refresh * 1000)).encode())
         return web.Response(body=body, content_type=asset[1].split(";")[0], charset="utf-8",
                             headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
-                                     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"})
+                                     "Content-Security-Policy": CSP})
 
     # -- the API ------------------------------------------------------------------------------------------------
     async def api(self, request: web.BaseRequest) -> web.StreamResponse:
