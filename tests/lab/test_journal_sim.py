@@ -28,10 +28,12 @@ def _status(app: Any) -> dict[str, Any]:
 
 
 def _wait_for(app: Any, count: int) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
+    """Until ``count`` phones are in the journal, each with the model's download list (asked for off the loop)."""
+    deadline = time.monotonic() + 90
     while True:
         data = _status(app)
-        if len(data["phones"]) >= count or time.monotonic() > deadline:
+        settled = len(data["phones"]) >= count and all(p["expected"] is not None for p in data["phones"])
+        if settled or time.monotonic() > deadline:
             return data
         time.sleep(0.5)
 
