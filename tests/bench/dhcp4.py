@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -70,8 +71,8 @@ class Running:
         self.pid = pid
 
 
-def start_bootstrapd(node: Node, workdir: Path) -> Running:
-    app = Appliance(node, workdir, BOOTSTRAPD)
+def start_bootstrapd(node: Node, workdir: Path, extra: str = "") -> Running:
+    app = Appliance(node, workdir, BOOTSTRAPD + extra)
     app.start()
     assert app.proc
 
@@ -79,6 +80,10 @@ def start_bootstrapd(node: Node, workdir: Path) -> Running:
         app.stop()
 
     return Running(stop, app.proc.pid)
+
+
+def start_bootstrapd_nojournal(node: Node, workdir: Path) -> Running:
+    return start_bootstrapd(node, workdir, "[journal]\nenabled = false\n")
 
 
 def start_kea(node: Node, workdir: Path) -> Running:
@@ -161,6 +166,45 @@ def measure(name: str, start: Callable[[Node, Path], Running], appliance: Node, 
     return best, cpu_us
 
 
+def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repeats: int,
+               what: str = "journal") -> None:
+    """The journal's (or the capture's) cost: bootstrapd without and with it, interleaved, ``repeats`` times each
+    per rate.
+
+    Prints completed exchanges, drops and the daemon's CPU per exchange; the CPU figure is the steady one on a shared
+    machine (a drop figure near a rate limit moves with the neighbours' load).
+    """
+    extras = {"journal": ("[journal]\nenabled = false\n", ""),
+              "capture": ("", "[capture]\nfile = \"@STATE@/capture.pcap\"\n")}[what]
+    print(f"{what} off/on interleaved, {repeats} runs each per rate, {PERIOD} s per run "
+          f"(load average at start: {os.getloadavg()[0]:.2f})")
+    totals: dict[str, list[float]] = {"off": [], "on": []}
+    for rate in rates:
+        per: dict[str, list[tuple[float, float, float]]] = {"off": [], "on": []}
+        for rep in range(repeats):
+            order = ("off", "on") if rep % 2 == 0 else ("on", "off")
+            for mode in order:
+                workdir = Path(tempfile.mkdtemp(prefix=f"ab-{mode}-{rate}-", dir=base))
+                workdir.chmod(0o755)
+                server = start_bootstrapd(appliance, workdir, extras[0] if mode == "off" else extras[1])
+                try:
+                    result = perfdhcp_run(client, rate, server.pid)
+                finally:
+                    server.stop()
+                per_exchange = result["cpu_us"]
+                per[mode].append((result["completed"], result["drop_ratio"], per_exchange))
+                print(f"  {rate:6}/s {what} {mode:3}  completed {result['completed']:7.0f}  drops "
+                      f"{result['drop_ratio'] * 100:6.2f}% (perfdhcp's own buffer: {result['client_rcvbuf_drops']:.0f})"
+                      f"  daemon CPU {per_exchange:6.1f} us/exchange (load {os.getloadavg()[0]:.2f})", flush=True)
+        means = {m: [sum(x[i] for x in v) / len(v) for i in range(3)] for m, v in per.items()}
+        for mode in ("off", "on"):
+            totals[mode].append(means[mode][2])
+        print(f"  {rate:6}/s on/off: completed x{means['on'][0] / max(1.0, means['off'][0]):.3f}, CPU per exchange "
+              f"x{means['on'][2] / means['off'][2]:.3f}", flush=True)
+    off, on = sum(totals["off"]) / len(totals["off"]), sum(totals["on"]) / len(totals["on"])
+    print(f"\n{what} on / off, daemon CPU per DORA exchange over all rates: {on:.1f} / {off:.1f} us = x{on / off:.3f}")
+
+
 def rss_with_leases(appliance: Node, client: Node, base: Path, count: int = 50_000) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rss-", dir=base))
     workdir.chmod(0o755)
@@ -183,9 +227,14 @@ def rss_with_leases(appliance: Node, client: Node, base: Path, count: int = 50_0
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", default=",".join(map(str, RATES)), help="offered rates to try, ascending")
-    parser.add_argument("--servers", default="bootstrapd,kea,dnsmasq")
+    parser.add_argument("--servers", default="bootstrapd,kea,dnsmasq",
+                        help="bootstrapd-nojournal: bootstrapd with [journal] off")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="rounds, servers interleaved")
     parser.add_argument("--no-rss", action="store_true", help="skip the 50,000-lease memory measurement")
+    parser.add_argument("--journal-ab", type=int, default=0, metavar="N",
+                        help="instead: bootstrapd with the journal off and on, interleaved, N runs each per rate")
+    parser.add_argument("--capture-ab", type=int, default=0, metavar="N",
+                        help="instead: bootstrapd without and with [capture] (the pcap recorder), interleaved")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     servers = [n for n in args.servers.split(",") if n]
@@ -193,7 +242,8 @@ def main() -> int:
         if not shutil.which(tool):
             print(f"missing {tool}: run `make peers`", file=sys.stderr)
             return 2
-    starters = {"bootstrapd": start_bootstrapd, "kea": start_kea, "dnsmasq": start_dnsmasq}
+    starters = {"bootstrapd": start_bootstrapd, "bootstrapd-nojournal": start_bootstrapd_nojournal, "kea": start_kea,
+                "dnsmasq": start_dnsmasq}
     base = Path(tempfile.mkdtemp(prefix="bench-dhcp4-"))
     base.chmod(0o755)
     print(f"DHCPv4 DORA, perfdhcp relay, {PERIOD} s per rate, pass = under 1% of exchanges lost; "
@@ -202,6 +252,10 @@ def main() -> int:
         with lab() as the_lab:
             appliance = the_lab.add_appliance(ipv4=f"{SERVER}/16", ipv6=None)
             client = the_lab.add_phone(mac="02:30:00:00:00:01", ipv4=f"{CLIENT}/16")
+            if args.journal_ab or args.capture_ab:
+                journal_ab(appliance, client, base, rates, args.journal_ab or args.capture_ab,
+                           "journal" if args.journal_ab else "capture")
+                return 0
             series = rounds.run_rounds(servers, args.repeat, lambda _r, name: measure(
                 name, starters[name], appliance, client, base, rates))
             print()

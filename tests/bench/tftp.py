@@ -109,10 +109,12 @@ class _Server:
         root = work / "root"
         self.app: Any = None
         self.log_tail = ""
-        if kind == "bootstrapd":
+        if kind in ("bootstrapd", "bootstrapd-nojournal"):
             state = work / f"state-{phase}"
             extra = "".join(f"{key} = {value}\n" for key, value in OVERRIDES.get(phase, {}).items())
             config = BASE_CONFIG.format(root=root, state=state) + "\n[tftp]\nenabled = true\n" + extra
+            if kind == "bootstrapd-nojournal":  # the journal's cost: the same server with [journal] off
+                config += "\n[journal]\nenabled = false\n"
             self.app = Appliance(ap, work, config)
             self.app.start()
             self.proc = self.app.proc
@@ -318,7 +320,8 @@ def main() -> None:
     st.add_argument("--file", required=True)
     b = sub.add_parser("bench")
     b.add_argument("--clients", type=int, default=STORM_CLIENTS)
-    b.add_argument("--servers", default="bootstrapd,tftpd-hpa,dnsmasq")
+    b.add_argument("--servers", default="bootstrapd,tftpd-hpa,dnsmasq",
+                   help="bootstrapd-nojournal is bootstrapd with [journal] off (the journal's cost)")
     b.add_argument("--phases", default=",".join(PHASES))
     b.add_argument("--repeat", type=int, default=REPEAT)
     args = parser.parse_args()
