@@ -9,6 +9,8 @@ PEERS += vagrant vagrant-libvirt shellcheck python3-venv
 # HTTP/FTP: the clients of the lab tests, the anchors of bench-http, and inotifywait (nothing outside the tree touched).
 # nginx-light is also the HTTP anchor of the boot storm benchmark (make bench-storm, with dnsmasq).
 PEERS += lftp nginx-light vsftpd wrk inotify-tools
+# The journal's tests: tcpdump (captures to trace), promtool (metrics), chromium (the status page).
+PEERS += tcpdump prometheus chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm clean

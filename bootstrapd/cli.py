@@ -6,15 +6,13 @@ Exit codes: 0 success, 1 the command failed, 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
-from bootstrapd import __version__, config
+from bootstrapd import __version__, config, eventloop
 from bootstrapd.configfile import ConfigError
 
 Command = Callable[[argparse.Namespace], int]
@@ -41,15 +39,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return 2
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, _run_overrides(args))
     try:
-        factory = _loop_factory(args.event_loop)
+        factory = eventloop.loop_factory(args.event_loop)
     except ImportError:
         _error("--event-loop uvloop: uvloop is not installed (pip install uvloop)")
         return 2
     try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(daemon.run())
+        eventloop.run(daemon.run(), factory)
     except StartupError as exc:
         logging.getLogger("bootstrapd").error("cannot start: %s", exc)
         return 2
@@ -58,18 +55,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop ``run`` uses: None for the standard one; raises ImportError for uvloop without uvloop."""
-    if choice == "asyncio":
+def _run_overrides(args: argparse.Namespace) -> Callable[[config.Settings], config.Settings] | None:
+    if not args.pcap:
         return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "auto":
-            return None
-        raise
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+    import dataclasses
+
+    def adjust(settings: config.Settings) -> config.Settings:
+        return dataclasses.replace(settings, capture=dataclasses.replace(settings.capture, file=args.pcap))
+
+    return adjust
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -90,47 +84,14 @@ def _iso(ts: float) -> str:
 
 def cmd_leases(args: argparse.Namespace) -> int:
     from bootstrapd.dhcpconf import format_mac
-    from bootstrapd.leases.store import connect, read_leases4, read_leases6
+    from bootstrapd.leases import listing
 
     settings = _load(args)
     if settings is None:
         return 2
-    path = settings.server.state_dir / "leases.sqlite3"
-    if not path.exists():
-        rows4: list[Any] = []
-        rows6: list[Any] = []
-    else:
-        conn = connect(path, readonly=True)
-        try:
-            rows4 = read_leases4(conn)
-            try:
-                rows6 = read_leases6(conn)
-            except Exception:
-                rows6 = []
-        finally:
-            conn.close()
-    now = time.time()
-    if not args.all:
-        rows4 = [r for r in rows4 if r.state == "active" and r.expires > now]
-        rows6 = [r for r in rows6 if r.state == "active" and r.expires > now]
-    rows4.sort(key=lambda r: int(r.address))
-    rows6.sort(key=lambda r: int(r.address))
+    rows4, rows6 = listing.read(settings.server.state_dir, args.all)
     if args.json:
-        out = {
-            "dhcp4": [
-                {"mac": format_mac(r.mac), "address": str(r.address), "expires": _iso(r.expires),
-                 "expires_unix": r.expires, "state": r.state, "vendor_class": r.vendor_class,
-                 "hostname": r.hostname, "client_id": r.client_id.hex() if r.client_id else None}
-                for r in rows4
-            ],
-            "dhcp6": [
-                {"duid": r.duid.hex(), "iaid": r.iaid, "address": str(r.address), "expires": _iso(r.expires),
-                 "expires_unix": r.expires, "state": r.state, "mac": format_mac(r.mac) if r.mac else None,
-                 "hostname": r.hostname}
-                for r in rows6
-            ],
-        }
-        json.dump(out, sys.stdout, indent=2)
+        json.dump(listing.as_json(rows4, rows6), sys.stdout, indent=2)
         print()
         return 0
     if rows4:
@@ -142,8 +103,8 @@ def cmd_leases(args: argparse.Namespace) -> int:
         if rows4:
             print()
         print(f"{'DUID':30}  {'IAID':>10}  {'ADDRESS':28}  {'EXPIRES':20}  STATE")
-        for r in rows6:
-            print(f"{r.duid.hex()[:30]:30}  {r.iaid:>10}  {r.address!s:28}  {_iso(r.expires):20}  {r.state}")
+        for r6 in rows6:
+            print(f"{r6.duid.hex()[:30]:30}  {r6.iaid:>10}  {r6.address!s:28}  {_iso(r6.expires):20}  {r6.state}")
     if not rows4 and not rows6:
         print("no leases", file=sys.stderr)
     return 0
@@ -158,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, help="the TOML configuration file")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--debug", action="store_true", help="log every event (costly under load)")
-    run.add_argument("--event-loop", choices=["asyncio", "uvloop", "auto"], default="asyncio",
+    run.add_argument("--pcap", metavar="FILE", help="record the services' frames to FILE (sets capture.file)")
+    run.add_argument("--event-loop", choices=eventloop.CHOICES, default="asyncio",
                      help="the event loop: the standard one (default), uvloop, or uvloop when installed")
     run.set_defaults(func=cmd_run)
 
@@ -193,11 +155,19 @@ def _register_extras() -> None:
     from bootstrapd.sim.cli import register as register_sim
 
     register_sim(_EXTRA)
+    _register_journal()
     try:
         from bootstrapd.pnp.cli import setup_resync
     except ImportError:
         return
     _EXTRA["resync"] = ("make phones fetch their configuration again (SIP check-sync)", setup_resync)
+
+
+def _register_journal() -> None:
+    from bootstrapd.journal.cli import setup_status, setup_trace
+
+    _EXTRA["status"] = ("the phones of the journal: stage, address, model, last step, error", setup_status)
+    _EXTRA["trace"] = ("per-phone timelines and a diagnosis from a pcap/pcapng capture", setup_trace)
 
 
 def main(argv: list[str] | None = None) -> int:

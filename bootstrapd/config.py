@@ -15,6 +15,14 @@ from bootstrapd.dhcp4.settings import Dhcp4Settings, load_dhcp4
 from bootstrapd.dhcp6.settings import Dhcp6Settings, load_dhcp6
 from bootstrapd.ftp.settings import FtpSettings, load_ftp
 from bootstrapd.http.settings import HttpSettings, load_http
+from bootstrapd.journal.settings import (
+    CaptureSettings,
+    JournalSettings,
+    StatusSettings,
+    load_capture,
+    load_journal,
+    load_status,
+)
 from bootstrapd.pnp.settings import PnpSettings, load_pnp
 from bootstrapd.provisioning.auth import AuthEntry
 from bootstrapd.provisioning.settings import ProvisioningSettings, load_auth, load_provisioning
@@ -43,6 +51,9 @@ class Settings:
     provisioning: ProvisioningSettings
     ftp: FtpSettings = field(default_factory=FtpSettings)
     auth: tuple[AuthEntry, ...] = ()
+    journal: JournalSettings = field(default_factory=JournalSettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -84,6 +95,9 @@ def _from_source(source: Source) -> Settings:
         ftp=load_ftp(root.table("ftp")),
         provisioning=replace(provisioning, warnings=warnings),
         auth=auth,
+        journal=load_journal(root.table("journal")),
+        capture=load_capture(root.table("capture")),
+        status=load_status(root.table("status")),
     )
     root.finish()
     return settings

@@ -14,8 +14,9 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 
-from bootstrapd import config, privileges
+from bootstrapd import config, eventloop, privileges
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
 from bootstrapd.leases.store import LeaseStore
@@ -32,6 +33,18 @@ def service_factories(settings: Settings) -> list[ServiceFactory]:
     from bootstrapd.provisioning.adapter import ProvisioningService
 
     factories: list[ServiceFactory] = [ProvisioningService]  # first: the file services serve through it
+    if settings.capture.file:  # before the network services: it records their first frames
+        from bootstrapd.journal.capture import CaptureService
+
+        factories.append(CaptureService)
+    if settings.journal.enabled:  # before the network services: subscribed before any of them emits
+        from bootstrapd.journal.service import JournalService
+
+        factories.append(JournalService)
+    if settings.status.enabled:  # before HTTP: it registers the page, the API and /metrics as HTTP routes
+        from bootstrapd.journal.status_service import StatusService
+
+        factories.append(StatusService)
     if settings.dhcp4.enabled:
         from bootstrapd.dhcp4.adapter import Dhcp4Service
 
@@ -127,8 +140,10 @@ def sd_notify(message: str) -> bool:
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, adjust: Callable[[Settings], Settings] | None = None) -> None:
+        # ``adjust``: command-line overrides (run --pcap), applied again to every reloaded file.
+        self._adjust = adjust or (lambda s: s)
+        self.settings = self._adjust(settings)
         self.events = Events()
         self.services: list[Service] = []
         self._stop = asyncio.Event()
@@ -158,6 +173,7 @@ class Daemon:
                            events=self.events)
         store.start(loop)
         self.context = Context(settings=settings, interface=iface, events=self.events, store=store)
+        self.context.extras["services"] = self.services  # the running services, for /metrics
         for warning in settings.warnings:
             log.warning("%s", warning)
         try:
@@ -181,7 +197,8 @@ class Daemon:
             gc.set_threshold(50_000, 20, 100)
             watchdog = self._start_watchdog(loop)
             sd_notify("READY=1\nSTATUS=serving")
-            log.info("ready", extra={"interface": iface.name, "services": [s.name for s in self.services]})
+            log.info("ready", extra={"interface": iface.name, "services": [s.name for s in self.services],
+                                     "event_loop": eventloop.name(loop)})
             await self._stop.wait()
             if watchdog:
                 watchdog.cancel()
@@ -216,7 +233,7 @@ class Daemon:
     def reload(self) -> None:
         sd_notify("RELOADING=1")
         try:
-            new = config.load(self.settings.file)
+            new = self._adjust(config.load(self.settings.file))
             if new.server.interface != self.settings.server.interface:
                 raise config.ConfigError(new.file, None, "server.interface", "cannot change on reload; restart")
             if new.server.state_dir != self.settings.server.state_dir:

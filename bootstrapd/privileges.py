@@ -90,6 +90,9 @@ def needs(settings: Settings, port_start: int = 1024) -> list[Need]:
     for service in sorted(enabled & EXTRA.keys()):
         for capability, why in EXTRA[service]:
             out.setdefault((service, capability), []).append(why)
+    if getattr(getattr(settings, "capture", None), "file", ""):
+        # Not granted by the unit: a capture is a debugging session's choice (a drop-in adds CAP_NET_RAW, README).
+        out[("capture", "CAP_NET_RAW")] = ["the packet-capture recorder's AF_PACKET socket (capture.file, run --pcap)"]
     return [Need(service, capability, ", ".join(why)) for (service, capability), why in out.items()]
 
 

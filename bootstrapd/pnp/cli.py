@@ -101,8 +101,33 @@ def cmd_resync(args: argparse.Namespace) -> int:
         return _usage("name at least one TARGET (IPv4 address or MAC), or --all")
     if not 0 < args.port < 65536 or args.timeout <= 0:
         return _usage("--port must be 1-65535 and --timeout positive")
+    try:
+        results = resync_phones(settings, args.targets, all_phones=args.all, port=args.port, timeout=args.timeout,
+                                reboot=args.reboot, user=args.user)
+    except ValueError as exc:
+        return _usage(str(exc))
+    except ResyncError as exc:
+        print(f"bootstrapd: {exc}", file=sys.stderr)
+        return 2
+    if not results:
+        print("no phones known", file=sys.stderr)
+        return 1
+    return _report(results, args.json)
+
+
+class ResyncError(Exception):
+    """The provisioning interface cannot send (missing, no IPv4 address)."""
+
+
+def resync_phones(settings: Any, targets: list[str], *, all_phones: bool = False, port: int = 5060,
+                  timeout: float = 32.0, reboot: bool = False, user: str | None = None) -> list[dict[str, Any]]:
+    """Send check-sync to each target (IPv4 address or MAC) and wait for the answers: one row per phone.
+
+    ``bootstrapd resync`` and the status API's ``POST /api/phones/<mac>/resync`` both run this. Raises ValueError for
+    a target that is neither an address nor a MAC, ResyncError when the interface cannot send.
+    """
     wanted: list[tuple[str, str | None, str | None]] = []  # (target as given, ip, mac)
-    for target in args.targets:
+    for target in targets:
         try:
             wanted.append((target, str(ipaddress.IPv4Address(target)), None))
             continue
@@ -110,34 +135,33 @@ def cmd_resync(args: argparse.Namespace) -> int:
             pass
         mac = _normalise_mac(target)
         if mac is None:
-            return _usage(f"{target!r} is neither an IPv4 address nor a MAC")
+            raise ValueError(f"{target!r} is neither an IPv4 address nor a MAC")
         wanted.append((target, None, mac))
-    macs = None if args.all else {mac for _, _, mac in wanted if mac is not None}
+    macs = None if all_phones else {mac for _, _, mac in wanted if mac is not None}
     phones = _known_phones(settings.server.state_dir, macs) if macs is None or macs else {}
     jobs = [(target, ip if mac is None else phones.get(mac), mac) for target, ip, mac in wanted]
-    if args.all:
+    if all_phones:
         given = {mac for _, _, mac in jobs}
         jobs.extend((mac, ip, mac) for mac, ip in sorted(phones.items()) if mac not in given)
     if not jobs:
-        print("no phones known", file=sys.stderr)
-        return 1
+        return []
     from bootstrapd.net.interfaces import InterfaceError, lookup
     from bootstrapd.net.sockets import udp_socket
 
     try:
         iface = lookup(settings.server.interface)
     except InterfaceError as exc:
-        print(f"bootstrapd: {exc} (server.interface)", file=sys.stderr)
-        return 2
+        raise ResyncError(f"{exc} (server.interface)") from None
     if iface.first_ipv4 is None:
-        print(f"bootstrapd: interface {iface.name!r} has no IPv4 address", file=sys.stderr)
-        return 2
+        raise ResyncError(f"interface {iface.name!r} has no IPv4 address")
     sock = udp_socket(socket.AF_INET, iface.name, str(iface.first_ipv4), 0)
     try:
-        results = _run(sock, jobs, args)
+        results = _run(sock, jobs, argparse.Namespace(port=port, timeout=timeout, reboot=reboot, user=user))
     finally:
         sock.close()
-    return _report(results, args.json)
+    for row in results:
+        row["ok"] = row["status"] is not None and 200 <= row["status"] < 300
+    return results
 
 
 def _run(sock: socket.socket, jobs: list[tuple[str, str | None, str | None]],

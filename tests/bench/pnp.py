@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.lab.appliance import BASE_CONFIG, Appliance
 from tests.lab.netns import lab
@@ -38,10 +39,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(rates: list[int], seconds: float) -> int:
+def run(rates: list[int], seconds: float, journal_ab: int = 0) -> int:
     if os.geteuid() != 0:
         print("the benchmark needs root (network namespaces)", file=sys.stderr)
         return 2
+    if journal_ab:
+        return run_journal_ab(rates, seconds, journal_ab)
     held = 0
     with tempfile.TemporaryDirectory() as tmp, lab() as the_lab:
         work = Path(tmp)
@@ -94,12 +97,73 @@ def run(rates: list[int], seconds: float) -> int:
     return 0 if held >= 2000 else 1
 
 
+def _one_rate(work: Path, the_lab_phone: Any, node: Any, rate: int, seconds: float, journal: bool,
+              tag: str) -> tuple[int, float, float]:
+    """One daemon, one rate: (completed exchanges, seconds, daemon CPU seconds)."""
+    state = work / f"state-{tag}"
+    config = BASE_CONFIG.format(root=work / "root", state=state) + (
+        '\n[pnp]\nenabled = true\nurl = "http://{ipv4}/$PN/"\nmax_pending_per_source = 1000000\n') + (
+        "" if journal else "\n[journal]\nenabled = false\n")
+    appdir = work / f"app-{tag}"
+    appdir.mkdir()
+    appdir.chmod(0o755)
+    app = Appliance(node, appdir, config)
+    app.start()
+    assert app.proc is not None
+    pid = app.proc.pid
+    calls = int(rate * seconds)
+    stats = appdir / "stats.csv"
+    started = time.monotonic()
+    cpu_before = _cpu_seconds(pid)
+    the_lab_phone.run(["sipp", "-sf", str(SCENARIO), "-r", str(rate), "-rp", "1000", "-m", str(calls),
+                       "-l", str(max(1000, rate * 4)), "-i", the_lab_phone.address, "-p", "5062", "-nostdin",
+                       "-recv_timeout", "8000", "-timeout", f"{int(seconds * 4 + 20)}s", "-trace_stat", "-stf",
+                       str(stats), "-fd", "1", "224.0.1.75:5060"], timeout=seconds * 4 + 40)
+    elapsed = time.monotonic() - started
+    cpu = _cpu_seconds(pid) - cpu_before
+    app.stop()
+    values = _last_stats(stats) if stats.exists() else {}
+    return int(values.get("SuccessfulCall(C)", 0)), elapsed, cpu
+
+
+def run_journal_ab(rates: list[int], seconds: float, repeats: int) -> int:
+    """The journal's cost: a daemon with [journal] off and one with it on, interleaved, per rate."""
+    print(f"journal off/on interleaved, {repeats} runs each per rate, {seconds:g} s per run "
+          f"(load average at start: {os.getloadavg()[0]:.2f})")
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp, lab() as the_lab:
+        work = Path(tmp)
+        work.chmod(0o755)
+        node = the_lab.add_appliance()
+        phone = the_lab.add_phone(ipv4="10.77.0.20/24")
+        n = 0
+        for rate in rates:
+            per: dict[bool, list[tuple[int, float, float]]] = {False: [], True: []}
+            for rep in range(repeats):
+                for journal in ((False, True) if rep % 2 == 0 else (True, False)):
+                    n += 1
+                    ok, elapsed, cpu = _one_rate(work, phone, node, rate, seconds, journal, str(n))
+                    per[journal].append((ok, elapsed, cpu))
+                    print(f"  {rate:6}/s journal {'on ' if journal else 'off'}  ok {ok:6}  done/s {ok / elapsed:7.0f}  "
+                          f"daemon CPU {cpu / max(ok, 1) * 1e6:6.0f} us/exchange (load {os.getloadavg()[0]:.2f})",
+                          flush=True)
+            us = {j: sum(c for _, _, c in v) / max(1, sum(o for o, _, _ in v)) * 1e6 for j, v in per.items()}
+            done = {j: sum(o / e for o, e, _ in v) / len(v) for j, v in per.items()}
+            ratios.append(us[True] / us[False])
+            print(f"  {rate:6}/s on/off: done/s x{done[True] / done[False]:.3f}, CPU per exchange "
+                  f"x{us[True] / us[False]:.3f}", flush=True)
+    print(f"journal on / off, daemon CPU per PnP exchange (mean over rates): x{sum(ratios) / len(ratios):.3f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="250,500,1000,2000,3000,4000")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of offered load per rate")
+    parser.add_argument("--journal-ab", type=int, default=0, metavar="N",
+                        help="instead: the journal off and on, interleaved, N runs each per rate")
     args = parser.parse_args()
-    return run([int(r) for r in args.rates.split(",")], args.seconds)
+    return run([int(r) for r in args.rates.split(",")], args.seconds, args.journal_ab)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ def test_every_setting_is_documented_in_the_reference_file() -> None:
     from bootstrapd.dhcp6.settings import Class6, Dhcp6Settings
     from bootstrapd.ftp.settings import FtpSettings
     from bootstrapd.http.settings import HttpSettings
+    from bootstrapd.journal.settings import CaptureSettings, JournalSettings, StatusSettings
     from bootstrapd.pnp.settings import PnpRule, PnpSettings
     from bootstrapd.provisioning.auth import AuthEntry
     from bootstrapd.provisioning.settings import EncryptSettings, ProvisioningSettings
@@ -119,7 +120,8 @@ def test_every_setting_is_documented_in_the_reference_file() -> None:
             "prefix": "path"}
     derived = {"warnings", "ftp", "provisioning", "auth"}  # not keys: computed, or whole sections
     for cls in (ServerSettings, Dhcp4Settings, Host4, ClientClass, Dhcp6Settings, Class6, PnpSettings, PnpRule,
-                TftpSettings, HttpSettings, FtpSettings, ProvisioningSettings, EncryptSettings, AuthEntry):
+                TftpSettings, HttpSettings, FtpSettings, ProvisioningSettings, EncryptSettings, AuthEntry,
+                JournalSettings, CaptureSettings, StatusSettings):
         for field in dataclasses.fields(cls):
             if field.name in derived:
                 continue

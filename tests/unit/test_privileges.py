@@ -102,3 +102,8 @@ def test_http_https_and_ftp_ports_and_the_passive_range(tmp_path: Path) -> None:
     assert privileges.needs(_config("[http]\nenabled = true\n")) == [
         Need("http", "CAP_NET_BIND_SERVICE", "TCP port (http.port) 80")]
     assert privileges.needs(_config("[http]\nenabled = false\n[ftp]\nenabled = false\n")) == []
+
+
+def test_a_capture_needs_cap_net_raw() -> None:
+    needs = privileges.needs(_config('[capture]\nfile = "/var/lib/bootstrapd/lab.pcap"\n'))
+    assert [(n.service, n.capability) for n in needs] == [("capture", "CAP_NET_RAW")]

@@ -1,0 +1,265 @@
+"""The phone journal: events -> steps -> stage, the store's bounds, the writer's batches."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bootstrapd.events import Events
+from bootstrapd.journal.journal import Journal
+from bootstrapd.journal.settings import JournalSettings
+from bootstrapd.journal.stage import BOOT, CONFIGS, DONE, NO_ADDRESS, STUCK, TOLD, Phone, fold
+from bootstrapd.journal.steps import clean, normal_mac, step_of, text_of
+from bootstrapd.journal.store import Batch, Limits, SqliteJournal
+from bootstrapd.leases.owners import LeaseOwners
+
+MAC = "00:15:65:aa:bb:cc"
+OWN = "001565aabbcc"
+
+
+def offer(**extra: Any) -> tuple[str, dict[str, Any]]:
+    return "dhcp4.offer", {"type": "OFFER", "request": "DISCOVER", "mac": MAC, "address": "10.77.0.100",
+                           "classes": ["yealink"], "vendor_class": "yealink SIP-T46U", "options": [1, 3, 66], **extra}
+
+
+def ack(options: list[int] | None = None) -> tuple[str, dict[str, Any]]:
+    return "dhcp4.ack", {"type": "ACK", "request": "REQUEST", "mac": MAC, "address": "10.77.0.100", "classes": [],
+                         "vendor_class": "yealink SIP-T46U", "options": [1, 3, 66] if options is None else options}
+
+
+def tftp(name: str, outcome: str = "ok", size: int = 100) -> tuple[str, dict[str, Any]]:
+    return "tftp.transfer", {"client": "10.77.0.100", "file": name, "outcome": outcome, "bytes": size,
+                             "duration": 0.01}
+
+
+def journey(*events: tuple[str, dict[str, Any]], expected: list[str] | None = None) -> Phone:
+    phone = Phone(MAC, expected=expected)
+    for i, (kind, fields) in enumerate(events):
+        step = step_of(kind, fields, 1000.0 + i)
+        assert step is not None, kind
+        fold(phone, step)
+    return phone
+
+
+def test_a_phone_goes_through_every_stage() -> None:
+    phone = journey(offer())
+    assert phone.stage == NO_ADDRESS
+    fold(phone, step_of(*ack(options=[1, 3]), 1.0))  # type: ignore[arg-type]
+    assert phone.stage == "address" and phone.address == "10.77.0.100"
+    phone = journey(offer(), ack())
+    assert phone.stage == TOLD
+    phone = journey(offer(), ack(), tftp(f"{OWN}.boot", "not_found"), tftp("y000000000000.boot"))
+    assert phone.stage == BOOT, phone.error  # the MAC boot file 404 is made good by the common one
+    phone = journey(offer(), ack(), tftp("y000000000000.boot"), tftp("y000000000028.cfg"),
+                    tftp(f"{OWN}-local.cfg", "not_found"))
+    assert phone.stage == CONFIGS and phone.error is None  # no -local.cfg on a first boot is normal
+    phone = journey(offer(), ack(), tftp("y000000000000.boot"), tftp("y000000000028.cfg"), tftp(f"{OWN}.cfg"))
+    assert phone.stage == DONE
+    assert phone.vendor_class == "yealink SIP-T46U"
+
+
+def test_stuck_with_the_reason_and_made_good_by_a_retry() -> None:
+    phone = journey(offer(), ack(), tftp("y000000000000.boot"), tftp("sip.cfg", "not_found"),
+                    tftp("features.cfg"))
+    assert phone.stage == STUCK and phone.error == "asked for sip.cfg: not found"
+    fold(phone, step_of(*tftp("sip.cfg"), 2000.0))  # type: ignore[arg-type]
+    assert phone.stage == CONFIGS and phone.error is None
+    phone = journey(offer(), ack(), tftp("big.rom", "timeout"))
+    assert phone.stage == STUCK and phone.error == "asked for big.rom: timed out (the phone stopped acknowledging)"
+
+
+def test_nak_notify_and_401_reasons() -> None:
+    nak = ("dhcp4.nak", {"type": "NAK", "mac": MAC, "reason": "requested address not on this subnet",
+                         "classes": []})
+    assert journey(nak).error == "DHCP NAK: requested address not on this subnet"
+    assert journey(nak, ack()).stage == TOLD
+    notify = ("pnp.answer", {"mac": OWN, "ip": "10.77.0.100", "vendor": "Yealink", "model": "SIP-T46U",
+                             "version": "108.86.0.20", "url": "http://10.77.0.1/", "acknowledged": False})
+    phone = journey(notify)
+    assert phone.error == "NOTIFY never acknowledged" and phone.model == "SIP-T46U"
+    assert phone.firmware == "108.86.0.20"
+    assert journey(notify, tftp("y000000000000.boot")).stage == BOOT  # it found its way anyway
+    http = ("http.request", {"client": "10.77.0.100", "mac": MAC, "model": "SIP-T46U", "method": "GET",
+                             "path": "/T46U_1/y000000000000.boot", "status": 401, "outcome": "unauthorized",
+                             "bytes": 0, "duration": 0.001, "vendor": "Yealink", "version": "108.86.0.20"})
+    phone = journey(ack(), http)
+    assert phone.error == "401 on /T46U_1/" and phone.firmware == "108.86.0.20" and phone.vendor == "Yealink"
+    served = ("http.request", {**http[1], "status": 200, "outcome": "served", "bytes": 99})
+    assert journey(ack(), http, served).stage == BOOT
+    ftp = ("ftp.transfer", {"client": "10.77.0.100", "user": "anonymous", "command": "RETR", "file": "sip.cfg",
+                            "outcome": "not_found", "bytes": 0, "duration": 0.0})
+    assert journey(ack(), ftp).error == "asked for sip.cfg: not found"
+    page = ("http.request", {"client": "10.77.0.100", "path": "/status/", "status": 200, "outcome": "route"})
+    assert step_of(*page, 1.0) is None  # type: ignore[arg-type]
+
+
+def test_done_follows_the_models_download_list() -> None:
+    files = ["y000000000000.boot", "sip.cfg", f"{OWN}.cfg"]
+    phone = journey(ack(), tftp(files[0]), tftp(f"{OWN}.cfg"), expected=files)
+    assert phone.stage == CONFIGS  # sip.cfg not yet served
+    fold(phone, step_of(*tftp("sip.cfg"), 3000.0))  # type: ignore[arg-type]
+    assert phone.stage == DONE
+
+
+def test_steps_read_like_the_exchange() -> None:
+    step = step_of(*offer(), 5.0)  # type: ignore[arg-type]
+    assert step is not None and text_of(step).startswith("DISCOVER → OFFER 10.77.0.100 (options 1 3 66)")
+    v6 = step_of("dhcp6.reply", {"mac": MAC, "type": "reply", "request": "REQUEST", "address": IPv6Address("fd77::100"),
+                                 "options": [1, 2, 3, 59]}, 5.0)
+    assert v6 is not None and v6["told"] and v6["address6"] == "fd77::100"
+    assert text_of(v6) == "REQUEST → REPLY fd77::100 (options 1 2 3 59)"
+    failed = step_of(*tftp("sip.cfg", "not_found"), 1.0)  # type: ignore[arg-type]
+    assert failed is not None and text_of(failed) == "TFTP get sip.cfg: not found"
+    assert step_of("tftp.socket_error", {}, 1.0) is None
+
+
+def test_hostile_text_is_cleaned() -> None:
+    step = step_of(*offer(vendor_class="evil\x1b[2J\r\nX" + "a" * 500), 1.0)  # type: ignore[arg-type]
+    assert step is not None
+    assert "\x1b" not in text_of(step) and "\n" not in text_of(step) and len(step["vendor_class"]) <= 101
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.dictionaries(st.sampled_from(["mac", "client", "file", "path", "outcome", "status", "bytes", "options",
+                                        "address", "vendor", "model", "type", "request", "acknowledged", "reason"]),
+                       st.one_of(st.none(), st.text(), st.integers(-10, 10**6), st.booleans(),
+                                 st.lists(st.integers(0, 300)))),
+       st.sampled_from(["dhcp4.offer", "dhcp4.ack", "dhcp4.nak", "dhcp6.reply", "pnp.answer", "tftp.transfer",
+                        "http.request", "ftp.transfer", "ftp.login", "dhcp4.release"]))
+def test_any_event_fields_make_a_step_or_nothing(fields: dict[str, Any], kind: str) -> None:
+    try:
+        step = step_of(kind, fields, 1.0)
+    except (ValueError, TypeError):
+        # bytes/duration that are not numbers come only from a broken service, not the wire: a loud failure is right
+        return
+    if step is not None:
+        fold(Phone(MAC), step)
+        assert "\n" not in text_of(step)
+
+
+def test_normal_mac_and_clean() -> None:
+    assert normal_mac("00-15-65-AA-BB-CC") == MAC == normal_mac(OWN) == normal_mac(bytes.fromhex(OWN))
+    assert normal_mac("nonsense") is None and normal_mac(None) is None
+    assert clean("a\x00b") == "a?b"
+
+
+def test_store_bounds_per_phone_in_total_and_phones(tmp_path: Path) -> None:
+    store = SqliteJournal(tmp_path / "j.sqlite3")
+    limits = Limits(steps_per_phone=10, max_steps=100, max_phones=5)
+    for batch in range(30):
+        steps = [{"mac": f"m{p}", "time": batch + p / 10, "n": batch} for p in range(3)]
+        store.write([Batch.of([{"mac": f"m{p}", "stage": "told", "last_seen": batch} for p in range(3)], steps)],
+                    limits)
+    counts = store.step_counts()
+    assert all(n <= 11 for n in counts.values()) and set(counts) == {"m0", "m1", "m2"}
+    assert [s.doc["n"] for s in store.steps("m0")][-1] == 29  # the newest are kept
+    for p in range(3, 20):
+        store.write([Batch.of([{"mac": f"m{p}", "stage": "told", "last_seen": 100 + p}],
+                              [{"mac": f"m{p}", "time": 100.0}])], limits)
+    assert len(store.phones()) <= 6 and store.phone("m19") is not None and store.phone("m0") is None
+    store.close()
+    reader = SqliteJournal(tmp_path / "j.sqlite3", readonly=True)
+    assert reader.phone("m19") is not None
+    reader.close()
+
+
+def test_the_journal_writes_batches_and_ties_requests_by_lease(tmp_path: Path) -> None:
+    async def main() -> None:
+        events = Events()
+        owners = LeaseOwners()
+        owners.register(lambda address, now: bytes.fromhex(OWN) if address == IPv4Address("10.77.0.100") else None)
+        journal = Journal(JournalSettings(flush_interval=0.05), SqliteJournal(tmp_path / "j.sqlite3"), events,
+                          owners)
+        journal.load()
+        journal.start(asyncio.get_running_loop())
+        for kind, fields in (offer(), ack(), tftp("y000000000000.boot"), tftp(f"{OWN}.cfg")):
+            events.emit(kind, **fields)
+        events.emit("tftp.transfer", client="10.77.0.222", file="x.cfg", outcome="ok", bytes=1, duration=0.0)
+        events.emit("dhcp4.commit_failed")
+        assert await journal.flush()
+        assert {k: v for k, v in journal.stage_counts.items() if v} == {DONE: 1}
+        assert events.counters["journal.unknown_phone"] == 1
+        journal.finish()
+        journal.join()
+
+    asyncio.run(main())
+    store = SqliteJournal(tmp_path / "j.sqlite3", readonly=True)
+    row = store.phone(MAC)
+    assert row is not None and row.stage == DONE and row.doc["address"] == "10.77.0.100"
+    assert [s.doc["kind"] for s in store.steps(MAC)] == ["offer", "ack", "get", "get"]
+    store.close()
+
+
+def test_the_sink_is_bounded() -> None:
+    events = Events()
+    journal = Journal(JournalSettings(max_pending=100), None, events, LeaseOwners())  # type: ignore[arg-type]
+    for _ in range(150):
+        journal.sink(*tftp("a"))
+    assert events.counters["journal.dropped"] == 50
+
+
+@pytest.mark.parametrize("bad", ["steps_per_phone = 1", "flush_interval = 100", "nonsense = 1"])
+def test_journal_settings_errors(bad: str) -> None:
+    from bootstrapd.config import ConfigError, loads
+
+    with pytest.raises(ConfigError):
+        loads(f'[server]\ninterface = "eth1"\n[journal]\n{bad}\n')
+
+
+def test_done_uses_the_provisioning_models_download_list(tmp_path: Path) -> None:
+    from bootstrapd.config import load
+    from bootstrapd.journal.expected import downloads_for
+    from bootstrapd.provisioning.tree import Provisioning
+    from tests.unit.test_check_explain import GOOD, setup
+
+    settings = load(setup(tmp_path, GOOD))
+    provisioning = Provisioning(settings, create_keys=False)
+    provisioning.rendered.refresh(force=True)
+    expected = downloads_for(lambda: settings, None, lambda: provisioning)
+    files = expected("00:15:65:00:00:01", "SIP-T46U")
+    assert files == ["y000000000000.boot", "t46u.cfg", "sip.cfg", "001565000001.cfg"]
+    assert expected("00:15:65:00:00:01", "no such phone") is None and expected("00:15:65:00:00:01", None) is None
+    phone = Phone("00:15:65:00:00:01", expected=list(files))
+    for i, name in enumerate(["001565000001.boot", *files[:3]]):
+        step = step_of("tftp.transfer", {"file": name, "outcome": "not_found" if i == 0 else "ok"}, float(i))
+        assert step is not None
+        fold(phone, step)
+    assert phone.stage == CONFIGS  # 001565000001.cfg not yet
+    step = step_of("tftp.transfer", {"file": "/001565000001.cfg", "outcome": "ok"}, 9.0)
+    assert step is not None
+    assert fold(phone, step).stage == DONE
+
+
+def test_status_command_without_and_with_a_journal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from bootstrapd.cli import main
+
+    config = tmp_path / "b.toml"
+    config.write_text(f'[server]\ninterface = "eth1"\nstate_dir = "{tmp_path / "state"}"\n[dhcp4]\nenabled = false\n')
+    assert main(["status", "--config", str(config)]) == 0
+    assert "no journal yet" in capsys.readouterr().err
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["done"] == 0
+    assert main(["status", "--config", str(config), "--mac", "nonsense"]) == 2
+    assert main(["status", "--config", str(config), "--stage", "nonsense"]) == 2
+    store = SqliteJournal(tmp_path / "state" / "journal.sqlite3")
+    phone = journey(offer(), ack(), tftp("sip.cfg", "not_found"))
+    steps = [step_of(*e, 1.0) for e in (offer(), ack(), tftp("sip.cfg", "not_found"))]
+    store.write([Batch.of([phone.as_dict()], [s | {"mac": MAC} for s in steps if s])], Limits(10, 100, 10))
+    store.close()
+    capsys.readouterr()
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "asked for sip.cfg: not found" in out and "1 phone: 1 stuck" in out
+    assert main(["status", "--config", str(config), "--mac", OWN]) == 0
+    assert "TFTP get sip.cfg: not found" in capsys.readouterr().out
+    assert main(["status", "--config", str(config), "--mac", "00:15:65:00:00:01"]) == 1
+    assert main(["status", "--config", str(config), "--stage", "done", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["phones"] == []
