@@ -120,9 +120,10 @@ class Server:
         self.procs: list[subprocess.Popen[Any]] = []
         self.app: Appliance | None = None
 
-    def bootstrapd(self, scheme: str, root: Path, phones_csv: Path) -> None:
+    def bootstrapd(self, scheme: str, root: Path, phones_csv: Path, extra: str = "") -> None:
         http = "[http]\nenabled = true\n" if scheme == "http" else ""
         text = BOOTSTRAPD.format(root=root, scheme=scheme, first=FIRST, last=LAST, http=http, inventory=phones_csv)
+        text += extra
         self.app = Appliance(self.node, self.work, text)
         self.app.start(timeout=60)
 
@@ -194,7 +195,7 @@ http {{
 
 
 def one_run(the_lab: Lab, base: Path, server_name: str, scheme: str, count: int, tree: Path, phones_csv: Path,
-            served: Path, sim: Node, appliance: Node, processes: int) -> dict[str, Any]:
+            served: Path, sim: Node, appliance: Node, processes: int, config: str = "") -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"{server_name}-{scheme}-", dir=base))
     work.chmod(0o755)
     server = Server(appliance, work)
@@ -206,7 +207,7 @@ def one_run(the_lab: Lab, base: Path, server_name: str, scheme: str, count: int,
     load = os.getloadavg()
     try:
         if server_name == "bootstrapd":
-            server.bootstrapd(scheme, tree, phones_csv)
+            server.bootstrapd(scheme, tree, phones_csv, config)
             extra: list[str] = []
         else:
             server.dnsmasq(scheme, served)
@@ -230,7 +231,8 @@ def one_run(the_lab: Lab, base: Path, server_name: str, scheme: str, count: int,
                 "simulator_cpu_seconds_per_boot"][0]]])), "processes": processes, "summary": summary}
 
 
-def bench(count: int, schemes: list[str], servers: list[str], processes: int) -> list[dict[str, Any]]:
+def bench(count: int, schemes: list[str], servers: list[str], processes: int, config: str = ""
+          ) -> list[dict[str, Any]]:
     base = Path(tempfile.mkdtemp(prefix="bench-storm-"))
     base.chmod(0o755)
     results = []
@@ -250,7 +252,7 @@ def bench(count: int, schemes: list[str], servers: list[str], processes: int) ->
                 for name in servers:
                     print(f"== {name} over {scheme}: {count} phones at once", file=sys.stderr, flush=True)
                     results.append(one_run(the_lab, base, name, scheme, count, tree, phones_csv, served, sim,
-                                           appliance, processes))
+                                           appliance, processes, config))
                     print(json.dumps(results[-1].get("summary", results[-1]))[:600], file=sys.stderr, flush=True)
     finally:
         if not os.environ.get("KEEP"):
@@ -305,6 +307,8 @@ def main() -> None:
     parser.add_argument("--phones", type=int, default=1000)
     parser.add_argument("--schemes", default="tftp,http")
     parser.add_argument("--servers", default="bootstrapd,dnsmasq")
+    parser.add_argument("--no-journal", action="store_true",
+                        help="bootstrapd with [journal] enabled = false (what the phone journal costs in the storm)")
     parser.add_argument("--sim-processes", type=int, default=2,
                         help="simulator processes sharing the phones (one uses at most one core)")
     args = parser.parse_args()
@@ -313,7 +317,8 @@ def main() -> None:
     for tool in ("dnsmasq", "nginx", "prlimit"):
         if not shutil.which(tool):
             sys.exit(f"missing {tool}: run `make peers`")
-    results = bench(args.phones, args.schemes.split(","), args.servers.split(","), args.sim_processes)
+    config = "\n[journal]\nenabled = false\n" if args.no_journal else ""
+    results = bench(args.phones, args.schemes.split(","), args.servers.split(","), args.sim_processes, config)
     print(json.dumps(results), file=sys.stderr)
     print(report(results, args.phones))
 
