@@ -12,8 +12,11 @@ PEERS += lftp nginx-light vsftpd wrk inotify-tools
 # The journal's tests: tcpdump (captures to trace), promtool (metrics), chromium (the status page).
 PEERS += tcpdump prometheus chromium
 STAMP := $(VENV)/.installed
+# make vagrant-lab (not part of make test: the VMs take too long for CI): libvirt, QEMU/KVM, the box builder.
+VAGRANT_LAB_PEERS := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
+         mmdebstrap fdisk e2fsprogs dnsmasq-base
 
-.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm clean
+.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm clean vagrant-lab
 
 all: test
 
@@ -37,6 +40,10 @@ test: venv peers lint
 
 demo: venv peers
 	$(PY) -m scripts.demo
+
+vagrant-lab: venv
+	@bash scripts/install-peers.sh $(VAGRANT_LAB_PEERS)
+	bash vagrant/lab.sh
 
 bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm
 

@@ -1,7 +1,8 @@
-"""The Vagrant lab (vagrant/): Vagrant itself validates the Vagrantfile, its provisioning scripts pass shellcheck,
-and they install bootstrapd through scripts/install.sh only.
+"""The Vagrant lab (vagrant/): Vagrant itself validates the Vagrantfile, its scripts (provisioning, the box builder,
+vagrant/lab.sh) pass shellcheck, and the VMs install bootstrapd through scripts/install.sh only.
 
-No VM boots here (no hypervisor on this machine or in CI): what can be checked without one is checked.
+The VMs boot in `make vagrant-lab` (vagrant/lab.sh: libvirt, tens of minutes), not here: what can be checked without
+booting them is checked in the test suite.
 ``vagrant validate --ignore-provider`` checks the machine definitions and that every provisioning script exists;
 with the libvirt provider (Debian's vagrant-libvirt) Vagrant also validates the libvirt settings; VirtualBox is not
 in Debian, and Vagrant asks its ``VBoxManage`` nothing but its version before validating the VirtualBox settings,
@@ -117,6 +118,7 @@ def test_the_vms_install_through_install_sh_only() -> None:
 
 
 @pytest.mark.parametrize("script", sorted(str(p.relative_to(REPO)) for p in [*REPO.glob("scripts/*.sh"),
+                                                                             *VAGRANT.glob("*.sh"),
                                                                              *PROVISION.glob("*.sh")]))
 def test_shell_scripts_pass_shellcheck(script: str) -> None:
     require_tools("shellcheck")

@@ -29,4 +29,5 @@ ifdown eth1 >/dev/null 2>&1 || true
 ifup eth1
 
 apt_install tcpdump   # captures on the lab LAN: tcpdump -ni eth1 port 67 or port 69 or port 5060
-"$SRC/scripts/install.sh" --source "$SRC" --config "$SRC/configs/lab.toml" --tree "$SRC/configs/tree" --inventory "$SRC/configs/phones.csv"
+"$SRC/scripts/install.sh" --source "$SRC" --config "$SRC/configs/lab.toml" --tree "$SRC/configs/tree" --inventory "$SRC/configs/phones.csv" \
+  "${WHEELS[@]}"

@@ -51,7 +51,7 @@ fi
 echo "== downloads"
 fetch() {
   local url=$1 size
-  if size=$(curl -sS -g --max-time 20 -o /dev/null -w '%{size_download}' "$url"); then
+  if size=$(curl -sS -g --fail --max-time 20 -o /dev/null -w '%{size_download}' "$url"); then
     echo "$url: $size bytes"
   else
     echo "$url: failed"
