@@ -137,7 +137,8 @@ if grub-install --target=i386-pc /dev/vda && grub-mkconfig -o /boot/grub/grub.cf
 fi
 rm -f /usr/local/sbin/bootstrapd-box-grub
 sync
-mount -o remount,ro /
+echo u > /proc/sysrq-trigger   # every file system read-only (this script, still open, keeps a remount busy)
+sleep 2
 echo o > /proc/sysrq-trigger
 INIT
 chmod 755 "$ROOT/usr/local/sbin/bootstrapd-box-grub"
