@@ -142,8 +142,8 @@ check "DHCPv4 lease from the pool" grep -Eq "fixed-address 10\.77\.0\.1[0-9][0-9
 check "DHCPv4 option 66" grep -q 'option tftp-server-name "tftp://10.77.0.1/"' "$LOG/phone-dhclient.log"
 check "DHCPv6 lease from the pool" grep -Eq "iaaddr fd77::1[0-9a-f][0-9a-f] " "$LOG/phone-dhclient.log"
 check "DHCPv6 option 59" grep -q 'bootfile-url "tftp://\[fd77::1\]/"' "$LOG/phone-dhclient.log"
-for url in tftp://10.77.0.1/y000000000000.boot tftp://10.77.0.1/common.cfg tftp://10.77.0.1/001565770001.cfg \
-           "tftp://[fd77::1]/common.cfg" http://10.77.0.1/common.cfg; do
+for url in tftp://10.77.0.1/y000000000000.boot tftp://10.77.0.1/y000000000108.cfg tftp://10.77.0.1/001565770001.cfg \
+           "tftp://[fd77::1]/y000000000108.cfg" http://10.77.0.1/y000000000108.cfg; do
   check "download $url" downloaded "$url" "$LOG/phone-dhclient.log"
 done
 

@@ -41,6 +41,11 @@ dhclient -4 -1 -v -cf /etc/dhcp/bootstrapd-lab.conf -lf "$LEASES-4" -pf /run/dhc
 grep -E 'fixed-address|option (tftp-server-name|custom-160|vendor-encapsulated-options|dhcp-lease-time)' \
   "$LEASES-4" | tail -5
 echo "== DHCPv6 on $nic"
+# dhclient -6 binds to the link-local address: wait until duplicate address detection is done with it.
+for _ in $(seq 40); do
+  [ -n "$(ip -6 addr show dev "$nic" scope link -tentative)" ] && break
+  sleep 0.5
+done
 if dhclient -6 -1 -v -cf /etc/dhcp/bootstrapd-lab.conf -lf "$LEASES-6" -pf /run/dhclient-bootstrapd-lab-6.pid "$nic"
 then
   grep -E 'iaaddr|bootfile-url' "$LEASES-6" | tail -2
@@ -58,9 +63,9 @@ fetch() {
   fi
 }
 mac12=${MAC,,}
+# The boot file, the common CFG file of a T46U (y000000000108.cfg) and the phone's own <mac>.cfg, as a phone asks.
 fetch "tftp://$APPLIANCE/y000000000000.boot"
-fetch "tftp://$APPLIANCE/common.cfg"
+fetch "tftp://$APPLIANCE/y000000000108.cfg"
 fetch "tftp://$APPLIANCE/$mac12.cfg"
-fetch "tftp://[$APPLIANCE6]/common.cfg"
-# HTTP(S) once the appliance serves it ([http] in configs/lab.toml).
-fetch "http://$APPLIANCE/common.cfg"
+fetch "tftp://[$APPLIANCE6]/y000000000108.cfg"
+fetch "http://$APPLIANCE/y000000000108.cfg"
