@@ -19,4 +19,5 @@ fi
 
 ip link set dev "$nic" up
 echo "== $PHONES simulated phones on $nic"
-bootstrapd sim --interface "$nic" --count "$PHONES" --plain
+# The desks of vagrant/sim-phones.csv, which the appliance's inventory holds too (their <mac>.cfg are rendered).
+bootstrapd sim --interface "$nic" --count "$PHONES" --inventory "$SRC/vagrant/sim-phones.csv" --plain
