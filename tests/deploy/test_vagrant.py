@@ -124,3 +124,19 @@ def test_shell_scripts_pass_shellcheck(script: str) -> None:
     require_tools("shellcheck")
     result = subprocess.run(["shellcheck", "-x", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_simulated_desks_are_in_the_appliance_inventory_only_once() -> None:
+    """phone-sim boots the desks of vagrant/sim-phones.csv (20, the default count); the appliance's inventory is
+    configs/phones.csv plus those rows, so no MAC may appear in both (nor be phone-dhclient's or phone-sim's NIC)."""
+    def macs(path: Path) -> list[str]:
+        lines = path.read_text().splitlines()
+        assert lines[0] == (REPO / "configs/phones.csv").read_text().splitlines()[0]  # the same columns
+        return [line.split(",")[0] for line in lines[1:] if line]
+
+    desks = macs(VAGRANT / "sim-phones.csv")
+    assert len(desks) == len(set(desks)) == 20
+    assert not set(desks) & {*macs(REPO / "configs/phones.csv"), "00:15:65:77:00:02"}
+    setup = (PROVISION / "appliance.sh").read_text()
+    assert 'tail -n +2 "$SRC/vagrant/sim-phones.csv"' in setup
+    assert '--inventory "$SRC/vagrant/sim-phones.csv"' in (PROVISION / "phone-sim.sh").read_text()
