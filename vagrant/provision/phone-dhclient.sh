@@ -49,6 +49,9 @@ done
 if dhclient -6 -1 -v -cf /etc/dhcp/bootstrapd-lab.conf -lf "$LEASES-6" -pf /run/dhclient-bootstrapd-lab-6.pid "$nic"
 then
   grep -E 'iaaddr|bootfile-url' "$LEASES-6" | tail -2
+  # DHCPv6 gives the address as a /128; the on-link prefix comes from router advertisements, and the lab LAN has no
+  # router: add the route an RA for fd77::/64 would give (a phone on a real LAN gets it from the router).
+  ip -6 route replace fd77::/64 dev "$nic"
 else
   echo "no DHCPv6 answer (is [dhcp6] enabled in the appliance's configuration?)"
 fi
