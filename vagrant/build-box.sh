@@ -139,7 +139,8 @@ rm -f /usr/local/sbin/bootstrapd-box-grub
 sync
 echo u > /proc/sysrq-trigger   # every file system read-only (this script, still open, keeps a remount busy)
 sleep 2
-echo o > /proc/sysrq-trigger
+echo o > /proc/sysrq-trigger   # the power-off happens in the background: init must not exit before it (a panic)
+sleep 60
 INIT
 chmod 755 "$ROOT/usr/local/sbin/bootstrapd-box-grub"
 cp "$ROOT"/boot/vmlinuz-* "$WORK/vmlinuz"
@@ -158,7 +159,7 @@ step "GRUB, installed by one boot of the image"
 # QEMU's default CPU model: -cpu host fails under nested KVM (an MSR it cannot set).
 timeout 1800 qemu-system-x86_64 -machine "accel=$ACCEL" -m 1024 -nographic -no-reboot -nic none \
   -drive "file=$WORK/disk.raw,format=raw,if=virtio" -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
-  -append "root=/dev/vda1 ro console=ttyS0 init=/usr/local/sbin/bootstrapd-box-grub" </dev/null >"$WORK/grub.log" 2>&1 ||
+  -append "root=/dev/vda1 ro console=ttyS0 panic=1 init=/usr/local/sbin/bootstrapd-box-grub" </dev/null >"$WORK/grub.log" 2>&1 ||
   true
 if ! grep -q BOOTSTRAPD-BOX-GRUB-OK "$WORK/grub.log"; then
   tail -30 "$WORK/grub.log" >&2
