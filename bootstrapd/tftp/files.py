@@ -62,7 +62,7 @@ class PrefetchReader:
             return self._view[start:end]
         return self._refill(n)
 
-    def _refill(self, n: int) -> memoryview | None:
+    def _refill(self, n: int) -> bytes | memoryview | None:
         """Fewer than ``n`` bytes in hand: the last ones at the end of the file, else the next chunk from ``pos``."""
         if self._eof:
             rest = self._view[self._offset:self._end]

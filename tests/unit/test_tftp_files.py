@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bootstrapd.provisioning import resolver as resolver_module
 from bootstrapd.provisioning.resolver import Resolver
 from bootstrapd.provisioning.work import FileWork
 from bootstrapd.tftp import files as files_module
@@ -137,7 +138,7 @@ def test_partial_page_cache_reads_and_worker_reads_give_every_byte_in_order(tmp_
     # a few bytes, nothing (a worker reads instead), or a whole chunk; every block is the file's next bytes.
     data = os.urandom(300_001)
     (tmp_path / "fw.bin").write_bytes(data)
-    real = files_module.readinto_nowait
+    real = resolver_module.readinto_nowait
     answers = iter([5, None, 3000, 0x7FFFFFFF, None, 1, 1, None] * 50)
 
     def flaky(fd: int, buf: memoryview, offset: int) -> int | None:
