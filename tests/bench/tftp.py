@@ -7,6 +7,8 @@ round, and in each round for each server in turn (the order rotates, tests/bench
 
 - boot storm: 1,000 phones each fetching three small files (400 B, 4 KB, 20 KB) at once, blksize 1428 (asyncio
   client); time to the last file, failures and their reasons, every byte checked;
+- the same behind one address: 100 phones x 3 files at once, all from one source address (a branch office's NAT
+  router), with bootstrapd's defaults (``max_per_client`` 8: the rest wait in the address's queue);
 - firmware storm: 100 phones each downloading a 10 MB file at once, lock-step at blksize 1428 (curl, one per
   address, piped into sha256sum); aggregate MB/s and time to the last byte;
 - one 50 MB file with atftp, lock-step (blksize 1428);
@@ -47,19 +49,17 @@ SMALL = {"s400.cfg": 400, "s4k.cfg": 4096, "s20k.cfg": 20480}
 BIG = 50 * 1000 * 1000
 FIRMWARE = 10 * 1000 * 1000
 BLKSIZE = 1428
-STORM_CLIENTS, FIRMWARE_CLIENTS = 1000, 100
+STORM_CLIENTS, FIRMWARE_CLIENTS, NAT_CLIENTS = 1000, 100, 100
+NAT_ADDRESS = "10.88.250.1"  # the one source address of the phones behind a NAT router
 SERVER = "10.77.0.1"
 CLIENTS = "10.88.0.0/16"
 REPEAT = 3
-PHASES = ("storm", "firmware", "lockstep", "windowed")
+PHASES = ("storm", "nat", "firmware", "lockstep", "windowed")
 
 # What the benchmark changes in bootstrapd's [tftp] defaults, per phase, and why (the README repeats it).
 OVERRIDES: dict[str, dict[str, int]] = {
     # 1,000 phones x 3 files at once are 3,000 transfers: over the default cap of 2,000 concurrent transfers.
     "storm": {"max_transfers": 3 * STORM_CLIENTS},
-    # 100 firmware downloads at once: over the default 32 large-file transfers (the cap that keeps firmware from
-    # crowding out configuration files).
-    "firmware": {"max_large_transfers": FIRMWARE_CLIENTS},
 }
 
 
@@ -165,12 +165,13 @@ def _phase(kind: str, phase: str, ap: Any, phone: Any, work: Path, digests: dict
     server = _Server(kind, ap, work, phase)
     result: dict[str, Any] = {}
     try:
-        if phase == "storm":
+        if phase in ("storm", "nat"):
             small = {n: digests[n] for n in SMALL}
-            result = _client(phone, "storm", "--host", SERVER, "--clients", str(clients), "--files", json.dumps(small),
-                             "--options", json.dumps({"blksize": str(BLKSIZE)}), "--limit", "240",
-                             "--timeout", str(PHONE_TIMEOUT), "--tries", str(PHONE_TRIES),
-                             "--sources", json.dumps([client_address(i) for i in range(clients)]), timeout=300)
+            sources = [client_address(i) for i in range(clients)] if phase == "storm" else [NAT_ADDRESS] * NAT_CLIENTS
+            result = _client(phone, "storm", "--host", SERVER, "--clients", str(len(sources)),
+                             "--files", json.dumps(small), "--options", json.dumps({"blksize": str(BLKSIZE)}),
+                             "--limit", "240", "--timeout", str(PHONE_TIMEOUT), "--tries", str(PHONE_TRIES),
+                             "--sources", json.dumps(sources), timeout=300)
         elif phase == "firmware":
             sources = [client_address(STORM_CLIENTS + i) for i in range(FIRMWARE_CLIENTS)]
             result = _client(phone, "firmware", "--host", SERVER, "--file", "fw.bin", "--sha256", digests["fw.bin"],
@@ -230,10 +231,14 @@ def report(results: dict[str, dict[str, list[Any]]], clients: int, repeat: int) 
              f"{json.dumps(OVERRIDES)}", ""]
     nan = float("nan")
     failures: list[str] = []
-    if "storm" in results:
-        runs = results["storm"]
-        lines += rounds.table(f"Boot storm, {clients} phones x 3 files (400 B, 4 KB, 20 KB) at once: time to the last "
-                              "file (s, lower is better)", "s",
+    for phase, title in (("storm", f"Boot storm, {clients} phones x 3 files (400 B, 4 KB, 20 KB) at once"),
+                         ("nat", f"Behind one address, {NAT_CLIENTS} phones x 3 files at once from one source address "
+                          "(bootstrapd: defaults)")):
+        if phase not in results:
+            continue
+        runs = results[phase]
+        total = 3 * (clients if phase == "storm" else NAT_CLIENTS)
+        lines += rounds.table(f"{title}: time to the last file (s, lower is better)", "s",
                               {k: [r["last_ok_s"] for r in v] for k, v in runs.items()},
                               digits=2, higher_is_better=False)
         lines += rounds.table("  failed transfers", "", {k: [float(r["failed"]) for r in v] for k, v in runs.items()},
@@ -245,7 +250,7 @@ def report(results: dict[str, dict[str, list[Any]]], clients: int, repeat: int) 
                               {k: [float(r["transfers_retransmitted"]) for r in v] for k, v in runs.items()},
                               digits=0, higher_is_better=False)
         for kind, v in runs.items():
-            failures += [f"  storm {kind} round {i + 1}: {r['failed']} of {3 * clients} failed: {r['errors']}"
+            failures += [f"  {phase} {kind} round {i + 1}: {r['failed']} of {total} failed: {r['errors']}"
                          for i, r in enumerate(v) if r["failed"]]
         lines.append("")
     if "firmware" in results:
@@ -324,6 +329,8 @@ def main() -> None:
                    help="bootstrapd-nojournal is bootstrapd with [journal] off (the journal's cost)")
     b.add_argument("--phases", default=",".join(PHASES))
     b.add_argument("--repeat", type=int, default=REPEAT)
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a bootstrapd [tftp] setting for every phase (to measure one: printed in the title)")
     args = parser.parse_args()
     if args.command == "storm":
         sources = json.loads(args.sources) if args.sources else None
@@ -344,6 +351,10 @@ def main() -> None:
         repeat = getattr(args, "repeat", REPEAT)
         servers = getattr(args, "servers", "bootstrapd,tftpd-hpa,dnsmasq").split(",")
         phases = getattr(args, "phases", ",".join(PHASES)).split(",")
+        for setting in getattr(args, "set", []):
+            key, _, value = setting.partition("=")
+            for phase in PHASES:
+                OVERRIDES.setdefault(phase, {})[key.strip()] = int(value)
         print(f"started with {rounds.load_average()}", flush=True)
         results = bench(clients, servers, phases, repeat)
         print(json.dumps(results), file=sys.stderr)
