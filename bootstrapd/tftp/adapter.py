@@ -274,7 +274,7 @@ class TftpService:
             except ProtocolError:
                 self.events.count("tftp.dropped")
                 continue
-            if transfer.done:
+            if transfer.completion is not None and transfer.done:  # (no property call while it runs)
                 break
         self._after(session)
 
