@@ -3,7 +3,8 @@
     python -m tests.bench.profile WORKLOAD TOOL [--count N] [--rate R]
 
 WORKLOAD: ``dhcp4`` / ``dhcp6`` (perfdhcp at a fixed offered rate for N exchanges), ``tftp`` (atftp downloads of a
-file of N lock-step blocks at blksize 1428), ``tftp-window`` (the same at windowsize 64). TOOL:
+file of N lock-step blocks at blksize 1428; ``--parallel P``: P downloads at once of N/P blocks each),
+``tftp-window`` (the same at windowsize 64). TOOL:
 
 - ``cpu``: the daemon's user and system CPU time per unit, split by thread (the event loop is the main thread; the
   lease store's writer is another), from /proc;
