@@ -59,7 +59,7 @@ REPEAT = 3
 PHASES = ("storm", "nat", "firmware", "lockstep", "windowed")
 
 # What the benchmark changes in bootstrapd's [tftp] defaults, per phase, and why (the README repeats it).
-OVERRIDES: dict[str, dict[str, int]] = {
+OVERRIDES: dict[str, dict[str, int | float]] = {
     # 1,000 phones x 3 files at once are 3,000 transfers: over the default cap of 2,000 concurrent transfers.
     "storm": {"max_transfers": 3 * STORM_CLIENTS},
 }
@@ -410,7 +410,7 @@ def main() -> None:
         for setting in getattr(args, "set", []):
             key, _, value = setting.partition("=")
             for phase in PHASES:
-                OVERRIDES.setdefault(phase, {})[key.strip()] = int(value)
+                OVERRIDES.setdefault(phase, {})[key.strip()] = float(value) if "." in value else int(value)
         print(f"started with {rounds.load_average()}", flush=True)
         results = bench(clients, servers, phases, repeat)
         print(json.dumps(results), file=sys.stderr)
