@@ -15,12 +15,14 @@ import email.utils
 import mimetypes
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
 from bootstrapd.http.ranges import Unsatisfiable, parse_ranges
+from bootstrapd.http.zerocopy import SendTimeout, SocketSender, socket_of
 from bootstrapd.provisioning.paths import Reason, Refused
 from bootstrapd.provisioning.resolver import Opened, Resolver
 from bootstrapd.provisioning.uploads import UploadName
@@ -131,8 +133,10 @@ def _if_range_ok(request: web.BaseRequest, opened: Opened) -> bool:
 
 
 class FileHandler:
-    def __init__(self, work: FileWork) -> None:
+    def __init__(self, work: FileWork, send_timeout: float = 30.0, on_stall: Callable[[], None] | None = None) -> None:
         self.work = work
+        self.on_stall = on_stall  # told when a client stopped reading a body and was closed
+        self.send_timeout = send_timeout  # seconds a client may take no byte of a body before it is closed
         self.resolver = work.resolver
         self._verifying = asyncio.Semaphore(2)  # scrypt runs: bounded CPU and memory
 
@@ -196,7 +200,8 @@ class FileHandler:
             except Unsatisfiable:
                 outcome.outcome = "range_not_satisfiable"
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{opened.size}"})
-        response = BodyResponse(opened, ranges, headers, request.method == "HEAD", self.work)
+        response = BodyResponse(opened, ranges, headers, request.method == "HEAD", self.work, self.send_timeout)
+        response.on_stall = self.on_stall
         outcome.bytes = response.length if request.method == "GET" else 0
         if ranges is not None:
             outcome.outcome = "partial"
@@ -285,11 +290,13 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
 
 
 class BodyResponse(web.StreamResponse):
-    """An :class:`Opened` file, whole or in ranges; bytes held in memory are written, descriptors read in chunks
-    (page cache on the spot, the disk in a worker) and written."""
+    """An :class:`Opened` file, whole or in ranges. Bytes held in memory are written; a descriptor goes by
+    ``sendfile`` from a worker thread on plain HTTP (:mod:`bootstrapd.http.zerocopy`), else (TLS) is read in chunks
+    (page cache on the spot, the disk in a worker) and written. Every wait for the client to take bytes is bounded
+    by ``send_timeout``; past it the connection is closed."""
 
     def __init__(self, opened: Opened, ranges: list[tuple[int, int]] | None, headers: dict[str, str],
-                 head: bool, work: FileWork) -> None:
+                 head: bool, work: FileWork, send_timeout: float = 30.0) -> None:
         status = 206 if ranges is not None else 200
         super().__init__(status=status, headers=headers)
         # Bytes in memory: the head goes out with the first write, one send for a small file. A streamed file's
@@ -298,6 +305,8 @@ class BodyResponse(web.StreamResponse):
         self.work = work
         self.opened = opened
         self.head = head
+        self.send_timeout = send_timeout
+        self.on_stall: Callable[[], None] | None = None
         size = opened.size
         self.segments: list[tuple[bytes, int, int]] = []  # (prefix, offset, count)
         self.trailer = b""
@@ -325,29 +334,52 @@ class BodyResponse(web.StreamResponse):
             if self.head or request.method == "HEAD":
                 await self.write_eof()
                 return writer
-            data = self.opened.data
-            if data is not None:
-                view = memoryview(data)
-                for prefix, offset, count in self.segments:
-                    if prefix:
-                        await self.write(prefix)
-                    await self.write(view[offset:offset + count])
-            else:
-                await self._stream()
-            if self.trailer:
-                await self.write(self.trailer)
+            try:
+                data = self.opened.data
+                if data is not None:
+                    view = memoryview(data)
+                    for prefix, offset, count in self.segments:
+                        if prefix:
+                            await self._write_drained(prefix)
+                        await self._write_drained(view[offset:offset + count])
+                else:
+                    await self._stream(request)
+                if self.trailer:
+                    await self._write_drained(self.trailer)
+            except SendTimeout as exc:
+                if self.on_stall is not None:
+                    self.on_stall()
+                if request.transport is not None:
+                    request.transport.abort()  # what the client left unread is dropped, not lingered over
+                raise ConnectionResetError(str(exc)) from None
             await self.write_eof()
             return writer
         finally:
             self.opened.close()
 
-    async def _stream(self) -> None:
+    async def _stream(self, request: web.BaseRequest) -> None:
         assert self.opened.fd is not None
-        for prefix, offset, count in self.segments:
-            if prefix:
-                await self.write(prefix)
-            await self.work.send(self.opened.fd, offset, count, self._write_drained)
+        sock = socket_of(request.transport)
+        if sock is None:  # TLS: the bytes have to pass through the encryption
+            for prefix, offset, count in self.segments:
+                if prefix:
+                    await self._write_drained(prefix)
+                await self.work.send(self.opened.fd, offset, count, self._write_drained)
+            return
+        assert isinstance(request.transport, asyncio.Transport)
+        sender = SocketSender(request.transport, sock, self.work.readers, self.send_timeout)
+        try:
+            for prefix, offset, count in self.segments:
+                if prefix:
+                    await self._write_drained(prefix)
+                await sender.send(self.opened.fd, offset, count)
+        finally:
+            sender.close()
 
-    async def _write_drained(self, data: bytes) -> None:
-        await self.write(data)
-        await self.drain()
+    async def _write_drained(self, data: bytes | memoryview) -> None:
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self.write(data)
+                await self.drain()
+        except TimeoutError:
+            raise SendTimeout(f"the client took nothing for {self.send_timeout:g} s") from None
