@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 from collections import Counter
@@ -196,6 +197,10 @@ class TreeServer(aioftp.Server):
                                     handler_callback: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
                                                                Awaitable[None]]) -> asyncio.Server:
         client = connection.client_host
+        server = str(connection.server_host)
+        if "%" not in server and ":" in server and ipaddress.IPv6Address(server).is_link_local:
+            # A control connection on a link-local address: the data socket needs the scope to be bound there.
+            connection.server_host = f"{server}%{self.service.ctx.interface.name}"
 
         async def only_the_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             peer = writer.get_extra_info("peername") or ("",)
@@ -259,9 +264,12 @@ class TreeServer(aioftp.Server):
         if not self._ready(connection):
             return True
         name, client, user = self._request(connection, rest)
+        started = asyncio.get_running_loop().time()
         try:
             opened = await self.service.work.open(name, client, user)
         except Refused as exc:
+            # A refusal is an event whichever command met it (RETR's, STOR's, TFTP's, HTTP's): one stream to read.
+            self.service.event("SIZE", client, user, name, exc.reason.value, 0, started)
             connection.response("550", _reason_text(exc))
             return True
         opened.close()
@@ -396,9 +404,7 @@ class FtpService:
         iface = self.ctx.interface
         socks: list[socket.socket] = []
         errors: list[OSError] = []
-        for family, address, scope in interface_binds(iface):
-            if scope:
-                continue  # a passive data socket cannot be bound to a link-local address without its scope
+        for family, address, scope in interface_binds(iface):  # as HTTP and TFTP: link-local IPv6 too
             try:
                 socks.append(tcp_listener(family, iface.name, address, self.settings.port, scope=scope))
             except OSError as exc:

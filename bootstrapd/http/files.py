@@ -49,6 +49,7 @@ TYPES = {".cfg": "text/plain", ".boot": "text/plain", ".xml": "application/xml",
          ".bin": "application/octet-stream", ".enc": "application/octet-stream", ".log": "text/plain"}
 
 READ_METHODS = ("GET", "HEAD")
+WRITE_WAIT_ABOVE = 0x10000  # aiohttp's StreamWriter waits for the transport once this many bytes went unwaited
 WRITE_METHODS = ("PUT", "POST")
 
 
@@ -307,6 +308,7 @@ class BodyResponse(web.StreamResponse):
         self.head = head
         self.send_timeout = send_timeout
         self.on_stall: Callable[[], None] | None = None
+        self._protocol: Any = None  # the connection's aiohttp protocol, once prepared
         size = opened.size
         self.segments: list[tuple[bytes, int, int]] = []  # (prefix, offset, count)
         self.trailer = b""
@@ -334,6 +336,7 @@ class BodyResponse(web.StreamResponse):
             if self.head or request.method == "HEAD":
                 await self.write_eof()
                 return writer
+            self._protocol = request.protocol
             try:
                 data = self.opened.data
                 if data is not None:
@@ -346,6 +349,7 @@ class BodyResponse(web.StreamResponse):
                     await self._stream(request)
                 if self.trailer:
                     await self._write_drained(self.trailer)
+                await self._flushed(request.transport)
             except SendTimeout as exc:
                 if self.on_stall is not None:
                     self.on_stall()
@@ -377,9 +381,29 @@ class BodyResponse(web.StreamResponse):
             sender.close()
 
     async def _write_drained(self, data: bytes | memoryview) -> None:
+        writer = self._payload_writer
+        if (writer is not None and writer.buffer_size + len(data) <= WRITE_WAIT_ABOVE
+                and not self._protocol.writing_paused):
+            await self.write(data)  # aiohttp does not wait on this one: no timer to set (the hot path)
+            return
         try:
             async with asyncio.timeout(self.send_timeout):
                 await self.write(data)
                 await self.drain()
         except TimeoutError:
             raise SendTimeout(f"the client took nothing for {self.send_timeout:g} s") from None
+
+    async def _flushed(self, transport: asyncio.BaseTransport | None) -> None:
+        """Until the transport holds nothing more of the body (the kernel took it), within ``send_timeout``: else
+        a client that never reads would keep the connection, its close waiting for a flush that never comes."""
+        if not isinstance(transport, asyncio.WriteTransport) or not transport.get_write_buffer_size():
+            return  # the usual case: the socket took everything at once
+        transport.set_write_buffer_limits(high=0)  # paused until empty: drain() now waits for exactly that
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self.drain()
+        except TimeoutError:
+            raise SendTimeout(f"the client took nothing for {self.send_timeout:g} s") from None
+        finally:
+            if not transport.is_closing():
+                transport.set_write_buffer_limits()
