@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import functools
 import mimetypes
 import os
 import uuid
@@ -64,13 +65,19 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def content_type(name: str) -> str:
+@functools.lru_cache(maxsize=4096)
+def content_type(name: str) -> str:  # the names of files that exist: once each, not per request (mimetypes is slow)
     ext = os.path.splitext(name)[1].lower()
     return TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def http_date(ts: float) -> str:
-    return email.utils.formatdate(int(ts), usegmt=True)
+    return _http_date(int(ts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:  # a tree's files share few mtimes: formatted once each, not per request
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
