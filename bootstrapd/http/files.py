@@ -18,7 +18,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import BodyPartReader, web
 
@@ -377,8 +377,8 @@ class BodyResponse(web.StreamResponse):
                     await self._write_drained(prefix)
                 await self.work.send(self.opened.fd, offset, count, self._write_drained)
             return
-        assert isinstance(request.transport, asyncio.Transport)
-        sender = SocketSender(request.transport, sock, self.work.readers, self.send_timeout)
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        sender = SocketSender(cast(asyncio.Transport, request.transport), sock, self.work.readers, self.send_timeout)
         try:
             for prefix, offset, count in self.segments:
                 if prefix:
@@ -403,7 +403,10 @@ class BodyResponse(web.StreamResponse):
     async def _flushed(self, transport: asyncio.BaseTransport | None) -> None:
         """Until the transport holds nothing more of the body (the kernel took it), within ``send_timeout``: else
         a client that never reads would keep the connection, its close waiting for a flush that never comes."""
-        if not isinstance(transport, asyncio.WriteTransport) or not transport.get_write_buffer_size():
+        if transport is None or transport.is_closing():
+            return
+        transport = cast(asyncio.WriteTransport, transport)  # uvloop's: not a subclass, the same methods
+        if not transport.get_write_buffer_size():
             return  # the usual case: the socket took everything at once
         transport.set_write_buffer_limits(high=0)  # paused until empty: drain() now waits for exactly that
         try:

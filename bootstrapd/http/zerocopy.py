@@ -93,9 +93,11 @@ class SocketSender:
             sock, own = os.dup(self.sock), os.dup(fd)
             try:
                 job = self.executor.submit(_sendfile_own, sock, own, offset, min(end - offset, SOCKET_SHARE))
-            except BaseException:
+            except BaseException as exc:
                 os.close(sock)
                 os.close(own)
+                if isinstance(exc, RuntimeError):  # the executor is shut down: the daemon is stopping
+                    raise ConnectionResetError("the service is stopping") from None
                 raise
             job.add_done_callback(_close_unsent(sock, own))  # type: ignore[arg-type]
             sent = await asyncio.wrap_future(job, loop=self.loop)
