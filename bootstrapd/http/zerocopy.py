@@ -5,8 +5,8 @@ memory stalls every service on it while the disk answers; our copy path (read a 
 the loop but copies every byte twice through Python. Here a worker thread of :class:`FileWork` calls ``os.sendfile``
 on the connection's socket, which asyncio keeps non-blocking: the kernel moves what the socket buffer takes, straight
 from the page cache (reading the disk in the worker if it must), and answers ``EAGAIN`` when the buffer is full
-instead of waiting for the client. The loop then waits for the socket to be writable again and hands the next part
-to a worker. No byte passes through Python.
+instead of waiting for the client. The worker waits a few milliseconds for a fast reader to make room; for a slow
+one the loop waits (holding no thread) and hands the next part to a worker. No byte passes through Python.
 
 The socket is used beside its transport, so: everything the transport holds (the response head, a multipart
 prefix) is flushed before ``sendfile`` starts; the worker gets its own duplicates of the socket and file descriptors,
@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 from concurrent.futures import Executor, Future
 
 SOCKET_SHARE = 4 << 20  # bytes one worker call may move at most, so one download does not hold a worker long
+PATIENCE_MS = 20  # how long a worker waits for a full socket to take more before handing the wait to the loop
 
 
 class SendTimeout(Exception):
@@ -44,15 +46,21 @@ def socket_of(transport: asyncio.BaseTransport | None) -> int | None:
 
 
 def _sendfile_own(sock: int, fd: int, offset: int, count: int) -> int:
-    """Up to ``count`` bytes of ``fd`` at ``offset`` to ``sock`` until the socket is full; closes both descriptors
-    (the caller's duplicates). Raises EOFError when the file ends early."""
+    """Up to ``count`` bytes of ``fd`` at ``offset`` to ``sock``, until the socket stays full for ``PATIENCE``;
+    closes both descriptors (the caller's duplicates). Raises EOFError when the file ends early."""
     try:
         sent = 0
+        writable = select.poll()
+        writable.register(sock, select.POLLOUT)
         while sent < count:
             try:
                 n = os.sendfile(sock, fd, offset + sent, count - sent)
             except BlockingIOError:
-                break
+                # A client reading at full speed empties the buffer within moments: wait here rather than go back
+                # to the loop and be handed the next part (two thread switches per buffer, costly on a busy box).
+                if not writable.poll(PATIENCE_MS):
+                    break  # a slow reader: the loop waits for it, holding no worker
+                continue
             if n == 0:
                 raise EOFError("file shrank while it was being sent")
             sent += n
