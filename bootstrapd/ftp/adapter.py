@@ -26,7 +26,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 import aioftp
 
@@ -36,6 +36,7 @@ from bootstrapd.ftp.settings import FtpSettings
 from bootstrapd.net.sockets import interface_binds, tcp_listener
 from bootstrapd.provisioning.paths import Reason, Refused
 from bootstrapd.provisioning.resolver import Opened, Resolver
+from bootstrapd.provisioning.sendfile import SocketSender, socket_of
 from bootstrapd.provisioning.work import FileWork, file_work
 from bootstrapd.service import Context
 
@@ -297,7 +298,7 @@ class TreeServer(aioftp.Server):
                     outcome = "no_data_connection"
                     return
                 async with asyncio.timeout(self.service.settings.transfer_timeout), stream:
-                    await _send(self.service.work, stream, opened, offset)
+                    await _send(self.service.work, stream, opened, offset, self.service.settings.data_timeout)
             except TimeoutError:
                 outcome = "timeout"
             except OSError:
@@ -377,14 +378,26 @@ class TreeServer(aioftp.Server):
         return True
 
 
-async def _send(work: FileWork, stream: aioftp.ThrottleStreamIO, opened: Opened, offset: int) -> None:
+async def _send(work: FileWork, stream: aioftp.ThrottleStreamIO, opened: Opened, offset: int,
+                data_timeout: float) -> None:
     if opened.data is not None:
         view = memoryview(opened.data)
         for start in range(offset, len(view), BLOCK):
             await stream.write(bytes(view[start:start + BLOCK]))
         return
     assert opened.fd is not None
-    await work.send(opened.fd, offset, opened.size - offset, stream.write)
+    transport = stream.writer.transport
+    sock = socket_of(transport)
+    if sock is None:
+        await work.send(opened.fd, offset, opened.size - offset, stream.write)
+        return
+    # A plain data connection: sendfile from a worker, as HTTP does (bootstrapd/provisioning/sendfile.py); a client that
+    # takes nothing for data_timeout ends the transfer ("timeout").
+    sender = SocketSender(cast(asyncio.Transport, transport), sock, work.readers, data_timeout)
+    try:
+        await sender.send(opened.fd, offset, opened.size - offset)
+    finally:
+        sender.close()
 
 
 class FtpService:

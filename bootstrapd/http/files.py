@@ -23,9 +23,9 @@ from typing import Any, cast
 from aiohttp import BodyPartReader, web
 
 from bootstrapd.http.ranges import Unsatisfiable, parse_ranges
-from bootstrapd.http.zerocopy import SendTimeout, SocketSender, socket_of
 from bootstrapd.provisioning.paths import Reason, Refused
 from bootstrapd.provisioning.resolver import Opened, Resolver
+from bootstrapd.provisioning.sendfile import SendTimeout, SocketSender, socket_of
 from bootstrapd.provisioning.uploads import UploadName
 from bootstrapd.provisioning.work import FileWork
 
@@ -299,9 +299,9 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
 
 class BodyResponse(web.StreamResponse):
     """An :class:`Opened` file, whole or in ranges. Bytes held in memory are written; a descriptor goes by
-    ``sendfile`` from a worker thread on plain HTTP (:mod:`bootstrapd.http.zerocopy`), else (TLS) is read in chunks
-    (page cache on the spot, the disk in a worker) and written. Every wait for the client to take bytes is bounded
-    by ``send_timeout``; past it the connection is closed."""
+    ``sendfile`` from a worker thread on plain HTTP (:mod:`bootstrapd.provisioning.sendfile`), else (TLS) is read
+    in chunks (page cache on the spot, the disk in a worker) and written. Every wait for the client to take bytes
+    is bounded by ``send_timeout``; past it the connection is closed."""
 
     def __init__(self, opened: Opened, ranges: list[tuple[int, int]] | None, headers: dict[str, str],
                  head: bool, work: FileWork, send_timeout: float = 30.0) -> None:

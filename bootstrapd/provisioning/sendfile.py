@@ -1,4 +1,4 @@
-"""A streamed file's bytes from the page cache to a plain-HTTP socket: ``sendfile``, with the disk off the loop.
+"""A streamed file's bytes from the page cache to a plain TCP socket: ``sendfile``, with the disk off the loop.
 
 ``loop.sendfile`` (what aiohttp's own FileResponse uses) calls ``os.sendfile`` on the event loop, so a page not in
 memory stalls every service on it while the disk answers; our copy path (read a chunk, write it) keeps the disk off
@@ -8,11 +8,12 @@ from the page cache (reading the disk in the worker if it must), and answers ``E
 instead of waiting for the client. The worker waits a few milliseconds for a fast reader to make room; for a slow
 one the loop waits (holding no thread) and hands the next part to a worker. No byte passes through Python.
 
-The socket is used beside its transport, so: everything the transport holds (the response head, a multipart
-prefix) is flushed before ``sendfile`` starts; the worker gets its own duplicates of the socket and file descriptors,
-so a connection closed meanwhile (its numbers reused by the next accept or open) never receives a stranger's bytes;
-and the loop watches writability on a duplicate too (asyncio does not let a second watcher on the transport's own
-descriptor). TLS cannot use this (the kernel does not encrypt); nor can a transport without a socket.
+FTP's data connections use the same path. The socket is used beside its transport, so: everything the transport
+holds (the response head, a multipart prefix) is flushed before ``sendfile`` starts; the worker gets its own
+duplicates of the socket and file descriptors, so a connection closed meanwhile (its numbers reused by the next
+accept or open) never receives a stranger's bytes; and the loop watches writability on a duplicate too (asyncio does
+not let a second watcher on the transport's own descriptor). TLS cannot use this (the kernel does not encrypt); nor
+can a transport without a socket.
 
 Every wait for the client to take more bytes is bounded by ``send_timeout``: a client that stops reading is closed
 (:class:`SendTimeout`).
@@ -30,7 +31,7 @@ SOCKET_SHARE = 4 << 20  # bytes one worker call may move at most, so one downloa
 PATIENCE_MS = 20  # how long a worker waits for a full socket to take more before handing the wait to the loop
 
 
-class SendTimeout(Exception):
+class SendTimeout(TimeoutError):
     """The client took no byte for ``send_timeout`` seconds."""
 
 
