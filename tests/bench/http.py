@@ -171,8 +171,11 @@ class Server:
         self.app: Any = None
         root = work / "root"
         if kind.startswith("bootstrapd"):
-            self.app = Appliance(ap, work, BOOTSTRAPD.format(root=root, state=work / "state"))
-            loop = "uvloop" if kind.endswith("uvloop") else "asyncio"
+            config = BOOTSTRAPD.format(root=root, state=work / "state")
+            if "nojournal" in kind:  # what the phone journal costs per request
+                config += "\n[journal]\nenabled = false\n"
+            self.app = Appliance(ap, work, config)
+            loop = "uvloop" if "uvloop" in kind else "asyncio"
             self.app.start("--event-loop", loop)
             self.proc = self.app.proc
         elif kind == "nginx":
@@ -431,7 +434,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--ftp-sessions", type=int, default=500)
-    parser.add_argument("--http-servers", default="bootstrapd,bootstrapd-uvloop,nginx")
+    parser.add_argument("--http-servers", default="bootstrapd,bootstrapd-uvloop,nginx",
+                        help="also bootstrapd-nojournal, bootstrapd-uvloop-nojournal: [journal] enabled = false")
     parser.add_argument("--ftp-servers", default="bootstrapd,vsftpd")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds; min/median/max and ratios of medians")
