@@ -178,6 +178,11 @@ class Server:
             loop = "uvloop" if "uvloop" in kind else "asyncio"
             self.app.start("--event-loop", loop)
             self.proc = self.app.proc
+        elif kind.startswith("aiohttp-floor"):
+            # aiohttp's bare low-level server answering 4 KB to anything: the floor under bootstrapd's CPU per request
+            loop = "uvloop" if "uvloop" in kind else "asyncio"
+            self.proc = ap.popen([sys.executable, "-m", "tests.bench.http", "floor", "--loop", loop],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         elif kind == "nginx":
             (work / "nginx-tmp").mkdir(exist_ok=True)
             conf = work / "nginx.conf"
@@ -242,6 +247,19 @@ def download(phone: Any, url: str, tries: int = 3) -> dict[str, Any]:
             return {"mb_s": float("nan"), "ok": False, "error": result.stderr[-300:]}
         speeds.append(float(speed) / 1e6)
     return {"mb_s": statistics.median(speeds), "ok": True}
+
+
+async def floor() -> None:
+    from aiohttp import web
+
+    body = b"x" * 4096
+
+    async def handle(_request: web.BaseRequest) -> web.Response:
+        return web.Response(body=body, content_type="text/plain")
+
+    server = web.Server(handle, access_log=None, handler_cancellation=True, tcp_keepalive=False)
+    await asyncio.get_running_loop().create_server(server, HOST, 80, backlog=1024)
+    await asyncio.Event().wait()
 
 
 async def ftpstorm(host: str, name: str, sessions: int, concurrency: int) -> dict[str, Any]:
@@ -426,6 +444,7 @@ def report(results: dict[str, Any], seconds: int, connections: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.http")
     sub = parser.add_subparsers(dest="command")
+    sub.add_parser("floor").add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     f = sub.add_parser("ftpstorm")
     f.add_argument("--host", required=True)
     f.add_argument("--sessions", type=int, default=500)
@@ -435,11 +454,17 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--ftp-sessions", type=int, default=500)
     parser.add_argument("--http-servers", default="bootstrapd,bootstrapd-uvloop,nginx",
-                        help="also bootstrapd-nojournal, bootstrapd-uvloop-nojournal: [journal] enabled = false")
+                        help="also bootstrapd-nojournal, bootstrapd-uvloop-nojournal ([journal] enabled = false), "
+                             "aiohttp-floor, aiohttp-floor-uvloop (aiohttp's bare server, 4 KB to anything)")
     parser.add_argument("--ftp-servers", default="bootstrapd,vsftpd")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds; min/median/max and ratios of medians")
     args = parser.parse_args()
+    if args.command == "floor":
+        from bootstrapd import eventloop
+
+        eventloop.run(floor(), eventloop.loop_factory(args.loop))
+        return
     if args.command == "ftpstorm":
         print(json.dumps(asyncio.run(ftpstorm(args.host, args.file, args.sessions, args.concurrency))))
         return
