@@ -3,9 +3,9 @@
     python -m tests.bench.profile WORKLOAD TOOL [--count N] [--rate R]
 
 WORKLOAD: ``dhcp4`` / ``dhcp6`` (perfdhcp at a fixed offered rate for N exchanges), ``tftp`` (atftp downloads of a
-file of N lock-step blocks at blksize 1428), ``tftp-window`` (the same at windowsize 64), ``http`` (wrk for N
-seconds, 200 connections, a new connection per request, bench-http's three small files), ``http-big`` (N downloads
-of bench-http's 50 MB file with curl). TOOL:
+file of N lock-step blocks at blksize 1428; ``--parallel P``: P downloads at once of N/P blocks each),
+``tftp-window`` (the same at windowsize 64), ``http`` (wrk for N seconds, 200 connections, a new connection per
+request, bench-http's three small files), ``http-big`` (N downloads of bench-http's 50 MB file with curl). TOOL:
 
 - ``cpu``: the daemon's user and system CPU time per unit, split by thread (the event loop is the main thread; the
   lease store's writer is another), from /proc;
@@ -146,19 +146,30 @@ def _dhcp(family: int) -> Callable[[Node, int, int], int]:
     return run
 
 
-def _tftp(window: int, root: Path) -> Callable[[Node, int, int], int]:
+def _tftp(window: int, root: Path, parallel: int = 1) -> Callable[[Node, int, int], int]:
     def run(phone: Node, count: int, _rate: int) -> int:
-        name = f"f{count}.bin"
+        # ``parallel`` downloads at once, of count / parallel blocks each (a small firmware storm: the daemon's
+        # cost per block when it serves many transfers, not one).
+        each = max(count // parallel, 1)
+        name = f"f{each}.bin"
         if not (root / name).exists():
-            (root / name).write_bytes(random.Random(count).randbytes(count * BLKSIZE - 1))
-        dest = root.parent / "out.bin"
-        argv = ["atftp", "--get", "-r", name, "-l", str(dest), "--option", f"blksize {BLKSIZE}"]
-        if window > 1:
-            argv += ["--option", f"windowsize {window}"]
-        phone.run([*argv, "10.77.0.1"], timeout=3600, check=True)
-        same = hashlib.sha256(dest.read_bytes()).digest() == hashlib.sha256((root / name).read_bytes()).digest()
-        dest.unlink()
-        return count if same else 0
+            (root / name).write_bytes(random.Random(each).randbytes(each * BLKSIZE - 1))
+        digest = hashlib.sha256((root / name).read_bytes()).digest()
+        procs = []
+        for i in range(parallel):
+            argv = ["atftp", "--get", "-r", name, "-l", str(root.parent / f"out{i}.bin"), "--option",
+                    f"blksize {BLKSIZE}"]
+            if window > 1:
+                argv += ["--option", f"windowsize {window}"]
+            procs.append(phone.popen([*argv, "10.77.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        done = 0
+        for i, proc in enumerate(procs):
+            proc.wait(3600)
+            dest = root.parent / f"out{i}.bin"
+            if proc.returncode == 0 and hashlib.sha256(dest.read_bytes()).digest() == digest:
+                done += each
+            dest.unlink(missing_ok=True)
+        return done
 
     return run
 
@@ -271,6 +282,8 @@ def main() -> int:
     parser.add_argument("tool", choices=["cpu", "cprofile", "perf", "strace", "callgrind", "pyspy"])
     parser.add_argument("--count", type=int, default=0, help="exchanges or blocks (default by tool)")
     parser.add_argument("--rate", type=int, default=2000, help="DHCP: offered exchanges/s")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="TFTP: downloads at once (the blocks split between them; at most max_per_client, 8)")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                         help="the daemon's event loop (run --event-loop; asyncio's own is its default)")
     args = parser.parse_args()
@@ -309,7 +322,7 @@ def main() -> int:
         workload = _dhcp(4) if service == "dhcp4" else _dhcp(6) if service == "dhcp6" else \
             _http_storm(work / "root") if args.workload == "http" else \
             _http_big(work / "root") if args.workload == "http-big" else \
-            _tftp(64 if args.workload == "tftp-window" else 1, work / "root")
+            _tftp(64 if args.workload == "tftp-window" else 1, work / "root", args.parallel)
         daemon = Daemon(ap, work, service, args.tool, args.loop)
         try:
             workload(phone, 1 if service == "http" else max(count // 20, 20), min(rate, 500))  # warm-up
