@@ -90,25 +90,18 @@ def _iso(ts: float) -> str:
 
 def cmd_leases(args: argparse.Namespace) -> int:
     from bootstrapd.dhcpconf import format_mac
-    from bootstrapd.leases.store import connect, read_leases4, read_leases6
+    from bootstrapd.leases.backends import StoreOpenError, read_store
 
     settings = _load(args)
     if settings is None:
         return 2
-    path = settings.server.state_dir / "leases.sqlite3"
-    if not path.exists():
-        rows4: list[Any] = []
-        rows6: list[Any] = []
-    else:
-        conn = connect(path, readonly=True)
-        try:
-            rows4 = read_leases4(conn)
-            try:
-                rows6 = read_leases6(conn)
-            except Exception:
-                rows6 = []
-        finally:
-            conn.close()
+    try:
+        rows = read_store(settings)
+    except StoreOpenError as exc:
+        _error(str(exc))
+        return 1
+    rows4: list[Any] = rows.leases4
+    rows6: list[Any] = rows.leases6
     now = time.time()
     if not args.all:
         rows4 = [r for r in rows4 if r.state == "active" and r.expires > now]
@@ -193,6 +186,9 @@ def _register_extras() -> None:
     from bootstrapd.sim.cli import register as register_sim
 
     register_sim(_EXTRA)
+    from bootstrapd.leases.dbcli import register as register_db
+
+    register_db(_EXTRA)
     try:
         from bootstrapd.pnp.cli import setup_resync
     except ImportError:

@@ -15,6 +15,7 @@ from bootstrapd.dhcp4.settings import Dhcp4Settings, load_dhcp4
 from bootstrapd.dhcp6.settings import Dhcp6Settings, load_dhcp6
 from bootstrapd.ftp.settings import FtpSettings, load_ftp
 from bootstrapd.http.settings import HttpSettings, load_http
+from bootstrapd.leases.settings import StoreSettings, load_store
 from bootstrapd.pnp.settings import PnpSettings, load_pnp
 from bootstrapd.provisioning.auth import AuthEntry
 from bootstrapd.provisioning.settings import ProvisioningSettings, load_auth, load_provisioning
@@ -43,6 +44,7 @@ class Settings:
     provisioning: ProvisioningSettings
     ftp: FtpSettings = field(default_factory=FtpSettings)
     auth: tuple[AuthEntry, ...] = ()
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -84,6 +86,7 @@ def _from_source(source: Source) -> Settings:
         ftp=load_ftp(root.table("ftp")),
         provisioning=replace(provisioning, warnings=warnings),
         auth=auth,
+        store=load_store(root.table("store")),
     )
     root.finish()
     return settings
