@@ -457,9 +457,12 @@ class PgStore:
         records = list(latest.values())
         if writer.known_phones is None:
             writer.known_phones = int(await conn.fetchval(pgrows.COUNT_PHONES))
-        if writer.known_phones >= PHONES_MAX:
+        if writer.known_phones + len(records) > PHONES_MAX:
+            # Near the cap: updates of known MACs, and new MACs only while there is room. (Each appliance counts
+            # for itself, so appliances writing at once may pass the cap by a batch: a bound, not an exact count.)
             known = {r[0] for r in await conn.fetch(pgrows.KNOWN_PHONES, [r.mac for r in records])}
-            records = [r for r in records if r.mac in known]  # updates of known MACs only
+            room = max(0, PHONES_MAX - writer.known_phones)
+            records = [r for r in records if r.mac in known] + [r for r in records if r.mac not in known][:room]
             if not records:
                 return
         inserted = await conn.fetch(pgrows.UPSERT_PHONE, *pgrows.phone_columns(records))
