@@ -96,3 +96,19 @@ def pg_dsn(postgres: PostgresServer) -> Iterator[str]:
         yield dsn
     finally:
         postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a lab test once per store backend: every Appliance it starts gets this store (tests.lab.appliance)."""
+    from tests.lab import appliance
+
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    dsn = request.getfixturevalue("pg_dsn")
+    appliance.STORE_SECTION = f'\n[store]\nbackend = "postgresql"\ndsn = "{dsn}"\n'
+    try:
+        yield "postgresql"
+    finally:
+        appliance.STORE_SECTION = ""
