@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import TYPE_CHECKING
 
 from bootstrapd import config, privileges
@@ -25,6 +26,7 @@ from bootstrapd.service import Context, Service, ServiceFactory, StartupError
 
 if TYPE_CHECKING:
     from bootstrapd.leases.postgresql import PgStore
+    from bootstrapd.provisioning.uploads import UploadName
 
 log = logging.getLogger("bootstrapd")
 
@@ -71,6 +73,24 @@ def _files(settings: Settings, context: Context) -> None:
         context.files = build_resolver(settings, context.owners)
     except ValueError as exc:
         raise StartupError(f"server.state_dir: {exc}") from None
+    if context.store.backend == "postgresql" and context.files.uploads is not None:
+        _record_uploads(context)
+
+
+def _record_uploads(context: Context) -> None:
+    """With a shared store, each upload's metadata (phone, name, size, SHA-256, which appliance) goes to the
+    database: the files stay in this appliance's state_dir (README: what to share between appliances)."""
+    import hashlib
+
+    loop = asyncio.get_running_loop()
+    store = context.store
+    assert context.files is not None and context.files.uploads is not None
+
+    def stored(name: UploadName, data: bytes) -> None:  # in a file worker thread
+        digest = hashlib.sha256(data).hexdigest()
+        loop.call_soon_threadsafe(store.record_upload, name.mac, name.filename, len(data), digest, time.time())
+
+    context.files.uploads.stored = stored
 
 
 async def _share_state(store: PgStore, settings: Settings) -> None:

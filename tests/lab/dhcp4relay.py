@@ -33,11 +33,11 @@ def request(mac: bytes, address: IPv4Address, client_id: bytes, giaddr: IPv4Addr
 
 def main(argv: list[str]) -> None:
     giaddr = IPv4Address(argv[0])
-    clients = {}
+    clients: dict[int, tuple[bytes, IPv4Address, bytes]] = {}
     for n, item in enumerate(argv[1:], start=1):
-        mac, address, *client_id = item.split("=")
-        clients[0x5EB1_0000 + n] = (bytes.fromhex(mac.replace(":", "")), IPv4Address(address),
-                                    bytes.fromhex(client_id[0]) if client_id else b"")
+        mac_text, address_text, *cid = item.split("=")
+        clients[0x5EB1_0000 + n] = (bytes.fromhex(mac_text.replace(":", "")), IPv4Address(address_text),
+                                    bytes.fromhex(cid[0]) if cid else b"")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
