@@ -107,10 +107,10 @@ def start_dnsmasq(node: Node, workdir: Path) -> Running:
     return Running(stop, proc.pid)
 
 
-def perfdhcp_run(client: Node, rate: int) -> dict[str, float]:
+def perfdhcp_run(client: Node, rate: int, server: str = SERVER, *extra: str) -> dict[str, float]:
     before = perfdhcp.rcvbuf_errors(client)
     result = perfdhcp.run(client, 4, "-r", str(rate), "-p", str(PERIOD), "-R", "4000000", "-W", "1000000", "-d", "2",
-                          SERVER, timeout=PERIOD + 30)
+                          *extra, server, timeout=PERIOD + 30)
     return {"sent": result.started, "completed": result.completed, "drop_ratio": result.loss,
             "achieved": result.completed / PERIOD, "client_rcvbuf_drops": perfdhcp.rcvbuf_errors(client) - before}
 
