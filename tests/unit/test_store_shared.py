@@ -4,6 +4,7 @@ an outage withholds replies and heals by itself, the schema is checked, the pass
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
@@ -274,3 +275,31 @@ def test_notifications_round_trip_within_the_payload_limit(leases: list[Lease4])
     assert all(len(t.encode()) <= 8000 for t in texts)
     back = [lease for text in texts for lease in pgrows.decode(text)[1]]
     assert back == leases
+
+
+def test_db_init_upgrade_status_commands(postgres: PostgresServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    database = postgres.create_database()
+    config = tmp_path / "bootstrapd.toml"
+    config.write_text(f'[server]\ninterface = "eth1"\n[dhcp4]\nenabled = false\n'
+                      f'[store]\nbackend = "postgresql"\ndsn = "{postgres.dsn(database)}"\n')
+
+    def db(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bootstrapd", "db", *args, "--config", str(config)],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    status = db("status")
+    assert status.returncode == 1 and "no bootstrapd schema" in status.stdout
+    first = db("init")
+    assert first.returncode == 0 and "version 1 created" in first.stdout, first.stderr
+    again = db("init")
+    assert again.returncode == 1 and "already has the bootstrapd schema" in again.stderr
+    assert db("upgrade").stdout.strip().endswith("already current")
+    facts = json.loads(db("status", "--json").stdout)
+    assert facts["version"] == facts["version_needed"] == 1 and facts["rows"]["lease4"] == 0
+    # Not PostgreSQL: usage error, 2.
+    config.write_text('[server]\ninterface = "eth1"\n[dhcp4]\nenabled = false\n')
+    assert db("init").returncode == 2
+    postgres.drop_database(database)
