@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 the command failed, 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -14,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bootstrapd import __version__, config
+from bootstrapd import __version__, config, eventloop
 from bootstrapd.configfile import ConfigError
 
 Command = Callable[[argparse.Namespace], int]
@@ -43,33 +42,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     daemon = Daemon(settings)
     try:
-        factory = _loop_factory(args.event_loop)
+        factory = eventloop.loop_factory(args.event_loop)
     except ImportError:
         _error("--event-loop uvloop: uvloop is not installed (pip install uvloop)")
         return 2
     try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(daemon.run())
+        eventloop.run(daemon.run(), factory)
     except StartupError as exc:
         logging.getLogger("bootstrapd").error("cannot start: %s", exc)
         return 2
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop ``run`` uses: None for the standard one; raises ImportError for uvloop without uvloop."""
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "auto":
-            return None
-        raise
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -151,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, help="the TOML configuration file")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--debug", action="store_true", help="log every event (costly under load)")
-    run.add_argument("--event-loop", choices=["asyncio", "uvloop", "auto"], default="asyncio",
+    run.add_argument("--event-loop", choices=eventloop.CHOICES, default="asyncio",
                      help="the event loop: the standard one (default), uvloop, or uvloop when installed")
     run.set_defaults(func=cmd_run)
 

@@ -17,7 +17,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from bootstrapd import config, privileges
+from bootstrapd import config, eventloop, privileges
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
 from bootstrapd.leases.backends import StoreOpenError, open_store
@@ -221,7 +221,8 @@ class Daemon:
             gc.set_threshold(50_000, 20, 100)
             watchdog = self._start_watchdog(loop)
             sd_notify("READY=1\nSTATUS=serving")
-            log.info("ready", extra={"interface": iface.name, "services": [s.name for s in self.services]})
+            log.info("ready", extra={"interface": iface.name, "services": [s.name for s in self.services],
+                                     "event_loop": eventloop.name(loop)})
             await self._stop.wait()
             if watchdog:
                 watchdog.cancel()

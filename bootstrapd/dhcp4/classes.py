@@ -85,9 +85,19 @@ class Classifier:
         self.variables = dict(variables)
         self.on_request = dict(on_request or {})
         self._cache: dict[tuple[str, ...], OptionSet] = {}
+        # A client's classes depend on its vendor and user class and on as much of its MAC as the longest prefix:
+        # a boot storm of one model is one dict lookup per packet instead of every class's every prefix.
+        self._prefix = max((len(p) for c in self.classes for p in c.mac_prefix), default=0)
+        self._classified: dict[tuple[bytes | None, bytes | None, bytes], tuple[str, ...]] = {}
 
     def classify(self, vendor_class: bytes | None, user_class: bytes | None, mac: bytes) -> tuple[str, ...]:
-        return tuple(c.name for c in self.classes if matches(c, vendor_class, user_class, mac))
+        key = (vendor_class, user_class, mac[:self._prefix])
+        names = self._classified.get(key)
+        if names is None:
+            names = tuple(c.name for c in self.classes if matches(c, vendor_class, user_class, mac))
+            if len(self._classified) < 4096:  # bounded: the key comes from the wire
+                self._classified[key] = names
+        return names
 
     def options(self, names: tuple[str, ...]) -> OptionSet:
         """Global options overridden by each matched class's, in configuration order."""

@@ -35,7 +35,7 @@ from bootstrapd.provisioning.resolver import Refused
 from bootstrapd.provisioning.work import file_work
 from bootstrapd.service import Context
 from bootstrapd.tftp.files import TftpFiles
-from bootstrapd.tftp.server import OpenedFile, Pending, Refusal, Started, TftpServer
+from bootstrapd.tftp.server import OpenedFile, Pending, Refusal, Started, TftpServer, Waiting
 from bootstrapd.tftp.transfer import Completion, ReadTransfer, WriteTransfer
 
 log = logging.getLogger("bootstrapd.tftp")
@@ -90,6 +90,8 @@ class TftpService:
         self.gso_supported = hasattr(socket.socket, "sendmsg")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._releasing = False
+        self._release_again = False
 
     # -- life cycle ---------------------------------------------------------------------------------------------
 
@@ -165,16 +167,22 @@ class TftpService:
             client = _normal(addr)
             now = self._loop.time()
             outcome = self.server.request(data, client, now, cap)  # TftpError -> counted and dropped
-            if isinstance(outcome, Pending):
-                self.files.load(outcome.name, client[0],
-                                lambda opened: self._loaded(outcome, opened, family, local, holder))
+            if isinstance(outcome, Waiting):
+                # Over its address's max_per_client: it starts when one of that address's transfers ends.
+                outcome.tag = (family, local, holder)
+                self.events.count("tftp.waited")
                 return
             self._started(outcome, family, local, holder, now)
 
         return handle
 
-    def _started(self, outcome: Started | Refusal, family: socket.AddressFamily, local: Address,
+    def _started(self, outcome: Started | Pending | Refusal, family: socket.AddressFamily, local: Address,
                  holder: list[DatagramEndpoint], now: float) -> None:
+        if isinstance(outcome, Pending):
+            pending = outcome
+            self.files.load(pending.name, pending.client[0],
+                            lambda opened: self._loaded(pending, opened, family, local, holder))
+            return
         if isinstance(outcome, Refusal):
             self.events.emit("tftp.transfer", client=outcome.client[0], file=outcome.file, outcome=outcome.outcome,
                              bytes=0, duration=0.0)
@@ -194,6 +202,28 @@ class TftpService:
             self.server.finished(outcome)
             return
         self._started(outcome, family, local, holder, now)
+        self._release()
+
+    def _release(self) -> None:
+        """Start the requests that waited for a slot of their address, now that one is free."""
+        assert self._loop is not None
+        if self._stopping:
+            return
+        if self._releasing:  # a start that failed at once ended a transfer: the outer call goes round again
+            self._release_again = True
+            return
+        self._releasing = True
+        try:
+            while True:
+                self._release_again = False
+                now = self._loop.time()
+                for waiting, outcome in self.server.release(now):
+                    family, local, holder = waiting.tag
+                    self._started(outcome, family, local, holder, now)
+                if not self._release_again:
+                    break
+        finally:
+            self._releasing = False
 
     def _begin(self, started: Started, family: socket.AddressFamily, local: Address, now: float) -> None:
         assert self._loop is not None
@@ -210,6 +240,7 @@ class TftpService:
             started.transfer.abort("no_socket", now)
             self.server.finished(started)
             self._completed(started.transfer.completion)
+            self._release()
             return
         session = _Session(sock, started, local)
         self.sessions.add(session)
@@ -232,16 +263,17 @@ class TftpService:
                 continue
             now = self._loop.time()
             try:
-                out = transfer.receive(data, _normal(addr), now)
+                # An IPv4 address needs no normalising: compare it as it came (the hot path, one ACK per window).
+                if addr == transfer.client or _normal(addr) == transfer.client:
+                    out = transfer.from_client(data, now)
+                    if out:
+                        self._send(session, out)
+                else:
+                    for datagram, to in transfer.receive(data, _normal(addr), now):
+                        self._sendto(session, datagram, to)
             except ProtocolError:
                 self.events.count("tftp.dropped")
                 continue
-            if out:
-                if out[0][1] == transfer.client:
-                    self._send(session, [d for d, _ in out])
-                else:
-                    for datagram, to in out:
-                        self._sendto(session, datagram, to)
             if transfer.done:
                 break
         self._after(session)
@@ -332,6 +364,7 @@ class TftpService:
             transfer.abort("stopped", self._loop.time())  # stop(): end it, closing its file
         self.server.finished(session.started)
         self._completed(transfer.completion)
+        self._release()
 
     def _completed(self, completion: Completion | None) -> None:
         if completion is None:
@@ -355,7 +388,12 @@ class TftpService:
         if len(datagrams) > 1 and session.gso and self.gso_supported:
             datagrams = self._send_gso(session, datagrams, client)
         for datagram in datagrams:
-            self._sendto(session, datagram, client)
+            try:
+                session.sock.sendto(datagram, client)
+            except (BlockingIOError, InterruptedError):
+                self.events.count("tftp.send_dropped")  # the retransmission timer recovers
+            except OSError:
+                self.events.count("tftp.socket_error")
 
     def _send_gso(self, session: _Session, datagrams: list[bytes], client: Address) -> list[bytes]:
         """Send runs of equal-size datagrams as GSO super-datagrams; returns what is left to send one by one."""

@@ -4,6 +4,12 @@ Limits (all from ``[tftp]``): concurrent transfers overall and per client addres
 (token bucket fed by ``now``), and a separate, smaller limit for large files, so a boot storm of small
 configuration files never waits behind firmware downloads.
 
+A request over its address's ``max_per_client`` is not refused: it waits, in arrival order, in a bounded queue of
+that address (``max_waiting_per_client``), and starts as soon as one of that address's transfers ends
+(:meth:`TftpServer.release`, called by the adapter). A hundred phones behind one NAT address are all served, each
+before its retransmission timer; a flood from one address still holds at most ``max_per_client`` transfers, and
+what it sends beyond its queue is refused.
+
 The files are asked for without blocking (:meth:`Files.open_nowait`): a file in the hot cache, or one that is
 streamed, starts its transfer at once; one that must be read first is a :class:`Pending` request, holding its
 slot, that the adapter reads off the event loop and hands back to :meth:`TftpServer.opened`.
@@ -11,6 +17,7 @@ slot, that the adapter reads off the event loop and hands back to :meth:`TftpSer
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -88,6 +95,23 @@ class Pending:
     data: bytes = field(repr=False)  # the request datagram, to know a retransmission of it
 
 
+@dataclass(eq=False)
+class Waiting:
+    """A request over its address's ``max_per_client``, queued until one of that address's transfers ends."""
+
+    request: Request
+    data: bytes = field(repr=False)  # the request datagram, to know a retransmission of it
+    client: Address
+    since: float
+    blksize_max: int | None
+    tag: Any = None  # the adapter's own note (which socket the request came to); never read here
+
+
+# A phone that has waited this long has retransmitted its request several times or given up (tftp-hpa's client and
+# U-Boot: 5 tries 5 s apart): a request waiting longer is forgotten rather than served.
+MAX_WAIT = 20.0
+
+
 _ERRORS = {
     Reason.NOT_FOUND: codec.ERR_NOT_FOUND,
     Reason.TOO_LARGE: codec.ERR_DISK_FULL,
@@ -146,8 +170,11 @@ class TftpServer:
         self.large = 0
         self._uploading: list[Started] = []  # uploads still receiving (holding data in memory)
         # client address and port (its TID) -> (the request datagram, its transfer), to know a retransmitted request
-        self._live: dict[Address, tuple[bytes, Started | Pending]] = {}
+        self._live: dict[Address, tuple[bytes, Started | Pending | Waiting]] = {}
         self.per_client: dict[Any, int] = {}
+        self._waiting: dict[Any, deque[Waiting]] = {}  # per address, in arrival order
+        self._freed: set[Any] = set()  # addresses with waiting requests that may have a free slot now
+        self.waiting = 0
         self.configure(settings, files)
 
     def configure(self, settings: TftpSettings, files: Files) -> None:
@@ -164,21 +191,21 @@ class TftpServer:
         self.buckets = TokenBuckets(settings.rate_limit, settings.rate_limit * 2)
 
     def request(self, data: bytes, client: Address, now: float,
-                blksize_max: int | None = None) -> Started | Pending | Refusal:
+                blksize_max: int | None = None) -> Started | Pending | Waiting | Refusal:
         """A datagram on the well-known port; raises TftpError for garbage (the adapter counts and drops it)."""
         packet = codec.decode(data)
         if not isinstance(packet, Request):
             # DATA/ACK/ERROR/OACK to port 69 belong to no transfer: nothing to answer (RFC 1350 TID rules).
             raise codec.TftpError(f"{type(packet).__name__} on the request port")
         host = client[0]
-        name = packet.filename
-        shown = _shown(name)
+        shown = _shown(packet.filename)
         live = self._live.get(client)
-        if live is not None and live[0] == data and (isinstance(live[1], Pending)
+        if live is not None and live[0] == data and (isinstance(live[1], Pending | Waiting)
                                                      or live[1].transfer.completion is None):
             # RFC 1350 section 4: the client's TID names the transfer. The same request again from the same port
             # is the client retransmitting it because our first answer is late or lost: the transfer it started
             # answers (its own timer resends that first packet); a second transfer would answer from a second TID.
+            # A request still waiting for a slot keeps its place.
             return Refusal(None, client, shown, "duplicate")
         if not self.buckets.take(host, now):
             return Refusal(None, client, shown, "rate_limited")
@@ -188,8 +215,12 @@ class TftpServer:
         if self.active >= self.settings.max_transfers:
             return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "server busy, try again"), client, shown, "busy")
         if self.per_client.get(host, 0) >= self.settings.max_per_client:
-            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "too many transfers from your address"), client,
-                           shown, "busy")
+            return self._wait(packet, data, client, now, blksize_max)
+        return self._admit(packet, data, client, now, blksize_max)
+
+    def _admit(self, packet: Request, data: bytes, client: Address, now: float,
+               blksize_max: int | None) -> Started | Pending | Refusal:
+        """A request within every limit: start it (or read its file first)."""
         limits = self.limits
         if blksize_max is not None and blksize_max < limits.blksize_max:
             limits = replace(limits, blksize_max=blksize_max)
@@ -199,20 +230,62 @@ class TftpServer:
                 self._live[client] = (data, outcome)
             return outcome
         try:
-            opened = self.files.open_nowait(name, client=host)
+            opened = self.files.open_nowait(packet.filename, client=client[0])
         except Refused as exc:
-            return _refused(exc, client, shown)
+            return _refused(exc, client, _shown(packet.filename))
         if opened is None:
-            pending = Pending(name, packet, client, limits, data)
-            self._count(host, +1, False)
+            pending = Pending(packet.filename, packet, client, limits, data)
+            self._count(client[0], +1, False)
             self._live[client] = (data, pending)
             return pending
         return self._read(packet, client, limits, data, opened, now)
+
+    def _wait(self, packet: Request, data: bytes, client: Address, now: float,
+              blksize_max: int | None) -> Waiting | Refusal:
+        host = client[0]
+        queue = self._waiting.get(host)
+        # Bounded per address, and overall by max_transfers: spoofed addresses cannot make the queues grow without end.
+        if (queue is not None and len(queue) >= self.settings.max_waiting_per_client) or \
+                self.waiting >= self.settings.max_transfers or self.settings.max_waiting_per_client == 0:
+            return Refusal(codec.encode_error(codec.ERR_UNDEFINED, "too many transfers from your address"), client,
+                           _shown(packet.filename), "busy")
+        waiting = Waiting(packet, data, client, now, blksize_max)
+        self._waiting.setdefault(host, deque()).append(waiting)
+        self.waiting += 1
+        self._live[client] = (data, waiting)
+        return waiting
+
+    def release(self, now: float) -> list[tuple[Waiting, Started | Pending | Refusal]]:
+        """Start the waiting requests whose address has a free slot again, oldest first; a request that waited over
+        ``MAX_WAIT`` is dropped (answered with nothing, outcome ``wait_expired``). Call after :meth:`finished` and
+        :meth:`opened`."""
+        out: list[tuple[Waiting, Started | Pending | Refusal]] = []
+        for host in list(self._freed):
+            queue = self._waiting.get(host)
+            while queue and self.per_client.get(host, 0) < self.settings.max_per_client \
+                    and self.active < self.settings.max_transfers:
+                waiting = queue.popleft()
+                self.waiting -= 1
+                live = self._live.get(waiting.client)
+                if live is not None and live[1] is waiting:
+                    del self._live[waiting.client]
+                if now - waiting.since > MAX_WAIT:
+                    out.append((waiting, Refusal(None, waiting.client, _shown(waiting.request.filename),
+                                                 "wait_expired")))
+                    continue
+                out.append((waiting, self._admit(waiting.request, waiting.data, waiting.client, now,
+                                                 waiting.blksize_max)))
+            if not queue:
+                self._waiting.pop(host, None)
+            if not queue or self.per_client.get(host, 0) >= self.settings.max_per_client:
+                self._freed.discard(host)  # else only the overall limit holds it back: try again at the next end
+        return out
 
     def opened(self, pending: Pending, opened: OpenedFile | Refused, now: float) -> Started | Refusal:
         """The file of a :class:`Pending` request, read by the adapter (or why it could not be)."""
         client = pending.client
         self._count(client[0], -1, False)
+        self._slot_freed(client[0])
         live = self._live.get(client)
         if live is not None and live[1] is pending:
             del self._live[client]
@@ -278,10 +351,17 @@ class TftpServer:
         else:
             self.per_client.pop(host, None)
 
+    def _slot_freed(self, host: Any) -> None:
+        # Requests wait only behind their own address's transfers, so the end of one of those is what frees them;
+        # an address then held back by max_transfers alone stays in _freed until release() can start it.
+        if host in self._waiting:
+            self._freed.add(host)
+
     def finished(self, started: Started) -> None:
         """Release the transfer's slots (call exactly once, when it is done or abandoned)."""
         client = started.transfer.client
         self._count(client[0], -1, started.large)
+        self._slot_freed(client[0])
         live = self._live.get(client)
         if live is not None and live[1] is started:
             del self._live[client]

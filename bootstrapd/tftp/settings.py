@@ -18,7 +18,8 @@ class TftpSettings:
     first_ack_retries: int = 2  # retransmissions before the client has acknowledged anything (anti-reflection)
     max_transfers: int = 2000
     max_per_client: int = 8
-    rate_limit: float = 20.0  # requests per second per client (token bucket, burst = rate_limit * 2); 0: no limit
+    max_waiting_per_client: int = 512  # requests over max_per_client wait for a slot, at most this many per address
+    rate_limit: float = 200.0  # requests per second per client (token bucket, burst = rate_limit * 2); 0: no limit
     session_lifetime: float = 600.0
     large_file_size: int = 1 << 20
     max_large_transfers: int = 32
@@ -46,7 +47,8 @@ def load_tftp(table: Table) -> TftpSettings:
         first_ack_retries=table.integer("first_ack_retries", 2, min=0, max=50),
         max_transfers=table.integer("max_transfers", 2000, min=1, max=1_000_000),
         max_per_client=table.integer("max_per_client", 8, min=1),
-        rate_limit=table.number("rate_limit", 20.0, min=0),
+        max_waiting_per_client=table.integer("max_waiting_per_client", 512, min=0, max=1_000_000),
+        rate_limit=table.number("rate_limit", 200.0, min=0),
         session_lifetime=table.number("session_lifetime", 600.0, min=1),
         large_file_size=table.integer("large_file_size", 1 << 20, min=0),
         max_large_transfers=table.integer("max_large_transfers", 32, min=1),

@@ -31,6 +31,7 @@ Address = tuple[Any, ...]
 Outgoing = list[tuple[bytes, Address]]
 
 BLKSIZE_MIN, BLKSIZE_MAX = 8, 65464
+_ACK = codec.ACK
 MAX_BACKOFF = 30.0
 # How long a finished upload keeps answering a retransmitted last DATA with the final ACK (RFC 1350 section 6,
 # "dallying"): long enough for one retransmission by clients with a 5 s timer (tftp-hpa, atftp).
@@ -229,24 +230,29 @@ class _Base:
 
     def receive(self, data: bytes, addr: Address, now: float) -> Outgoing:
         """A datagram that arrived on this transfer's socket; raises TftpError for garbage from the client."""
-        if self.done:
-            return []
+        if addr == self.client:
+            return [(d, self.client) for d in self.from_client(data, now)]
         if self.completion is not None:
-            return [(d, self.client) for d in self._dallied(data)] if addr == self.client else []
-        if addr != self.client:
-            # ERROR 5 to the stranger, the transfer goes on (RFC 1350). An ERROR is not answered: two servers
-            # must not bounce errors at each other forever.
-            if len(data) >= 2 and data[1] == codec.ERROR and data[0] == 0:
-                return []
-            return [(codec.encode_error(codec.ERR_UNKNOWN_TID, "unknown transfer ID"), addr)]
-        if len(data) >= 4 and data[0] == 0 and data[1] == codec.ACK and isinstance(self, ReadTransfer):
+            return []
+        # ERROR 5 to the stranger, the transfer goes on (RFC 1350). An ERROR is not answered: two servers must not
+        # bounce errors at each other forever.
+        if len(data) >= 2 and data[1] == codec.ERROR and data[0] == 0:
+            return []
+        return [(codec.encode_error(codec.ERR_UNKNOWN_TID, "unknown transfer ID"), addr)]
+
+    def from_client(self, data: bytes, now: float) -> list[bytes]:
+        """:meth:`receive` for a datagram from the client itself: what to send back to it (the adapter calls this
+        directly when the address matches, sparing a tuple per datagram on the hot path)."""
+        if self.completion is not None:
+            return self._dallied(data) if self._dally_until is not None else []
+        if len(data) >= 4 and data[0] == 0 and data[1] == _ACK and isinstance(self, ReadTransfer):
             # The hot path of a download: one ACK per window, no packet object.
-            return [(d, self.client) for d in self._ack((data[2] << 8) | data[3], now)]
+            return self._ack((data[2] << 8) | data[3], now)
         packet = codec.decode(data)
         if isinstance(packet, Error):
             self._finish("option_refused" if packet.code == codec.ERR_OPTION else "client_error", now)
             return []
-        return [(d, self.client) for d in self._packet(packet, now)]
+        return self._packet(packet, now)
 
     def _packet(self, packet: codec.Packet, now: float) -> list[bytes]:
         raise NotImplementedError
@@ -356,6 +362,8 @@ class ReadTransfer(_Base):
         if self.last is not None and acked == self.last:
             self._finish("ok", now)
             return []
+        if not self.window:  # all acknowledged (always so in lock-step): only new blocks
+            return self._fill(now)
         # RFC 7440 section 4: the next window starts right after the acknowledged block. An ACK short of the window's
         # end means the client lost the block after it (or got blocks out of order and dropped the rest): what is
         # still unacknowledged goes again at once, already encoded, then new blocks fill the window.

@@ -3,10 +3,16 @@
 Each server runs in the same lab appliance namespace with a durable lease store (bootstrapd: SQLite with fsync per
 group commit; Kea: memfile with persist; dnsmasq: its lease file), one at a time, freshly started for every rate.
 perfdhcp (a relay, in a phone namespace) offers rising rates for a few seconds each; a server's figure is the
-highest offered rate it answered with under 1% drops (protocols.md section 9: compare offered rates, not perfdhcp's
-"Rate" line). Then bootstrapd is started on a store holding 50,000 leases and its peak RSS is printed.
+highest offered rate it answered with under 1% of the exchanges lost (protocols.md section 9: compare offered rates,
+not perfdhcp's "Rate" line). The servers are interleaved over ``--repeat`` rounds (tests/bench/rounds.py); the
+benchmark prints every round, min/median/max and bootstrapd's ratio of medians, and the server's CPU time per
+completed exchange at its highest passing rate. Then bootstrapd is started on a store holding 50,000 leases and its
+peak RSS is printed.
 
-Bounded: at most ``len(RATES)`` runs of ``PERIOD`` seconds per server.
+bootstrapd runs its defaults plus what any deployment sets: the interface, the pool and option 66. Kea gets the same
+pool and option, dnsmasq likewise (``--no-ping``: its default probes each address with ICMP first).
+
+Bounded: at most ``len(RATES)`` runs of ``PERIOD`` seconds per server and round.
 """
 
 from __future__ import annotations
@@ -21,14 +27,15 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
 
 from bootstrapd.leases.store import Lease4, LeaseStore
+from tests.bench import rounds
 from tests.lab import perfdhcp
 from tests.lab.appliance import Appliance
-from tests.lab.netns import Lab, Node, lab
+from tests.lab.netns import Node, lab
 
-RATES = [100, 250, 500, 1000, 2000, 3000, 4000, 4500, 5000, 6000, 8000]
+RATES = [250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 11000, 12000, 14000, 16000]
+REPEAT = 3
 PERIOD = 4
 SERVER, CLIENT = "10.78.0.1", "10.78.0.2"
 FIRST, LAST = "10.78.1.0", "10.78.250.255"
@@ -40,8 +47,6 @@ root = "@ROOT@"
 state_dir = "@STATE@"
 [dhcp4]
 range = "{FIRST}-{LAST}"
-lease_time = 3600
-rate_limit = 50.0
 [dhcp4.options]
 66 = "tftp://{SERVER}/"
 """
@@ -107,59 +112,54 @@ def start_dnsmasq(node: Node, workdir: Path) -> Running:
     return Running(stop, proc.pid)
 
 
-def perfdhcp_run(client: Node, rate: int, server: str = SERVER, *extra: str) -> dict[str, float]:
+def perfdhcp_run(client: Node, rate: int, server_pid: int | None = None, *, server: str = SERVER,
+                 extra: tuple[str, ...] = ()) -> dict[str, float]:
     before = perfdhcp.rcvbuf_errors(client)
+    cpu = rounds.tree_cpu_seconds(server_pid) if server_pid else 0.0
     result = perfdhcp.run(client, 4, "-r", str(rate), "-p", str(PERIOD), "-R", "4000000", "-W", "1000000", "-d", "2",
                           *extra, server, timeout=PERIOD + 30)
+    cpu = rounds.tree_cpu_seconds(server_pid) - cpu if server_pid else 0.0
     return {"sent": result.started, "completed": result.completed, "drop_ratio": result.loss,
-            "achieved": result.completed / PERIOD, "client_rcvbuf_drops": perfdhcp.rcvbuf_errors(client) - before}
+            "achieved": result.completed / PERIOD, "client_rcvbuf_drops": perfdhcp.rcvbuf_errors(client) - before,
+            "cpu_us": 1e6 * cpu / result.completed if result.completed else float("nan")}
 
 
 def peak_rss_kb(pid: int) -> int:
-    """VmHWM of the python process (the child of `ip netns exec`)."""
-    for candidate in [pid, *_children(pid)]:
+    """VmHWM of the python process (``ip netns exec`` execs into it, so normally ``pid`` itself)."""
+    for candidate in rounds.process_tree(pid):
         try:
             status = Path(f"/proc/{candidate}/status").read_text()
+            cmdline = Path(f"/proc/{candidate}/cmdline").read_text(errors="replace")
         except FileNotFoundError:
             continue
-        if "python" in Path(f"/proc/{candidate}/cmdline").read_text(errors="replace"):
+        if "python" in cmdline:
             match = re.search(r"VmHWM:\s+(\d+) kB", status)
             if match:
                 return int(match.group(1))
     return 0
 
 
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        children = (task / "children").read_text().split() if (task / "children").exists() else []
-        for child in children:
-            out.append(int(child))
-            out.extend(_children(int(child)))
-    return out
-
-
-def measure(the_lab: Lab, name: str, start: Callable[[Node, Path], Running], appliance: Node, client: Node,
-            base: Path, rates: list[int]) -> tuple[int, list[dict[str, Any]]]:
-    best = 0
-    runs: list[dict[str, Any]] = []
+def measure(name: str, start: Callable[[Node, Path], Running], appliance: Node, client: Node, base: Path,
+            rates: list[int]) -> tuple[int, float]:
+    """The highest rate with under 1% lost, and the server's CPU microseconds per completed exchange there."""
+    best, cpu_us = 0, float("nan")
     for rate in rates:
         workdir = Path(tempfile.mkdtemp(prefix=f"{name}-{rate}-", dir=base))
         workdir.chmod(0o755)
         server = start(appliance, workdir)
         try:
-            result = perfdhcp_run(client, rate)
+            result = perfdhcp_run(client, rate, server.pid)
         finally:
             server.stop()
-        runs.append({"rate": rate, **result})
         ok = result["drop_ratio"] < 0.01
         print(f"  {name:10} offered {rate:6}/s  completed {result['completed']:7.0f}  "
-              f"drops {result['drop_ratio'] * 100:6.2f}%  {'ok' if ok else 'FAIL'}"
-              f"  (of which perfdhcp's own socket buffer: {result['client_rcvbuf_drops']:.0f})", flush=True)
+              f"lost {result['drop_ratio'] * 100:6.2f}%  {'ok' if ok else 'FAIL'}"
+              f"  (of which perfdhcp's own socket buffer: {result['client_rcvbuf_drops']:.0f})"
+              f"  server CPU {result['cpu_us']:.0f} us/exchange", flush=True)
         if not ok:
             break
-        best = rate
-    return best, runs
+        best, cpu_us = rate, result["cpu_us"]
+    return best, cpu_us
 
 
 def rss_with_leases(appliance: Node, client: Node, base: Path, count: int = 50_000) -> int:
@@ -183,33 +183,37 @@ def rss_with_leases(appliance: Node, client: Node, base: Path, count: int = 50_0
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rates", default=",".join(map(str, RATES)))
+    parser.add_argument("--rates", default=",".join(map(str, RATES)), help="offered rates to try, ascending")
     parser.add_argument("--servers", default="bootstrapd,kea,dnsmasq")
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="rounds, servers interleaved")
+    parser.add_argument("--no-rss", action="store_true", help="skip the 50,000-lease memory measurement")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
+    servers = [n for n in args.servers.split(",") if n]
     for tool in ("perfdhcp", "kea-dhcp4", "dnsmasq"):
         if not shutil.which(tool):
             print(f"missing {tool}: run `make peers`", file=sys.stderr)
             return 2
     starters = {"bootstrapd": start_bootstrapd, "kea": start_kea, "dnsmasq": start_dnsmasq}
-    results: dict[str, int] = {}
     base = Path(tempfile.mkdtemp(prefix="bench-dhcp4-"))
     base.chmod(0o755)
+    print(f"DHCPv4 DORA, perfdhcp relay, {PERIOD} s per rate, pass = under 1% of exchanges lost; "
+          f"{args.repeat} rounds, servers interleaved; {rounds.load_average()}", flush=True)
     try:
         with lab() as the_lab:
             appliance = the_lab.add_appliance(ipv4=f"{SERVER}/16", ipv6=None)
             client = the_lab.add_phone(mac="02:30:00:00:00:01", ipv4=f"{CLIENT}/16")
-            print(f"DHCPv4 DORA, perfdhcp relay, {PERIOD} s per rate, pass = under 1% of exchanges lost")
-            for name in args.servers.split(","):
-                results[name], _ = measure(the_lab, name, starters[name], appliance, client, base, rates)
-            print("\nHighest rate with under 1% drops (4-way exchanges/s offered):")
-            for name, rate in results.items():
-                print(f"  {name:10} {rate:6}")
-            ours = results.get("bootstrapd", 0)
-            for other in ("kea", "dnsmasq"):
-                if results.get(other):
-                    print(f"  bootstrapd / {other}: {ours / results[other]:.2f}x")
-            if "bootstrapd" in args.servers:
+            series = rounds.run_rounds(servers, args.repeat, lambda _r, name: measure(
+                name, starters[name], appliance, client, base, rates))
+            print()
+            best = {name: [float(b) for b, _ in values] for name, values in series.values.items()}
+            cpu = {name: [c for _, c in values] for name, values in series.values.items()}
+            print("\n".join(rounds.table("Highest offered rate with under 1% of exchanges lost (DORA/s):", "/s",
+                                         best, digits=0)))
+            print("\n".join(rounds.table("Server CPU per completed exchange at that rate (lower is better):", "us",
+                                         cpu, digits=0, higher_is_better=False)))
+            print(f"finished with {rounds.load_average()}")
+            if "bootstrapd" in servers and not args.no_rss:
                 rss = rss_with_leases(appliance, client, base)
                 print(f"\nbootstrapd peak RSS with 50,000 leases in the store: {rss / 1024:.1f} MB")
     finally:

@@ -202,8 +202,10 @@ def main() -> int:
 def _two(client: Node, client2: Node, rate: int) -> dict[str, Any]:
     """Half the rate to each appliance, at once, from two relays; the exchanges of both counted together."""
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        runs = [pool.submit(perfdhcp_run, client, rate // 2, SERVER, "-b", "mac=02:40:00:00:00:00"),
-                pool.submit(perfdhcp_run, client2, rate - rate // 2, SECOND, "-b", "mac=02:50:00:00:00:00")]
+        runs = [pool.submit(perfdhcp_run, client, rate // 2, None, server=SERVER,
+                            extra=("-b", "mac=02:40:00:00:00:00")),
+                pool.submit(perfdhcp_run, client2, rate - rate // 2, None, server=SECOND,
+                            extra=("-b", "mac=02:50:00:00:00:00"))]
         a, b = (r.result() for r in runs)
     sent, completed = a["sent"] + b["sent"], a["completed"] + b["completed"]
     return {"sent": sent, "completed": completed, "drop_ratio": 1 - completed / sent if sent else 1.0,

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.dhcp4 import _children, peak_rss_kb
+from tests.bench import rounds
+from tests.bench.dhcp4 import peak_rss_kb
 from tests.lab.appliance import Appliance
 from tests.lab.netns import Lab, Node, lab
 from tests.lab.simphones import add_sim_node, inventory, lab_macs, run_sim
@@ -178,7 +179,7 @@ http {{
         roots = [self.app.proc.pid] if self.app is not None and self.app.proc is not None else []
         roots += [p.pid for p in self.procs]
         total = 0
-        for pid in {c for r in roots for c in [r, *_children(r)]}:
+        for pid in {c for r in roots for c in rounds.process_tree(r)}:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except (FileNotFoundError, IndexError):

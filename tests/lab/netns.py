@@ -184,6 +184,17 @@ class Lab:
         if ipv4:
             _ip("-n", node.ns, "addr", "add", ipv4, "dev", ifname)
 
+    def route_clients(self, node: Node, network: str, server: Node) -> None:
+        """Let ``node`` send from any address of ``network``: many simulated phones, each with its own source address,
+        one router hop from ``server``, which gets a route back through ``node``.
+
+        A local route (Linux "AnyIP") rather than thousands of addresses on the interface, and a router hop rather
+        than one link: the kernel's neighbour table is shared by every namespace (1,024 entries by default), so a
+        thousand clients on the server's own link would overflow it.
+        """
+        _ip("-n", node.ns, "route", "add", "local", network, "dev", "lo")
+        _ip("-n", server.ns, "route", "add", network, "via", node.address, "dev", server.ifname)
+
     def wait_link_local(self, node: Node, timeout: float = 10.0) -> str:
         """The node's IPv6 link-local address, once the kernel has assigned it."""
         deadline = time.monotonic() + timeout

@@ -1,0 +1,275 @@
+"""Where the daemon's time goes, per DHCP exchange and per TFTP block (a developer tool, not a test).
+
+    python -m tests.bench.profile WORKLOAD TOOL [--count N] [--rate R]
+
+WORKLOAD: ``dhcp4`` / ``dhcp6`` (perfdhcp at a fixed offered rate for N exchanges), ``tftp`` (atftp downloads of a
+file of N lock-step blocks at blksize 1428), ``tftp-window`` (the same at windowsize 64). TOOL:
+
+- ``cpu``: the daemon's user and system CPU time per unit, split by thread (the event loop is the main thread; the
+  lease store's writer is another), from /proc;
+- ``cprofile``: the event-loop thread under cProfile (tests/bench/profiled.py, thread CPU time), switched on for the
+  workload only: calls and own time per unit for the top functions (cProfile's own overhead inflates small
+  functions, so read the shares and the call counts, not the absolute times);
+- ``perf``: ``perf record`` sampling of the whole process (kernel included) during the workload: shares by shared
+  object and by symbol (the interpreter, allocation, the kernel's UDP path, SQLite);
+- ``strace``: system calls per unit (``strace -c -f``);
+- ``callgrind``: instructions per unit under valgrind (``--instr-atstart=no``, switched on for the workload only):
+  repeatable on a loaded machine, unlike wall-clock time;
+- ``pyspy``: py-spy sampling of every thread with the GIL state (``--gil`` off: all samples; idle shown).
+
+Every run warms the daemon up first (a short workload) so that start-up and first-time costs stay out. The daemon
+runs its defaults with the service under test enabled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import pstats
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.bench import rounds
+from tests.lab import perfdhcp
+from tests.lab.appliance import BASE_CONFIG
+from tests.lab.netns import Node, lab
+
+BLKSIZE = 1428
+CONFIGS = {
+    "dhcp4": '[dhcp4]\nenabled = true\nrange = "10.78.1.0-10.78.250.255"\n[dhcp4.options]\n66 = "tftp://10.78.0.1/"\n',
+    "dhcp6": '[dhcp6]\nenabled = true\nrange = "fd77::1:0-fd77::10:ffff"\n',
+    "tftp": "[tftp]\nenabled = true\n",
+}
+
+
+class Daemon:
+    """bootstrapd in the appliance namespace, optionally under a profiler that wraps it from the start."""
+
+    def __init__(self, node: Node, work: Path, service: str, tool: str, loop: str = "asyncio") -> None:
+        base = BASE_CONFIG.format(root=work / "root", state=work / "state")
+        if service == "dhcp4":
+            base = base.replace("[dhcp4]\nenabled = false\n", "")
+        config = work / "bootstrapd.toml"
+        config.write_text(base + CONFIGS[service])
+        self.out = work / f"profile.{tool}"
+        argv = [sys.executable, "-m", "bootstrapd", "run", "--config", str(config)]
+        if tool == "cprofile":
+            argv = [sys.executable, "-m", "tests.bench.profiled", str(self.out), *argv[3:]]
+        if tool == "callgrind":
+            argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={self.out}", *argv]
+        self.tool = tool
+        self.log = open(work / "daemon.log", "wb")
+        argv += ["--event-loop", loop]
+        self.proc = node.popen(argv, stdout=self.log, stderr=self.log)
+        port = {"dhcp4": 67, "dhcp6": 547, "tftp": 69}[service]
+        try:
+            node.wait_udp_port(port, timeout=300 if tool == "callgrind" else 30, proc=self.proc)
+        except (RuntimeError, TimeoutError):
+            self.log.close()
+            print((work / "daemon.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        self.pid = self.proc.pid
+        self.attached: subprocess.Popen[Any] | None = None
+
+    def threads(self) -> dict[int, tuple[float, float]]:
+        """User and system CPU seconds of each thread."""
+        out = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
+        return out
+
+    def start(self) -> None:
+        if self.tool == "cprofile":
+            os.kill(self.pid, signal.SIGUSR1)
+        elif self.tool == "callgrind":
+            subprocess.run(["callgrind_control", "-i", "on", str(self.pid)], check=True, capture_output=True)
+        elif self.tool == "perf":
+            self.attached = subprocess.Popen(["perf", "record", "-q", "-F", "2000", "-g", "-p", str(self.pid), "-o",
+                                              str(self.out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        elif self.tool == "strace":
+            self.attached = subprocess.Popen(["strace", "-c", "-f", "-p", str(self.pid), "-o", str(self.out)],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        elif self.tool == "pyspy":
+            self.attached = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                                              str(self.pid), "-r", "500", "--threads", "--idle", "-f", "raw", "-o",
+                                              str(self.out), "--nonblocking"],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.attached is not None:
+            time.sleep(1.0)  # let the profiler attach before the workload starts
+
+    def stop_profiler(self) -> None:
+        if self.tool == "cprofile":
+            os.kill(self.pid, signal.SIGUSR2)
+            time.sleep(1.0)
+        elif self.tool == "callgrind":
+            subprocess.run(["callgrind_control", "-i", "off", str(self.pid)], check=True, capture_output=True)
+        elif self.attached is not None:
+            self.attached.send_signal(signal.SIGINT)
+            self.attached.wait(60)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+def _dhcp(family: int) -> Callable[[Node, int, int], int]:
+    def run(phone: Node, count: int, rate: int) -> int:
+        server = ["10.78.0.1"] if family == 4 else []
+        result = perfdhcp.run(phone, family, "-r", str(rate), "-n", str(count), "-R", "100000000", "-W", "1000000",
+                              *server, timeout=count / rate + 120)
+        print(f"  perfdhcp: {result.started} exchanges started, {result.completed} completed; {result.stats}",
+              flush=True)
+        return result.completed
+
+    return run
+
+
+def _tftp(window: int, root: Path) -> Callable[[Node, int, int], int]:
+    def run(phone: Node, count: int, _rate: int) -> int:
+        name = f"f{count}.bin"
+        if not (root / name).exists():
+            (root / name).write_bytes(random.Random(count).randbytes(count * BLKSIZE - 1))
+        dest = root.parent / "out.bin"
+        argv = ["atftp", "--get", "-r", name, "-l", str(dest), "--option", f"blksize {BLKSIZE}"]
+        if window > 1:
+            argv += ["--option", f"windowsize {window}"]
+        phone.run([*argv, "10.77.0.1"], timeout=3600, check=True)
+        same = hashlib.sha256(dest.read_bytes()).digest() == hashlib.sha256((root / name).read_bytes()).digest()
+        dest.unlink()
+        return count if same else 0
+
+    return run
+
+
+def report(tool: str, out: Path, units: int, unit: str, before: dict[int, tuple[float, float]],
+           after: dict[int, tuple[float, float]], pid: int) -> None:
+    print(f"{units} {unit}s measured")
+    for tid, (user, system) in sorted(after.items()):
+        user -= before.get(tid, (0.0, 0.0))[0]
+        system -= before.get(tid, (0.0, 0.0))[1]
+        if user + system > 0:
+            which = "event loop (main thread)" if tid == pid else f"thread {tid}"
+            print(f"  CPU {which}: {user + system:.2f} s = {1e6 * (user + system) / units:.1f} us per {unit} "
+                  f"(user {1e6 * user / units:.1f}, system {1e6 * system / units:.1f})")
+    if tool == "cprofile":
+        stats = pstats.Stats(str(out))
+        rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:40]  # type: ignore[attr-defined]
+        print(f"  {'own us/' + unit:>12} {'cum us/' + unit:>12} {'calls/' + unit:>12}  function")
+        for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
+            where = f"{Path(path).parent.name}/{Path(path).name}:{line}" if line else path
+            print(f"  {1e6 * tottime / units:12.2f} {1e6 * cumtime / units:12.2f} {calls / units:12.2f}  "
+                  f"{func} ({where})")
+    elif tool == "perf":
+        for sort in ("dso", "dso,sym"):
+            text = subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--no-children", "-g", "none",
+                                   "--percent-limit", "0.7", "--sort", sort], capture_output=True, text=True).stdout
+            print("\n".join(line for line in text.splitlines() if line.strip() and not line.startswith("#")))
+    elif tool == "strace":
+        lines = out.read_text().splitlines()
+        print("  calls/" + unit + "  " + lines[0] if lines else "")
+        for line in lines[2:]:
+            parts = line.split()
+            if len(parts) >= 5 and parts[3].isdigit():
+                print(f"  {int(parts[3]) / units:8.2f}  {line}")
+    elif tool == "callgrind":
+        text = subprocess.run(["callgrind_annotate", "--inclusive=no", str(out)], capture_output=True,
+                              text=True).stdout
+        lines = text.splitlines()
+        for line in lines:
+            if "PROGRAM TOTALS" in line:
+                total = int(line.split()[0].replace(",", ""))
+                print(f"  {total / units:,.0f} instructions per {unit}")
+        start = next((i for i, line in enumerate(lines) if "file:function" in line), 0)
+        for line in lines[start + 2:start + 42]:
+            parts = line.split()
+            if parts and parts[0].replace(",", "").isdigit():
+                print(f"  {int(parts[0].replace(',', '')) / units:12,.0f} Ir/{unit}  {' '.join(parts[1:])[:140]}")
+    elif tool == "pyspy":
+        counts: dict[str, int] = {}
+        total = 0
+        for line in out.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            frames = stack.split(";")
+            # The innermost frame of this project or asyncio: what the thread was doing.
+            leaf = next((f for f in reversed(frames) if "bootstrapd" in f or "asyncio" in f or "sqlite" in f),
+                        frames[-1])
+            key = f"{frames[0].split(' ')[0]} {leaf}"
+            counts[key] = counts.get(key, 0) + int(n)
+            total += int(n)
+        for key, samples in sorted(counts.items(), key=lambda kv: -kv[1])[:30]:
+            print(f"  {100 * samples / total:5.1f}%  {key[:150]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workload", choices=["dhcp4", "dhcp6", "tftp", "tftp-window"])
+    parser.add_argument("tool", choices=["cpu", "cprofile", "perf", "strace", "callgrind", "pyspy"])
+    parser.add_argument("--count", type=int, default=0, help="exchanges or blocks (default by tool)")
+    parser.add_argument("--rate", type=int, default=2000, help="DHCP: offered exchanges/s")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="the daemon's event loop (run --event-loop; asyncio's own is its default)")
+    args = parser.parse_args()
+    slow = args.tool == "callgrind"
+    dhcp = args.workload.startswith("dhcp")
+    default = (2000 if slow else 20000) if dhcp else (3000 if slow else 35000)
+    count = args.count or default
+    # Under a profiler the daemon is slower: offer what it still answers, so the profile is of exchanges, not of
+    # perfdhcp's retransmissions.
+    rate = min(args.rate, 10 if slow else 250 if args.tool in ("cprofile", "strace") else args.rate)
+    for tool in {"perf": "perf", "strace": "strace", "callgrind": "valgrind"}.get(args.tool, "").split():
+        if not shutil.which(tool):
+            print(f"{tool} is needed", file=sys.stderr)
+            return 2
+    service = "tftp" if args.workload.startswith("tftp") else args.workload
+    print(f"{args.workload} under {args.tool} on {args.loop}: {count} {'exchanges' if dhcp else 'blocks'}"
+          f"{f' at {rate}/s' if dhcp else ''}; {rounds.load_average()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp, lab() as the_lab:
+        work = Path(tmp)
+        work.chmod(0o755)
+        (work / "root").mkdir()
+        if service == "dhcp4":
+            ap = the_lab.add_appliance(ipv4="10.78.0.1/16", ipv6=None)
+            phone = the_lab.add_phone(mac="02:30:00:00:00:01", ipv4="10.78.0.2/16")
+        else:
+            ap = the_lab.add_appliance()
+            phone = the_lab.add_phone(ipv4="10.77.0.10/24")
+            if service == "dhcp6":
+                for node in (ap, phone):
+                    the_lab.wait_link_local(node)
+        workload = _dhcp(4) if service == "dhcp4" else _dhcp(6) if service == "dhcp6" else \
+            _tftp(64 if args.workload == "tftp-window" else 1, work / "root")
+        daemon = Daemon(ap, work, service, args.tool, args.loop)
+        try:
+            workload(phone, max(count // 20, 20), min(rate, 500))  # warm-up
+            before = daemon.threads()
+            daemon.start()
+            units = workload(phone, count, rate)
+            daemon.stop_profiler()
+            after = daemon.threads()
+        finally:
+            daemon.stop()
+        if not units:
+            print("the workload completed nothing", file=sys.stderr)
+            return 1
+        report(args.tool, daemon.out, units, "exchange" if dhcp else "block", before, after, daemon.pid)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
