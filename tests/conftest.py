@@ -6,11 +6,15 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.lab import netns
 from tests.lab.netns import Lab
+
+if TYPE_CHECKING:
+    from tests.pgserver import PostgresServer
 
 # In CI nothing may skip: a missing tool or privilege there is a failure, not a skip.
 IN_CI = os.environ.get("CI") == "true"
@@ -44,3 +48,67 @@ def workdir(tmp_path: Path) -> Path:
     # Lab processes run as root in other namespaces; they share the filesystem.
     tmp_path.chmod(0o755)
     return tmp_path
+
+
+# -- a real PostgreSQL for the shared store (issue #15): one server per session, a fresh database per test ----------
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    from tests.pgserver import PostgresServer, bindir
+
+    if bindir() is None:
+        message = "PostgreSQL is not installed (Debian package postgresql; make test installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def init_schema(dsn: str, password: str | None = None) -> None:
+    """``bootstrapd db init``'s work, straight through the module (the CLI itself has its own test)."""
+    import asyncio
+
+    import asyncpg
+
+    from bootstrapd.leases import pgschema
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn, password=password)
+        try:
+            await pgschema.init(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """The DSN of a new database holding the current schema, dropped after the test."""
+    name = postgres.create_database()
+    dsn = postgres.dsn(name)
+    init_schema(dsn)
+    try:
+        yield dsn
+    finally:
+        postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a lab test once per store backend: every Appliance it starts gets this store (tests.lab.appliance)."""
+    from tests.lab import appliance
+
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    dsn = request.getfixturevalue("pg_dsn")
+    appliance.STORE_SECTION = f'\n[store]\nbackend = "postgresql"\ndsn = "{dsn}"\n'
+    try:
+        yield "postgresql"
+    finally:
+        appliance.STORE_SECTION = ""

@@ -18,6 +18,7 @@ from bootstrapd.config import Settings
 from bootstrapd.dhcp6.codec import MAX_DUID, check_duid
 from bootstrapd.dhcp6.server import SERVER_PORT, Dhcp6Server, Outgoing
 from bootstrapd.dhcpconf import format_mac
+from bootstrapd.leases.store import Lease, Lease6
 from bootstrapd.log import RateLimited
 from bootstrapd.net.sockets import join_ipv6_group, udp_socket
 from bootstrapd.net.udp import Address, DatagramEndpoint, open_destination_endpoint
@@ -68,6 +69,9 @@ class Dhcp6Service:
                                 link_prefixes=_link_prefixes(ctx))
         self.endpoint: DatagramEndpoint | None = None
         ctx.owners.register(self.core.owner)
+        if ctx.store.backend != "sqlite":  # a store shared with other appliances (see leases.backends)
+            self.core.pool.spread(self.duid)
+            ctx.store.watch(self._learn)
 
     async def start(self) -> None:
         iface = self.ctx.interface
@@ -108,7 +112,7 @@ class Dhcp6Service:
                              "(dhcp6.range is on %s): they get NoAddrsAvail", out.unserved_link,
                              ", ".join(str(n) for n in self.core.link_prefixes))
         if out.leases:
-            self.ctx.store.commit_then(out.leases, lambda: self._send(out), self._commit_failed)
+            self.ctx.store.commit_then(out.leases, lambda: self._send(out), self._commit_failed, self._lost)
         else:
             self._send(out)
 
@@ -131,6 +135,16 @@ class Dhcp6Service:
             options=out.options,
             classes=out.classes,
         )
+
+    def _learn(self, leases: list[Lease]) -> None:
+        """Leases other appliances committed: their addresses are taken, their clients known here."""
+        self.core.learn(x for x in leases if isinstance(x, Lease6))
+
+    def _lost(self, winners: list[Lease]) -> None:
+        # Another appliance's client got an address of this reply first: no REPLY; the client's retransmission
+        # gets another address, the pool having learnt who holds this one.
+        self.ctx.events.count("dhcp6.lease_lost")
+        self._learn(winners)
 
     def _commit_failed(self, error: BaseException) -> None:
         # No reply leaves for a lease that is not durable; the client retransmits.

@@ -42,7 +42,7 @@ class StatusService:
         resync = self._resync if settings.pnp.enabled else None
         flush = journal.flush if journal is not None else None
         self.web = StatusWeb(settings.status, settings.server.state_dir, _verify, lambda: render(self.registry),
-                             resync, flush)
+                             resync, flush, self._leases)
         self.servers: list[asyncio.Server] = []
         self._low: web.Server | None = None
         if not settings.status.port:
@@ -75,6 +75,11 @@ class StatusService:
                     return web.Response(status=405, headers={"Allow": ", ".join(methods)})
                 return await handler(request)
         return web.Response(status=404, text="not_found\n")
+
+    def _leases(self, include_all: bool) -> tuple[list[Any], list[Any]]:
+        from bootstrapd.leases import listing
+
+        return listing.read(self.ctx.settings, include_all)
 
     async def _resync(self, mac: str) -> dict[str, Any]:
         from bootstrapd.pnp.cli import resync_phones

@@ -38,6 +38,7 @@ from bootstrapd.journal.views import phone_document, phones_document
 Verify = Callable[[str, str], bool]  # (stored password, given password) -> right?
 Resync = Callable[[str], Awaitable[dict[str, Any]]]  # MAC -> the phone's answer (see pnp.cli.resync_phones)
 Metrics = Callable[[], bytes]
+Leases = Callable[[bool], tuple[list[Any], list[Any]]]  # include expired/released -> (DHCPv4 rows, DHCPv6 rows)
 
 ASSETS = {"": ("index.html", "text/html; charset=utf-8"), "index.html": ("index.html", "text/html; charset=utf-8"),
           "status.js": ("status.js", "text/javascript; charset=utf-8"),
@@ -63,9 +64,11 @@ def error(status: int, message: str, **extra: Any) -> web.Response:
 
 class StatusWeb:
     def __init__(self, settings: StatusSettings, state_dir: Path, verify: Verify, metrics: Metrics | None = None,
-                 resync: Resync | None = None, flush: Callable[[], Awaitable[Any]] | None = None) -> None:
+                 resync: Resync | None = None, flush: Callable[[], Awaitable[Any]] | None = None,
+                 leases: Leases | None = None) -> None:
         self.settings = settings
         self.state_dir = state_dir
+        self.leases = leases  # the configured store's leases (SQLite file or PostgreSQL), read in a thread
         self.verify = verify
         self.metrics = metrics
         self.resync = resync
@@ -141,9 +144,15 @@ class StatusWeb:
             return _json(200, await loop.run_in_executor(None, self._phones, stage))
         if parts == ["leases"] and request.method in ("GET", "HEAD"):
             from bootstrapd.leases import listing
+            from bootstrapd.leases.backends import StoreOpenError
 
+            if self.leases is None:
+                return error(503, "no lease store here")
             include_all = request.query.get("all") in ("1", "true", "yes")
-            rows = await loop.run_in_executor(None, listing.read, self.state_dir, include_all)
+            try:
+                rows = await loop.run_in_executor(None, self.leases, include_all)
+            except StoreOpenError as exc:
+                return error(503, str(exc))
             return _json(200, listing.as_json(*rows))
         if len(parts) in (2, 3) and parts[0] == "phones":
             mac = normal_mac(parts[1])

@@ -9,11 +9,17 @@ from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import require_tools
 from tests.lab import perfdhcp
 from tests.lab.appliance import BASE_CONFIG, Appliance
 from tests.lab.clients import Dhclient
 from tests.lab.netns import Lab, Node
+
+# Every test runs against both store backends (SQLite, and PostgreSQL from the session's server), so the two
+# cannot drift.
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 DHCLIENT6_CONF = "also request dhcp6.bootfile-url;\n"
 URL = "tftp://[fd77::1]/phones/"

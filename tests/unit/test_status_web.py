@@ -12,11 +12,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer, TestClient
 
+from bootstrapd.config import loads
 from bootstrapd.journal.settings import StatusSettings
 from bootstrapd.journal.stage import Phone, fold
 from bootstrapd.journal.steps import step_of
 from bootstrapd.journal.store import FILE, Batch, Limits, SqliteJournal
 from bootstrapd.journal.web import StatusWeb
+from bootstrapd.leases import listing
 
 MAC = "00:15:65:aa:bb:cc"
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:s3cret").decode()}
@@ -52,8 +54,10 @@ async def _checks(tmp_path: Path) -> None:
             return {"target": mac, "ip": "10.77.0.100", "status": 200, "reason": "OK", "ok": True}
         return {"target": mac, "ip": None, "status": None, "reason": "unknown"}
 
+    settings = loads(f'[server]\ninterface = "eth1"\nstate_dir = "{tmp_path}"\n[dhcp4]\nenabled = false\n')
     status = StatusWeb(StatusSettings(enabled=True, password="hash-of-s3cret", refresh=2), tmp_path, verify,
-                       lambda: b"bootstrapd_requests_total 1\n", resync)
+                       lambda: b"bootstrapd_requests_total 1\n", resync,
+                       leases=lambda include_all: listing.read(settings, include_all))
     routes = status.routes()
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
