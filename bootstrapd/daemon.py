@@ -22,6 +22,7 @@ from bootstrapd import config, eventloop, privileges
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
 from bootstrapd.leases.backends import StoreOpenError, open_store
+from bootstrapd.leases.health import HEALTH, StoreHealth
 from bootstrapd.net.interfaces import Interface, InterfaceError, lookup
 from bootstrapd.service import Context, Service, ServiceFactory, StartupError
 
@@ -203,10 +204,14 @@ class Daemon:
             settings.server.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"server.state_dir {settings.server.state_dir}: {exc.strerror}") from None
+        # Subscribed first: a database that is down while the daemon starts is an outage status and /metrics show.
+        health = StoreHealth(settings.store, settings.server.state_dir)
+        self.events.subscribe(health.sink)
         try:
             store = await open_store(settings, self.events, iface.mac.hex())
         except StoreOpenError as exc:
             raise StartupError(str(exc)) from None
+        health.save()
         if store.backend == "postgresql":
             from bootstrapd.leases.postgresql import PgStore
 
@@ -214,6 +219,7 @@ class Daemon:
             await _share_state(store, settings)
         self.context = Context(settings=settings, interface=iface, events=self.events, store=store)
         self.context.extras["services"] = self.services  # the running services, for /metrics
+        self.context.extras[HEALTH] = health
         for warning in settings.warnings:
             log.warning("%s", warning)
         try:
@@ -278,6 +284,8 @@ class Daemon:
                 raise config.ConfigError(new.file, None, "server.interface", "cannot change on reload; restart")
             if new.server.state_dir != self.settings.server.state_dir:
                 raise config.ConfigError(new.file, None, "server.state_dir", "cannot change on reload; restart")
+            if new.store != self.settings.store:
+                raise config.ConfigError(new.file, None, "store", "cannot change on reload; restart")
             enabled = [f.__name__ for f in service_factories(new)]
             running = [f.__name__ for f in service_factories(self.settings)]
             if enabled != running:

@@ -80,7 +80,9 @@ class Dhcp4Service:
                                  ", ".join(map(str, left_out)), kind, event.get("mac"), event.get("max_size"))
             self.ctx.events.emit("dhcp4." + kind.lower(), **event)
         if reply.commit:
-            self.ctx.store.commit_then(reply.commit, lambda: self._send(reply), self._commit_failed, self._lost)
+            self.ctx.store.commit_then(reply.commit, lambda: self._send(reply),
+                                       lambda error: self._commit_failed(error, reply),
+                                       lambda winners: self._lost(winners, reply))
         else:
             self._send(reply)
 
@@ -101,10 +103,18 @@ class Dhcp4Service:
             return
         self.endpoint.sendto(reply.data, reply.destination)
 
-    def _commit_failed(self, error: BaseException) -> None:
+    def _commit_failed(self, error: BaseException, reply: Reply) -> None:
         # The reply is not sent: the client retries, and nothing was promised that is not on disk.
         self.ctx.events.count("dhcp4.commit_failed")
         _limited.warning("commit", "dhcp4: lease commit failed, reply withheld: %s", error)
+        self._withheld(reply, f"its lease was not committed: {error}")
+
+    def _withheld(self, reply: Reply, reason: str) -> None:
+        """The reply's event went out before the commit (the journal then has its ACK): say it never left."""
+        event = reply.event
+        if event and event.get("mac"):
+            self.ctx.events.emit("dhcp4.withheld", mac=event["mac"], address=event.get("address"),
+                                 request=event.get("request"), type=event.get("type"), reason=reason)
 
     # -- a store shared with other appliances (the store calls these; see leases.backends) ---------------------------
     def _share(self) -> None:
@@ -119,11 +129,12 @@ class Dhcp4Service:
         assert self.core is not None
         self.core.learn(x for x in leases if isinstance(x, Lease4))
 
-    def _lost(self, winners: list[Lease]) -> None:
+    def _lost(self, winners: list[Lease], reply: Reply) -> None:
         # Another appliance's client got the address first: no ACK (the client's retry is refused and it starts
         # over with another address); the pool learns who holds it.
         self.ctx.events.count("dhcp4.lease_lost")
         self._learn(winners)
+        self._withheld(reply, "the address went to another client (through another appliance)")
 
     def reload(self, settings: Settings) -> None:
         assert self.core is not None

@@ -112,7 +112,9 @@ class Dhcp6Service:
                              "(dhcp6.range is on %s): they get NoAddrsAvail", out.unserved_link,
                              ", ".join(str(n) for n in self.core.link_prefixes))
         if out.leases:
-            self.ctx.store.commit_then(out.leases, lambda: self._send(out), self._commit_failed, self._lost)
+            self.ctx.store.commit_then(out.leases, lambda: self._send(out),
+                                       lambda error: self._commit_failed(error, out),
+                                       lambda winners: self._lost(winners, out))
         else:
             self._send(out)
 
@@ -140,16 +142,24 @@ class Dhcp6Service:
         """Leases other appliances committed: their addresses are taken, their clients known here."""
         self.core.learn(x for x in leases if isinstance(x, Lease6))
 
-    def _lost(self, winners: list[Lease]) -> None:
+    def _lost(self, winners: list[Lease], out: Outgoing) -> None:
         # Another appliance's client got an address of this reply first: no REPLY; the client's retransmission
         # gets another address, the pool having learnt who holds this one.
         self.ctx.events.count("dhcp6.lease_lost")
         self._learn(winners)
+        self._withheld(out, "an address went to another client (through another appliance)")
 
-    def _commit_failed(self, error: BaseException) -> None:
+    def _commit_failed(self, error: BaseException, out: Outgoing) -> None:
         # No reply leaves for a lease that is not durable; the client retransmits.
         self.ctx.events.count("dhcp6.commit_failed")
         _limited.warning("dhcp6.commit", "dhcp6: lease commit failed, reply withheld: %s", error)
+        self._withheld(out, f"its lease was not committed: {error}")
+
+    def _withheld(self, out: Outgoing, reason: str) -> None:
+        """A reply that never left, for the journal (a sent one is the dhcp6.reply event)."""
+        self.ctx.events.emit("dhcp6.withheld", duid=out.duid.hex() if out.duid else None,
+                             mac=format_mac(out.mac) if out.mac else None, type=out.kind, request=out.request,
+                             address=out.addresses[0] if out.addresses else None, reason=reason)
 
 
 __all__ = ["Dhcp6Service", "make_duid", "server_duid"]

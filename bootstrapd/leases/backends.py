@@ -29,6 +29,7 @@ SQLITE_FILE = "leases.sqlite3"
 class Store(Protocol):
     backend: str
     connected: bool
+    appliance: str  # this appliance's name in a shared store ("" with SQLite)
     commits: int  # transactions made, leases in them and the time they took (/metrics)
     committed: int
     commit_seconds: float

@@ -51,7 +51,8 @@ async def _run(action: str, settings: Any) -> tuple[int, dict[str, Any]]:
             after = before
         counts: dict[str, int] = {}
         if after is not None:
-            for table in ("lease4", "lease6", "phone", "upload"):
+            tables = ("lease4", "lease6", "phone", "upload") + (("journal_phone", "journal_step") if after >= 2 else ())
+            for table in tables:
                 counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
             rows = await conn.fetch("SELECT appliance, count(*) FROM lease4 GROUP BY appliance UNION ALL "
                                     "SELECT appliance, count(*) FROM lease6 GROUP BY appliance")
@@ -102,7 +103,7 @@ def cmd_db(args: argparse.Namespace) -> int:
                                            f", this bootstrapd needs {facts['version_needed']}")
         print(f"{facts['dsn']}: {state}")
         for table, count in facts["rows"].items():
-            print(f"  {table:8} {count} rows")
+            print(f"  {table:13} {count} rows")
         for name, count in sorted(facts["lease_rows_by_appliance"].items()):
             print(f"  leases last written by {name}: {count}")
         if version != facts["version_needed"]:

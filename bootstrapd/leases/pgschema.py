@@ -10,14 +10,18 @@ Rules the tables encode (the database, not any appliance, has the last word):
   two clients; who may overwrite that row is decided by the conditional upsert in :mod:`.postgresql`;
 - ``state`` is one of the four the pool knows;
 - ``meta`` holds per-appliance values (``appliance`` = its name: the DHCPv6 server DUID) and shared ones
-  (``appliance`` = '': the AES secret every appliance derives the same keys from).
+  (``appliance`` = '': the AES secret every appliance derives the same keys from);
+- the phone journal (version 2, :mod:`bootstrapd.journal.pgjournal`): each appliance writes only rows of its own
+  name (its summary of each phone it saw, the steps it recorded), so two appliances never write one row; readers
+  combine them. Documents are ``json`` (kept as written: the appliance that reads parses them, the server does
+  not).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-VERSION = 1
+VERSION = 2
 TABLE = "bootstrapd_schema"
 
 # MIGRATIONS[n] takes a database at version n-1 (0: empty) to version n, in one transaction.
@@ -76,6 +80,27 @@ CREATE TABLE upload (
     PRIMARY KEY (mac, name, appliance)
 );
 """,
+    2: """
+CREATE TABLE journal_phone (
+    mac text NOT NULL,
+    appliance text NOT NULL,
+    stage text NOT NULL,
+    updated double precision NOT NULL,
+    doc json NOT NULL,
+    PRIMARY KEY (mac, appliance)
+);
+CREATE INDEX journal_phone_age ON journal_phone (appliance, updated);
+CREATE TABLE journal_step (
+    id bigserial PRIMARY KEY,
+    mac text NOT NULL,
+    appliance text NOT NULL,
+    time double precision NOT NULL,
+    doc json NOT NULL
+);
+CREATE INDEX journal_step_journey ON journal_step (mac, time);
+CREATE INDEX journal_step_own ON journal_step (appliance, mac, id);
+CREATE INDEX journal_step_age ON journal_step (appliance, id);
+""",
 }
 
 assert max(MIGRATIONS) == VERSION
@@ -107,9 +132,10 @@ async def check(conn: Any) -> None:
                           "update bootstrapd on this appliance")
 
 
-async def _migrate(conn: Any, start: int) -> int:
+async def _migrate(conn: Any, start: int, stop: int = VERSION) -> int:
+    """Apply the migrations after ``start`` up to ``stop`` (tests build an older schema with ``stop``)."""
     current = start
-    for target in range(start + 1, VERSION + 1):
+    for target in range(start + 1, stop + 1):
         async with conn.transaction():
             # One migration at a time even when two administrators run it at once.
             await conn.execute("SELECT pg_advisory_xact_lock(7715)")

@@ -197,6 +197,7 @@ class PgStore:
         store = cls(settings, appliance, events, password)
         store._loop = asyncio.get_running_loop()
         delay = BACKOFF_FIRST
+        down_since: float | None = None
         while True:
             try:
                 await store._open_connections(first=True)
@@ -210,8 +211,15 @@ class PgStore:
                     raise StoreError(f"store.dsn {store.where}: cannot connect: {_describe(exc)}") from None
                 log.warning("PostgreSQL at %s is not reachable (%s); retrying in %.1f s", store.where,
                             _describe(exc), delay)
+                if down_since is None and events is not None:  # an outage too: status and /metrics say so
+                    down_since = time.time()
+                    events.count("store.disconnected")
+                    events.emit("store.down", backend="postgresql", error=_describe(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+        if down_since is not None and events is not None:
+            events.count("store.reconnected")
+            events.emit("store.up", backend="postgresql", outage=round(time.time() - down_since, 3))
         for writer in store.writers:
             writer.task = asyncio.create_task(writer.run(), name=f"pg-writer-{writer.index}")
         store.connected = True

@@ -148,6 +148,7 @@ class LeaseStore:
 
     backend = "sqlite"
     connected = True  # a local file: there is no connection to lose
+    appliance = ""  # a name only appliances sharing a store need
 
     def __init__(self, path: Path, *, window: float = 0.002, max_batch: int = 2000,
                  events: Events | None = None) -> None:

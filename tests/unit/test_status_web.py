@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import RawTestServer, TestClient
 
 from bootstrapd.config import loads
+from bootstrapd.journal.backends import reading
 from bootstrapd.journal.settings import StatusSettings
 from bootstrapd.journal.stage import Phone, fold
 from bootstrapd.journal.steps import step_of
@@ -55,7 +56,8 @@ async def _checks(tmp_path: Path) -> None:
         return {"target": mac, "ip": None, "status": None, "reason": "unknown"}
 
     settings = loads(f'[server]\ninterface = "eth1"\nstate_dir = "{tmp_path}"\n[dhcp4]\nenabled = false\n')
-    status = StatusWeb(StatusSettings(enabled=True, password="hash-of-s3cret", refresh=2), tmp_path, verify,
+    status = StatusWeb(StatusSettings(enabled=True, password="hash-of-s3cret", refresh=2), lambda: reading(settings),
+                       verify,
                        lambda: b"bootstrapd_requests_total 1\n", resync,
                        leases=lambda include_all: listing.read(settings, include_all))
     routes = status.routes()

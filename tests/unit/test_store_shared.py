@@ -293,12 +293,41 @@ def test_db_init_upgrade_status_commands(postgres: PostgresServer, tmp_path: Pat
     status = db("status")
     assert status.returncode == 1 and "no bootstrapd schema" in status.stdout
     first = db("init")
-    assert first.returncode == 0 and "version 1 created" in first.stdout, first.stderr
+    assert first.returncode == 0 and "version 2 created" in first.stdout, first.stderr
     again = db("init")
     assert again.returncode == 1 and "already has the bootstrapd schema" in again.stderr
     assert db("upgrade").stdout.strip().endswith("already current")
     facts = json.loads(db("status", "--json").stdout)
-    assert facts["version"] == facts["version_needed"] == 1 and facts["rows"]["lease4"] == 0
+    assert facts["version"] == facts["version_needed"] == 2 and facts["rows"]["lease4"] == 0
+    assert facts["rows"]["journal_step"] == 0
+    # A database of the first version (leases only): refused at start-up, naming the command; upgraded in place,
+    # keeping its rows.
+    old = postgres.create_database()
+    dsn = postgres.dsn(old)
+
+    async def version_1() -> None:
+        import asyncpg
+
+        from bootstrapd.leases import pgschema
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await pgschema._migrate(conn, 0, 1) == 1
+            await conn.execute("INSERT INTO lease4 VALUES ('10.77.0.9', '\\x001565000009', NULL, 4e9, 'active', "
+                               "NULL, NULL, 'ap', 0)")
+        finally:
+            await conn.close()
+
+    asyncio.run(version_1())
+    with pytest.raises(StoreError, match=r"version 1, this bootstrapd needs 2: run `bootstrapd db upgrade"):
+        asyncio.run(PgStore.open(settings(dsn), "ap"))
+    config.write_text(f'[server]\ninterface = "eth1"\n[dhcp4]\nenabled = false\n'
+                      f'[store]\nbackend = "postgresql"\ndsn = "{dsn}"\n')
+    upgraded = db("upgrade")
+    assert upgraded.returncode == 0 and "upgraded from version 1 to 2" in upgraded.stdout, upgraded.stderr
+    facts = json.loads(db("status", "--json").stdout)
+    assert facts["version"] == 2 and facts["rows"]["lease4"] == 1 and facts["rows"]["journal_phone"] == 0
+    postgres.drop_database(old)
     # Not PostgreSQL: usage error, 2.
     config.write_text('[server]\ninterface = "eth1"\n[dhcp4]\nenabled = false\n')
     assert db("init").returncode == 2
