@@ -28,6 +28,7 @@ from tests.lab import perfdhcp
 from tests.lab.appliance import Appliance
 from tests.lab.clients import Dhclient, udhcpc
 from tests.lab.netns import Lab, Node
+from tests.lab.test_status_page import _chromium
 from tests.pgserver import PostgresServer
 
 CONFIG = """
@@ -311,7 +312,7 @@ def test_a_phones_whole_journey_through_either_appliance(lab: Lab, workdir: Path
 
 
 def test_postgresql_stopped_and_started_during_traffic(lab: Lab, workdir: Path) -> None:
-    require_tools("perfdhcp", "dhclient", "curl")
+    require_tools("perfdhcp", "dhclient", "curl", "chromium")
     server = PostgresServer()  # its own: this test stops it
     try:
         name = server.create_database("outage")
@@ -339,6 +340,10 @@ def test_postgresql_stopped_and_started_during_traffic(lab: Lab, workdir: Path) 
             shown = a.cli("status", "--config", str(a.config))
             assert shown.returncode == 1 and "UNREACHABLE since" in shown.stderr, shown.stderr
             assert _metric(admin, "10.77.0.2", "bootstrapd_store_up") == 0  # B too
+            # The page, in a real browser: its banner says so (the DOM after its script ran).
+            dom = _chromium(admin, workdir, f"http://admin:{STATUS_PASSWORD}@10.77.0.1:8080/status/",
+                            "--dump-dom").stdout
+            assert 'data-store="down"' in dom and "is unreachable since" in dom, dom[-3000:]
             time.sleep(2)
             server.start()
             result = run.result()
