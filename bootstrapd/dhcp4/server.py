@@ -69,6 +69,12 @@ class Dhcp4Server:
         # The values of the URL-template placeholders ({ipv4} …, see bootstrapd.urltemplates), from the interface.
         self.variables: dict[str, str] = dict(variables) if variables is not None else {"ipv4": str(server_ip)}
         self.configure(settings)
+        self.learn(leases)
+
+    def learn(self, leases: Iterable[Lease4]) -> None:
+        """Leases from the store: at start-up, and (a shared store) those another appliance committed or that won an
+        address over one of ours. The pool then offers none of their addresses and serves their clients' renewals
+        and rebinds as its own; the newest lease of a client wins (see Pool.load)."""
         for lease in leases:
             key = client_key(lease.mac, lease.client_id)
             vendor = sys.intern(lease.vendor_class) if lease.vendor_class else None  # thousands of "yealink"
@@ -320,7 +326,8 @@ class Dhcp4Server:
             return None  # only the holder can decline its address
         quarantined = self.pool.decline(int(requested), now.wall + self.settings.decline_time, info.mac)
         self._count("declined")
-        lease = Lease4(IPv4Address(quarantined.address), info.mac, None, quarantined.expires, DECLINED)
+        # The client identifier goes with it: in a shared store only the holder's own row may become a quarantine.
+        lease = Lease4(IPv4Address(quarantined.address), info.mac, packet.client_id(), quarantined.expires, DECLINED)
         return Reply(None, commit=[lease],
                      event={"type": "DECLINE", "mac": format_mac(info.mac), "address": str(requested)})
 

@@ -117,11 +117,12 @@ def start_dnsmasq(node: Node, workdir: Path) -> Running:
     return Running(stop, proc.pid)
 
 
-def perfdhcp_run(client: Node, rate: int, server_pid: int | None = None) -> dict[str, float]:
+def perfdhcp_run(client: Node, rate: int, server_pid: int | None = None, *, server: str = SERVER,
+                 extra: tuple[str, ...] = ()) -> dict[str, float]:
     before = perfdhcp.rcvbuf_errors(client)
     cpu = rounds.tree_cpu_seconds(server_pid) if server_pid else 0.0
     result = perfdhcp.run(client, 4, "-r", str(rate), "-p", str(PERIOD), "-R", "4000000", "-W", "1000000", "-d", "2",
-                          SERVER, timeout=PERIOD + 30)
+                          *extra, server, timeout=PERIOD + 30)
     cpu = rounds.tree_cpu_seconds(server_pid) - cpu if server_pid else 0.0
     return {"sent": result.started, "completed": result.completed, "drop_ratio": result.loss,
             "achieved": result.completed / PERIOD, "client_rcvbuf_drops": perfdhcp.rcvbuf_errors(client) - before,
