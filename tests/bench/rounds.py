@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,17 @@ def table(title: str, unit: str, series: dict[str, list[float]], digits: int = 1
     return lines
 
 
+def journal_cost(series: dict[str, list[float]], unit: str) -> str | None:
+    """The journal's cost as issue #12 states it: bootstrapd (journal on, its default) against bootstrapd-nojournal
+    in the same rounds, median against median (at least 0.90: the journal costs at most 10%)."""
+    if "bootstrapd" not in series or "bootstrapd-nojournal" not in series:
+        return None
+    r = ratio(series["bootstrapd"], series["bootstrapd-nojournal"])
+    return (f"Journal on / off (bootstrapd / bootstrapd-nojournal, medians of the highest rate): {fmt(r, 2)}x "
+            f"({fmt(spread(series['bootstrapd'])[1], 0)} against {fmt(spread(series['bootstrapd-nojournal'])[1], 0)}"
+            f" {unit}; the goal: at least 0.90)")
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
@@ -103,6 +115,20 @@ def process_tree(pid: int) -> list[int]:
 
 def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
+def settled_cpu_seconds(pid: int, timeout: float = 20.0) -> float:
+    """:func:`tree_cpu_seconds` once the processes have gone idle (under 20 ms of CPU in 0.5 s), at most ``timeout``
+    seconds from now: the work a server does after the load stopped counts too."""
+    deadline = time.monotonic() + timeout
+    cpu = tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = tree_cpu_seconds(pid)
+        if now - cpu < 0.02:
+            return now
+        cpu = now
+    return cpu
 
 
 def run_rounds(servers: Sequence[str], repeat: int, measure: Callable[[int, str], T]) -> Series[T]:
