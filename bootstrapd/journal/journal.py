@@ -6,11 +6,11 @@ Three places, each doing as little as it can:
   on its address: ``ctx.owners``, where the pools live, with the event's own time as ``now``), turns events into
   steps (``steps.py``), folds each phone's stage (``stage.py``) and serializes the documents, in slices of
   ``SLICE`` events so that no slice holds the loop for long;
-- during a storm it yields: while the event loop spent more than ``BUSY`` of the last interval on the services'
-  own work (its thread's CPU time, the journal's share left out), the timer only collects events, and folds them
-  once the storm passes, or once the oldest is ``MAX_LAG`` seconds old or ``max_pending`` are waiting, whichever
-  comes first. The journal's work is the same; it no longer competes with the replies while a floor boots
-  (measured: ``tests.bench.dhcp4 --journal-ab``, README "The journal's and the capture's cost");
+- during a storm it yields: while events arrive faster than ``STORM`` a second (a floor booting at once), the
+  timer only collects them (the sink's list, bounded by ``max_pending``), and they are folded and written once
+  the storm passes, or once the oldest is ``MAX_LAG`` seconds old or ``max_pending`` wait, whichever comes first.
+  Nothing is lost and the work is the same; it no longer competes with the replies for the CPU while the phones
+  wait for them (measured: ``tests.bench.dhcp4 --journal-ab``, README "The journal's and the capture's cost");
 - the writer thread: one transaction of the journal store per batch, pruned to the configured bounds. A shared
   store that cannot be reached (PostgreSQL down) keeps the batches, up to ``max_pending`` steps, and they are
   written once it is back (tried again every 0.5 s, doubling to 10 s).
@@ -47,7 +47,7 @@ Expected = Callable[[str, str | None], Sequence[str] | None]
 """The provisioning model's download list for a phone (MAC, model), or None when it does not know."""
 
 SLICE = 128  # events processed per loop callback (folded, encoded and queued: about 1-2 ms)
-BUSY = 0.5  # the loop's CPU share (services only) above which the journal waits for the storm to pass
+STORM = 400.0  # events a second above which the journal waits for the storm to pass (200 DORA exchanges/s)
 MAX_LAG = 10.0  # seconds the journal waits at most during a storm before it folds anyway
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between writes to a shared store that is down (doubling)
 
@@ -75,9 +75,8 @@ class Journal:
         self._touched: dict[str, int] = {}
         self._backlog: list[_Event] = []  # taken from the sink, not yet folded
         self._scheduled = False  # a slice of the backlog is scheduled
-        self._storm = False  # the loop was busy with the services over the last interval: folding waits
-        self._clock = (0.0, 0.0)  # the loop thread's CPU time and the monotonic time at the last tick
-        self._own = 0.0  # the loop thread's CPU time the journal itself spent since the last tick
+        self._storm = False  # events arrived faster than STORM a second over the last interval: folding waits
+        self._ticked = 0.0  # monotonic time of the last tick
         self.stage_counts: dict[str, int] = {}
         self.batches = 0
         self.written = 0
@@ -141,20 +140,14 @@ class Journal:
     # -- the loop side ------------------------------------------------------------------------------------------
     def _tick(self) -> None:
         assert self._loop is not None
-        self._backlog.extend(self._take())
-        self._storm = self._busy() and not self._overdue()
+        taken = self._take()
+        self._backlog.extend(taken)
+        now, last = time.monotonic(), self._ticked
+        self._ticked = now
+        self._storm = last > 0 and len(taken) > STORM * (now - last) and not self._overdue()
         if not self._scheduled and not self._storm:
             self._process()
         self._timer = self._loop.call_later(self.settings.flush_interval, self._tick)
-
-    def _busy(self) -> bool:
-        """Whether the services kept the loop thread busier than ``BUSY`` since the last tick (CPU time, so a
-        loaded machine that deschedules us does not count; the journal's own folding does not count either)."""
-        cpu, wall = time.thread_time(), time.monotonic()
-        last_cpu, last_wall = self._clock
-        self._clock = (cpu, wall)
-        spent, self._own = cpu - last_cpu - self._own, 0.0
-        return last_wall > 0 and wall > last_wall and spent > BUSY * (wall - last_wall)
 
     def _overdue(self) -> bool:
         backlog = self._backlog
@@ -166,7 +159,6 @@ class Journal:
 
     def _process(self, whole: bool = False) -> None:
         """Events -> steps and phones, SLICE at a time (each slice a loop callback), or all at once."""
-        started = time.thread_time()
         backlog = self._backlog
         count = len(backlog) if whole else min(SLICE, len(backlog))
         head = backlog[:count]
@@ -175,7 +167,6 @@ class Journal:
         # Each slice is handed over on its own: its documents' encoding is bounded too (a phone touched in two
         # slices is written twice in the same transaction; the later document wins).
         self._hand_over()
-        self._own += time.thread_time() - started
         if backlog and not self._scheduled:
             assert self._loop is not None
             self._scheduled = True
