@@ -2,8 +2,9 @@
 
 Builds a LAN in network namespaces (nothing touches this machine's interfaces), runs ``bootstrapd run`` with
 ``configs/lab.toml`` and the example tree of ``configs/tree`` in the appliance namespace, then powers on at once:
-50 simulated Yealink phones (``bootstrapd sim``: DHCP, PnP, the guide's download algorithm over TFTP, their own
-rendered and encrypted ``<mac>.cfg`` decrypted with its key file) and the real clients (ISC dhclient, busybox udhcpc
+50 simulated Yealink phones (``bootstrapd sim``: DHCP, PnP, the guide's download algorithm over TFTP, the T5x
+models over HTTP as a PnP rule of the configuration says, their own rendered and encrypted ``<mac>.cfg`` decrypted
+with its key file) and the real clients (ISC dhclient, busybox udhcpc
 posing as a Yealink, sipp replaying real PnP SUBSCRIBEs). Two of the simulated phones are not in the inventory, so
 the run also shows what a failure looks like. A live view follows the phones until each is provisioned or has
 failed with its reason; then a table of every phone, what the real clients received, the same tree over HTTP and
@@ -161,7 +162,8 @@ def main() -> int:
             phone2 = the_lab.add_phone(mac="80:5e:c0:77:00:02")
             phone3 = the_lab.add_phone(mac="00:15:65:77:00:03")
             pnp_phone = the_lab.add_phone(ipv4="10.77.0.21/24")
-            step(f"power on: {SIMULATED} simulated phones (bootstrapd sim), dhclient, udhcpc and sipp, all at once")
+            step(f"power on: {SIMULATED} simulated phones (bootstrapd sim; T46U and T48U over TFTP, T54W and T57W "
+                 "over HTTP), dhclient, udhcpc and sipp, all at once")
             with ThreadPoolExecutor(4) as pool:
                 real: dict[str, Future[list[tuple[str, object]]]] = {
                     "00:15:65:77:00:01 ISC dhclient": pool.submit(real_dhclient, phone1, workdir, "phone1"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -98,17 +99,37 @@ def pg_dsn(postgres: PostgresServer) -> Iterator[str]:
         postgres.drop_database(name)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a lab test once per store backend: every Appliance it starts gets this store (tests.lab.appliance)."""
+@contextlib.contextmanager
+def _appliances_store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every Appliance started meanwhile gets the store ``request.param`` names (tests.lab.appliance): SQLite in its
+    state_dir, or a new database of the session's PostgreSQL server holding the current schema, dropped after."""
     from tests.lab import appliance
 
     if request.param == "sqlite":
         yield "sqlite"
         return
-    dsn = request.getfixturevalue("pg_dsn")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = server.create_database()
+    dsn = server.dsn(name)
+    init_schema(dsn)
     appliance.STORE_SECTION = f'\n[store]\nbackend = "postgresql"\ndsn = "{dsn}"\n'
     try:
         yield "postgresql"
     finally:
         appliance.STORE_SECTION = ""
+        server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a lab test once per store backend: every Appliance it starts gets this store (tests.lab.appliance)."""
+    with _appliances_store(request) as name:
+        yield name
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The same for a module whose tests share one appliance (a module-scoped fixture): the module runs once per
+    backend."""
+    with _appliances_store(request) as name:
+        yield name

@@ -29,6 +29,7 @@ from bootstrapd.net.sockets import join_ipv4_group, udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
 from bootstrapd.pnp import phones
 from bootstrapd.pnp.responder import Answered, Outgoing, Responder
+from bootstrapd.redact import mask_url
 from bootstrapd.service import Context
 
 GROUP = "224.0.1.75"
@@ -118,7 +119,8 @@ class PnpService:
 
     def _answered(self, answer: Answered) -> None:
         self.ctx.events.emit("pnp.answer", mac=answer.mac, ip=answer.ip, vendor=answer.vendor, model=answer.model,
-                             version=answer.version, url=answer.url, acknowledged=answer.acknowledged)
+                             version=answer.version, url=mask_url(answer.url) if answer.url else answer.url,
+                             acknowledged=answer.acknowledged)
         record = phones.record_for(answer, time.time())  # the wall clock: a date to show, not a timeout
         if record is not None:
             self._unrecorded[record.mac] = record

@@ -6,7 +6,6 @@ a phone would get: rendered files, key files, encryption, the upload store's ``<
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,14 +18,8 @@ from bootstrapd.provisioning.inventory import InventoryPhone
 from bootstrapd.provisioning.models import Model
 from bootstrapd.provisioning.phone import Outcome, Phone, run
 from bootstrapd.provisioning.tree import Provisioning, ServedTree
+from bootstrapd.redact import MASK, is_secret
 from bootstrapd.urltemplates import expand
-
-_SECRET = re.compile(r"(password|passwd|aes_key_16|secret|token)", re.IGNORECASE)
-MASK = "********"
-
-
-def is_secret(key: str) -> bool:
-    return bool(_SECRET.search(key))
 
 
 def try_interface(settings: Settings) -> Interface | None:

@@ -9,8 +9,8 @@ import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
-from functools import cache
+from fnmatch import translate
+from functools import cache, cached_property
 from importlib import resources
 
 COMMON_BOOT = "y000000000000.boot"
@@ -87,8 +87,14 @@ class ModelTable:
         folded = _fold(name)
         return sorted(n for n in self.prefix_names if _fold(n) == folded or _fold(n).startswith(folded[:3]))[:5]
 
+    @cached_property
+    def _resource_key(self) -> re.Pattern[str]:
+        # One regex for every pattern: the model asks this for each parameter of each phone (12 per phone in the
+        # boot storm, against 14 patterns); fnmatchcase per pattern was 4% of a simulated phone's CPU.
+        return re.compile("|".join(f"(?:{translate(pattern)})" for pattern in self.resource_keys) or "(?!)")
+
     def is_resource_key(self, key: str) -> bool:
-        return any(fnmatchcase(key, pattern) for pattern in self.resource_keys)
+        return self._resource_key.match(key) is not None
 
 
 def parse_table(text: str) -> ModelTable:

@@ -47,8 +47,17 @@ def cmd_sim(args: argparse.Namespace) -> int:
         preset = _preset(args.set or [])
         identities = phones(args.count, models=args.models, inventory=Path(args.inventory) if args.inventory else None,
                             seed=args.seed, firmware=args.firmware, preset=preset)
+        if args.slice:
+            index, _, parts = args.slice.partition("/")
+            if not (index.isdigit() and parts.isdigit() and int(index) < int(parts)):
+                raise ValueError(f"--slice {args.slice!r}: expected I/K with 0 <= I < K")
+            identities = identities[int(index)::int(parts)]
+            if not identities:
+                raise ValueError(f"--slice {args.slice}: no phone falls in this slice")
     except (IdentityError, ValueError) as exc:
         return _fail(str(exc))
+    if args.slice and args.dhcp6:
+        return _fail("--slice: DHCPv6 replies go to one socket per interface, so one process does DHCPv6")
     context = None
     if args.ca:
         try:
@@ -58,15 +67,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
     options = Options(pnp=not args.no_pnp, dhcp6=args.dhcp6, pnp_wait=args.pnp_wait, dhcp_only=args.dhcp_only,
                       custom_option=args.custom_option, flash_url=args.flash_url,
                       broadcast_flag=args.broadcast_flag, tftp_timeout=args.tftp_timeout,
-                      tftp_tries=args.tftp_tries, local_cfg=args.local_cfg)
+                      tftp_tries=args.tftp_tries, local_cfg=args.local_cfg, init_reboot=not args.no_init_reboot)
     plan = Plan(identities, options, spread=args.spread, timeout=args.timeout, boots=args.boots, seed=args.seed,
                 limits=Limits(tftp_timeout=args.tftp_timeout, tftp_tries=args.tftp_tries, ssl_context=context),
-                keep_addresses=args.keep_addresses)
+                keep_addresses=args.keep_addresses, start_at=args.start_at, shared=bool(args.slice))
     to_stdout = args.json == "-"
     stream = sys.stderr if to_stdout else sys.stdout
     view = View(stream, len(identities), live=None if not args.plain else False)
 
-    async def main() -> tuple[list[list[SimPhone]], list[float], int]:
+    async def main() -> tuple[list[list[SimPhone]], list[float], int, list[float]]:
         runner: Runner | None = None
 
         def changed(phone: SimPhone) -> None:
@@ -76,11 +85,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
         runner = Runner(args.interface, plan, changed)
         boots = await runner.run()
-        return boots, runner.starts, runner.strays
+        return boots, runner.starts, runner.strays, runner.cpu
 
     try:
         with view:
-            boots, starts, strays = asyncio.run(main())
+            boots, starts, strays, cpu = asyncio.run(main())
     except OSError as exc:
         return _fail(f"interface {args.interface}: {exc.strerror or exc} (run as root, in the lab's namespace)")
     except Exception as exc:
@@ -89,16 +98,18 @@ def cmd_sim(args: argparse.Namespace) -> int:
         if isinstance(exc, InterfaceError):
             return _fail(str(exc))
         raise
-    for number, (boot, start) in enumerate(zip(boots, starts, strict=True), start=1):
+    records = [[p.record(start, args.show_secrets) for p in boot] for boot, start in zip(boots, starts, strict=True)]
+    for number, (boot, boot_records) in enumerate(zip(boots, records, strict=True), start=1):
         if args.table:
             print_table(stream, boot, live=False if args.plain else None)
-        stream.write(format_text(summary(boot, start), boot=number if len(boots) > 1 else None))
+        stream.write(format_text(summary(boot_records), boot=number if len(boots) > 1 else None))
     if args.json:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        doc: dict[str, Any] = document(boots, starts, show_secrets=args.show_secrets,
-                                       extra={"interface": args.interface, "spread": args.spread,
-                                              "simulator_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-                                              "reannounced": strays})
+        doc: dict[str, Any] = document(records, extra={
+            "interface": args.interface, "spread": args.spread,
+            "simulator_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "simulator_cpu_seconds_per_boot": [round(c, 3) for c in cpu], "reannounced": strays,
+            "started": starts})  # each boot's power-on on the monotonic clock (merging several processes)
         text = json.dumps(doc, indent=1)
         if to_stdout:
             print(text)
@@ -128,7 +139,9 @@ def setup_sim(p: argparse.ArgumentParser) -> None:
                         "static.auto_provision.custom.sync = 1")
     p.add_argument("--broadcast-flag", action="store_true", help="set the DHCP broadcast flag")
     p.add_argument("--boots", type=int, default=1, choices=(1, 2),
-                   help="2: boot again after provisioning (the MD5 check skips unchanged files)")
+                   help="2: boot again after provisioning (INIT-REBOOT for the address, the MD5 check)")
+    p.add_argument("--no-init-reboot", action="store_true",
+                   help="on the second boot, DISCOVER again instead of asking for the last address")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a phone still running fails (120)")
     p.add_argument("--tftp-timeout", type=float, default=5.0, help="seconds before a TFTP packet is sent again (5)")
     p.add_argument("--tftp-tries", type=int, default=5, help="sends of one TFTP packet before giving up (5)")
@@ -140,6 +153,12 @@ def setup_sim(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", action="store_true", help="a table of every phone after the run")
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
     p.add_argument("--keep-addresses", action="store_true", help="leave the leased addresses on the interface")
+    p.add_argument("--slice", metavar="I/K",
+                   help="simulate only phones I, I+K, I+2K ... of the list (one of K simulator processes on the "
+                        "interface; sets its promote_secondaries, so one process removing its addresses leaves the "
+                        "others')")
+    p.add_argument("--start-at", type=float, metavar="SECONDS",
+                   help="power on at this CLOCK_MONOTONIC time (K processes started together power on at once)")
     p.set_defaults(func=cmd_sim)
 
 

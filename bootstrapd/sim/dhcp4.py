@@ -7,6 +7,12 @@ is taken, as phones do. Retransmission follows RFC 2131 4.1: 4 s, then doubling 
 it starts over once from DISCOVER and then gives up ("no ACK"). A NAK sends it back to DISCOVER after a pause
 of 3-4 s (at most ``MAX_RESTARTS`` times).
 
+A phone that remembers its address (``previous``: the lease of its last boot) starts in INIT-REBOOT (RFC 2131
+4.4.2, 3.2): a broadcast REQUEST with option 50 = that address, no server identifier, ciaddr 0. An ACK binds it at
+once; a NAK (the address is no longer its own) sends it to DISCOVER at once; after ``REBOOT_TRIES`` unanswered
+REQUESTs it does DISCOVER too (RFC 2131 allows keeping the old address; a phone that has no working lease must
+not guess).
+
 What the phone sends is what a Yealink sends (protocols.md section 4): option 60 ``yealink``, a client identifier
 of type 1 + MAC, a maximum message size, its host name, and a parameter request list. The list is a desk phone's
 (unverified: no Yealink capture of option 55 is at hand); the phone's IPv4 Custom Option joins it when set.
@@ -27,6 +33,7 @@ VENDOR_CLASS = b"yealink"
 PARAMETER_REQUEST = (1, 3, 6, 12, 15, 28, 42, 43, 44, 66, 67, 120, 121, 125, 132)
 MAX_MESSAGE_SIZE = 1500
 MAX_RESTARTS = 10  # NAKs before the phone gives up (a phone keeps trying; the simulator's run has an end)
+REBOOT_TRIES = 2  # INIT-REBOOT REQUESTs before DISCOVER (4 s, then 8 s)
 NAK_PAUSE = 3.0
 
 
@@ -48,9 +55,11 @@ class Dhcp4Client:
     custom_option: int | None = None  # the phone's IPv4 Custom Option (128-254)
     broadcast_flag: bool = False
     tries: int = 5  # DISCOVERs (and REQUESTs) before giving up
+    previous: IPv4Address | None = None  # the address of the last boot: INIT-REBOOT instead of DISCOVER
     first_timeout: float = 4.0
     max_timeout: float = 64.0
-    state: str = "init"  # init, selecting, requesting, bound, failed
+    state: str = "init"  # init, rebooting, selecting, requesting, bound, failed
+    init_reboot: str = ""  # how INIT-REBOOT ended: "ack", "nak", "no answer" ("" when not tried)
     failure: str = ""
     lease: Lease | None = None
     deadline: float | None = None
@@ -66,6 +75,8 @@ class Dhcp4Client:
 
     def start(self, now: float) -> list[bytes]:
         self._started = now
+        if self.previous is not None:
+            return self._reboot(self.previous, now)
         return self._discover(now)
 
     # -- messages -------------------------------------------------------------------------------------------------
@@ -104,6 +115,13 @@ class Dhcp4Client:
         self._offer = None
         return self._send(self._packet(codec.DISCOVER, now, {}), now)
 
+    def _reboot(self, address: IPv4Address, now: float) -> list[bytes]:
+        self.state = "rebooting"
+        self.xid = self.rng.getrandbits(32)
+        self._attempt = 0
+        self._offer = None
+        return self._send(self._packet(codec.REQUEST, now, {codec.REQUESTED_IP: address.packed}), now)
+
     def _request(self, offer: Packet, now: float) -> list[bytes]:
         self.state = "requesting"
         self._attempt = 0
@@ -115,7 +133,7 @@ class Dhcp4Client:
 
     def receive(self, data: bytes, now: float) -> list[bytes]:
         """A datagram from port 67 (any chaddr: the caller may pass every phone's replies to every client)."""
-        if self.state not in ("selecting", "requesting"):
+        if self.state not in ("rebooting", "selecting", "requesting"):
             return []
         try:
             packet = codec.decode(data)
@@ -127,6 +145,15 @@ class Dhcp4Client:
             return []
         if self.state == "selecting" and kind == codec.OFFER and server is not None and packet.yiaddr != codec.ZERO:
             return self._request(packet, now)
+        if self.state == "rebooting":  # any server may answer: the phone named none
+            if kind == codec.NAK:
+                self.init_reboot = "nak"
+                self.naks += 1
+                return self._discover(now)
+            if kind == codec.ACK and packet.yiaddr != codec.ZERO:
+                self.init_reboot = "ack"
+                return self._bound(packet, now)
+            return []
         if self.state != "requesting" or self._offer is None:
             return []
         if server is not None and server.packed != self._offer.options.get(codec.SERVER_ID):
@@ -176,9 +203,12 @@ class Dhcp4Client:
     def on_timer(self, now: float) -> list[bytes]:
         if self.deadline is not None and now >= self.deadline and self.state == "init" and self.sent:
             return self._discover(now)  # the pause after a NAK is over
-        if self.deadline is None or now < self.deadline or self.state not in ("selecting", "requesting"):
+        if self.deadline is None or now < self.deadline or self.state not in ("rebooting", "selecting", "requesting"):
             return []
         self._attempt += 1
+        if self.state == "rebooting" and self._attempt >= REBOOT_TRIES:
+            self.init_reboot = "no answer"
+            return self._discover(now)
         if self._attempt >= self.tries:
             if self.state == "selecting":
                 return self._fail(f"no OFFER after {self.tries} DISCOVERs")

@@ -23,14 +23,14 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from bootstrapd.provisioning import discovery
 from bootstrapd.provisioning.discovery import UrlSource
-from bootstrapd.provisioning.explain import MASK, is_secret
 from bootstrapd.provisioning.phone import SYNC, Kind, Outcome, Phone, Session
+from bootstrapd.redact import MASK, is_secret, mask_url
 from bootstrapd.sim import result as results
 from bootstrapd.sim.dhcp4 import Dhcp4Client, Lease
 from bootstrapd.sim.dhcp6 import Dhcp6Client
@@ -62,6 +62,7 @@ class Options:
     tftp_timeout: float = 5.0
     tftp_tries: int = 5
     local_cfg: str | None = None  # personal settings (key = value lines) the phone backs up as <mac>-local.cfg
+    init_reboot: bool = True  # a phone that had an address asks for it again (INIT-REBOOT) before any DISCOVER
 
 
 @dataclass(frozen=True)
@@ -102,18 +103,6 @@ Action = SendDhcp | SendDhcp6 | Configure | SendSip | Get | Put
 
 # Model findings that mean the phone did not get the configuration it was meant to have.
 FAILING_FINDINGS = ("include-missing", "no-key", "bad-encryption", "bad-key-file", "missing-header")
-
-
-def mask_url(url: str) -> str:
-    """A URL with the password of its user information replaced (URLs end up in reports and logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))
 
 
 def short(url: str) -> str:
@@ -187,9 +176,11 @@ class SimPhone:
     def power_on(self, now: float) -> list[Action]:
         self.stage = Stage.DHCP
         self.times["power_on"] = now
+        previous = IPv4Address(self.previous_address) if self.previous_address and self.options.init_reboot else None
         self.dhcp = Dhcp4Client(bytes.fromhex(self.mac), self.rng, hostname=f"SIP-{self.identity.model.id}",
                                 custom_option=self.options.custom_option,
-                                broadcast_flag=self.options.broadcast_flag, tries=self.options.dhcp_tries)
+                                broadcast_flag=self.options.broadcast_flag, tries=self.options.dhcp_tries,
+                                previous=previous)
         out: list[Action] = [SendDhcp(p) for p in self.dhcp.start(now)]
         if self.options.dhcp6:
             self.dhcp6 = Dhcp6Client(bytes.fromhex(self.mac), self.rng, tries=self.options.dhcp_tries)
@@ -416,7 +407,8 @@ class SimPhone:
             "pnp": None if self.pnp is None else {"subscribes": self.pnp.subscribes, "notifies": self.pnp.notifies,
                                                   "status": self.pnp.status, "url": self.pnp.url},
             "dhcp": None if self.dhcp is None else {"sent": self.dhcp.sent,
-                                                    "retransmissions": self.dhcp.retransmissions},
+                                                    "retransmissions": self.dhcp.retransmissions,
+                                                    "init_reboot": self.dhcp.init_reboot or None},
             "dhcp6": None if self.dhcp6 is None else {"state": self.dhcp6.state, "failure": self.dhcp6.failure,
                                                       "bootfile_url": self.dhcp6.bootfile_url},
             "updated": self.outcome.updated if self.outcome else None,

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from bootstrapd.redact import mask_url
 from bootstrapd.sim.phone import SimPhone, Stage
 
 
@@ -24,41 +25,43 @@ def _stats(values: Sequence[float]) -> dict[str, float | None]:
     return {"p50": percentile(values, 0.50), "p99": percentile(values, 0.99), "max": max(values) if values else None}
 
 
-def summary(phones: Sequence[SimPhone], start: float) -> dict[str, Any]:
-    provisioned = [p for p in phones if p.stage is Stage.PROVISIONED]
-    failed = [p for p in phones if p.stage is Stage.FAILED]
-    times = [t for p in provisioned if (t := p.elapsed()) is not None]
-    ends = [p.times["done"] - start for p in provisioned if "done" in p.times]
+def summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The totals of one boot, from its phones' records (:meth:`SimPhone.record`): records from several simulator
+    processes that powered on at the same moment merge into one summary."""
+    provisioned = [r for r in records if r["provisioned"]]
+    failed = [r for r in records if r["stage"] == Stage.FAILED.value]
+    times = [r["seconds"] for r in provisioned if r["seconds"] is not None]
+    ends = [r["timeline"]["done"] for r in provisioned if "done" in r["timeline"]]
     stages: dict[str, list[float]] = {}
-    for phone in provisioned:
-        for name, seconds in phone.stage_times().items():
+    for record in provisioned:
+        for name, seconds in record["stages"].items():
             stages.setdefault(name, []).append(seconds)
-    files = Counter(x.status for p in phones for x in p.transfers)
+    files = Counter(t["status"] for r in records for t in r["transfers"])
     return {
-        "phones": len(phones),
+        "phones": len(records),
         "provisioned": len(provisioned),
         "failed": len(failed),
-        "not_updated": sum(1 for p in provisioned if p.outcome is not None and not p.outcome.updated),
+        "not_updated": sum(1 for r in provisioned if r["updated"] is False),
         "last_provisioned": max(ends) if ends else None,  # seconds from the first power-on
         "time_to_provisioned": _stats(times),
         "stages": {name: _stats(values) for name, values in stages.items()},
         "transfers": dict(files),
         "retransmissions": {
-            "dhcp": sum(p.dhcp.retransmissions for p in phones if p.dhcp),
-            "pnp": sum(max(0, p.pnp.subscribes - 1) for p in phones if p.pnp),
-            "files": sum(x.retries for p in phones for x in p.transfers),
+            "dhcp": sum(r["dhcp"]["retransmissions"] for r in records if r["dhcp"]),
+            "pnp": sum(max(0, r["pnp"]["subscribes"] - 1) for r in records if r["pnp"]),
+            "files": sum(t["retries"] for r in records for t in r["transfers"]),
         },
         "failures": reasons(failed),
     }
 
 
-def reasons(failed: Sequence[SimPhone]) -> list[dict[str, Any]]:
+def reasons(failed: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Failures grouped by reason, most common first, each with the phones it hit."""
-    groups: dict[str, list[SimPhone]] = {}
-    for phone in failed:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in failed:
         # The phone's own MAC in a reason (its <mac>.cfg) is written <mac>, so one missing template is one line.
-        groups.setdefault(phone.failure.replace(phone.mac, "<mac>"), []).append(phone)
-    return [{"reason": reason, "count": len(group), "phones": [f"{p.mac} ({p.identity.model.id})" for p in group]}
+        groups.setdefault((record["failure"] or "").replace(record["mac"], "<mac>"), []).append(record)
+    return [{"reason": reason, "count": len(group), "phones": [f"{r['mac']} ({r['model']})" for r in group]}
             for reason, group in sorted(groups.items(), key=lambda item: -len(item[1]))]
 
 
@@ -89,23 +92,18 @@ def format_text(result: dict[str, Any], *, boot: int | None = None) -> str:
 
 
 def table_rows(phones: Sequence[SimPhone]) -> list[tuple[str, ...]]:
-    """phone, model, address, URL source, files, time, result: the summary table of the demo."""
+    """phone, model, address, URL source, URL, files, time, result: the summary table of the demo."""
     rows: list[tuple[str, ...]] = []
     for phone in phones:
         files = sum(1 for x in phone.transfers if x.status == "ok" and x.kind != "upload")
         elapsed = phone.elapsed()
         rows.append((phone.mac, phone.identity.model.id, str(phone.lease.address) if phone.lease else "-",
-                     phone.source.name if phone.source else "-", str(files),
+                     phone.source.name if phone.source else "-", mask_url(phone.url) if phone.url else "-", str(files),
                      f"{elapsed:.2f} s" if elapsed is not None else "-",
                      "provisioned" if phone.stage is Stage.PROVISIONED else f"FAILED: {phone.failure}"))
     return rows
 
 
-def document(boots: Sequence[Sequence[SimPhone]], starts: Sequence[float], *, show_secrets: bool = False,
-             extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        **(extra or {}),
-        "boots": [{"summary": summary(phones, start),
-                   "phones": [p.record(start, show_secrets) for p in phones]}
-                  for phones, start in zip(boots, starts, strict=True)],
-    }
+def document(boots: Sequence[Sequence[dict[str, Any]]], *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``--json`` document: per boot its summary and one record per phone."""
+    return {**(extra or {}), "boots": [{"summary": summary(records), "phones": list(records)} for records in boots]}

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ctypes
 import random
+import resource
 import socket
 import struct
 from collections.abc import Callable
@@ -48,6 +49,13 @@ class Plan:
     seed: int = 1
     limits: Limits = field(default_factory=Limits)
     keep_addresses: bool = False
+    start_at: float | None = None  # the first boot's power-on, on the monotonic clock (several processes at once)
+    shared: bool = False  # other simulator processes use the interface too (--slice)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class _Sip(asyncio.DatagramProtocol):
@@ -77,6 +85,7 @@ class Runner:
         self.boot = 0
         self.start = 0.0
         self.starts: list[float] = []  # when each boot's first phone powered on (loop time)
+        self.cpu: list[float] = []  # the simulator's own CPU seconds during each boot (is it the bottleneck?)
         self.dropped = 0  # frames the packet socket could not send (the phone's DHCP retransmits)
         self.strays = 0  # addresses announced again because a server sent to a phone's own MAC
         self._announced: dict[bytes, float] = {}  # every phone's address -> when it was last announced
@@ -85,6 +94,7 @@ class Runner:
         self._dhcp6: socket.socket | None = None
         self._timers: dict[int, tuple[float, asyncio.TimerHandle]] = {}
         self._sip: dict[int, asyncio.DatagramTransport] = {}
+        self._links: dict[int, PhoneLink] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._left = 0
         self._finished: set[int] = set()
@@ -115,10 +125,20 @@ class Runner:
             sock.close()
             raise
         self.packet = sock
+        if self.plan.shared:
+            self._promote_secondaries()
         self.addresses = Addresses(self.ifindex)
         self.loop.add_reader(sock.fileno(), self._read_frames)
         if self.plan.options.dhcp6:
             self._open_dhcp6()
+
+    def _promote_secondaries(self) -> None:
+        """Removing an interface's primary IPv4 address removes every secondary one in its subnet too, unless
+        promote_secondaries is set: with several processes, the first to finish would take the others' phones'
+        addresses away. Set on the lab interface and left set (another process may still need it)."""
+        path = f"/proc/sys/net/ipv4/conf/{self.interface}/promote_secondaries"
+        with contextlib.suppress(OSError), open(path, "w") as knob:
+            knob.write("1\n")
 
     def _open_dhcp6(self) -> None:
         """One socket for every phone's DHCPv6: [::]:546 on this interface, replies dispatched by transaction id."""
@@ -170,6 +190,8 @@ class Runner:
             phone = SimPhone(identity, self.plan.options, random.Random(rng.getrandbits(64)))
             if before is not None and before.outcome is not None:
                 phone.last_md5 = before.outcome.cfg_md5()
+            if before is not None and before.lease is not None:
+                phone.previous_address = str(before.lease.address)
             self.phones.append(phone)
         self._by_xid.clear()
         self._by_xid6.clear()
@@ -177,11 +199,15 @@ class Runner:
         self._left = len(self.phones)
         self._all_done = asyncio.Event()
         self.start = self.now()
+        if self.boot == 0 and self.plan.start_at is not None:
+            self.start = max(self.start, self.plan.start_at)  # the loop's clock is time.monotonic()
         self.starts.append(self.start)
         count = len(self.phones)
         for index, phone in enumerate(self.phones):
             offset = self.plan.spread * index / max(1, count - 1) if self.plan.spread else 0.0
             self.loop.call_at(self.start + offset, self._power_on, phone)
+        await asyncio.sleep(max(0.0, self.start - self.now()))
+        cpu = _cpu_seconds()
         try:
             await asyncio.wait_for(self._all_done.wait(), self.plan.timeout + self.plan.spread)
         except TimeoutError:
@@ -191,6 +217,7 @@ class Runner:
                     phone.problems.append(f"still in stage {stage} after {self.plan.timeout:g} s")
                     phone._finish(self.now())
                     self._settle(phone)
+        self.cpu.append(_cpu_seconds() - cpu)
         return self.phones
 
     def _power_on(self, phone: SimPhone) -> None:
@@ -226,11 +253,15 @@ class Runner:
         task.add_done_callback(self._tasks.discard)
 
     def _link(self, phone: SimPhone) -> PhoneLink:
-        assert phone.lease is not None
-        mac = ":".join(phone.mac[i:i + 2] for i in range(0, 12, 2))
-        ipv6 = phone.dhcp6.address if phone.dhcp6 is not None else None
-        return PhoneLink(str(phone.lease.address), f"Yealink SIP-{phone.identity.model.id} {phone.version} {mac}",
-                         phone.identity.preset, str(ipv6) if ipv6 else None)
+        link = self._links.get(id(phone))
+        if link is None:  # made once per phone and boot: the lease does not change after Configure
+            assert phone.lease is not None
+            mac = ":".join(phone.mac[i:i + 2] for i in range(0, 12, 2))
+            ipv6 = phone.dhcp6.address if phone.dhcp6 is not None else None
+            link = PhoneLink(str(phone.lease.address), f"Yealink SIP-{phone.identity.model.id} {phone.version} {mac}",
+                             phone.identity.preset, str(ipv6) if ipv6 else None)
+            self._links[id(phone)] = link
+        return link
 
     def _send_dhcp(self, phone: SimPhone, payload: bytes) -> None:
         assert phone.dhcp is not None
@@ -324,12 +355,13 @@ class Runner:
         self.apply(phone, phone.on_timer(self.now()))
 
     def _release(self, phone: SimPhone) -> None:
+        self._links.pop(id(phone), None)
         transport = self._sip.pop(id(phone), None)
         if transport is not None:
             # The last 200 to a NOTIFY may still be answered for a retransmission: close a little later.
             self.loop.call_later(2.0, transport.close)
         if phone.lease is not None:
-            self._spawn(self.transports.close_phone(str(phone.lease.address)))
+            self.transports.close_phone(str(phone.lease.address))
         self._left -= 1
         if self._left <= 0:
             self._all_done.set()

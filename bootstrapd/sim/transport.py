@@ -1,10 +1,14 @@
 """How a simulated phone fetches and uploads files, by the URL's scheme, from its own leased address.
 
 - ``tftp://``: the TFTP client core (:mod:`bootstrapd.sim.tftp`) on a UDP socket bound to the phone's address, one
-  socket per transfer (a new transfer ID each time, as phones do), its one timer re-armed on the core's deadline;
-- ``http://`` / ``https://``: aiohttp, one client session per phone bound to its address, with the User-Agent a
-  Yealink sends (model, firmware, MAC) and the credentials of the URL or of the phone's settings;
-- ``ftp://``: aioftp, a login per file (anonymous unless the URL or the phone's settings give a user).
+  socket per transfer (a new transfer ID each time, as phones do) read from the loop's selector, its one timer
+  re-armed on the core's deadline;
+- ``http://`` / ``https://``: the phone's own HTTP/1.1 client (:mod:`bootstrapd.sim.http`), one kept-alive
+  connection per phone and server, from its address, with the User-Agent a Yealink sends (model, firmware, MAC) and
+  the credentials of the URL or of the phone's settings (preemptive basic auth); a request that fails (connection
+  refused or lost, timeout, unreadable response) is sent again on a new connection, ``http_tries`` in all;
+- ``ftp://``: aioftp, a login per file (anonymous unless the URL or the phone's settings give a user), its control
+  and passive data connections from the phone's address.
 
 Every transfer ends in a :class:`~bootstrapd.sim.result.Result`; nothing here raises for what a server does.
 """
@@ -17,9 +21,10 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
+from bootstrapd.sim import http
 from bootstrapd.sim import result as results
 from bootstrapd.sim.result import Result
 from bootstrapd.sim.tftp import TftpGet, TftpPut
@@ -47,34 +52,39 @@ class Limits:
     ssl_context: ssl.SSLContext | None = None  # None: no certificate checks (a lab's self-signed certificate)
 
 
-class _TftpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, core: TftpGet | TftpPut, host: str, done: asyncio.Future[Result]) -> None:
+class _TftpSocket:
+    """One transfer's UDP socket, read straight from the loop's selector: a phone makes one per file, and asyncio's
+    datagram endpoint (transport, protocol, buffer bookkeeping) cost more than the transfer itself in the storm."""
+
+    def __init__(self, core: TftpGet | TftpPut, host: str, sock: socket.socket, done: asyncio.Future[Result]) -> None:
         self.core = core
         self.host = host
+        self.sock = sock
         self.done = done
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.DatagramTransport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.armed: float | None = None
+        self.loop.add_reader(sock.fileno(), self._readable)
+        self._send(core.start(self.loop.time()))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self._send(self.core.start(self.loop.time()))
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        if addr[0] != self.host:
-            return  # not the server this transfer talks to
-        self._send(self.core.receive(data, addr[1], self.loop.time()))
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # an ICMP error for one datagram: the core's timer retries
+    def _readable(self) -> None:
+        for _ in range(64):
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error for one datagram: the core's timer retries
+                return
+            if addr[0] == self.host:  # else not the server this transfer talks to
+                self._send(self.core.receive(data, addr[1], self.loop.time()))
+            if self.core.result is not None:
+                return
 
     def _send(self, datagrams: list[tuple[bytes, int | None]]) -> None:
-        assert self.transport is not None
         for data, port in datagrams:
             target = port if port is not None else self.core.peer or self.core.server_port
             with contextlib.suppress(OSError):
-                self.transport.sendto(data, (self.host, target))
+                self.sock.sendto(data, (self.host, target))
         self._settle()
 
     def _settle(self) -> None:
@@ -96,6 +106,69 @@ class _TftpEndpoint(asyncio.DatagramProtocol):
         self.timer = None
         self._send(self.core.on_timer(self.loop.time()))
 
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One phone's connection to a web server: one request at a time, kept alive while the server allows."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader: http.ResponseReader | None = None
+        self.waiter: asyncio.Future[http.Response] | None = None
+        self.usable = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def exchange(self, request: bytes, head: bool) -> asyncio.Future[http.Response]:
+        assert self.transport is not None and self.usable and (self.waiter is None or self.waiter.done())
+        self.reader = http.ResponseReader(head_request=head)
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self.reader is None or self.waiter is None or self.waiter.done():
+            self.close()  # nothing was asked: a server talking out of turn
+            return
+        try:
+            response = self.reader.feed(data)
+        except http.HttpError as exc:
+            self.waiter.set_exception(exc)
+            self.close()
+            return
+        if response is not None:
+            self.waiter.set_result(response)
+            if not response.keep_alive:
+                self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.usable = False
+        if self.waiter is not None and not self.waiter.done():
+            try:
+                assert self.reader is not None
+                self.waiter.set_result(self.reader.eof())
+            except http.HttpError as error:
+                self.waiter.set_exception(error)
+
+    def close(self) -> None:
+        self.usable = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _no_verify() -> ssl.SSLContext:
+    """HTTPS without certificate checks (a lab's self-signed certificate), unless ``--ca`` gave a context."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
 
 def _host_port(url: str, default: int) -> tuple[str, int, str]:
     parts = urlsplit(url)
@@ -105,7 +178,9 @@ def _host_port(url: str, default: int) -> tuple[str, int, str]:
 class Transports:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._http: dict[str, Any] = {}  # phone address -> aiohttp.ClientSession
+        # phone address -> (scheme, host, port) -> its kept-alive connection to that server
+        self._http: dict[str, dict[tuple[str, str, int], _HttpConnection]] = {}
+        self._insecure: ssl.SSLContext | None = None
 
     async def _tftp(self, link: PhoneLink, url: str, make: Callable[[str, int], TftpGet | TftpPut]) -> Result:
         host, port, name = _host_port(url, 69)
@@ -115,15 +190,19 @@ class Transports:
         done: asyncio.Future[Result] = loop.create_future()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         local = (link.address, 0) if family == socket.AF_INET else (link.address6, 0) if link.address6 else None
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _TftpEndpoint(make(name, port), host, done), local_addr=local, family=family)
+            sock.setblocking(False)
+            if local is not None:
+                sock.bind(local)
         except OSError as exc:
+            sock.close()
             return Result(None, results.ERROR, f"TFTP: cannot open a socket: {exc.strerror}")
+        transfer = _TftpSocket(make(name, port), host, sock, done)
         try:
             return await done
         finally:
-            transport.close()
+            transfer.close()
 
     async def get(self, link: PhoneLink, url: str) -> Result:
         scheme = urlsplit(url).scheme.lower()
@@ -150,45 +229,67 @@ class Transports:
 
     # -- HTTP(S) --------------------------------------------------------------------------------------------------
 
-    def _session(self, link: PhoneLink, v6: bool) -> Any:
-        import aiohttp
-
-        key = f"{link.address}/{'6' if v6 else '4'}"
-        session = self._http.get(key)
-        if session is None:
-            local = link.address6 if v6 else link.address
-            connector = aiohttp.TCPConnector(local_addr=(local, 0) if local else None, limit=1, ssl=self._ssl())
-            timeout = aiohttp.ClientTimeout(total=self.limits.http_timeout)
-            session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                            headers={"User-Agent": link.user_agent})
-            self._http[key] = session
-        return session
-
-    def _ssl(self) -> ssl.SSLContext | bool:
-        return self.limits.ssl_context if self.limits.ssl_context is not None else False
+    async def _connection(self, link: PhoneLink, scheme: str, host: str, port: int) -> _HttpConnection:
+        """The phone's kept-alive connection to that server, or a new one from its own address."""
+        key = (scheme, host, port)
+        conns = self._http.setdefault(link.address, {})
+        conn = conns.get(key)
+        if conn is not None and conn.usable:
+            return conn
+        if conn is not None:
+            conn.close()
+        v6 = ":" in host
+        local = link.address6 if v6 else link.address
+        context = None
+        if scheme == "https":
+            if self.limits.ssl_context is None and self._insecure is None:
+                self._insecure = _no_verify()  # one for every phone: a context is costly to make
+            context = self.limits.ssl_context or self._insecure
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(
+            _HttpConnection, host, port, ssl=context, local_addr=(local, 0) if local else None,
+            server_hostname=host if context is not None else None)
+        conns[key] = conn
+        return conn
 
     async def _http_request(self, link: PhoneLink, method: str, url: str, body: bytes | None = None) -> Result:
-        import aiohttp
-
         parts = urlsplit(url)
-        auth = None
-        if parts.username is None and link.preset.get(USERNAME):
-            auth = aiohttp.BasicAuth(link.preset[USERNAME], link.preset.get(PASSWORD, ""))
-        session = self._session(link, ":" in (parts.hostname or ""))
+        host, scheme = parts.hostname or "", parts.scheme.lower()
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            return Result(None, results.ERROR, f"not an HTTP URL: {url}")
+        headers = [("User-Agent", link.user_agent), ("Accept", "*/*")]
+        if parts.username is not None:
+            headers.append(("Authorization", http.basic_auth(unquote(parts.username), unquote(parts.password or ""))))
+        elif link.preset.get(USERNAME):
+            headers.append(("Authorization", http.basic_auth(link.preset[USERNAME], link.preset.get(PASSWORD, ""))))
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        try:
+            request = http.encode_request(method, target, parts.netloc.rpartition("@")[2], headers, body)
+        except http.HttpError as exc:
+            return Result(None, results.ERROR, f"HTTP: {exc}")
+        if not host:
+            return Result(None, results.ERROR, f"not an HTTP URL: {url}")
         last = ""
         for attempt in range(self.limits.http_tries):
             try:
-                async with session.request(method, url, data=body, auth=auth) as response:
-                    data = await response.read()
-                    status = response.status
-                    reason = response.reason or ""
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                async with asyncio.timeout(self.limits.http_timeout):
+                    conn = await self._connection(link, scheme, host, port)
+                    response = await conn.exchange(request, method == "HEAD")
+            except (TimeoutError, OSError, http.HttpError) as exc:
                 last = f"HTTP: {type(exc).__name__}: {exc}"[:200] if str(exc) else f"HTTP: {type(exc).__name__}"
+                stale = self._http.get(link.address, {}).pop((scheme, host, port), None)
+                if stale is not None:
+                    stale.close()
                 continue
-            detail = f"HTTP {status} {reason}".strip()
-            if 200 <= status < 300:
-                return Result(data if method == "GET" else b"", results.OK, "", attempt)
-            kind = {404: results.NOT_FOUND, 401: results.AUTH, 403: results.REFUSED}.get(status, results.ERROR)
+            detail = f"HTTP {response.status} {response.reason}".strip()
+            if 200 <= response.status < 300:
+                return Result(response.body if method == "GET" else b"", results.OK, "", attempt)
+            kind = {404: results.NOT_FOUND, 401: results.AUTH, 403: results.REFUSED}.get(response.status,
+                                                                                            results.ERROR)
             return Result(None, kind, detail, attempt)
         timeout = "timeout" in last.lower()
         return Result(None, results.TIMEOUT if timeout else results.ERROR, last, self.limits.http_tries - 1)
@@ -206,7 +307,14 @@ class Transports:
         password = unquote(parts.password) if parts.password else link.preset.get(PASSWORD, "")
         try:
             async with asyncio.timeout(self.limits.http_timeout):
-                client = aioftp.Client(socket_timeout=self.limits.http_timeout)
+                # Control and passive data connections from the phone's own address (aioftp passes local_addr on
+                # to asyncio.open_connection): the server's per-client rules and the MAC-file rule see the phone.
+                v6 = ":" in host
+                local = link.address6 if v6 else link.address
+                if local:
+                    client = aioftp.Client(socket_timeout=self.limits.http_timeout, local_addr=(local, 0))
+                else:
+                    client = aioftp.Client(socket_timeout=self.limits.http_timeout)
                 await client.connect(host, port)
                 try:
                     await client.login(user, password)
@@ -232,13 +340,12 @@ class Transports:
         except (OSError, ConnectionError) as exc:
             return Result(None, results.ERROR, f"FTP: {exc}"[:200])
 
-    async def close_phone(self, address: str) -> None:
-        for key in (f"{address}/4", f"{address}/6"):
-            session = self._http.pop(key, None)
-            if session is not None:
-                await session.close()
+    def close_phone(self, address: str) -> None:
+        for conn in self._http.pop(address, {}).values():
+            conn.close()
 
     async def close(self) -> None:
-        for key in list(self._http):
-            session = self._http.pop(key)
-            await session.close()
+        for conns in self._http.values():
+            for conn in conns.values():
+                conn.close()
+        self._http.clear()

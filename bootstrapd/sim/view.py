@@ -91,8 +91,8 @@ class View:
 
 
 def print_table(stream: IO[str], phones: Sequence[SimPhone], *, live: bool | None = None) -> None:
-    """The summary table: phone, model, address, URL source, files, time, result."""
-    headers = ("phone", "model", "address", "URL source", "files", "time", "result")
+    """The summary table: phone, model, address, URL source, URL, files, time, result."""
+    headers = ("phone", "model", "address", "URL source", "URL", "files", "time", "result")
     rows = table_rows(phones)
     if live if live is not None else stream.isatty():
         from rich.console import Console

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
@@ -12,48 +11,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bootstrapd.config import Settings, loads
+from bootstrapd.config import loads
 from bootstrapd.events import Events
-from bootstrapd.journal.backends import open_journal, open_reader
 from bootstrapd.journal.journal import Journal
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.stage import BOOT, CONFIGS, DONE, NO_ADDRESS, STUCK, TOLD, Phone, fold
 from bootstrapd.journal.steps import clean, normal_mac, step_of, text_of
-from bootstrapd.journal.store import Batch, JournalStore, Limits
+from bootstrapd.journal.store import Batch, Limits
 from bootstrapd.leases.owners import LeaseOwners
+from tests.unit.conftest import JournalBackend
 
 MAC = "00:15:65:aa:bb:cc"
 OWN = "001565aabbcc"
-
-
-@dataclass
-class Backend:
-    """One journal backend: the [store] section naming it, and its stores (a writer per appliance, a reader)."""
-
-    name: str
-    section: str
-    state: Path
-
-    def settings(self) -> Settings:
-        return loads(f'[server]\ninterface = "eth1"\nstate_dir = "{self.state}"\n[dhcp4]\nenabled = false\n'
-                     f'{self.section}')
-
-    def writer(self, appliance: str = "ap-a") -> JournalStore:
-        return open_journal(self.settings(), appliance)
-
-    def reader(self) -> JournalStore:
-        store = open_reader(self.settings())
-        assert store is not None
-        return store
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """The journal's tests run once per backend: SQLite in state_dir, a fresh database of the session's server."""
-    if request.param == "sqlite":
-        return Backend("sqlite", "", tmp_path / "state")
-    dsn = request.getfixturevalue("pg_dsn")
-    return Backend("postgresql", f'[store]\nbackend = "postgresql"\ndsn = "{dsn}"\n', tmp_path / "state")
 
 
 def offer(**extra: Any) -> tuple[str, dict[str, Any]]:
@@ -203,8 +172,8 @@ def test_normal_mac_and_clean() -> None:
     assert clean("a\x00b") == "a?b"
 
 
-def test_store_bounds_per_phone_in_total_and_phones(backend: Backend) -> None:
-    store = backend.writer()
+def test_store_bounds_per_phone_in_total_and_phones(journal_backend: JournalBackend) -> None:
+    store = journal_backend.writer()
     limits = Limits(steps_per_phone=10, max_steps=100, max_phones=5)
     for batch in range(30):
         steps = [{"mac": f"m{p}", "time": batch + p / 10, "n": batch} for p in range(3)]
@@ -218,13 +187,13 @@ def test_store_bounds_per_phone_in_total_and_phones(backend: Backend) -> None:
                               [{"mac": f"m{p}", "time": 100.0}])], limits)
     assert len(store.phones()) <= 6 and store.phone("m19") is not None and store.phone("m0") is None
     store.close()
-    reader = backend.reader()
+    reader = journal_backend.reader()
     assert reader.phone("m19") is not None and len(reader.phones()) <= 6
     reader.close()
 
 
-def test_store_bound_in_total_prunes_the_oldest_steps(backend: Backend) -> None:
-    store = backend.writer()
+def test_store_bound_in_total_prunes_the_oldest_steps(journal_backend: JournalBackend) -> None:
+    store = journal_backend.writer()
     limits = Limits(steps_per_phone=1000, max_steps=100, max_phones=1000)
     for p in range(15):
         store.write([Batch.of([{"mac": f"m{p}", "stage": "told", "last_seen": p}],
@@ -234,12 +203,12 @@ def test_store_bound_in_total_prunes_the_oldest_steps(backend: Backend) -> None:
     store.close()
 
 
-def test_the_journal_writes_batches_and_ties_requests_by_lease(backend: Backend) -> None:
+def test_the_journal_writes_batches_and_ties_requests_by_lease(journal_backend: JournalBackend) -> None:
     async def main() -> None:
         events = Events()
         owners = LeaseOwners()
         owners.register(lambda address, now: bytes.fromhex(OWN) if address == IPv4Address("10.77.0.100") else None)
-        store = await asyncio.get_running_loop().run_in_executor(None, backend.writer)
+        store = await asyncio.get_running_loop().run_in_executor(None, journal_backend.writer)
         journal = Journal(JournalSettings(flush_interval=0.05), store, events, owners)
         journal.load()
         journal.start(asyncio.get_running_loop())
@@ -254,13 +223,13 @@ def test_the_journal_writes_batches_and_ties_requests_by_lease(backend: Backend)
         await asyncio.get_running_loop().run_in_executor(None, journal.join)
 
     asyncio.run(main())
-    store = backend.reader()
+    store = journal_backend.reader()
     row = store.phone(MAC)
     assert row is not None and row.stage == DONE and row.doc["address"] == "10.77.0.100"
     assert [s.doc["kind"] for s in store.steps(MAC)] == ["offer", "ack", "get", "get"]
     store.close()
     # A restart carries on from what this appliance wrote.
-    again = Journal(JournalSettings(), backend.writer(), Events(), LeaseOwners())
+    again = Journal(JournalSettings(), journal_backend.writer(), Events(), LeaseOwners())
     again.load()
     assert again.stage_counts == {DONE: 1}
     again.store.close()
@@ -276,7 +245,7 @@ def test_the_sink_is_bounded() -> None:
 
 @pytest.mark.parametrize("bad", ["steps_per_phone = 1", "flush_interval = 100", "nonsense = 1"])
 def test_journal_settings_errors(bad: str) -> None:
-    from bootstrapd.config import ConfigError, loads
+    from bootstrapd.config import ConfigError
 
     with pytest.raises(ConfigError):
         loads(f'[server]\ninterface = "eth1"\n[journal]\n{bad}\n')
@@ -306,22 +275,23 @@ def test_done_uses_the_provisioning_models_download_list(tmp_path: Path) -> None
     assert fold(phone, step).stage == DONE
 
 
-def test_status_command_without_and_with_a_journal(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_command_without_and_with_a_journal(journal_backend: JournalBackend,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from bootstrapd.cli import main
 
-    config = backend.state.parent / "b.toml"
-    config.write_text(f'[server]\ninterface = "eth1"\nstate_dir = "{backend.state}"\n[dhcp4]\nenabled = false\n'
-                      f'{backend.section}')
+    config = journal_backend.state.parent / "b.toml"
+    config.write_text(f'[server]\ninterface = "eth1"\nstate_dir = "{journal_backend.state}"\n[dhcp4]\nenabled = false\n'
+                      f'{journal_backend.section}')
     assert main(["status", "--config", str(config)]) == 0
     empty = capsys.readouterr()
-    assert "no journal yet" in empty.err if backend.name == "sqlite" else "0 phones" in empty.out
+    assert "no journal yet" in empty.err if journal_backend.name == "sqlite" else "0 phones" in empty.out
     assert main(["status", "--config", str(config), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["done"] == 0
     assert main(["status", "--config", str(config), "--mac", "nonsense"]) == 2
     assert main(["status", "--config", str(config), "--stage", "nonsense"]) == 2
-    store = backend.writer()
+    store = journal_backend.writer()
     phone = journey(offer(), ack(), tftp("sip.cfg", "not_found"))
     steps = [step_of(*e, 1.0) for e in (offer(), ack(), tftp("sip.cfg", "not_found"))]
     store.write([Batch.of([phone.as_dict()], [s | {"mac": MAC} for s in steps if s])], Limits(10, 100, 10))
@@ -338,8 +308,8 @@ def test_status_command_without_and_with_a_journal(backend: Backend, capsys: pyt
     # The daemon's record of its lease store, when it is down: the first line, and "store" in --json.
     from bootstrapd.leases.health import StoreHealth
 
-    backend.state.mkdir(exist_ok=True)  # the daemon's (it makes it at start-up)
-    health = StoreHealth(backend.settings().store, backend.state)
+    journal_backend.state.mkdir(exist_ok=True)  # the daemon's (it makes it at start-up)
+    health = StoreHealth(journal_backend.settings().store, journal_backend.state)
     health.sink("store.down", {"error": "connection refused"})
     assert main(["status", "--config", str(config)]) == 0
     first = capsys.readouterr().out.splitlines()[0]

@@ -296,3 +296,12 @@ def test_arbitrary_files_give_an_outcome_never_an_exception(files: dict[str, byt
         files[f"{S}y000000000000.boot"] = boot + b'\ninclude:config "a.cfg"\ninclude:config "$MAC.cfg"\n'
     out, _ = provision(files, phone(model, preset={"static.auto_provision.aes_key_in_file": "1"}))
     assert out.mechanism in ("boot", "old")
+
+
+@given(st.sampled_from(["static.auto_dst.url", "custom_softkey_dialing.url", "remote_phonebook.data.1.url",
+                        "account.1.password", "static.firmware.url", "ringtone.url.x", ""]) | st.text(max_size=30))
+def test_resource_keys_match_as_their_patterns_say(key: str) -> None:
+    from fnmatch import fnmatchcase
+
+    keys = table().resource_keys
+    assert table().is_resource_key(key) == any(fnmatchcase(key, pattern) for pattern in keys)

@@ -139,6 +139,69 @@ def test_no_ack_goes_back_to_init_once_then_gives_up() -> None:
     assert phone.state == "failed" and phone.failure == "no ACK after 2 REQUESTs"
 
 
+def bind(server: object, phone: Dhcp4Client, now: float) -> None:
+    """Run the phone's exchange against the server core until it is bound."""
+    pending = phone.start(now)
+    while phone.state != "bound":
+        assert pending, phone.state
+        reply = server.handle(pending[0], ("0.0.0.0", 68), Now(now, now))  # type: ignore[attr-defined]
+        assert reply is not None and reply.data is not None
+        pending = phone.receive(reply.data, now)
+
+
+def test_init_reboot_asks_for_the_last_address_and_is_bound_by_the_ack() -> None:
+    server = make_server()
+    first = client()
+    bind(server, first, 0.0)
+    assert first.lease is not None and first.init_reboot == ""
+    again = client(previous=first.lease.address)
+    [request] = again.start(100.0)
+    sent = dhcp.decode(request)
+    # RFC 2131 4.4.2 / table 5: REQUEST, option 50 = the remembered address, no server identifier, ciaddr 0.
+    assert sent.msg_type() == dhcp.REQUEST and again.state == "rebooting"
+    assert sent.requested_ip() == first.lease.address and dhcp.SERVER_ID not in sent.options
+    assert sent.ciaddr == bytes(4) and sent.vendor_class() == b"yealink"
+    ack = server.handle(request, ("0.0.0.0", 68), Now(100.1, 100.1))
+    assert ack is not None and ack.data is not None
+    assert again.receive(ack.data, 100.1) == []
+    assert again.state == "bound" and again.init_reboot == "ack" and again.sent == 1
+    assert again.lease is not None and again.lease.address == first.lease.address
+    assert again.lease.options[66] == b"tftp://10.77.0.1/" and again.lease.server == IPv4Address("10.77.0.1")
+
+
+def test_init_reboot_nak_goes_to_discover_at_once() -> None:
+    server = make_server()
+    first = client()
+    bind(server, first, 0.0)
+    moved = client(previous=IPv4Address("192.168.9.9"))  # the phone was moved from another network
+    [request] = moved.start(100.0)
+    nak = server.handle(request, ("0.0.0.0", 68), Now(100.1, 100.1))
+    assert nak is not None and nak.data is not None and dhcp.decode(nak.data).msg_type() == dhcp.NAK
+    [discover] = moved.receive(nak.data, 100.1)
+    assert dhcp.decode(discover).msg_type() == dhcp.DISCOVER and moved.state == "selecting"
+    assert moved.init_reboot == "nak" and moved.naks == 1
+    offer = server.handle(discover, ("0.0.0.0", 68), Now(100.2, 100.2))
+    assert offer is not None and offer.data is not None
+    [req] = moved.receive(offer.data, 100.2)
+    ack = server.handle(req, ("0.0.0.0", 68), Now(100.3, 100.3))
+    assert ack is not None and ack.data is not None
+    moved.receive(ack.data, 100.3)
+    assert moved.state == "bound" and moved.lease is not None
+    assert first.lease is not None and moved.lease.address == first.lease.address  # the same MAC: its lease
+
+
+def test_init_reboot_unanswered_falls_back_to_discover() -> None:
+    phone = client(previous=IPv4Address("10.77.0.100"))
+    [request] = phone.start(0.0)
+    assert phone.deadline is not None and 3.0 <= phone.deadline <= 5.0
+    t = phone.deadline
+    assert phone.on_timer(t) == [request]  # sent again, once (4 s, then 8 s, each +-1 s)
+    assert phone.deadline is not None and 7.0 <= phone.deadline - t <= 9.0
+    [discover] = phone.on_timer(phone.deadline)
+    assert dhcp.decode(discover).msg_type() == dhcp.DISCOVER and phone.state == "selecting"
+    assert phone.init_reboot == "no answer" and phone.retransmissions == 1
+
+
 # -- SIP PnP ----------------------------------------------------------------------------------------------------------
 
 def responder(url: str = "tftp://{ipv4}/") -> Responder:

@@ -4,6 +4,7 @@ raise; the DHCP, PnP and TFTP clients ignore garbage (no exception, no state cha
 from __future__ import annotations
 
 import random
+from ipaddress import IPv4Address
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,6 +46,8 @@ def test_garp_is_an_arp_request_for_the_address() -> None:
 def test_clients_ignore_garbage(datagrams: list[bytes]) -> None:
     dhcp = Dhcp4Client(MAC, random.Random(1))
     dhcp.start(0.0)
+    reboot = Dhcp4Client(MAC, random.Random(1), previous=IPv4Address("10.77.0.100"))
+    reboot.start(0.0)
     dhcp6 = Dhcp6Client(MAC, random.Random(1))
     dhcp6.start(0.0)
     pnp = PnpClient("001565aabbcc", "T46U", "108.86.0.90", "10.77.0.100", random.Random(1))
@@ -55,10 +58,12 @@ def test_clients_ignore_garbage(datagrams: list[bytes]) -> None:
     put.start(0.0)
     for data in datagrams:
         dhcp.receive(data, 0.1)
+        reboot.receive(data, 0.1)
         dhcp6.receive(data, 0.1)
         pnp.receive(data, ("10.77.0.1", 5060), 0.1)
         get.receive(data, 50000, 0.1)
         put.receive(data, 50000, 0.1)
-    assert dhcp.state == "selecting" and dhcp6.state == "soliciting" and pnp.state == "subscribing"
+    assert dhcp.state == "selecting" and reboot.state == "rebooting"
+    assert dhcp6.state == "soliciting" and pnp.state == "subscribing"
     # A TFTP client may take a well-formed ERROR/DATA/OACK from the first port it hears: garbage never breaks it.
     assert get.result is None or get.result.status in ("ok", "not-found", "refused", "error")

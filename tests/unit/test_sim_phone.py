@@ -15,7 +15,7 @@ from bootstrapd.provisioning.models import Model, table
 from bootstrapd.provisioning.phone import Phone, run
 from bootstrapd.sim import result as results
 from bootstrapd.sim.identity import Identity
-from bootstrapd.sim.phone import Configure, Get, Options, Put, SendDhcp, SendSip, SimPhone, Stage, mask_url
+from bootstrapd.sim.phone import Configure, Get, Options, Put, SendDhcp, SendSip, SimPhone, Stage
 from bootstrapd.sim.result import Result
 from tests.unit.dhcp4_helpers import dora, mac, make_server
 
@@ -221,6 +221,23 @@ def test_second_boot_md5_check_completes_without_update_and_sees_a_change() -> N
     assert third.outcome is not None and third.outcome.updated
 
 
+def test_second_boot_asks_for_its_address_again_init_reboot() -> None:
+    world = World(TREE)
+    first = world.boot(sim_phone())
+    assert first.lease is not None and first.dhcp is not None and first.dhcp.init_reboot == ""
+    again = sim_phone()
+    again.previous_address = str(first.lease.address)
+    world.boot(again)  # the same server: it still holds the lease
+    assert again.stage is Stage.PROVISIONED and again.dhcp is not None and again.lease is not None
+    assert again.dhcp.init_reboot == "ack" and again.dhcp.sent == 1  # one REQUEST, no DISCOVER
+    assert again.lease.address == first.lease.address and again.record(0.0)["dhcp"]["init_reboot"] == "ack"
+    assert again.effective() == first.effective()
+    off = sim_phone(Options(init_reboot=False))
+    off.previous_address = str(first.lease.address)
+    world.boot(off)
+    assert off.dhcp is not None and off.dhcp.init_reboot == "" and off.dhcp.sent == 2  # DISCOVER, REQUEST
+
+
 def test_the_mac_local_file_is_uploaded_where_configured() -> None:
     tree = dict(TREE, **{"sip.cfg": TREE["sip.cfg"] + b"static.auto_provision.custom.sync = 1\n"})
     world = World(tree)
@@ -252,11 +269,6 @@ def test_dhcp_only_stops_at_the_ack() -> None:
     assert phone.stage_times() == {"dhcp": phone.times["bound"] - phone.times["power_on"]}
 
 
-def test_mask_url() -> None:
-    assert mask_url("http://u:p@h/x") == "http://u:********@h/x"
-    assert mask_url("tftp://h/x") == "tftp://h/x"
-
-
 def test_a_url_option_terminated_by_a_nul_is_read_as_the_url() -> None:
     from bootstrapd.provisioning.discovery import chosen, received_sources
 
@@ -264,3 +276,20 @@ def test_a_url_option_terminated_by_a_nul_is_read_as_the_url() -> None:
     sources = received_sources(pnp=None, dhcp4={66: b"tftp://10.77.0.1/\0"}, dhcp6_59=None)
     source = chosen(sources)
     assert source is not None and source.name == "DHCPv4 option 66" and source.url == "tftp://10.77.0.1/"
+
+
+def test_the_summary_is_made_from_records_and_groups_failures_by_reason() -> None:
+    from bootstrapd.sim.report import summary
+
+    other = "001565aabbcd"
+    world = World(TREE)
+    phones = [world.boot(sim_phone()), world.boot(sim_phone(mac=other)), world.boot(sim_phone(mac="001565aabbce"))]
+    records = [p.record(0.0) for p in phones]
+    whole = summary(records)
+    assert (whole["phones"], whole["provisioned"], whole["failed"]) == (3, 1, 2)
+    [failure] = whole["failures"]  # the same reason for both, with the phone's own MAC written <mac>
+    assert failure["reason"] == "<mac>.cfg not found (TFTP error 1: File not found)" and failure["count"] == 2
+    assert failure["phones"] == [f"{other} (T46U)", "001565aabbce (T46U)"]
+    assert whole["time_to_provisioned"]["p50"] == phones[0].elapsed()
+    assert whole["last_provisioned"] == records[0]["timeline"]["done"]
+    assert whole["transfers"] == {"ok": 4 + 3 * 2, "not-found": 3 + 2}
