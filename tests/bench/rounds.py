@@ -62,7 +62,8 @@ def fmt(value: float, digits: int = 1) -> str:
 def table(title: str, unit: str, series: dict[str, list[float]], digits: int = 1,
           higher_is_better: bool = True, base: str = "bootstrapd") -> list[str]:
     """Lines: one per server with its rounds, min/median/max, and bootstrapd's ratio of medians to it."""
-    lines = [title, f"  {'server':<12} {'rounds':<34} {'min':>10} {'median':>10} {'max':>10}  {'bootstrapd/':>12}"]
+    width = max([12, *map(len, series)])
+    lines = [title, f"  {'server':<{width}} {'rounds':<34} {'min':>10} {'median':>10} {'max':>10}  {'bootstrapd/':>12}"]
     for name, values in series.items():
         low, mid, high = spread(values)
         rounds = ", ".join(fmt(v, digits) for v in values)
@@ -70,7 +71,7 @@ def table(title: str, unit: str, series: dict[str, list[float]], digits: int = 1
         if name != base and base in series:
             r = ratio(series[base], values, higher_is_better)
             shown = f"{fmt(r, 2)}x" if r == r else "-"
-        lines.append(f"  {name:<12} {rounds:<34} {fmt(low, digits):>10} {fmt(mid, digits):>10} "
+        lines.append(f"  {name:<{width}} {rounds:<34} {fmt(low, digits):>10} {fmt(mid, digits):>10} "
                      f"{fmt(high, digits):>10}  {shown:>12}  {unit}")
     return lines
 
