@@ -6,7 +6,7 @@ Three places, each doing as little as it can:
   on its address: ``ctx.owners``, where the pools live, with the event's own time as ``now``), turns events into
   steps (``steps.py``), folds each phone's stage (``stage.py``) and serializes the documents, in slices of
   ``SLICE`` events so that no slice holds the loop for long;
-- during a storm it yields: while events arrive faster than ``STORM`` a second (a floor booting at once), the
+- during a storm it yields: while events arrive faster than ``storm_events`` a second (a floor booting at once), the
   timer only collects them (the sink's list, bounded by ``max_pending``), and they are folded and written once
   the storm passes, or once the oldest is ``MAX_LAG`` seconds old or ``max_pending`` wait, whichever comes first.
   Nothing is lost and the work is the same; it no longer competes with the replies for the CPU while the phones
@@ -47,7 +47,6 @@ Expected = Callable[[str, str | None], Sequence[str] | None]
 """The provisioning model's download list for a phone (MAC, model), or None when it does not know."""
 
 SLICE = 128  # events processed per loop callback (folded, encoded and queued: about 1-2 ms)
-STORM = 400.0  # events a second above which the journal waits for the storm to pass (200 DORA exchanges/s)
 MAX_LAG = 10.0  # seconds the journal waits at most during a storm before it folds anyway
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between writes to a shared store that is down (doubling)
 
@@ -75,7 +74,7 @@ class Journal:
         self._touched: dict[str, int] = {}
         self._backlog: list[_Event] = []  # taken from the sink, not yet folded
         self._scheduled = False  # a slice of the backlog is scheduled
-        self._storm = False  # events arrived faster than STORM a second over the last interval: folding waits
+        self._storm = False  # events came faster than storm_events a second over the last interval: folding waits
         self._ticked = 0.0  # monotonic time of the last tick
         self.stage_counts: dict[str, int] = {}
         self.batches = 0
@@ -144,7 +143,8 @@ class Journal:
         self._backlog.extend(taken)
         now, last = time.monotonic(), self._ticked
         self._ticked = now
-        self._storm = last > 0 and len(taken) > STORM * (now - last) and not self._overdue()
+        rate = self.settings.storm_events
+        self._storm = rate > 0 and last > 0 and len(taken) > rate * (now - last) and not self._overdue()
         if not self._scheduled and not self._storm:
             self._process()
         self._timer = self._loop.call_later(self.settings.flush_interval, self._tick)

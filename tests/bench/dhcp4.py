@@ -86,6 +86,11 @@ def start_bootstrapd_nojournal(node: Node, workdir: Path) -> Running:
     return start_bootstrapd(node, workdir, "[journal]\nenabled = false\n")
 
 
+def start_bootstrapd_livejournal(node: Node, workdir: Path) -> Running:
+    """The journal folding as events come, storms or not (``storm_events = 0``): the storm mode's A/B."""
+    return start_bootstrapd(node, workdir, "[journal]\nstorm_events = 0\n")
+
+
 def start_kea(node: Node, workdir: Path) -> Running:
     conf = workdir / "kea-dhcp4.json"
     conf.write_text(kea_config(workdir))
@@ -233,7 +238,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", default=",".join(map(str, RATES)), help="offered rates to try, ascending")
     parser.add_argument("--servers", default="bootstrapd,bootstrapd-nojournal,kea,dnsmasq",
-                        help="bootstrapd-nojournal: bootstrapd with [journal] off (the journal's cost, issue #12)")
+                        help="bootstrapd-nojournal: bootstrapd with [journal] off (the journal's cost, issue #12); "
+                        "bootstrapd-livejournal: the journal without its storm mode (storm_events = 0)")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="rounds, servers interleaved")
     parser.add_argument("--no-rss", action="store_true", help="skip the 50,000-lease memory measurement")
     parser.add_argument("--journal-ab", type=int, default=0, metavar="N",
@@ -247,7 +253,8 @@ def main() -> int:
         if not shutil.which(tool):
             print(f"missing {tool}: run `make peers`", file=sys.stderr)
             return 2
-    starters = {"bootstrapd": start_bootstrapd, "bootstrapd-nojournal": start_bootstrapd_nojournal, "kea": start_kea,
+    starters = {"bootstrapd": start_bootstrapd, "bootstrapd-nojournal": start_bootstrapd_nojournal,
+                "bootstrapd-livejournal": start_bootstrapd_livejournal, "kea": start_kea,
                 "dnsmasq": start_dnsmasq}
     base = Path(tempfile.mkdtemp(prefix="bench-dhcp4-"))
     base.chmod(0o755)

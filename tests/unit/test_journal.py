@@ -322,8 +322,8 @@ def test_status_command_without_and_with_a_journal(journal_backend: JournalBacke
 
 
 def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Events faster than STORM a second defer the folding (the replies first); a quiet interval, or an event older
-    than MAX_LAG, folds everything, none lost."""
+    """Events faster than storm_events a second defer the folding (the replies first); a quiet interval, or an
+    event older than MAX_LAG, folds everything, none lost; storm_events = 0 never waits."""
     import time
 
     from bootstrapd.journal import journal as module
@@ -344,7 +344,7 @@ def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatc
             journal._tick()
 
         tick(0)  # the first tick only starts the clock
-        storm = int(module.STORM) + 1
+        storm = int(journal.settings.storm_events) + 1
         tick(storm)
         assert journal._storm and len(journal._backlog) == storm and journal._queue.empty()
         tick(storm)
@@ -367,6 +367,9 @@ def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatc
                 break
             await asyncio.sleep(0)
         assert journal._phones[MAC].steps == 3 * storm + 2
+        journal.settings = JournalSettings(flush_interval=60, storm_events=0)
+        tick(storm)
+        assert not journal._storm
         assert journal._timer is not None
         journal._timer.cancel()
 
