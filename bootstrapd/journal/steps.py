@@ -57,6 +57,8 @@ OUTCOME_TEXT = {
 
 def clean(value: object, limit: int = TEXT_MAX) -> str:
     """Text safe to store and print: control characters replaced, at most ``limit`` characters."""
+    if value.__class__ is str and len(value) <= limit and value.isprintable():  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]  # nearly always (isprintable is False for every _CONTROL)
     text = _CONTROL.sub("?", str(value))
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -119,9 +121,21 @@ def address_of(kind: str, fields: dict[str, Any]) -> str | None:
 
 def _codes(value: object) -> list[int]:
     """Option codes as the server sent them (its own list: in its order, ints only)."""
-    if not isinstance(value, list | tuple | set | frozenset):
+    if value.__class__ is tuple:
+        try:
+            if value in _INT_TUPLES:  # the DHCP servers' cached tuples: a boot storm has a few
+                return list(value)  # type: ignore[arg-type]
+        except TypeError:  # unhashable items: not one of those
+            pass
+    if not isinstance(value, (list, tuple, set, frozenset)):  # a tuple of types: faster than a union in 3.11
         return []
-    return [c for c in value if c.__class__ is int]
+    codes = [c for c in value if c.__class__ is int]
+    if value.__class__ is tuple and len(codes) == len(value) and len(_INT_TUPLES) < 256:  # type: ignore[arg-type]
+        _INT_TUPLES.add(value)  # type: ignore[arg-type]
+    return codes
+
+
+_INT_TUPLES: set[tuple[int, ...]] = set()  # option-code tuples seen to hold ints only (bounded)
 
 
 def _dhcp4(kind: str, f: dict[str, Any], now: float) -> Step:

@@ -319,3 +319,58 @@ def test_status_command_without_and_with_a_journal(journal_backend: JournalBacke
     health.sink("store.up", {})
     assert main(["status", "--config", str(config)]) == 0
     assert "UNREACHABLE" not in capsys.readouterr().out
+
+
+def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events faster than storm_events a second defer the folding (the replies first); a quiet interval, or an
+    event older than MAX_LAG, folds everything, none lost; storm_events = 0 never waits."""
+    import time
+
+    from bootstrapd.journal import journal as module
+
+    async def main() -> None:
+        events = Events()
+        journal = Journal(JournalSettings(flush_interval=60), None, events, LeaseOwners())  # type: ignore[arg-type]
+        journal.start(asyncio.get_running_loop())
+        clock = [100.0]
+        monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+        def tick(events_in_it: int) -> None:  # an interval of 1 s in which ``events_in_it`` events arrived
+            for _ in range(events_in_it):
+                journal.sink(*ack())
+            clock[0] += 1.0
+            assert journal._timer is not None
+            journal._timer.cancel()  # the test ticks by hand
+            journal._tick()
+
+        tick(0)  # the first tick only starts the clock
+        storm = int(journal.settings.storm_events) + 1
+        tick(storm)
+        assert journal._storm and len(journal._backlog) == storm and journal._queue.empty()
+        tick(storm)
+        assert len(journal._backlog) == 2 * storm and journal._queue.empty()
+        tick(1)  # the storm passed: everything is folded (a slice now, the rest in the callbacks that follow)
+        assert not journal._storm
+        for _ in range(100):
+            if not journal._backlog:
+                break
+            await asyncio.sleep(0)
+        assert not journal._backlog and not journal._queue.empty()
+        assert journal._phones[MAC].steps == 2 * storm + 1
+        # A storm that lasts: an event older than MAX_LAG is folded all the same.
+        journal.sink(*ack())
+        journal._pending[0] = (journal._pending[0][0] - module.MAX_LAG - 1, *journal._pending[0][1:])
+        tick(storm)
+        assert not journal._storm
+        for _ in range(100):
+            if not journal._backlog:
+                break
+            await asyncio.sleep(0)
+        assert journal._phones[MAC].steps == 3 * storm + 2
+        journal.settings = JournalSettings(flush_interval=60, storm_events=0)
+        tick(storm)
+        assert not journal._storm
+        assert journal._timer is not None
+        journal._timer.cancel()
+
+    asyncio.run(main())
