@@ -11,12 +11,16 @@ PEERS += vagrant vagrant-libvirt shellcheck python3-venv
 PEERS += lftp nginx-light vsftpd wrk inotify-tools
 # The journal's tests: tcpdump (captures to trace), promtool (metrics), chromium (the status page).
 PEERS += tcpdump prometheus chromium
+# PostgreSQL: the shared store's tests start their own server (initdb/pg_ctl in a temporary folder); bench-dhcp4-pg
+# runs Kea on it too (Debian's kea-dhcp4-server has its PostgreSQL backend built in, kea-admin creates the schema).
+PEERS += postgresql
 STAMP := $(VENV)/.installed
 # make vagrant-lab (not part of make test: the VMs take too long for CI): libvirt, QEMU/KVM, the box builder.
 VAGRANT_LAB_PEERS := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
          mmdebstrap fdisk e2fsprogs dnsmasq-base
 
-.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm clean vagrant-lab
+.PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm \
+        bench-dhcp4-pg clean vagrant-lab
 
 all: test
 
@@ -49,6 +53,9 @@ bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm
 
 bench-dhcp4: venv peers
 	$(PY) -m tests.bench.dhcp4
+
+bench-dhcp4-pg: venv peers
+	$(PY) -m tests.bench.dhcp4_pg $(BENCH_ARGS)
 
 bench-tftp: venv peers
 	$(PY) -m tests.bench.tftp

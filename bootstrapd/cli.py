@@ -85,11 +85,16 @@ def _iso(ts: float) -> str:
 def cmd_leases(args: argparse.Namespace) -> int:
     from bootstrapd.dhcpconf import format_mac
     from bootstrapd.leases import listing
+    from bootstrapd.leases.backends import StoreOpenError
 
     settings = _load(args)
     if settings is None:
         return 2
-    rows4, rows6 = listing.read(settings.server.state_dir, args.all)
+    try:
+        rows4, rows6 = listing.read(settings, args.all)
+    except StoreOpenError as exc:
+        _error(str(exc))
+        return 1
     if args.json:
         json.dump(listing.as_json(rows4, rows6), sys.stdout, indent=2)
         print()
@@ -156,6 +161,9 @@ def _register_extras() -> None:
 
     register_sim(_EXTRA)
     _register_journal()
+    from bootstrapd.leases.dbcli import register as register_db
+
+    register_db(_EXTRA)
     try:
         from bootstrapd.pnp.cli import setup_resync
     except ImportError:

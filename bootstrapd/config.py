@@ -23,6 +23,7 @@ from bootstrapd.journal.settings import (
     load_journal,
     load_status,
 )
+from bootstrapd.leases.settings import StoreSettings, load_store
 from bootstrapd.pnp.settings import PnpSettings, load_pnp
 from bootstrapd.provisioning.auth import AuthEntry
 from bootstrapd.provisioning.settings import ProvisioningSettings, load_auth, load_provisioning
@@ -54,6 +55,7 @@ class Settings:
     journal: JournalSettings = field(default_factory=JournalSettings)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -98,6 +100,7 @@ def _from_source(source: Source) -> Settings:
         journal=load_journal(root.table("journal")),
         capture=load_capture(root.table("capture")),
         status=load_status(root.table("status")),
+        store=load_store(root.table("store")),
     )
     root.finish()
     return settings

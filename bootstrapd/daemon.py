@@ -14,14 +14,21 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bootstrapd import config, eventloop, privileges
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
-from bootstrapd.leases.store import LeaseStore
+from bootstrapd.leases.backends import StoreOpenError, open_store
+from bootstrapd.leases.health import HEALTH, StoreHealth
 from bootstrapd.net.interfaces import Interface, InterfaceError, lookup
 from bootstrapd.service import Context, Service, ServiceFactory, StartupError
+
+if TYPE_CHECKING:
+    from bootstrapd.leases.postgresql import PgStore
+    from bootstrapd.provisioning.uploads import UploadName
 
 log = logging.getLogger("bootstrapd")
 
@@ -80,6 +87,34 @@ def _files(settings: Settings, context: Context) -> None:
         context.files = build_resolver(settings, context.owners)
     except ValueError as exc:
         raise StartupError(f"server.state_dir: {exc}") from None
+    if context.store.backend == "postgresql" and context.files.uploads is not None:
+        _record_uploads(context)
+
+
+def _record_uploads(context: Context) -> None:
+    """With a shared store, each upload's metadata (phone, name, size, SHA-256, which appliance) goes to the
+    database: the files stay in this appliance's state_dir (README: what to share between appliances)."""
+    import hashlib
+
+    loop = asyncio.get_running_loop()
+    store = context.store
+    assert context.files is not None and context.files.uploads is not None
+
+    def stored(name: UploadName, data: bytes) -> None:  # in a file worker thread
+        digest = hashlib.sha256(data).hexdigest()
+        loop.call_soon_threadsafe(store.record_upload, name.mac, name.filename, len(data), digest, time.time())
+
+    context.files.uploads.stored = stored
+
+
+async def _share_state(store: PgStore, settings: Settings) -> None:
+    """What appliances sharing a database must agree on beyond leases: the AES secret the file keys derive from."""
+    from bootstrapd.provisioning.sharedsecret import share_secret
+
+    try:
+        await share_secret(store, settings.server.state_dir)
+    except OSError as exc:
+        raise StartupError(f"server.state_dir {settings.server.state_dir}: {exc.strerror or exc}") from None
 
 
 def check_interface(settings: Settings, iface: Interface) -> None:
@@ -169,11 +204,22 @@ class Daemon:
             settings.server.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"server.state_dir {settings.server.state_dir}: {exc.strerror}") from None
-        store = LeaseStore(settings.server.state_dir / "leases.sqlite3", window=settings.dhcp4.commit_window_ms / 1000,
-                           events=self.events)
-        store.start(loop)
+        # Subscribed first: a database that is down while the daemon starts is an outage status and /metrics show.
+        health = StoreHealth(settings.store, settings.server.state_dir)
+        self.events.subscribe(health.sink)
+        try:
+            store = await open_store(settings, self.events, iface.mac.hex())
+        except StoreOpenError as exc:
+            raise StartupError(str(exc)) from None
+        health.save()
+        if store.backend == "postgresql":
+            from bootstrapd.leases.postgresql import PgStore
+
+            assert isinstance(store, PgStore)
+            await _share_state(store, settings)
         self.context = Context(settings=settings, interface=iface, events=self.events, store=store)
         self.context.extras["services"] = self.services  # the running services, for /metrics
+        self.context.extras[HEALTH] = health
         for warning in settings.warnings:
             log.warning("%s", warning)
         try:
@@ -212,7 +258,7 @@ class Daemon:
                     log.exception("error stopping %s", service.name)
             if self.context.work is not None:
                 self.context.work.close()
-            store.close()
+            await store.shutdown()
 
     def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | None:
         usec = os.environ.get("WATCHDOG_USEC")
@@ -238,6 +284,8 @@ class Daemon:
                 raise config.ConfigError(new.file, None, "server.interface", "cannot change on reload; restart")
             if new.server.state_dir != self.settings.server.state_dir:
                 raise config.ConfigError(new.file, None, "server.state_dir", "cannot change on reload; restart")
+            if new.store != self.settings.store:
+                raise config.ConfigError(new.file, None, "store", "cannot change on reload; restart")
             enabled = [f.__name__ for f in service_factories(new)]
             running = [f.__name__ for f in service_factories(self.settings)]
             if enabled != running:

@@ -2,8 +2,9 @@
 
 No second bookkeeping: a scrape reads ``Events.counters`` (every event kind and every ``<service>.<reason>`` count),
 the counts by protocol and outcome that :class:`Metrics` keeps as a subscriber of the same stream (one dict
-increment per event), the DHCP pools, the TFTP server's active transfers, the lease store's commits and the
-journal's stages. Names follow the Kea/Stork exporter's style (``bootstrapd_dhcp4_addresses_assigned``, …).
+increment per event), the DHCP pools, the TFTP server's active transfers, the lease store's commits and whether it
+is reachable (another subscriber of the stream, :mod:`bootstrapd.leases.health`, fed by ``store.down``/``store.up``)
+and the journal's stages. Names follow the Kea/Stork exporter's style (``bootstrapd_dhcp4_addresses_assigned``, …).
 
 prometheus-client renders the exposition format; imported only where metrics are served.
 """
@@ -20,6 +21,7 @@ from bootstrapd.events import Events
 
 if TYPE_CHECKING:
     from bootstrapd.journal.journal import Journal
+    from bootstrapd.leases.health import StoreHealth
 
 # Counter suffixes that are errors (``<service>.<suffix>`` in Events.counters), reported by kind.
 ERRORS = ("socket_error", "internal_error", "send_error", "send_dropped", "commit_failed", "write_failed",
@@ -49,11 +51,12 @@ class Metrics(Collector):
     """The collector of one daemon. ``services`` is the daemon's list of running services (read at scrape time)."""
 
     def __init__(self, events: Events, services: Iterable[object], journal: Journal | None = None,
-                 store: object | None = None) -> None:
+                 store: object | None = None, health: StoreHealth | None = None) -> None:
         self.events = events
         self.services = services
         self.journal = journal
         self.store = store
+        self.health = health
         self.requests: dict[tuple[str, str], int] = {}
         self.bytes: dict[str, int] = {}
         events.subscribe(self._sink)
@@ -100,6 +103,7 @@ class Metrics(Collector):
         yield from self._dhcp6()
         yield from self._transfers()
         yield from self._store()
+        yield from self._health()
         yield from self._journal()
 
     def _pool(self, family: str, core: Any) -> Iterator[Metric]:
@@ -162,6 +166,26 @@ class Metrics(Collector):
                                   sum_value=float(getattr(store, "commit_seconds", 0.0)))
         yield CounterMetricFamily("bootstrapd_leases_committed", "Leases made durable",
                                   value=int(getattr(store, "committed", 0)))
+
+    def _health(self) -> Iterator[Metric]:
+        """Whether the lease store is reachable (a shared PostgreSQL one can go away), from store.down/store.up."""
+        health = self.health
+        if health is None:
+            return
+        backend = [health.backend]
+        up = GaugeMetricFamily("bootstrapd_store_up", "1 when the lease store is reachable, 0 while it is not "
+                               "(replies that need a commit are withheld)", labels=["backend"])
+        up.add_metric(backend, 1.0 if health.up else 0.0)
+        outages = CounterMetricFamily("bootstrapd_store_outages", "Times the lease store became unreachable",
+                                      labels=["backend"])
+        outages.add_metric(backend, health.outages)
+        seconds = CounterMetricFamily("bootstrapd_store_outage_seconds", "Seconds the lease store was unreachable, "
+                                      "the current outage included", labels=["backend"])
+        seconds.add_metric(backend, health.down_seconds())
+        since = GaugeMetricFamily("bootstrapd_store_last_change_timestamp_seconds", "When the store's state last "
+                                  "changed (start-up, down, up), seconds since the epoch", labels=["backend"])
+        since.add_metric(backend, health.since)
+        yield from (up, outages, seconds, since)
 
     def _journal(self) -> Iterator[Metric]:
         journal = self.journal

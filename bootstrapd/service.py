@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
 from bootstrapd.http.routes import HttpRoutes
+from bootstrapd.leases.backends import Store
 from bootstrapd.leases.owners import LeaseOwners
-from bootstrapd.leases.store import LeaseStore
 from bootstrapd.net.interfaces import Interface
 from bootstrapd.urltemplates import interface_variables
 
@@ -45,7 +45,7 @@ class Context:
     settings: Settings
     interface: Interface
     events: Events
-    store: LeaseStore
+    store: Store
     owners: LeaseOwners = field(default_factory=LeaseOwners)
     extras: dict[str, object] = field(default_factory=dict)
     # The one resolver TFTP, HTTP and FTP serve from; the daemon builds it and replaces it on reload.

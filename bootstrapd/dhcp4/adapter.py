@@ -14,6 +14,7 @@ import time
 from bootstrapd.clock import Now
 from bootstrapd.config import Settings
 from bootstrapd.dhcp4.server import Dhcp4Server, Reply
+from bootstrapd.leases.store import Lease, Lease4
 from bootstrapd.log import RateLimited
 from bootstrapd.net.ethernet import udp4_frame
 from bootstrapd.net.packet import PacketSender
@@ -44,6 +45,7 @@ class Dhcp4Service:
         self.core = Dhcp4Server(settings, address.ip, address.network, self.ctx.store.leases4(),
                                 variables=self.ctx.url_variables(), mtu=iface.mtu)
         self.ctx.owners.register(self.core.owner)
+        self._share()
         try:
             self.frames = PacketSender(iface.name)
         except OSError as exc:
@@ -78,7 +80,9 @@ class Dhcp4Service:
                                  ", ".join(map(str, left_out)), kind, event.get("mac"), event.get("max_size"))
             self.ctx.events.emit("dhcp4." + kind.lower(), **event)
         if reply.commit:
-            self.ctx.store.commit_then(reply.commit, lambda: self._send(reply), self._commit_failed)
+            self.ctx.store.commit_then(reply.commit, lambda: self._send(reply),
+                                       lambda error: self._commit_failed(error, reply),
+                                       lambda winners: self._lost(winners, reply))
         else:
             self._send(reply)
 
@@ -99,10 +103,38 @@ class Dhcp4Service:
             return
         self.endpoint.sendto(reply.data, reply.destination)
 
-    def _commit_failed(self, error: BaseException) -> None:
+    def _commit_failed(self, error: BaseException, reply: Reply) -> None:
         # The reply is not sent: the client retries, and nothing was promised that is not on disk.
         self.ctx.events.count("dhcp4.commit_failed")
         _limited.warning("commit", "dhcp4: lease commit failed, reply withheld: %s", error)
+        self._withheld(reply, f"its lease was not committed: {error}")
+
+    def _withheld(self, reply: Reply, reason: str) -> None:
+        """The reply's event went out before the commit (the journal then has its ACK): say it never left."""
+        event = reply.event
+        if event and event.get("mac"):
+            self.ctx.events.emit("dhcp4.withheld", mac=event["mac"], address=event.get("address"),
+                                 request=event.get("request"), type=event.get("type"), reason=reason)
+
+    # -- a store shared with other appliances (the store calls these; see leases.backends) ---------------------------
+    def _share(self) -> None:
+        assert self.core is not None
+        if self.ctx.store.backend == "sqlite":
+            return
+        self.core.pool.spread(self.core.server_id)  # each appliance offers from a part of the range of its own
+        self.ctx.store.watch(self._learn)
+
+    def _learn(self, leases: list[Lease]) -> None:
+        """Leases other appliances committed: their addresses are taken, their clients known here."""
+        assert self.core is not None
+        self.core.learn(x for x in leases if isinstance(x, Lease4))
+
+    def _lost(self, winners: list[Lease], reply: Reply) -> None:
+        # Another appliance's client got the address first: no ACK (the client's retry is refused and it starts
+        # over with another address); the pool learns who holds it.
+        self.ctx.events.count("dhcp4.lease_lost")
+        self._learn(winners)
+        self._withheld(reply, "the address went to another client (through another appliance)")
 
     def reload(self, settings: Settings) -> None:
         assert self.core is not None

@@ -86,12 +86,15 @@ class Packet:
         return value[0]
 
     def _address(self, code: int) -> IPv4Address | None:
+        value = self.address_bytes(code)
+        return IPv4Address(value) if value is not None else None
+
+    def address_bytes(self, code: int) -> bytes | None:
+        """An address option's 4 bytes (the hot path compares and converts these without an IPv4Address)."""
         value = self.options.get(code)
-        if value is None:
-            return None
-        if len(value) != 4:
+        if value is not None and len(value) != 4:
             raise Dhcp4Error(f"option {code} has length {len(value)}, not 4")
-        return IPv4Address(value)
+        return value
 
     def requested_ip(self) -> IPv4Address | None:
         return self._address(REQUESTED_IP)
@@ -235,19 +238,21 @@ def encode(packet: Packet, *, max_size: int = 1500, extra: Sequence[Option] = ()
 
 
 def encode_reply(packet: Packet, *, max_size: int = 1500, extra: Sequence[Option] = (),
-                 extra_wire: bytes | None = None, relay: bytes | None = None) -> tuple[bytes, tuple[int, ...]]:
+                 extra_wire: bytes | None = None, relay: bytes | None = None,
+                 head_wire: bytes | None = None) -> tuple[bytes, tuple[int, ...]]:
     """Encode a message of at most ``max_size`` bytes (IP and UDP headers included, RFC 2132 9.10) and say which
     option codes did not fit.
 
     Options go out in priority order: ``packet.options`` (the message's own: 53, 54, lease times, 61 …), then
     ``extra`` (configured options, the ones the client requested first, in its option 55 order, RFC 2132 9.8;
-    ``extra_wire`` is their encoding when the caller has it cached). ``relay`` is an option 82 to echo as the last
+    ``extra_wire`` is their encoding when the caller has it cached; ``head_wire`` likewise for ``packet.options``).
+    ``relay`` is an option 82 to echo as the last
     option of the options field (RFC 3046 2.2): its room is reserved before any option but 53 and 54. When the
     options field is too small, options that do not fit go into ``file`` and then ``sname`` (if the message does not
     use them itself) behind an option 52 (RFC 2132 9.3; never with value 0), and an option too long for the room
     left in one field is split across them (RFC 3396). What fits nowhere is left out, lowest priority first.
     """
-    head = encode_options(packet.options)
+    head = head_wire if head_wire is not None else encode_options(packet.options)
     body = extra_wire if extra_wire is not None else encode_options(extra) if extra else b""
     relay_tlv = bytes((RELAY_AGENT, len(relay))) + relay if relay is not None and len(relay) <= 255 else \
         encode_options(((RELAY_AGENT, relay),)) if relay is not None else b""

@@ -69,6 +69,12 @@ class Dhcp4Server:
         # The values of the URL-template placeholders ({ipv4} …, see bootstrapd.urltemplates), from the interface.
         self.variables: dict[str, str] = dict(variables) if variables is not None else {"ipv4": str(server_ip)}
         self.configure(settings)
+        self.learn(leases)
+
+    def learn(self, leases: Iterable[Lease4]) -> None:
+        """Leases from the store: at start-up, and (a shared store) those another appliance committed or that won an
+        address over one of ours. The pool then offers none of their addresses and serves their clients' renewals
+        and rebinds as its own; the newest lease of a client wins (see Pool.load)."""
         for lease in leases:
             key = client_key(lease.mac, lease.client_id)
             vendor = sys.intern(lease.vendor_class) if lease.vendor_class else None  # thousands of "yealink"
@@ -116,6 +122,7 @@ class Dhcp4Server:
             settings.rebind_time.to_bytes(4, "big"),
         )
         self.siaddr = settings.next_server.packed if settings.next_server else self.server_id
+        self._heads: dict[tuple[int, bool], tuple[dict[int, bytes], bytes]] = {}  # see _head
         self.boot_file = settings.boot_file.encode().ljust(128, b"\0") if settings.boot_file else bytes(128)
 
     def _on_network(self, address: int) -> bool:
@@ -193,9 +200,11 @@ class Dhcp4Server:
         current = self.pool.binding(info.key)
         if current is not None and current.state != DECLINED and self._refusal(current.address, info, now) is None:
             return current.address
-        wanted = packet.requested_ip()
-        if wanted is not None and self._refusal(int(wanted), info, now) is None:
-            return int(wanted)
+        wanted = packet.address_bytes(codec.REQUESTED_IP)
+        if wanted is not None:
+            address = int.from_bytes(wanted, "big")
+            if self._refusal(address, info, now) is None:
+                return address
         if not self.pool.can_take(info.mac, info.key, now):
             return None
         return self.pool.allocate(info.key, now)
@@ -231,26 +240,26 @@ class Dhcp4Server:
         return reply
 
     def _request(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
-        server_id = packet.server_id()
-        requested = packet.requested_ip()
+        server_id = packet.address_bytes(codec.SERVER_ID)
+        requested = packet.address_bytes(codec.REQUESTED_IP)
         ciaddr = int.from_bytes(packet.ciaddr, "big")
         if server_id is not None:
             # SELECTING: the client answers an OFFER; if it chose another server, free what we held.
-            if server_id.packed != self.server_id:
+            if server_id != self.server_id:
                 self.pool.forget_offer(info.key)
                 self._count("chose_other_server")
                 return None
             if requested is None:
                 raise Dhcp4Error("REQUEST in SELECTING state without a requested address")
             binding = self.pool.binding(info.key)
-            address = int(requested)
+            address = int.from_bytes(requested, "big")
             why = "offer expired or not yours" if binding is None or binding.address != address else \
                 self._refusal(address, info, now)
             if why is not None:
                 return self._nak(packet, info, why, now)
             return self._ack(packet, info, address, now)
         if requested is not None and ciaddr == 0:
-            address = int(requested)  # INIT-REBOOT: the client checks the address it remembers
+            address = int.from_bytes(requested, "big")  # INIT-REBOOT: the client checks the address it remembers
         elif ciaddr != 0:
             address = ciaddr  # RENEWING (unicast to us) or REBINDING (broadcast): extend the lease on ciaddr
         else:
@@ -320,7 +329,8 @@ class Dhcp4Server:
             return None  # only the holder can decline its address
         quarantined = self.pool.decline(int(requested), now.wall + self.settings.decline_time, info.mac)
         self._count("declined")
-        lease = Lease4(IPv4Address(quarantined.address), info.mac, None, quarantined.expires, DECLINED)
+        # The client identifier goes with it: in a shared store only the holder's own row may become a quarantine.
+        lease = Lease4(IPv4Address(quarantined.address), info.mac, packet.client_id(), quarantined.expires, DECLINED)
         return Reply(None, commit=[lease],
                      event={"type": "DECLINE", "mac": format_mac(info.mac), "address": str(requested)})
 
@@ -353,18 +363,21 @@ class Dhcp4Server:
 
     def _reply(self, packet: Packet, info: _ClientInfo, kind: int, address: int | None,
                source: tuple[str, int] | None = None) -> Reply:
-        options: dict[int, bytes] = {codec.MESSAGE_TYPE: bytes((kind,)), codec.SERVER_ID: self.server_id}
-        if address is not None:
-            lease, renew, rebind = self._timers
-            options[codec.LEASE_TIME] = lease
-            options[codec.RENEWAL_TIME] = renew
-            options[codec.REBINDING_TIME] = rebind
+        template = self._heads.get((kind, address is not None))
+        if template is None:
+            template = self._heads[(kind, address is not None)] = self._head(kind, address is not None)
+        options, head = template
+        options = dict(options)
+        extra: list[codec.Option] = []
         host = self._reservation(info.mac)
         if host is not None and host.hostname:
-            options[codec.HOSTNAME] = host.hostname.encode()
+            extra.append((codec.HOSTNAME, host.hostname.encode()))
         client_id = packet.options.get(codec.CLIENT_ID)
         if client_id is not None:
-            options[codec.CLIENT_ID] = client_id  # RFC 6842: echoed unchanged
+            extra.append((codec.CLIENT_ID, client_id))  # RFC 6842: echoed unchanged
+        if extra:
+            options.update(extra)
+            head += codec.encode_options(extra)
         reply = Packet(op=codec.BOOTREPLY, xid=packet.xid, flags=packet.flags, giaddr=packet.giaddr,
                        chaddr=packet.chaddr, ciaddr=packet.ciaddr if address is None else codec.ZERO,
                        siaddr=self.siaddr, file=self.boot_file)
@@ -381,7 +394,7 @@ class Dhcp4Server:
         if limit > self.mtu:
             limit = self.mtu
         data, left_out = codec.encode_reply(reply, max_size=limit, extra=ordered.items, extra_wire=ordered.wire,
-                                            relay=packet.options.get(codec.RELAY_AGENT))
+                                            relay=packet.options.get(codec.RELAY_AGENT), head_wire=head)
         destination, link = self._destination(packet, address, source)
         event: dict[str, Any] = {
             "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
@@ -399,6 +412,13 @@ class Dhcp4Server:
             event["left_out"] = left_out
             event["max_size"] = limit
         return Reply(data, destination, link, event=event)
+
+    def _head(self, kind: int, times: bool) -> tuple[dict[int, bytes], bytes]:
+        """A reply's own first options (message type, server id, the lease times) and their encoding, built once."""
+        options = {codec.MESSAGE_TYPE: bytes((kind,)), codec.SERVER_ID: self.server_id}
+        if times:
+            options[codec.LEASE_TIME], options[codec.RENEWAL_TIME], options[codec.REBINDING_TIME] = self._timers
+        return options, codec.encode_options(options)
 
     def _destination(self, packet: Packet, address: int | None,
                      source: tuple[str, int] | None) -> tuple[tuple[str, int], bytes | None]:

@@ -18,6 +18,7 @@ from bootstrapd.config import Settings
 from bootstrapd.dhcp6.codec import MAX_DUID, check_duid
 from bootstrapd.dhcp6.server import SERVER_PORT, Dhcp6Server, Outgoing
 from bootstrapd.dhcpconf import format_mac
+from bootstrapd.leases.store import Lease, Lease6
 from bootstrapd.log import RateLimited
 from bootstrapd.net.sockets import join_ipv6_group, udp_socket
 from bootstrapd.net.udp import Address, DatagramEndpoint, open_destination_endpoint
@@ -68,6 +69,9 @@ class Dhcp6Service:
                                 link_prefixes=_link_prefixes(ctx))
         self.endpoint: DatagramEndpoint | None = None
         ctx.owners.register(self.core.owner)
+        if ctx.store.backend != "sqlite":  # a store shared with other appliances (see leases.backends)
+            self.core.pool.spread(self.duid)
+            ctx.store.watch(self._learn)
 
     async def start(self) -> None:
         iface = self.ctx.interface
@@ -108,7 +112,9 @@ class Dhcp6Service:
                              "(dhcp6.range is on %s): they get NoAddrsAvail", out.unserved_link,
                              ", ".join(str(n) for n in self.core.link_prefixes))
         if out.leases:
-            self.ctx.store.commit_then(out.leases, lambda: self._send(out), self._commit_failed)
+            self.ctx.store.commit_then(out.leases, lambda: self._send(out),
+                                       lambda error: self._commit_failed(error, out),
+                                       lambda winners: self._lost(winners, out))
         else:
             self._send(out)
 
@@ -132,10 +138,28 @@ class Dhcp6Service:
             classes=out.classes,
         )
 
-    def _commit_failed(self, error: BaseException) -> None:
+    def _learn(self, leases: list[Lease]) -> None:
+        """Leases other appliances committed: their addresses are taken, their clients known here."""
+        self.core.learn(x for x in leases if isinstance(x, Lease6))
+
+    def _lost(self, winners: list[Lease], out: Outgoing) -> None:
+        # Another appliance's client got an address of this reply first: no REPLY; the client's retransmission
+        # gets another address, the pool having learnt who holds this one.
+        self.ctx.events.count("dhcp6.lease_lost")
+        self._learn(winners)
+        self._withheld(out, "an address went to another client (through another appliance)")
+
+    def _commit_failed(self, error: BaseException, out: Outgoing) -> None:
         # No reply leaves for a lease that is not durable; the client retransmits.
         self.ctx.events.count("dhcp6.commit_failed")
         _limited.warning("dhcp6.commit", "dhcp6: lease commit failed, reply withheld: %s", error)
+        self._withheld(out, f"its lease was not committed: {error}")
+
+    def _withheld(self, out: Outgoing, reason: str) -> None:
+        """A reply that never left, for the journal (a sent one is the dhcp6.reply event)."""
+        self.ctx.events.emit("dhcp6.withheld", duid=out.duid.hex() if out.duid else None,
+                             mac=format_mac(out.mac) if out.mac else None, type=out.kind, request=out.request,
+                             address=out.addresses[0] if out.addresses else None, reason=reason)
 
 
 __all__ = ["Dhcp6Service", "make_duid", "server_duid"]

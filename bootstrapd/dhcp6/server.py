@@ -96,6 +96,11 @@ class Dhcp6Server:
         self.pool = Pool(int(settings.range_start), int(settings.range_end))
         self._macs: dict[bytes, bytes] = {}  # DUID -> MAC, for DUIDs without one (learnt from relays' option 79)
         self.reconfigure(settings, variables=variables, link_prefixes=link_prefixes)
+        self.learn(leases)
+
+    def learn(self, leases: Iterable[Lease6]) -> None:
+        """Leases from the store: at start-up, and (a shared store) those another appliance committed or that won an
+        address over one of ours; the newest lease of a DUID+IAID wins (see Pool.load)."""
         for lease in leases:
             self.pool.load(_key(lease.duid, lease.iaid), int(lease.address), lease.state, lease.expires, lease.duid)
             if lease.mac and lease.mac != codec.duid_mac(lease.duid):

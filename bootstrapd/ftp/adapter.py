@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 import aioftp
 
@@ -35,6 +36,7 @@ from bootstrapd.ftp.settings import FtpSettings
 from bootstrapd.net.sockets import interface_binds, tcp_listener
 from bootstrapd.provisioning.paths import Reason, Refused
 from bootstrapd.provisioning.resolver import Opened, Resolver
+from bootstrapd.provisioning.sendfile import SocketSender, socket_of
 from bootstrapd.provisioning.work import FileWork, file_work
 from bootstrapd.service import Context
 
@@ -196,6 +198,10 @@ class TreeServer(aioftp.Server):
                                     handler_callback: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
                                                                Awaitable[None]]) -> asyncio.Server:
         client = connection.client_host
+        server = str(connection.server_host)
+        if "%" not in server and ":" in server and ipaddress.IPv6Address(server).is_link_local:
+            # A control connection on a link-local address: the data socket needs the scope to be bound there.
+            connection.server_host = f"{server}%{self.service.ctx.interface.name}"
 
         async def only_the_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             peer = writer.get_extra_info("peername") or ("",)
@@ -259,9 +265,12 @@ class TreeServer(aioftp.Server):
         if not self._ready(connection):
             return True
         name, client, user = self._request(connection, rest)
+        started = asyncio.get_running_loop().time()
         try:
             opened = await self.service.work.open(name, client, user)
         except Refused as exc:
+            # A refusal is an event whichever command met it (RETR's, STOR's, TFTP's, HTTP's): one stream to read.
+            self.service.event("SIZE", client, user, name, exc.reason.value, 0, started)
             connection.response("550", _reason_text(exc))
             return True
         opened.close()
@@ -289,7 +298,7 @@ class TreeServer(aioftp.Server):
                     outcome = "no_data_connection"
                     return
                 async with asyncio.timeout(self.service.settings.transfer_timeout), stream:
-                    await _send(self.service.work, stream, opened, offset)
+                    await _send(self.service.work, stream, opened, offset, self.service.settings.data_timeout)
             except TimeoutError:
                 outcome = "timeout"
             except OSError:
@@ -369,14 +378,26 @@ class TreeServer(aioftp.Server):
         return True
 
 
-async def _send(work: FileWork, stream: aioftp.ThrottleStreamIO, opened: Opened, offset: int) -> None:
+async def _send(work: FileWork, stream: aioftp.ThrottleStreamIO, opened: Opened, offset: int,
+                data_timeout: float) -> None:
     if opened.data is not None:
         view = memoryview(opened.data)
         for start in range(offset, len(view), BLOCK):
             await stream.write(bytes(view[start:start + BLOCK]))
         return
     assert opened.fd is not None
-    await work.send(opened.fd, offset, opened.size - offset, stream.write)
+    transport = stream.writer.transport
+    sock = socket_of(transport)
+    if sock is None:
+        await work.send(opened.fd, offset, opened.size - offset, stream.write)
+        return
+    # A plain data connection: sendfile from a worker, as HTTP does (bootstrapd/provisioning/sendfile.py); a client that
+    # takes nothing for data_timeout ends the transfer ("timeout").
+    sender = SocketSender(cast(asyncio.Transport, transport), sock, work.readers, data_timeout)
+    try:
+        await sender.send(opened.fd, offset, opened.size - offset)
+    finally:
+        sender.close()
 
 
 class FtpService:
@@ -396,9 +417,7 @@ class FtpService:
         iface = self.ctx.interface
         socks: list[socket.socket] = []
         errors: list[OSError] = []
-        for family, address, scope in interface_binds(iface):
-            if scope:
-                continue  # a passive data socket cannot be bound to a link-local address without its scope
+        for family, address, scope in interface_binds(iface):  # as HTTP and TFTP: link-local IPv6 too
             try:
                 socks.append(tcp_listener(family, iface.name, address, self.settings.port, scope=scope))
             except OSError as exc:

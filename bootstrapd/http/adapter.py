@@ -65,7 +65,9 @@ class HttpService:
         self.settings = ctx.settings.http
         self.admission = Admission(ctx.events, self.settings)
         self.rate = RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
-        self.files = FileHandler(file_work(ctx))  # the daemon's resolver and worker threads (on the running loop)
+        # The daemon's resolver and worker threads (on the running loop).
+        self.files = FileHandler(file_work(ctx), self.settings.send_timeout,
+                                 lambda: ctx.events.count("http.send_timeout"))
         self.servers: list[asyncio.Server] = []
         self.web: GuardedServer | None = None
         self.tls: ssl.SSLContext | None = None
@@ -122,6 +124,7 @@ class HttpService:
         self.settings = new
         self.admission.settings = new
         self.rate = RateLimiter(new.rate_limit, new.rate_burst)
+        self.files.send_timeout = new.send_timeout
         if self.web is not None:
             self.web.head_timeout = new.head_timeout
 

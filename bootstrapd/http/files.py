@@ -12,17 +12,20 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import functools
 import mimetypes
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import BodyPartReader, web
 
 from bootstrapd.http.ranges import Unsatisfiable, parse_ranges
 from bootstrapd.provisioning.paths import Reason, Refused
 from bootstrapd.provisioning.resolver import Opened, Resolver
+from bootstrapd.provisioning.sendfile import SendTimeout, SocketSender, socket_of
 from bootstrapd.provisioning.uploads import UploadName
 from bootstrapd.provisioning.work import FileWork
 
@@ -47,6 +50,7 @@ TYPES = {".cfg": "text/plain", ".boot": "text/plain", ".xml": "application/xml",
          ".bin": "application/octet-stream", ".enc": "application/octet-stream", ".log": "text/plain"}
 
 READ_METHODS = ("GET", "HEAD")
+WRITE_WAIT_ABOVE = 0x10000  # aiohttp's StreamWriter waits for the transport once this many bytes went unwaited
 WRITE_METHODS = ("PUT", "POST")
 
 
@@ -61,13 +65,19 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def content_type(name: str) -> str:
+@functools.lru_cache(maxsize=4096)
+def content_type(name: str) -> str:  # the names of files that exist: once each, not per request (mimetypes is slow)
     ext = os.path.splitext(name)[1].lower()
     return TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def http_date(ts: float) -> str:
-    return email.utils.formatdate(int(ts), usegmt=True)
+    return _http_date(int(ts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:  # a tree's files share few mtimes: formatted once each, not per request
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -131,8 +141,10 @@ def _if_range_ok(request: web.BaseRequest, opened: Opened) -> bool:
 
 
 class FileHandler:
-    def __init__(self, work: FileWork) -> None:
+    def __init__(self, work: FileWork, send_timeout: float = 30.0, on_stall: Callable[[], None] | None = None) -> None:
         self.work = work
+        self.on_stall = on_stall  # told when a client stopped reading a body and was closed
+        self.send_timeout = send_timeout  # seconds a client may take no byte of a body before it is closed
         self.resolver = work.resolver
         self._verifying = asyncio.Semaphore(2)  # scrypt runs: bounded CPU and memory
 
@@ -196,7 +208,8 @@ class FileHandler:
             except Unsatisfiable:
                 outcome.outcome = "range_not_satisfiable"
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{opened.size}"})
-        response = BodyResponse(opened, ranges, headers, request.method == "HEAD", self.work)
+        response = BodyResponse(opened, ranges, headers, request.method == "HEAD", self.work, self.send_timeout)
+        response.on_stall = self.on_stall
         outcome.bytes = response.length if request.method == "GET" else 0
         if ranges is not None:
             outcome.outcome = "partial"
@@ -285,11 +298,13 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
 
 
 class BodyResponse(web.StreamResponse):
-    """An :class:`Opened` file, whole or in ranges; bytes held in memory are written, descriptors read in chunks
-    (page cache on the spot, the disk in a worker) and written."""
+    """An :class:`Opened` file, whole or in ranges. Bytes held in memory are written; a descriptor goes by
+    ``sendfile`` from a worker thread on plain HTTP (:mod:`bootstrapd.provisioning.sendfile`), else (TLS) is read
+    in chunks (page cache on the spot, the disk in a worker) and written. Every wait for the client to take bytes
+    is bounded by ``send_timeout``; past it the connection is closed."""
 
     def __init__(self, opened: Opened, ranges: list[tuple[int, int]] | None, headers: dict[str, str],
-                 head: bool, work: FileWork) -> None:
+                 head: bool, work: FileWork, send_timeout: float = 30.0) -> None:
         status = 206 if ranges is not None else 200
         super().__init__(status=status, headers=headers)
         # Bytes in memory: the head goes out with the first write, one send for a small file. A streamed file's
@@ -298,6 +313,9 @@ class BodyResponse(web.StreamResponse):
         self.work = work
         self.opened = opened
         self.head = head
+        self.send_timeout = send_timeout
+        self.on_stall: Callable[[], None] | None = None
+        self._protocol: Any = None  # the connection's aiohttp protocol, once prepared
         size = opened.size
         self.segments: list[tuple[bytes, int, int]] = []  # (prefix, offset, count)
         self.trailer = b""
@@ -325,29 +343,77 @@ class BodyResponse(web.StreamResponse):
             if self.head or request.method == "HEAD":
                 await self.write_eof()
                 return writer
-            data = self.opened.data
-            if data is not None:
-                view = memoryview(data)
-                for prefix, offset, count in self.segments:
-                    if prefix:
-                        await self.write(prefix)
-                    await self.write(view[offset:offset + count])
-            else:
-                await self._stream()
-            if self.trailer:
-                await self.write(self.trailer)
+            self._protocol = request.protocol
+            try:
+                data = self.opened.data
+                if data is not None:
+                    view = memoryview(data)
+                    for prefix, offset, count in self.segments:
+                        if prefix:
+                            await self._write_drained(prefix)
+                        await self._write_drained(view[offset:offset + count])
+                else:
+                    await self._stream(request)
+                if self.trailer:
+                    await self._write_drained(self.trailer)
+                await self._flushed(request.transport)
+            except SendTimeout as exc:
+                if self.on_stall is not None:
+                    self.on_stall()
+                if request.transport is not None:
+                    request.transport.abort()  # what the client left unread is dropped, not lingered over
+                raise ConnectionResetError(str(exc)) from None
             await self.write_eof()
             return writer
         finally:
             self.opened.close()
 
-    async def _stream(self) -> None:
+    async def _stream(self, request: web.BaseRequest) -> None:
         assert self.opened.fd is not None
-        for prefix, offset, count in self.segments:
-            if prefix:
-                await self.write(prefix)
-            await self.work.send(self.opened.fd, offset, count, self._write_drained)
+        sock = socket_of(request.transport)
+        if sock is None:  # TLS: the bytes have to pass through the encryption
+            for prefix, offset, count in self.segments:
+                if prefix:
+                    await self._write_drained(prefix)
+                await self.work.send(self.opened.fd, offset, count, self._write_drained)
+            return
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        sender = SocketSender(cast(asyncio.Transport, request.transport), sock, self.work.readers, self.send_timeout)
+        try:
+            for prefix, offset, count in self.segments:
+                if prefix:
+                    await self._write_drained(prefix)
+                await sender.send(self.opened.fd, offset, count)
+        finally:
+            sender.close()
 
-    async def _write_drained(self, data: bytes) -> None:
-        await self.write(data)
-        await self.drain()
+    async def _write_drained(self, data: bytes | memoryview) -> None:
+        writer = self._payload_writer
+        if (writer is not None and writer.buffer_size + len(data) <= WRITE_WAIT_ABOVE
+                and not self._protocol.writing_paused):
+            await self.write(data)  # aiohttp does not wait on this one: no timer to set (the hot path)
+            return
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self.write(data)
+                await self.drain()
+        except TimeoutError:
+            raise SendTimeout(f"the client took nothing for {self.send_timeout:g} s") from None
+
+    async def _flushed(self, transport: asyncio.BaseTransport | None) -> None:
+        """Until the transport holds nothing more of the body (the kernel took it), within ``send_timeout``: else
+        a client that never reads would keep the connection, its close waiting for a flush that never comes."""
+        if transport is None or transport.is_closing():
+            return
+        transport = cast(asyncio.WriteTransport, transport)  # uvloop's: not a subclass, the same methods
+        if not transport.get_write_buffer_size():
+            return  # the usual case: the socket took everything at once
+        transport.set_write_buffer_limits(high=0)  # paused until empty: drain() now waits for exactly that
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self.drain()
+        except TimeoutError:
+            raise SendTimeout(f"the client took nothing for {self.send_timeout:g} s") from None
+        finally:
+            if not transport.is_closing():
+                transport.set_write_buffer_limits()

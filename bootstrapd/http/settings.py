@@ -19,6 +19,7 @@ class HttpSettings:
     head_timeout: float = 10.0  # seconds to receive a request head, from its first byte
     keepalive_timeout: float = 15.0  # idle seconds between requests on a connection
     body_timeout: float = 30.0  # seconds to receive an upload's body
+    send_timeout: float = 30.0  # seconds a client may take no byte of a download before it is closed
     max_header_size: int = 8190  # bytes of one header line
     max_connections: int = 4000
     max_connections_per_client: int = 32
@@ -40,6 +41,7 @@ def load_http(table: Table) -> HttpSettings:
         head_timeout=table.number("head_timeout", 10.0, min=0.1),
         keepalive_timeout=table.number("keepalive_timeout", 15.0, min=0.1),
         body_timeout=table.number("body_timeout", 30.0, min=0.1),
+        send_timeout=table.number("send_timeout", 30.0, min=0.1),
         max_header_size=table.integer("max_header_size", 8190, min=256, max=1 << 20),
         max_connections=table.integer("max_connections", 4000, min=1, max=1_000_000),
         max_connections_per_client=table.integer("max_connections_per_client", 32, min=1),

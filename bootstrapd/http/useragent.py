@@ -7,6 +7,7 @@ characters or line breaks is refused whole (it would be copied into events, the 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -43,8 +44,10 @@ def check_text(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_user_agent(value: str) -> PhoneAgent | None:
-    """The phone a User-Agent names, None when it names none we know; raises :class:`BadUserAgent`."""
+    """The phone a User-Agent names, None when it names none we know; raises :class:`BadUserAgent` (not
+    remembered). Remembered per string: a phone sends the same one with each of its requests."""
     check_text(value)
     match = _YEALINK.match(value.strip())
     if match is None:

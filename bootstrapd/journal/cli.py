@@ -1,6 +1,8 @@
 """``bootstrapd status``: the phones of the journal, their stages and their journeys, read while the daemon runs.
 
-The journal file is opened read-only: nothing here can hold a lock the daemon's writer waits for.
+The journal file is opened read-only: nothing here can hold a lock the daemon's writer waits for. With a shared
+store (PostgreSQL) it reads every appliance's records from the database. Whether the daemon's lease store is
+reachable comes from the state file the daemon keeps (``leases/health.py``): a line first when it is not.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from typing import Any
 
 from bootstrapd import config
 from bootstrapd.configfile import ConfigError
+from bootstrapd.journal.backends import open_reader
 from bootstrapd.journal.stage import LABELS, STAGES
 from bootstrapd.journal.steps import normal_mac
-from bootstrapd.journal.store import PhoneRow, open_readonly
+from bootstrapd.journal.store import JournalStore, JournalUnavailable, PhoneRow
 from bootstrapd.journal.views import phone_document, phones_document
+from bootstrapd.leases.health import describe, read_state
 
 
 def _stage_id(text: str) -> str | None:
@@ -63,13 +67,18 @@ def journey(p: dict[str, Any], steps: list[dict[str, Any]]) -> list[str]:
     lines = [f"{p['mac']}  {p['stage_label']}" + (f": {p['error']}" if p["error"] else ""),
              f"  address {p['address'] or '-'}  {p['address6'] or ''}".rstrip(),
              f"  phone   {' '.join(x for x in (p['vendor'], p['model'], p['firmware']) if x) or '-'}",
-             f"  vendor class {p['vendor_class'] or '-'}", ""]
+             f"  vendor class {p['vendor_class'] or '-'}"]
+    if p.get("appliances"):  # a shared store: the steps of every appliance, each marked with its own
+        lines.append(f"  seen by {', '.join(p['appliances'])}")
+    lines.append("")
+    width = max((len(s.get("appliance") or "") for s in steps), default=0)
     for step in steps:
         mark = " " if step.get("ok", True) else "!"
-        lines.append(f"{_iso(step['time'])}.{int(step['time'] * 1000) % 1000:03d} {mark} {step['proto']:6} "
+        who = f"{step.get('appliance') or '':{width}}  " if width else ""
+        lines.append(f"{_iso(step['time'])}.{int(step['time'] * 1000) % 1000:03d} {mark} {who}{step['proto']:6} "
                      f"{step['text']}")
         if step.get("error"):
-            lines.append(f"{'':26}{step['error']}")
+            lines.append(f"{'':{26 + len(who)}}{step['error']}")
     return lines
 
 
@@ -111,39 +120,65 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _show(settings: config.Settings, args: argparse.Namespace, stage: str | None, mac: str | None) -> int:
-    store = open_readonly(settings.server.state_dir)
+    state = read_state(settings.server.state_dir)  # the lease store as the daemon sees it
+    down = state is not None and not state.get("up", True)
+    try:
+        store = open_reader(settings)
+        try:
+            return _print(settings, args, stage, mac, store, state if down else None)
+        finally:
+            if store is not None:
+                store.close()
+    except JournalUnavailable as exc:  # the shared database is down (or refuses us): say so, and since when
+        if args.json:
+            print(json.dumps({"error": f"the journal cannot be read: {exc}", "store": state}))
+        else:
+            print(f"bootstrapd: the journal cannot be read: {exc}", file=sys.stderr)
+            if state is not None:
+                print(describe(state), file=sys.stderr)
+        return 1
+
+
+def _print(settings: config.Settings, args: argparse.Namespace, stage: str | None, mac: str | None,
+           store: JournalStore | None, down: dict[str, Any] | None) -> int:
+    """``down``: the daemon's store state when it is down (printed first; in --json as "store")."""
     if store is None:
         if args.json:
-            print(json.dumps(phones_document(None) if mac is None else {"error": "no such phone", "mac": mac}))
+            print(json.dumps(phones_document(None, health=down) if mac is None else
+                             {"error": "no such phone", "mac": mac}))
         else:
+            if down is not None:
+                print(describe(down))
             print(f"no journal yet in {settings.server.state_dir} (the daemon writes it once phones show up)",
                   file=sys.stderr)
         return 1 if mac else 0
-    try:
-        if mac is not None:
-            document = phone_document(store, mac)
-            if document is None:
-                if args.json:
-                    print(json.dumps({"error": "no such phone", "mac": mac}))
-                else:
-                    print(f"bootstrapd: {mac}: not in the journal", file=sys.stderr)
-                return 1
+    if mac is not None:
+        document = phone_document(store, mac)
+        if document is None:
             if args.json:
-                json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
-                print()
+                print(json.dumps({"error": "no such phone", "mac": mac}))
             else:
-                print("\n".join(journey(document["phone"], document["steps"])))
-            return 0
+                print(f"bootstrapd: {mac}: not in the journal", file=sys.stderr)
+            return 1
         if args.json:
-            json.dump(phones_document(store, stage), sys.stdout, indent=2, ensure_ascii=False)
+            json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
             print()
-            return 0
-        rows = store.phones()
-    finally:
-        store.close()
+        else:
+            if down is not None:
+                print(describe(down))
+            print("\n".join(journey(document["phone"], document["steps"])))
+        return 0
+    if args.json:
+        json.dump(phones_document(store, stage, down), sys.stdout, indent=2, ensure_ascii=False)
+        print()
+        return 0
+    rows = store.phones()
     counts = Counter(r.stage for r in rows)
     if stage is not None:
         rows = [r for r in rows if r.stage == stage]
+    if down is not None:
+        print(describe(down))
+        print()
     if rows:
         # Cut to the terminal's width on a terminal only: piped into grep or a file, every line is whole.
         width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else 10_000

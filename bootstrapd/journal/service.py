@@ -1,4 +1,5 @@
-"""The journal as one of the daemon's services: opens the store under ``state_dir`` and subscribes to the events."""
+"""The journal as one of the daemon's services: opens its store (``state_dir/journal.sqlite3``, or the shared
+PostgreSQL database with ``[store] backend = "postgresql"``) and subscribes to the events."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import asyncio
 import logging
 
 from bootstrapd.config import Settings
+from bootstrapd.journal.backends import open_journal
 from bootstrapd.journal.journal import Expected, Journal
-from bootstrapd.journal.store import FILE, SqliteJournal
-from bootstrapd.service import Context
+from bootstrapd.journal.store import JournalUnavailable
+from bootstrapd.service import Context, StartupError
 
 log = logging.getLogger("bootstrapd.journal")
 
@@ -22,15 +24,20 @@ class JournalService:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        path = self.ctx.settings.server.state_dir / FILE
-        store = await loop.run_in_executor(None, SqliteJournal, path)
-        self.journal = Journal(self.ctx.settings.journal, store, self.ctx.events, self.ctx.owners,
-                               self._expected())
-        # Loading the phones already known reads the file: off the loop, like opening it.
-        await loop.run_in_executor(None, self.journal.load)
+        settings = self.ctx.settings
+        try:
+            store = await loop.run_in_executor(None, open_journal, settings, self.ctx.store.appliance)
+        except JournalUnavailable as exc:  # a password file gone since the lease store read it
+            raise StartupError(f"journal: {exc}") from None
+        self.journal = Journal(settings.journal, store, self.ctx.events, self.ctx.owners, self._expected())
+        # Loading the phones already known reads the store: off the loop, like opening it.
+        try:
+            await loop.run_in_executor(None, self.journal.load)
+        except JournalUnavailable as exc:  # the shared database went away since the lease store opened it
+            log.warning("journal: cannot read the phones already known (%s); starting without them", exc)
         self.journal.start(loop)
         self.ctx.extras["journal"] = self.journal
-        log.info("journal in %s, %d phones known", path, sum(self.journal.stage_counts.values()))
+        log.info("journal in %s, %d phones known", store.where, sum(self.journal.stage_counts.values()))
 
     def _expected(self) -> Expected | None:
         """The provisioning model's download list ("done"), when the model runs in this daemon."""

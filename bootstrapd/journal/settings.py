@@ -17,6 +17,7 @@ class JournalSettings:
     max_phones: int = 20_000  # phones not seen for the longest are forgotten beyond this
     flush_interval: float = 0.25  # seconds between batches written to the journal file
     max_pending: int = 100_000  # events held between two batches; more are counted and dropped
+    storm_events: float = 400.0  # events a second above which the journal folds after the storm (0: never waits)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def load_journal(table: Table) -> JournalSettings:
         max_phones=table.integer("max_phones", 20_000, min=1, max=10_000_000),
         flush_interval=table.number("flush_interval", 0.25, min=0.01),
         max_pending=table.integer("max_pending", 100_000, min=100, max=10_000_000),
+        storm_events=table.number("storm_events", 400.0, min=0.0),
     )
     if settings.flush_interval > 60:
         raise table.error("flush_interval", "at most 60 seconds")

@@ -5,11 +5,14 @@ summary in place; nothing here reads a clock or a database, so the same fold run
 and over a stored journey.
 
 "stuck" carries the reason: the latest failure that nothing after it made good. What makes a failure good again:
-- the same file served later (a retried transfer), a later ACK after a NAK, a later acknowledged NOTIFY;
+- the same file served later (a retried transfer), a later ACK (DHCPv6: REPLY with an address) after a NAK or
+  after a reply that was withheld because its lease could not be committed, a later acknowledged NOTIFY;
 - for a boot file that was not found, any later download (the guide: no MAC-oriented boot file -> the common boot
   file; no boot file at all -> the common CFG then the MAC CFG);
 - a "NOTIFY never acknowledged" is made good by any later request for a file (the phone learned where to go).
 A ``<mac>-local.cfg`` that is not found is normal on a first boot and is no failure at all.
+
+Several appliances sharing a store each fold the steps they saw; :func:`merge` makes one phone of their summaries.
 
 "done" means every file the phone is expected to download was served. The list comes from the provisioning model
 (``expected``, see ``journal/expected.py``, once the phone's model is known); without it, the phone's own
@@ -18,6 +21,7 @@ MAC-oriented CFG (``<mac>.cfg``, the last file of the guide's download order) se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,8 +208,10 @@ def fold(phone: Phone, step: Step) -> Phone:
         if proto == "dhcp6":
             if kind == "reply" and step.get("address6"):
                 phone.address6 = step["address6"]
-                if phone.failure and phone.failure.startswith(("DHCP NAK", "no address")):
+                if phone.failure and phone.failure.startswith(("DHCP NAK", "no address", "DHCPv6")):
                     phone.failure = None
+            elif not ok:
+                phone.failure = error
             if step.get("told"):
                 phone.told = True
         elif proto == "pnp":
@@ -229,3 +235,49 @@ def fold(phone: Phone, step: Step) -> Phone:
     _recompute(phone)
     phone.stage = phone.compute_stage()
     return phone
+
+
+IDENTITY = ("address", "address6", "vendor", "model", "firmware", "vendor_class")
+
+
+def merge(phones: Sequence[Phone]) -> Phone:
+    """One phone as several appliances saw it, each its summary of the steps it recorded, as one summary.
+
+    The newest known value of what the phone is (address, model, firmware …, and the download list); the progress
+    any appliance saw (told, boot file, configs, files served); a file failed on one appliance and served since on
+    another is made good; the failure that is not about a file (a NAK, a NOTIFY, a withheld reply) is the one of the
+    appliance that saw the phone last. The last step is that appliance's too."""
+    if len(phones) == 1:
+        return phones[0]
+    ordered = sorted(phones, key=lambda p: p.last_seen)
+    newest = ordered[-1]
+    out = Phone(newest.mac, first_seen=min((p.first_seen for p in ordered if p.first_seen), default=0.0),
+                last_seen=newest.last_seen, last_step=newest.last_step, last_time=newest.last_time,
+                steps=sum(p.steps for p in ordered), failure=newest.failure)
+    for phone in ordered:  # oldest first: the newer value wins
+        for name in IDENTITY:
+            value = getattr(phone, name)
+            if value is not None:
+                setattr(out, name, value)
+        if phone.expected is not None:
+            out.expected = list(phone.expected)
+        out.told |= phone.told
+        out.boot |= phone.boot
+        out.configs += phone.configs
+        for name in phone.served:
+            low = name.lower()
+            out.served = [n for n in out.served if n.lower() != low] + [name]
+            out.failed.pop(name, None)
+        if phone.served:  # as in fold: a boot file not found is made good by any later download
+            for other in [n for n in out.failed if n.lower().endswith(".boot") and "not found" in out.failed[n]]:
+                del out.failed[other]
+        for name, reason in phone.failed.items():  # the most recent failure last, as fold keeps them
+            out.failed.pop(name, None)
+            out.failed[name] = reason
+    del out.served[:-FILES_KEPT]
+    while len(out.failed) > FILES_KEPT:
+        del out.failed[next(iter(out.failed))]
+    _recompute(out)
+    out.done = out.is_done()
+    out.stage = out.compute_stage()
+    return out

@@ -14,7 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from bootstrapd.config import Settings
+from bootstrapd.journal.backends import reading
 from bootstrapd.journal.web import StatusWeb
+from bootstrapd.leases.health import HEALTH
 from bootstrapd.metrics import Metrics, registry_for, render
 from bootstrapd.service import Context, StartupError
 
@@ -37,12 +39,15 @@ class StatusService:
         services = ctx.extras.setdefault("services", [])
         assert isinstance(services, list)
         journal: Any = ctx.extras.get("journal")
-        self.metrics = Metrics(ctx.events, services, journal, ctx.store)
+        health: Any = ctx.extras.get(HEALTH)
+        self.metrics = Metrics(ctx.events, services, journal, ctx.store, health)
         self.registry = registry_for(self.metrics)
         resync = self._resync if settings.pnp.enabled else None
         flush = journal.flush if journal is not None else None
-        self.web = StatusWeb(settings.status, settings.server.state_dir, _verify, lambda: render(self.registry),
-                             resync, flush)
+        running = journal.store if journal is not None else None
+        self.web = StatusWeb(settings.status, lambda: reading(self.ctx.settings, running), _verify,
+                             lambda: render(self.registry), resync, flush, self._leases,
+                             health.as_dict if health is not None else None)
         self.servers: list[asyncio.Server] = []
         self._low: web.Server | None = None
         if not settings.status.port:
@@ -75,6 +80,11 @@ class StatusService:
                     return web.Response(status=405, headers={"Allow": ", ".join(methods)})
                 return await handler(request)
         return web.Response(status=404, text="not_found\n")
+
+    def _leases(self, include_all: bool) -> tuple[list[Any], list[Any]]:
+        from bootstrapd.leases import listing
+
+        return listing.read(self.ctx.settings, include_all)
 
     async def _resync(self, mac: str) -> dict[str, Any]:
         from bootstrapd.pnp.cli import resync_phones

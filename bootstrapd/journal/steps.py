@@ -57,6 +57,8 @@ OUTCOME_TEXT = {
 
 def clean(value: object, limit: int = TEXT_MAX) -> str:
     """Text safe to store and print: control characters replaced, at most ``limit`` characters."""
+    if value.__class__ is str and len(value) <= limit and value.isprintable():  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]  # nearly always (isprintable is False for every _CONTROL)
     text = _CONTROL.sub("?", str(value))
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -119,9 +121,21 @@ def address_of(kind: str, fields: dict[str, Any]) -> str | None:
 
 def _codes(value: object) -> list[int]:
     """Option codes as the server sent them (its own list: in its order, ints only)."""
-    if not isinstance(value, list | tuple | set | frozenset):
+    if value.__class__ is tuple:
+        try:
+            if value in _INT_TUPLES:  # the DHCP servers' cached tuples: a boot storm has a few
+                return list(value)  # type: ignore[arg-type]
+        except TypeError:  # unhashable items: not one of those
+            pass
+    if not isinstance(value, (list, tuple, set, frozenset)):  # a tuple of types: faster than a union in 3.11
         return []
-    return [c for c in value if c.__class__ is int]
+    codes = [c for c in value if c.__class__ is int]
+    if value.__class__ is tuple and len(codes) == len(value) and len(_INT_TUPLES) < 256:  # type: ignore[arg-type]
+        _INT_TUPLES.add(value)  # type: ignore[arg-type]
+    return codes
+
+
+_INT_TUPLES: set[tuple[int, ...]] = set()  # option-code tuples seen to hold ints only (bounded)
 
 
 def _dhcp4(kind: str, f: dict[str, Any], now: float) -> Step:
@@ -150,16 +164,25 @@ def _dhcp4(kind: str, f: dict[str, Any], now: float) -> Step:
         return _step(now, "dhcp4", name, facts, f"its reserved address {address} is held by another client")
     if name == "decline":
         return _step(now, "dhcp4", "decline", facts, f"declined {address} (the address is in use on the LAN)")
+    if name == "withheld":  # the reply above it never left: its lease was not committed
+        facts["reply"] = reply = clean(f.get("type") or "ACK", 20)
+        facts["reason"] = why = clean(f.get("reason") or "not committed", 120)
+        return _step(now, "dhcp4", "withheld", facts, f"DHCP {reply} withheld: {why}")
     return _step(now, "dhcp4", clean(name, 20), facts)
 
 
 def _dhcp6(kind: str, f: dict[str, Any], now: float) -> Step:
     reply = clean(f.get("type") or "reply", 20).lower()
+    withheld = kind == "dhcp6.withheld"
     options = _codes(f.get("options"))
     facts: dict[str, Any] = {"request": clean(f.get("request") or "?", 30), "options": options,
-                             "told": reply != "advertise" and not PROVISIONING6.isdisjoint(options)}
+                             "told": not withheld and reply != "advertise" and not PROVISIONING6.isdisjoint(options)}
     if f.get("address") is not None:
         facts["address6"] = clean(f["address"], 45)
+    if withheld:  # the reply never left: its leases were not committed
+        facts["reply"] = reply.upper()
+        facts["reason"] = why = clean(f.get("reason") or "not committed", 120)
+        return _step(now, "dhcp6", "withheld", facts, f"DHCPv6 {reply.upper()} withheld: {why}")
     return _step(now, "dhcp6", reply, facts)
 
 
@@ -261,8 +284,14 @@ def text_of(step: Step) -> str:
             return "DISCOVER: no address left to offer"
         if kind == "reserved_in_use":
             return f"DISCOVER: the reserved address {address} is held by another client"
+        if kind == "withheld":
+            return (f"{step.get('request', '?')} → {step.get('reply', 'ACK')} {address} not sent "
+                    f"({step.get('reason', 'not committed')})").replace("  ", " ")
         return f"{kind.upper()} {address}".rstrip()
     if proto == "dhcp6":
+        if kind == "withheld":
+            return (f"{step.get('request', '?')} → {step.get('reply', 'REPLY')} {step.get('address6') or ''} not "
+                    f"sent ({step.get('reason', 'not committed')})").replace("  ", " ")
         text = f"{step.get('request', '?')} → {kind.upper()} {step.get('address6') or ''}".rstrip()
         if step.get("options"):
             text += f" (options {' '.join(map(str, step['options']))})"
@@ -297,8 +326,8 @@ _BUILDERS: dict[str, _Builder] = {
 }
 # Event kinds the journal records; everything else (counters, socket errors) is not a step of a phone.
 RECORDED = frozenset({"dhcp4.offer", "dhcp4.ack", "dhcp4.nak", "dhcp4.inform", "dhcp4.decline", "dhcp4.release",
-                      "dhcp4.exhausted", "dhcp4.reserved_in_use", "dhcp6.reply", "pnp.answer", "tftp.transfer",
-                      "http.request", "ftp.transfer", "ftp.login", "resync.sent"})
+                      "dhcp4.exhausted", "dhcp4.reserved_in_use", "dhcp4.withheld", "dhcp6.reply", "dhcp6.withheld",
+                      "pnp.answer", "tftp.transfer", "http.request", "ftp.transfer", "ftp.login", "resync.sent"})
 
 
 def step_of(kind: str, fields: dict[str, Any], now: float) -> Step | None:

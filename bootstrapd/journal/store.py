@@ -1,7 +1,8 @@
 """Where the journal lives: a small interface with no protocol in it, and its SQLite implementation.
 
 A phone is a key (the MAC), a stage, a time and a JSON document; a step is a key, a time and a JSON document. The
-store does not look inside the documents, so a PostgreSQL backend is the same five methods over two tables.
+store does not look inside the documents. Two backends: this file's SQLite one (one appliance), and PostgreSQL
+(:mod:`.pgjournal`, the database appliances share: each writes its own rows, readers see every appliance's).
 
 SQLite: a file of its own, ``journal.sqlite3`` beside ``leases.sqlite3``, in WAL mode with ``synchronous=NORMAL``.
 Its own file because the lease store's group commit must never wait behind the journal's writes: SQLite has one
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +50,7 @@ class PhoneRow:
     stage: str
     updated: float
     doc: dict[str, Any]
+    appliances: tuple[str, ...] = ()  # a shared store: the appliances that saw the phone, newest last
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class StepRow:
     mac: str
     time: float
     doc: dict[str, Any]
+    appliance: str = ""  # a shared store: the appliance that recorded the step
 
 
 @dataclass(frozen=True)
@@ -87,19 +90,107 @@ class Limits:
     max_phones: int
 
 
-class JournalStore(Protocol):
-    def write(self, batches: list[Batch], limits: Limits) -> None:
-        """One transaction: upsert the phones, append the steps, prune to the limits."""
+class JournalUnavailable(Exception):
+    """The journal's store cannot be reached now (a shared database that is down): nothing was written or read;
+    the writer keeps its batches and tries again (``Journal``), a reader says so."""
 
-    def phones(self) -> list[PhoneRow]: ...
+
+class JournalStore(Protocol):
+    # Whether one object may serve the daemon's writer and any reader thread at once (a database connection pool):
+    # then the status API reads through the daemon's own store instead of opening one per request.
+    threadsafe: bool
+    where: str  # for messages: the file, or the database (its password masked)
+
+    def write(self, batches: list[Batch], limits: Limits) -> None:
+        """One transaction: upsert the phones, append the steps, prune to the limits (this appliance's share)."""
+
+    def load(self) -> list[PhoneRow]:
+        """The documents this appliance wrote, to carry on from after a restart."""
+
+    def phones(self) -> list[PhoneRow]:
+        """Every phone, as one row each (with a shared store: what every appliance saw of it, combined)."""
 
     def phone(self, mac: str) -> PhoneRow | None: ...
 
-    def steps(self, mac: str) -> list[StepRow]: ...
+    def steps(self, mac: str) -> list[StepRow]:
+        """The phone's journey, oldest first (with a shared store: every appliance's steps, by time)."""
 
     def step_counts(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class Plan:
+    """What one write does beyond inserting: the steps per phone afterwards, and what to prune."""
+
+    fresh: dict[str, int]  # the batch's phones -> their steps after the write (and any trim)
+    macs: set[str]  # the phones whose documents the batch writes
+    trim: dict[str, int]  # phones over steps_per_phone -> keep this many newest
+    excess: int  # the oldest steps overall to delete (0: none)
+    evict: int  # the phones not seen for the longest to forget with their steps (0: none)
+    total: int  # steps after the write and the trims
+
+    @property
+    def recount(self) -> bool:
+        """A global bound pruned: the counts are read again from the store."""
+        return bool(self.excess or self.evict)
+
+
+class Tally:
+    """What a writer knows of its share of the journal (steps per phone, the total, the phones), so that keeping
+    the bounds costs in proportion to the batch, not to the journal. Each bound prunes in chunks of a tenth of it,
+    so that it is not every batch. One implementation for both backends: they only run the SQL of the plan."""
+
+    def __init__(self, phones: Iterable[str], steps: dict[str, int]) -> None:
+        self.counts: dict[str, int] = {}
+        self.total = 0
+        self.reset(phones, steps)
+
+    def reset(self, phones: Iterable[str], steps: dict[str, int]) -> None:
+        """Every phone of the store (a step count of 0 for those without steps) and the steps per phone."""
+        self.counts = dict.fromkeys(phones, 0)
+        self.counts.update(steps)
+        self.total = sum(self.counts.values())
+
+    def plan(self, batches: list[Batch], limits: Limits) -> Plan:
+        counts = self.counts
+        touched: dict[str, int] = {}
+        macs: set[str] = set()
+        added = 0
+        for batch in batches:
+            for mac, n in batch.touched.items():
+                touched[mac] = touched.get(mac, 0) + n
+                added += n
+            macs.update(batch.macs)
+        fresh = {mac: counts.get(mac, 0) + n for mac, n in touched.items()}
+        total = self.total + added
+        phones = len(counts) + sum(1 for mac in macs if mac not in counts)
+        slack = max(1, limits.steps_per_phone // 10)
+        trim: dict[str, int] = {}
+        for mac, n in fresh.items():  # per phone: the newest steps_per_phone
+            if n > limits.steps_per_phone + slack:
+                trim[mac] = limits.steps_per_phone
+                total -= n - limits.steps_per_phone
+                fresh[mac] = limits.steps_per_phone
+        excess = total - limits.max_steps if total > limits.max_steps + max(1, limits.max_steps // 10) else 0
+        evict = phones - limits.max_phones if phones > limits.max_phones + max(1, limits.max_phones // 10) else 0
+        return Plan(fresh, macs, trim, excess, evict, total)
+
+    def done(self, plan: Plan, phones: Iterable[str] | None = None, steps: dict[str, int] | None = None) -> None:
+        """The write committed; ``phones`` and ``steps``: the counts read again when the plan needed it."""
+        if plan.recount:
+            assert phones is not None and steps is not None
+            self.reset(phones, steps)
+            return
+        for mac in plan.macs:
+            self.counts.setdefault(mac, 0)
+        self.counts.update(plan.fresh)
+        self.total = plan.total
+
+    @property
+    def phones(self) -> int:
+        return len(self.counts)
 
 
 def _encoder() -> Callable[[Any], str]:
@@ -129,8 +220,11 @@ dumps = _encoder()
 class SqliteJournal:
     """The journal file. One writer (the journal's thread); readers open it with ``readonly=True``."""
 
+    threadsafe = False
+
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self.where = str(path)
         if readonly:
             self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             self.conn.execute("PRAGMA busy_timeout=5000")
@@ -141,23 +235,11 @@ class SqliteJournal:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
-        # Steps per phone (every phone of the file has an entry) and the totals, kept in memory by the writer.
-        self._counts: dict[str, int] = dict.fromkeys((m for (m,) in self.conn.execute("SELECT mac FROM phone")), 0)
-        self._counts.update(self.step_counts())
-        self._total = sum(self._counts.values())
-        self._phones = len(self._counts)
+        self.tally = Tally(self._phone_macs(), self.step_counts())
 
     def write(self, batches: list[Batch], limits: Limits) -> None:
         conn = self.conn
-        counts = self._counts
-        touched: dict[str, int] = {}
-        macs: set[str] = set()
-        added = 0
-        for batch in batches:
-            for mac, n in batch.touched.items():
-                touched[mac] = touched.get(mac, 0) + n
-                added += n
-            macs.update(batch.macs)
+        plan = self.tally.plan(batches, limits)
         conn.execute("BEGIN")
         try:
             for batch in batches:
@@ -165,68 +247,33 @@ class SqliteJournal:
                     conn.execute(_UPSERT_PHONES, (batch.phones,))
                 if batch.touched:
                     conn.execute(_INSERT_STEPS, (batch.steps,))
-            # The bookkeeping below is only for the phones of this batch: O(batch), not O(phones).
-            fresh = {mac: counts.get(mac, 0) + n for mac, n in touched.items()}
-            new_phones = sum(1 for mac in macs if mac not in counts)
-            recounted, total = self._prune(fresh, self._total + added, self._phones + new_phones, limits)
+            for mac, keep in plan.trim.items():
+                conn.execute("DELETE FROM step WHERE mac = ? AND id <= (SELECT id FROM step WHERE mac = ? "
+                             "ORDER BY id DESC LIMIT 1 OFFSET ?)", (mac, mac, keep))
+            if plan.excess:  # the oldest steps overall
+                conn.execute("DELETE FROM step WHERE id <= (SELECT id FROM step ORDER BY id LIMIT 1 OFFSET ?)",
+                             (plan.excess - 1,))
+            if plan.evict:  # the phones not seen for the longest, with their steps
+                old = [(m,) for (m,) in conn.execute("SELECT mac FROM phone ORDER BY updated LIMIT ?",
+                                                     (plan.evict,))]
+                conn.executemany("DELETE FROM phone WHERE mac = ?", old)
+                conn.executemany("DELETE FROM step WHERE mac = ?", old)
+            recounted = (self._phone_macs(), self.step_counts()) if plan.recount else (None, None)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        if recounted is None:
-            for mac in macs:
-                counts.setdefault(mac, 0)
-            counts.update(fresh)
-        else:
-            self._counts = recounted
-            total = sum(recounted.values())
-        self._total = total
-        self._phones = len(self._counts)
+        self.tally.done(plan, *recounted)
 
-    def _prune(self, fresh: dict[str, int], total: int, phones: int,
-               limits: Limits) -> tuple[dict[str, int] | None, int]:
-        """Prune to the limits. Returns the steps per phone recounted from the file when a global bound had to
-        prune (else None: ``fresh`` then holds the batch's phones' new counts), and the total number of steps."""
-        conn = self.conn
-        # Per phone: keep the newest steps_per_phone. Pruned in chunks of a tenth so it is not every batch.
-        slack = max(1, limits.steps_per_phone // 10)
-        for mac, n in fresh.items():
-            if n > limits.steps_per_phone + slack:
-                conn.execute(
-                    "DELETE FROM step WHERE mac = ? AND id <= (SELECT id FROM step WHERE mac = ? "
-                    "ORDER BY id DESC LIMIT 1 OFFSET ?)", (mac, mac, limits.steps_per_phone))
-                total -= n - limits.steps_per_phone
-                fresh[mac] = limits.steps_per_phone
-        recount = False
-        # In total: the oldest steps overall.
-        if total > limits.max_steps + max(1, limits.max_steps // 10):
-            excess = total - limits.max_steps
-            conn.execute("DELETE FROM step WHERE id <= (SELECT id FROM step ORDER BY id LIMIT 1 OFFSET ?)",
-                         (excess - 1,))
-            recount = True
-        # Phones: those not seen for the longest beyond max_phones, with their steps.
-        if phones > limits.max_phones + max(1, limits.max_phones // 10):
-            old = [(m,) for (m,) in conn.execute("SELECT mac FROM phone ORDER BY updated LIMIT ?",
-                                                 (phones - limits.max_phones,))]
-            conn.executemany("DELETE FROM phone WHERE mac = ?", old)
-            conn.executemany("DELETE FROM step WHERE mac = ?", old)
-            recount = True
-        if not recount:
-            return None, total
-        counts = dict.fromkeys((m for (m,) in conn.execute("SELECT mac FROM phone")), 0)
-        counts.update(self._count_rows())
-        return counts, sum(counts.values())
+    def _phone_macs(self) -> list[str]:
+        return [m for (m,) in self.conn.execute("SELECT mac FROM phone")]
 
-    def _count_rows(self) -> dict[str, int]:
-        return {mac: n for mac, n in self.conn.execute("SELECT mac, count(*) FROM step GROUP BY mac")}
+    def load(self) -> list[PhoneRow]:
+        return self.phones()
 
     def phones(self) -> list[PhoneRow]:
         rows = self.conn.execute("SELECT mac, stage, updated, doc FROM phone ORDER BY mac").fetchall()
         return [PhoneRow(m, s, u, json.loads(d)) for m, s, u, d in rows]
-
-    def iter_phones(self) -> Iterator[PhoneRow]:
-        for m, s, u, d in self.conn.execute("SELECT mac, stage, updated, doc FROM phone"):
-            yield PhoneRow(m, s, u, json.loads(d))
 
     def phone(self, mac: str) -> PhoneRow | None:
         row = self.conn.execute("SELECT mac, stage, updated, doc FROM phone WHERE mac = ?", (mac,)).fetchone()
@@ -237,15 +284,7 @@ class SqliteJournal:
         return [StepRow(m, t, json.loads(d)) for m, t, d in rows]
 
     def step_counts(self) -> dict[str, int]:
-        return self._count_rows()
+        return {mac: n for mac, n in self.conn.execute("SELECT mac, count(*) FROM step GROUP BY mac")}
 
     def close(self) -> None:
         self.conn.close()
-
-
-def open_readonly(state_dir: Path) -> SqliteJournal | None:
-    """The journal of a running (or stopped) daemon for reading, or None when there is none yet."""
-    path = state_dir / FILE
-    if not path.exists():
-        return None
-    return SqliteJournal(path, readonly=True)

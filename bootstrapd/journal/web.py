@@ -2,8 +2,9 @@
 
 - ``<status.path>/`` the page (``bootstrapd/data/status/``: one HTML file, its script and style; no external asset:
   the appliance's VLAN has no internet), refreshing itself from the API;
-- ``/api/phones`` (``?stage=``), ``/api/phones/<mac>`` (the journey), ``/api/leases``, and
-  ``POST /api/phones/<mac>/resync`` (a check-sync NOTIFY, the code of ``bootstrapd resync``);
+- ``/api/phones`` (``?stage=``), ``/api/phones/<mac>`` (the journey), ``/api/leases``, ``/api/store`` (whether the
+  lease store is reachable, since when), and ``POST /api/phones/<mac>/resync`` (a check-sync NOTIFY, the code of
+  ``bootstrapd resync``);
 - ``/metrics`` in the Prometheus text format.
 
 Everything asks for the ``[status]`` credentials (HTTP basic; ``/metrics`` too unless ``metrics_auth = false``).
@@ -23,8 +24,8 @@ import json
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -32,12 +33,15 @@ from aiohttp import web
 from bootstrapd.journal.settings import StatusSettings
 from bootstrapd.journal.stage import STAGES
 from bootstrapd.journal.steps import normal_mac
-from bootstrapd.journal.store import open_readonly
+from bootstrapd.journal.store import JournalStore, JournalUnavailable
 from bootstrapd.journal.views import phone_document, phones_document
 
 Verify = Callable[[str, str], bool]  # (stored password, given password) -> right?
 Resync = Callable[[str], Awaitable[dict[str, Any]]]  # MAC -> the phone's answer (see pnp.cli.resync_phones)
 Metrics = Callable[[], bytes]
+Leases = Callable[[bool], tuple[list[Any], list[Any]]]  # include expired/released -> (DHCPv4 rows, DHCPv6 rows)
+Reader = Callable[[], AbstractContextManager[JournalStore | None]]  # the journal for one read (journal.backends)
+Health = Callable[[], dict[str, Any] | None]  # the lease store's state (leases.health), None: not known here
 
 ASSETS = {"": ("index.html", "text/html; charset=utf-8"), "index.html": ("index.html", "text/html; charset=utf-8"),
           "status.js": ("status.js", "text/javascript; charset=utf-8"),
@@ -62,10 +66,13 @@ def error(status: int, message: str, **extra: Any) -> web.Response:
 
 
 class StatusWeb:
-    def __init__(self, settings: StatusSettings, state_dir: Path, verify: Verify, metrics: Metrics | None = None,
-                 resync: Resync | None = None, flush: Callable[[], Awaitable[Any]] | None = None) -> None:
+    def __init__(self, settings: StatusSettings, journal: Reader, verify: Verify, metrics: Metrics | None = None,
+                 resync: Resync | None = None, flush: Callable[[], Awaitable[Any]] | None = None,
+                 leases: Leases | None = None, health: Health | None = None) -> None:
         self.settings = settings
-        self.state_dir = state_dir
+        self.journal = journal  # a store to read the journal from, for one request (journal.backends.reading)
+        self.health = health or (lambda: None)
+        self.leases = leases  # the configured store's leases (SQLite file or PostgreSQL), read in a thread
         self.verify = verify
         self.metrics = metrics
         self.resync = resync
@@ -138,19 +145,34 @@ class StatusWeb:
             stage = request.query.get("stage")
             if stage is not None and stage not in STAGES:
                 return error(400, f"stage must be one of {', '.join(STAGES)}")
-            return _json(200, await loop.run_in_executor(None, self._phones, stage))
+            try:
+                return _json(200, await loop.run_in_executor(None, self._phones, stage))
+            except JournalUnavailable as exc:  # the shared database is down: say so, and what the store sees
+                return error(503, f"the journal cannot be read: {exc}", store=self.health())
+        if parts == ["store"] and request.method in ("GET", "HEAD"):
+            state = self.health()
+            return _json(200, state) if state is not None else error(404, "the store's state is not known here")
         if parts == ["leases"] and request.method in ("GET", "HEAD"):
             from bootstrapd.leases import listing
+            from bootstrapd.leases.backends import StoreOpenError
 
+            if self.leases is None:
+                return error(503, "no lease store here")
             include_all = request.query.get("all") in ("1", "true", "yes")
-            rows = await loop.run_in_executor(None, listing.read, self.state_dir, include_all)
+            try:
+                rows = await loop.run_in_executor(None, self.leases, include_all)
+            except StoreOpenError as exc:
+                return error(503, str(exc))
             return _json(200, listing.as_json(*rows))
         if len(parts) in (2, 3) and parts[0] == "phones":
             mac = normal_mac(parts[1])
             if mac is None:
                 return error(400, "not a MAC address", mac=parts[1][:40])
             if len(parts) == 2 and request.method in ("GET", "HEAD"):
-                document = await loop.run_in_executor(None, self._phone, mac)
+                try:
+                    document = await loop.run_in_executor(None, self._phone, mac)
+                except JournalUnavailable as exc:
+                    return error(503, f"the journal cannot be read: {exc}", mac=mac, store=self.health())
                 return _json(200, document) if document is not None else error(404, "no such phone", mac=mac)
             if len(parts) == 3 and parts[2] == "resync":
                 if request.method != "POST":
@@ -158,27 +180,19 @@ class StatusWeb:
                     response.headers["Allow"] = "POST"
                     return response
                 return await self._resync(mac)
-        if parts and parts[0] in ("phones", "leases"):
+        if parts and parts[0] in ("phones", "leases", "store"):
             response = error(405, f"{request.method} is not allowed here")
             response.headers["Allow"] = "GET, HEAD"
             return response
         return error(404, "no such API resource", path=request.path[:200])
 
     def _phones(self, stage: str | None) -> dict[str, Any]:
-        store = open_readonly(self.state_dir)
-        try:
-            return phones_document(store, stage)
-        finally:
-            if store is not None:
-                store.close()
+        with self.journal() as store:
+            return phones_document(store, stage, self.health())
 
     def _phone(self, mac: str) -> dict[str, Any] | None:
-        store = open_readonly(self.state_dir)
-        try:
+        with self.journal() as store:
             return phone_document(store, mac)
-        finally:
-            if store is not None:
-                store.close()
 
     async def _resync(self, mac: str) -> web.Response:
         if self.resync is None:

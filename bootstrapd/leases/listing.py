@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bootstrapd.leases.store import Lease4, Lease6, connect, read_leases4, read_leases6
+from bootstrapd.leases.backends import read_store
+from bootstrapd.leases.store import Lease4, Lease6
+
+if TYPE_CHECKING:
+    from bootstrapd.config import Settings
 
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def read(state_dir: Path, include_all: bool = False) -> tuple[list[Lease4], list[Lease6]]:
-    """The leases in ``state_dir`` (active and unexpired unless ``include_all``), sorted by address."""
-    path = state_dir / "leases.sqlite3"
-    rows4: list[Lease4] = []
-    rows6: list[Lease6] = []
-    if path.exists():
-        conn = connect(path, readonly=True)
-        try:
-            rows4 = read_leases4(conn)
-            try:
-                rows6 = read_leases6(conn)
-            except Exception:
-                rows6 = []
-        finally:
-            conn.close()
+def read(settings: Settings, include_all: bool = False) -> tuple[list[Lease4], list[Lease6]]:
+    """The configured store's leases (active and unexpired unless ``include_all``), sorted by address; raises
+    :class:`~bootstrapd.leases.backends.StoreOpenError` when the store cannot be read."""
+    rows = read_store(settings)
+    rows4, rows6 = rows.leases4, rows.leases6
     now = time.time()
     if not include_all:
         rows4 = [r for r in rows4 if r.state == "active" and r.expires > now]

@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,11 @@ OFFERED = "offered"
 ACTIVE = "active"
 RELEASED = "released"
 DECLINED = "declined"
+
+# A shared store (several appliances, one range): after this many addresses in a row that are taken, an appliance's
+# cursor has run into addresses another one hands out; it jumps to a random place instead of walking in step with
+# the other one's cursor, where both would offer the same addresses (see Pool.spread).
+JUMP_AFTER = 16
 
 # Addresses one client (a MAC for DHCPv4, a DUID for DHCPv6) may hold at once, in any state (offered, active,
 # quarantined after its DECLINE): a phone needs one; rotating client identifiers or IAIDs, or a DECLINE loop, within
@@ -59,6 +65,14 @@ class Pool:
         # After a full scan finds nothing, further scans are skipped for a second (or until an address is freed):
         # with a big, full range every DISCOVER from a random MAC would otherwise cost a walk of the whole range.
         self._exhausted_until = 0.0
+        self._spread: random.Random | None = None
+
+    def spread(self, seed: bytes) -> None:
+        """Several appliances allocate from this range (a shared store): start at a place of this appliance's own
+        (from ``seed``, its server identifier) and jump away from runs of taken addresses (JUMP_AFTER), so that
+        two appliances rarely offer the same address; the database settles the rare collision."""
+        self._spread = random.Random(seed)
+        self._cursor = self.first + self._spread.randrange(self.size())
 
     def reconfigure(self, first: int, last: int, reserved: frozenset[int]) -> None:
         """New range and reservations (SIGHUP): bindings are kept; addresses outside the range are not reissued."""
@@ -166,6 +180,10 @@ class Pool:
         if now.mono < self._exhausted_until:
             return None
         span = self.last - self.first + 1
+        if self._spread is not None:
+            found = self._allocate_spread(key, now, span)
+            if found is not None:
+                return found
         address = self._cursor
         for _ in range(span):
             if address > self.last:
@@ -175,6 +193,23 @@ class Pool:
                 return address
             address += 1
         self._exhausted_until = now.mono + 1.0
+        return None
+
+    def _allocate_spread(self, key: bytes, now: Now, span: int) -> int | None:
+        """allocate() with jumps; None when it gives up (the plain scan after it still sees every address)."""
+        assert self._spread is not None
+        address, taken = self._cursor, 0
+        for _ in range(span):
+            if address > self.last:
+                address = self.first
+            if address not in self.reserved and self.available(address, key, now):
+                self._cursor = address + 1 if address < self.last else self.first
+                return address
+            taken += 1
+            if taken >= JUMP_AFTER:
+                address, taken = self.first + self._spread.randrange(span), 0
+                continue
+            address += 1
         return None
 
     def bind(self, key: bytes, address: int, state: str, expires: float, owner: bytes = b"") -> Binding:

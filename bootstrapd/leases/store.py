@@ -144,7 +144,11 @@ _Item = tuple[list[Lease | PhoneRecord], Done]
 
 
 class LeaseStore:
-    """The lease database with a group-committing writer thread."""
+    """The lease database with a group-committing writer thread (one appliance; see backends.Store)."""
+
+    backend = "sqlite"
+    connected = True  # a local file: there is no connection to lose
+    appliance = ""  # a name only appliances sharing a store need
 
     def __init__(self, path: Path, *, window: float = 0.002, max_batch: int = 2000,
                  events: Events | None = None) -> None:
@@ -198,8 +202,11 @@ class LeaseStore:
         return future
 
     def commit_then(self, leases: Iterable[Lease], send: Callable[[], None],
-                    failed: Callable[[BaseException], None]) -> None:
+                    failed: Callable[[BaseException], None],
+                    lost: Callable[[list[Lease]], None] | None = None) -> None:
         """Commit, then call ``send`` (the held-back reply) once durable, or ``failed`` if the commit failed.
+        (``lost`` is never called here: one appliance's pool is the only writer, so no lease can lose its address
+        to another appliance's client as it can in a shared store.)
 
         Plain callbacks, run together in one event-loop callback per batch: no future, task or extra loop iteration
         per reply on the hot path.
@@ -217,6 +224,16 @@ class LeaseStore:
     def record_phones(self, records: Iterable[PhoneRecord], done: Done | None = None) -> None:
         """Queue phone records for the next group commit; nobody waits for them (``done`` is told the outcome)."""
         self._queue.put((list(records), done or _ignore))
+
+    def watch(self, watcher: Callable[[list[Lease]], None]) -> None:
+        """Other appliances' leases: there are none with a store of one's own."""
+
+    def record_upload(self, mac: str, name: str, size: int, sha256: str, mtime: float) -> None:
+        """Upload metadata matters only when appliances share a store: the upload store itself is the record."""
+
+    async def shutdown(self) -> None:
+        """Commit what is queued and close (the writer thread is joined off the event loop)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def write_now(self, leases: Iterable[Lease | PhoneRecord]) -> None:
         """Commit synchronously (tools and tests without an event loop)."""

@@ -17,11 +17,13 @@ import select
 import socket
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bootstrapd.pnp.checksync import CheckSync
 from bootstrapd.pnp.message import SipError, parse
+
+if TYPE_CHECKING:
+    from bootstrapd.config import Settings
 
 
 def setup_resync(parser: argparse.ArgumentParser) -> None:
@@ -45,33 +47,25 @@ def _normalise_mac(text: str) -> str | None:
     return None
 
 
-def _known_phones(state_dir: Path, macs: set[str] | None) -> dict[str, str]:
+def _known_phones(settings: Settings, macs: set[str] | None) -> dict[str, str]:
     """MAC (12 hex digits) -> IPv4 address, from active leases and then the phone records; ``macs``: only these
-    (None: every phone, for ``--all``)."""
-    from bootstrapd.leases.phones import read_phone, read_phones
-    from bootstrapd.leases.store import connect, read_leases4
+    (None: every phone, for ``--all``). Read from the configured store (SQLite or PostgreSQL)."""
+    from bootstrapd.leases.backends import read_store
 
     phones: dict[str, str] = {}
-    path = state_dir / "leases.sqlite3"
-    if not path.exists():
-        return phones
-    conn = connect(path, readonly=True)
     try:
-        if macs is None:
-            records = list(read_phones(conn))
-        else:
-            records = [r for r in (read_phone(conn, mac) for mac in sorted(macs)) if r is not None]
-        for record in records:
-            if _ipv4(record.address):  # check-sync goes out over IPv4
-                phones[record.mac] = record.address
-        now = time.time()  # lease expiry times are wall-clock
-        for lease in read_leases4(conn):
-            if lease.state == "active" and lease.expires > now and (macs is None or lease.mac.hex() in macs):
-                phones[lease.mac.hex()] = str(lease.address)  # a current lease beats an older PnP record
-    except Exception as exc:  # a store another version created: report, do not crash
-        print(f"bootstrapd: cannot read {path}: {exc}", file=sys.stderr)
-    finally:
-        conn.close()
+        rows = read_store(settings, phones=True)
+    except Exception as exc:  # a store another version created, an unreachable database: report, do not crash
+        print(f"bootstrapd: cannot read the lease store: {exc}", file=sys.stderr)
+        return phones
+    records = rows.phones if macs is None else [r for r in rows.phones if r.mac in macs]
+    for record in records:
+        if _ipv4(record.address):  # check-sync goes out over IPv4
+            phones[record.mac] = record.address
+    now = time.time()  # lease expiry times are wall-clock
+    for lease in rows.leases4:
+        if lease.state == "active" and lease.expires > now and (macs is None or lease.mac.hex() in macs):
+            phones[lease.mac.hex()] = str(lease.address)  # a current lease beats an older PnP record
     return phones
 
 
@@ -138,7 +132,7 @@ def resync_phones(settings: Any, targets: list[str], *, all_phones: bool = False
             raise ValueError(f"{target!r} is neither an IPv4 address nor a MAC")
         wanted.append((target, None, mac))
     macs = None if all_phones else {mac for _, _, mac in wanted if mac is not None}
-    phones = _known_phones(settings.server.state_dir, macs) if macs is None or macs else {}
+    phones = _known_phones(settings, macs) if macs is None or macs else {}
     jobs = [(target, ip if mac is None else phones.get(mac), mac) for target, ip, mac in wanted]
     if all_phones:
         given = {mac for _, _, mac in jobs}

@@ -144,12 +144,21 @@ def read_nowait(fd: int, size: int, offset: int) -> bytes | None:
     """Up to ``size`` bytes at ``offset`` if the kernel has them in memory (page cache), else None, never waiting for
     the disk (``preadv2`` with ``RWF_NOWAIT``). Fewer bytes than asked when only part is in memory; ``b""`` at the
     end of the file. None also where the kernel or file system cannot tell (then a worker thread reads)."""
+    buf = bytearray(size)
+    got = readinto_nowait(fd, buf, offset)
+    if got is None:
+        return None
+    return bytes(buf) if got == size else bytes(memoryview(buf)[:got])
+
+
+def readinto_nowait(fd: int, buf: bytearray | memoryview, offset: int) -> int | None:
+    """:func:`read_nowait` into the caller's buffer (one it reuses: no allocation, no copy): the number of bytes
+    read, 0 at the end of the file, None when the data is not in memory."""
     global _NOWAIT
     if not _NOWAIT:
         return None
-    buf = bytearray(size)
     try:
-        got = os.preadv(fd, [buf], offset, _NOWAIT)
+        return os.preadv(fd, [buf], offset, _NOWAIT)
     except BlockingIOError:
         return None
     except OSError as exc:
@@ -157,7 +166,6 @@ def read_nowait(fd: int, size: int, offset: int) -> bytes | None:
             _NOWAIT = 0  # not here (or denied by a seccomp filter): every read goes to a worker thread
             return None
         raise
-    return bytes(buf) if got == size else bytes(memoryview(buf)[:got])
 
 
 def read_chunk(fd: int, size: int, offset: int) -> bytes:

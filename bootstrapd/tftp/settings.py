@@ -22,7 +22,7 @@ class TftpSettings:
     rate_limit: float = 200.0  # requests per second per client (token bucket, burst = rate_limit * 2); 0: no limit
     session_lifetime: float = 600.0
     large_file_size: int = 1 << 20
-    max_large_transfers: int = 32
+    max_large_transfers: int = 128  # a floor of phones fetching firmware at once (was 32: most were refused)
     cache_size: int = 64 << 20
     upload_max_size: int = 1 << 20  # not a key of [tftp]: provisioning.upload_max_size, copied here by config.py
     max_uploads: int = 16  # concurrent uploads (each held in memory up to upload_max_size until its last block)
@@ -51,7 +51,7 @@ def load_tftp(table: Table) -> TftpSettings:
         rate_limit=table.number("rate_limit", 200.0, min=0),
         session_lifetime=table.number("session_lifetime", 600.0, min=1),
         large_file_size=table.integer("large_file_size", 1 << 20, min=0),
-        max_large_transfers=table.integer("max_large_transfers", 32, min=1),
+        max_large_transfers=table.integer("max_large_transfers", 128, min=1),
         cache_size=table.integer("cache_size", 64 << 20, min=0),
         max_uploads=table.integer("max_uploads", 16, min=1, max=100_000),
     )

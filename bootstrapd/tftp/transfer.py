@@ -207,7 +207,7 @@ class _Base:
         self.heard = True
         self.tries = 0
         self.rto = self.base_timeout
-        self._arm(now)
+        self._retry_at = now + self.rto  # _arm(), without a further call: this runs once per ACK
 
     def _finish(self, outcome: str, now: float) -> None:
         if self.completion is None:

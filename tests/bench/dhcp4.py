@@ -86,6 +86,11 @@ def start_bootstrapd_nojournal(node: Node, workdir: Path) -> Running:
     return start_bootstrapd(node, workdir, "[journal]\nenabled = false\n")
 
 
+def start_bootstrapd_livejournal(node: Node, workdir: Path) -> Running:
+    """The journal folding as events come, storms or not (``storm_events = 0``): the storm mode's A/B."""
+    return start_bootstrapd(node, workdir, "[journal]\nstorm_events = 0\n")
+
+
 def start_kea(node: Node, workdir: Path) -> Running:
     conf = workdir / "kea-dhcp4.json"
     conf.write_text(kea_config(workdir))
@@ -117,12 +122,16 @@ def start_dnsmasq(node: Node, workdir: Path) -> Running:
     return Running(stop, proc.pid)
 
 
-def perfdhcp_run(client: Node, rate: int, server_pid: int | None = None) -> dict[str, float]:
+def perfdhcp_run(client: Node, rate: int, server_pid: int | None = None, *, server: str = SERVER,
+                 extra: tuple[str, ...] = (), settle: bool = False) -> dict[str, float]:
+    """One perfdhcp run; ``settle``: the CPU figure includes the work the daemon does once the run is over (the
+    journal folds what it collected during the storm; see rounds.settled_cpu_seconds)."""
     before = perfdhcp.rcvbuf_errors(client)
     cpu = rounds.tree_cpu_seconds(server_pid) if server_pid else 0.0
     result = perfdhcp.run(client, 4, "-r", str(rate), "-p", str(PERIOD), "-R", "4000000", "-W", "1000000", "-d", "2",
-                          SERVER, timeout=PERIOD + 30)
-    cpu = rounds.tree_cpu_seconds(server_pid) - cpu if server_pid else 0.0
+                          *extra, server, timeout=PERIOD + 30)
+    if server_pid:
+        cpu = (rounds.settled_cpu_seconds(server_pid) if settle else rounds.tree_cpu_seconds(server_pid)) - cpu
     return {"sent": result.started, "completed": result.completed, "drop_ratio": result.loss,
             "achieved": result.completed / PERIOD, "client_rcvbuf_drops": perfdhcp.rcvbuf_errors(client) - before,
             "cpu_us": 1e6 * cpu / result.completed if result.completed else float("nan")}
@@ -152,7 +161,7 @@ def measure(name: str, start: Callable[[Node, Path], Running], appliance: Node, 
         workdir.chmod(0o755)
         server = start(appliance, workdir)
         try:
-            result = perfdhcp_run(client, rate, server.pid)
+            result = perfdhcp_run(client, rate, server.pid, settle=True)
         finally:
             server.stop()
         ok = result["drop_ratio"] < 0.01
@@ -171,8 +180,9 @@ def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repe
     """The journal's (or the capture's) cost: bootstrapd without and with it, interleaved, ``repeats`` times each
     per rate.
 
-    Prints completed exchanges, drops and the daemon's CPU per exchange; the CPU figure is the steady one on a shared
-    machine (a drop figure near a rate limit moves with the neighbours' load).
+    Prints completed exchanges, drops and the daemon's CPU per exchange, the work done once the run is over included
+    (the journal folds a storm's events after it); the CPU figure is the steady one on a shared machine (a drop
+    figure near a rate limit moves with the neighbours' load).
     """
     extras = {"journal": ("[journal]\nenabled = false\n", ""),
               "capture": ("", "[capture]\nfile = \"@STATE@/capture.pcap\"\n")}[what]
@@ -188,7 +198,7 @@ def journal_ab(appliance: Node, client: Node, base: Path, rates: list[int], repe
                 workdir.chmod(0o755)
                 server = start_bootstrapd(appliance, workdir, extras[0] if mode == "off" else extras[1])
                 try:
-                    result = perfdhcp_run(client, rate, server.pid)
+                    result = perfdhcp_run(client, rate, server.pid, settle=True)
                 finally:
                     server.stop()
                 per_exchange = result["cpu_us"]
@@ -227,8 +237,9 @@ def rss_with_leases(appliance: Node, client: Node, base: Path, count: int = 50_0
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", default=",".join(map(str, RATES)), help="offered rates to try, ascending")
-    parser.add_argument("--servers", default="bootstrapd,kea,dnsmasq",
-                        help="bootstrapd-nojournal: bootstrapd with [journal] off")
+    parser.add_argument("--servers", default="bootstrapd,bootstrapd-nojournal,kea,dnsmasq",
+                        help="bootstrapd-nojournal: bootstrapd with [journal] off (the journal's cost, issue #12); "
+                        "bootstrapd-livejournal: the journal without its storm mode (storm_events = 0)")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="rounds, servers interleaved")
     parser.add_argument("--no-rss", action="store_true", help="skip the 50,000-lease memory measurement")
     parser.add_argument("--journal-ab", type=int, default=0, metavar="N",
@@ -242,7 +253,8 @@ def main() -> int:
         if not shutil.which(tool):
             print(f"missing {tool}: run `make peers`", file=sys.stderr)
             return 2
-    starters = {"bootstrapd": start_bootstrapd, "bootstrapd-nojournal": start_bootstrapd_nojournal, "kea": start_kea,
+    starters = {"bootstrapd": start_bootstrapd, "bootstrapd-nojournal": start_bootstrapd_nojournal,
+                "bootstrapd-livejournal": start_bootstrapd_livejournal, "kea": start_kea,
                 "dnsmasq": start_dnsmasq}
     base = Path(tempfile.mkdtemp(prefix="bench-dhcp4-"))
     base.chmod(0o755)
@@ -265,6 +277,9 @@ def main() -> int:
                                          best, digits=0)))
             print("\n".join(rounds.table("Server CPU per completed exchange at that rate (lower is better):", "us",
                                          cpu, digits=0, higher_is_better=False)))
+            journal = rounds.journal_cost(best, "DORA/s")
+            if journal:
+                print(journal)
             print(f"finished with {rounds.load_average()}")
             if "bootstrapd" in servers and not args.no_rss:
                 rss = rss_with_leases(appliance, client, base)

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.bench import rounds
+
 SMALL = {"y000000000000.boot": 400, "common.cfg": 4096, "features.cfg": 20480}
 BIG = 50 * 1000 * 1000
 HOST = "10.77.0.1"
@@ -123,15 +125,25 @@ dual_log_enable=NO
 """
 
 
-def make_tree(root: Path) -> None:
+def make_small(root: Path) -> None:
     rng = random.Random(80)
     root.mkdir(parents=True, exist_ok=True)
     for name, size in SMALL.items():
         (root / name).write_bytes(rng.randbytes(size))
-    with open(root / "firmware.bin", "wb") as out:
-        for _ in range(50):
-            out.write(rng.randbytes(1000 * 1000))
     root.chmod(0o755)
+
+
+def make_big(root: Path) -> None:
+    rng = random.Random(50)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "firmware.bin", "wb") as out:
+        for _ in range(BIG // 1_000_000):
+            out.write(rng.randbytes(1_000_000))
+
+
+def make_tree(root: Path) -> None:
+    make_small(root)
+    make_big(root)
 
 
 def load() -> str:
@@ -159,10 +171,18 @@ class Server:
         self.app: Any = None
         root = work / "root"
         if kind.startswith("bootstrapd"):
-            self.app = Appliance(ap, work, BOOTSTRAPD.format(root=root, state=work / "state"))
-            loop = "uvloop" if kind.endswith("uvloop") else "asyncio"
+            config = BOOTSTRAPD.format(root=root, state=work / "state")
+            if "nojournal" in kind:  # what the phone journal costs per request
+                config += "\n[journal]\nenabled = false\n"
+            self.app = Appliance(ap, work, config)
+            loop = "uvloop" if "uvloop" in kind else "asyncio"
             self.app.start("--event-loop", loop)
             self.proc = self.app.proc
+        elif kind.startswith("aiohttp-floor"):
+            # aiohttp's bare low-level server answering 4 KB to anything: the floor under bootstrapd's CPU per request
+            loop = "uvloop" if "uvloop" in kind else "asyncio"
+            self.proc = ap.popen([sys.executable, "-m", "tests.bench.http", "floor", "--loop", loop],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         elif kind == "nginx":
             (work / "nginx-tmp").mkdir(exist_ok=True)
             conf = work / "nginx.conf"
@@ -229,6 +249,19 @@ def download(phone: Any, url: str, tries: int = 3) -> dict[str, Any]:
     return {"mb_s": statistics.median(speeds), "ok": True}
 
 
+async def floor() -> None:
+    from aiohttp import web
+
+    body = b"x" * 4096
+
+    async def handle(_request: web.BaseRequest) -> web.Response:
+        return web.Response(body=body, content_type="text/plain")
+
+    server = web.Server(handle, access_log=None, handler_cancellation=True, tcp_keepalive=False)
+    await asyncio.get_running_loop().create_server(server, HOST, 80, backlog=1024)
+    await asyncio.Event().wait()
+
+
 async def ftpstorm(host: str, name: str, sessions: int, concurrency: int) -> dict[str, Any]:
     import aioftp
 
@@ -263,108 +296,155 @@ async def ftpstorm(host: str, name: str, sessions: int, concurrency: int) -> dic
             "per_s": len(latencies) / elapsed, "p99_ms": p99 * 1000}
 
 
+def cpu_of(pids: list[int]) -> float:
+    return sum(rounds.cpu_seconds(p) for p in pids)
+
+
+def settle(pids: list[int], longest: float = 20.0) -> None:
+    """Until the server is idle: under 20 ms of CPU in half a second."""
+    deadline = time.monotonic() + longest
+    before = cpu_of(pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_of(pids)
+        if now - before < 0.02:
+            return
+        before = now
+
+
+def measure_http(kind: str, ap: Any, phone: Any, work: Path, seconds: int, connections: int) -> dict[str, Any]:
+    server = Server(kind, ap, work)
+    try:
+        load_at = os.getloadavg()[0]
+        pids = server.pids
+        cpu0 = cpu_of(pids)
+        storm = wrk(phone, work, seconds, connections)
+        settle(pids)  # what the storm left to do (the journal folds its events in batches) counts for the storm
+        storm["cpu_us"] = 1e6 * (cpu_of(pids) - cpu0) / max(storm["requests"], 1)
+        storm["vmhwm_kb"] = vmhwm_kb(pids)
+        cpu0 = cpu_of(pids)
+        big = download(phone, f"http://{HOST}/firmware.bin")
+        big["cpu_ms_per_mb"] = 1e3 * (cpu_of(pids) - cpu0) / (3 * BIG / 1e6) if big["ok"] else float("nan")
+    finally:
+        server.stop()
+    return {"storm": storm, "big": big, "load": load_at}
+
+
+def measure_ftp(kind: str, ap: Any, phone: Any, work: Path, ftp_sessions: int) -> dict[str, Any]:
+    server = Server(kind, ap, work)
+    try:
+        load_at = os.getloadavg()[0]
+        out = phone.run([sys.executable, "-m", "tests.bench.http", "ftpstorm", "--host", HOST,
+                         "--sessions", str(ftp_sessions)], timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-2000:])
+        storm = json.loads(out.stdout)
+        storm["vmhwm_kb"] = vmhwm_kb(server.pids)
+        big = download(phone, f"ftp://{HOST}/firmware.bin")
+    finally:
+        server.stop()
+    return {"storm": storm, "big": big, "load": load_at}
+
+
 def run(seconds: int, connections: int, ftp_sessions: int, http_servers: list[str],
-        ftp_servers: list[str], rounds: int = 1) -> dict[str, Any]:
+        ftp_servers: list[str], repeat: int = 3) -> dict[str, Any]:
     from tests.lab.netns import lab
 
     for tool in ("wrk", "curl", "nginx", "vsftpd"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is needed (make peers)")
-    results: dict[str, Any] = {"load_before": load()}
+    results: dict[str, Any] = {"load_before": rounds.load_average()}
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp, lab() as the_lab:
         work = Path(tmp)
         work.chmod(0o755)
         make_tree(work / "root")
         ap = the_lab.add_appliance()
-        phone = the_lab.add_phone(ipv4="10.77.0.10/24")
+        phones = iter(range(10, 250))
+
+        def fresh_phone() -> Any:
+            # A new client address per run: the connections the previous run left in TIME_WAIT (tens of thousands
+            # of them, on both sides) never meet this run's, whose ports would collide with theirs.
+            return the_lab.add_phone(ipv4=f"10.77.0.{next(phones)}/24")
+
         http_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in http_servers}
         ftp_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ftp_servers}
-        # Servers alternate round by round, so a burst of load from elsewhere on a shared machine hits them all
-        # alike; each server's best round is reported, with the spread.
-        for round_ in range(rounds):
-            for kind in http_servers:
-                print(f"-- round {round_ + 1}: http {kind} (load {load()})", file=sys.stderr, flush=True)
-                server = Server(kind, ap, work)
-                try:
-                    storm = wrk(phone, work, seconds, connections)
-                    storm["vmhwm_kb"] = vmhwm_kb(server.pids)
-                    big = download(phone, f"http://{HOST}/firmware.bin")
-                finally:
-                    server.stop()
-                http_runs[kind].append({"storm": storm, "big": big})
-            for kind in ftp_servers:
-                print(f"-- round {round_ + 1}: ftp {kind} (load {load()})", file=sys.stderr, flush=True)
-                server = Server(kind, ap, work)
-                try:
-                    out = phone.run([sys.executable, "-m", "tests.bench.http", "ftpstorm", "--host", HOST,
-                                     "--sessions", str(ftp_sessions)], timeout=600)
-                    if out.returncode != 0:
-                        raise RuntimeError(out.stderr[-2000:])
-                    storm = json.loads(out.stdout)
-                    storm["vmhwm_kb"] = vmhwm_kb(server.pids)
-                    big = download(phone, f"ftp://{HOST}/firmware.bin")
-                finally:
-                    server.stop()
-                ftp_runs[kind].append({"storm": storm, "big": big})
-    results["http"] = [_best(kind, runs, "rps") for kind, runs in http_runs.items()]
-    results["ftp"] = [_best(kind, runs, "per_s") for kind, runs in ftp_runs.items()]
-    results["rounds"] = rounds
-    results["load_after"] = load()
+        # Servers interleave round by round, each round starting one server further on (tests/bench/rounds.py), so
+        # a burst of load from elsewhere on a shared machine does not always land on the same server.
+        for round_, kind in rounds.interleaved(http_servers, repeat):
+            print(f"-- round {round_ + 1}/{repeat}: http {kind} ({rounds.load_average()})", file=sys.stderr,
+                  flush=True)
+            http_runs[kind].append(measure_http(kind, ap, fresh_phone(), work, seconds, connections))
+        for round_, kind in rounds.interleaved(ftp_servers, repeat):
+            print(f"-- round {round_ + 1}/{repeat}: ftp {kind} ({rounds.load_average()})", file=sys.stderr,
+                  flush=True)
+            ftp_runs[kind].append(measure_ftp(kind, ap, fresh_phone(), work, ftp_sessions))
+    results["http"] = http_runs
+    results["ftp"] = ftp_runs
+    results["rounds"] = repeat
+    results["load_after"] = rounds.load_average()
     return results
 
 
-def _best(kind: str, runs: list[dict[str, Any]], rate: str) -> dict[str, Any]:
-    storms = [r["storm"] for r in runs]
-    bigs = [r["big"] for r in runs]
-    storm = dict(max(storms, key=lambda s: s[rate]))
-    storm["failures"] = sum(s["failures"] for s in storms)  # failures of every round count
-    storm["spread"] = (min(s[rate] for s in storms), max(s[rate] for s in storms))
-    storm["vmhwm_kb"] = max(s["vmhwm_kb"] for s in storms)
-    big = dict(max(bigs, key=lambda b: b["mb_s"] if b["ok"] else -1))
-    big["spread"] = (min(b["mb_s"] for b in bigs), max(b["mb_s"] for b in bigs))
-    return {"server": kind, "storm": storm, "big": big, "runs": runs}
+def _series(runs: dict[str, list[dict[str, Any]]], part: str, key: str, scale: float = 1.0) -> dict[str, list[float]]:
+    def value(r: dict[str, Any]) -> float:
+        v = r[part].get(key) if part else r.get(key)
+        return float("nan") if v is None or (part == "big" and not r["big"]["ok"]) else float(v) * scale
+
+    return {kind: [value(r) for r in rs] for kind, rs in runs.items()}
+
+
+def _ratios(runs: dict[str, list[dict[str, Any]]], anchor: str, rows: list[tuple[str, str, str, bool]]) -> list[str]:
+    lines = []
+    for kind in runs:
+        if kind == anchor:
+            continue
+        parts = []
+        for label, part, key, higher in rows:
+            series = _series(runs, part, key)
+            parts.append(f"{label} x{rounds.fmt(rounds.ratio(series[kind], series[anchor], higher), 2)}")
+        lines.append(f"  {kind} / {anchor} (ratio of medians, above 1 is better): " + ", ".join(parts))
+    return lines
 
 
 def report(results: dict[str, Any], seconds: int, connections: int) -> str:
-    lines = [f"load average before: {results['load_before']}, after: {results['load_after']} (2 cores); "
-             f"{results['rounds']} rounds, servers alternating, each server's best round (range in brackets)", "",
-             f"HTTP boot storm: wrk, {connections} connections, a new connection per request, 3 small files "
-             f"(400 B, 4 KB, 20 KB), {seconds} s; then 50 MB with curl (median of 3)", "",
-             f"{'server':<18} {'requests/s':>11} {'failures':>9} {'p99':>9} {'peak RSS':>10} {'50 MB':>12}"]
-    for r in results["http"]:
-        s = r["storm"]
-        lines.append(f"{r['server']:<18} {s['rps']:>11.0f} {s['failures']:>9} {s['p99_us'] / 1000:>7.1f}ms "
-                     f"{s['vmhwm_kb'] / 1024:>7.1f}MiB {r['big']['mb_s']:>8.1f}MB/s   "
-                     f"[{s['spread'][0]:.0f}-{s['spread'][1]:.0f} req/s, "
-                     f"{r['big']['spread'][0]:.0f}-{r['big']['spread'][1]:.0f} MB/s]")
-    anchors = {r["server"]: r for r in results["http"]}
-    if "nginx" in anchors:
-        nginx = anchors["nginx"]
-        for r in results["http"]:
-            if r["server"] != "nginx":
-                lines.append(f"{r['server']} / nginx (1 worker): storm x{r['storm']['rps'] / nginx['storm']['rps']:.2f}"
-                             f", 50 MB x{r['big']['mb_s'] / nginx['big']['mb_s']:.2f}")
-    if results["ftp"]:
-        lines += ["", "FTP: sessions of connect + anonymous login + passive RETR 4 KB + QUIT, 50 at a time "
-                      "(aioftp client); then 50 MB with curl (median of 3)", "",
-                  f"{'server':<18} {'sessions/s':>11} {'failures':>9} {'p99':>9} {'peak RSS':>10} {'50 MB':>12}"]
-        for r in results["ftp"]:
-            s = r["storm"]
-            lines.append(f"{r['server']:<18} {s['per_s']:>11.0f} {s['failures']:>9} {s['p99_ms']:>7.1f}ms "
-                         f"{s['vmhwm_kb'] / 1024:>7.1f}MiB {r['big']['mb_s']:>8.1f}MB/s   "
-                         f"[{s['spread'][0]:.0f}-{s['spread'][1]:.0f}/s, "
-                         f"{r['big']['spread'][0]:.0f}-{r['big']['spread'][1]:.0f} MB/s]")
-        ftp = {r["server"]: r for r in results["ftp"]}
-        if "vsftpd" in ftp and "bootstrapd" in ftp:
-            ours, theirs = ftp["bootstrapd"], ftp["vsftpd"]
-            lines.append(f"bootstrapd / vsftpd: sessions x{ours['storm']['per_s'] / theirs['storm']['per_s']:.2f}, "
-                         f"50 MB x{ours['big']['mb_s'] / theirs['big']['mb_s']:.2f}")
+    http, ftp = results["http"], results["ftp"]
+    lines = [f"started with {results['load_before']}, finished with {results['load_after']}; {results['rounds']} "
+             "interleaved rounds, a fresh server per round; min/median/max over the rounds, ratios of medians", ""]
+    if http:
+        title = (f"HTTP boot storm: wrk, {connections} connections, a new connection per request, 3 small files "
+                 f"(400 B, 4 KB, 20 KB), {seconds} s")
+        lines += rounds.table(title + ": requests/s", "req/s", _series(http, "storm", "rps"), 0)
+        lines += rounds.table("  failures (socket errors, non-2xx)", "", _series(http, "storm", "failures"), 0)
+        lines += rounds.table("  p99 latency", "ms", _series(http, "storm", "p99_us", 1e-3), 1, False)
+        lines += rounds.table("  server CPU per request", "us", _series(http, "storm", "cpu_us"), 1, False)
+        lines += rounds.table("  peak RSS (nginx: master + worker)", "MiB",
+                              _series(http, "storm", "vmhwm_kb", 1 / 1024), 1, False)
+        lines += rounds.table("50 MB download with curl (median of 3 per round)", "MB/s", _series(http, "big", "mb_s"))
+        lines += rounds.table("  server CPU per MB", "ms", _series(http, "big", "cpu_ms_per_mb"), 2, False)
+        lines += rounds.table("  load average (1 min) at the start of the run", "", _series(http, "", "load"), 2, False)
+        if "nginx" in http:
+            lines += _ratios(http, "nginx", [("storm req/s", "storm", "rps", True),
+                                             ("CPU/request", "storm", "cpu_us", False),
+                                             ("50 MB", "big", "mb_s", True),
+                                             ("CPU/MB", "big", "cpu_ms_per_mb", False)])
+        lines.append("")
+    if ftp:
+        lines += rounds.table("FTP: sessions of connect + anonymous login + passive RETR 4 KB + QUIT, 50 at a time "
+                              "(aioftp client): sessions/s", "/s", _series(ftp, "storm", "per_s"), 0)
+        lines += rounds.table("  failures", "", _series(ftp, "storm", "failures"), 0)
+        lines += rounds.table("  p99 latency", "ms", _series(ftp, "storm", "p99_ms"), 1, False)
+        lines += rounds.table("  peak RSS", "MiB", _series(ftp, "storm", "vmhwm_kb", 1 / 1024), 1, False)
+        lines += rounds.table("50 MB over FTP with curl (median of 3 per round)", "MB/s", _series(ftp, "big", "mb_s"))
+        lines += rounds.table("  load average (1 min) at the start of the run", "", _series(ftp, "", "load"), 2, False)
+        if "vsftpd" in ftp:
+            lines += _ratios(ftp, "vsftpd", [("sessions/s", "storm", "per_s", True), ("50 MB", "big", "mb_s", True)])
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.http")
     sub = parser.add_subparsers(dest="command")
+    sub.add_parser("floor").add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     f = sub.add_parser("ftpstorm")
     f.add_argument("--host", required=True)
     f.add_argument("--sessions", type=int, default=500)
@@ -373,10 +453,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--ftp-sessions", type=int, default=500)
-    parser.add_argument("--http-servers", default="bootstrapd,bootstrapd-uvloop,nginx")
+    parser.add_argument("--http-servers", default="bootstrapd,bootstrapd-uvloop,nginx",
+                        help="also bootstrapd-nojournal, bootstrapd-uvloop-nojournal ([journal] enabled = false), "
+                             "aiohttp-floor, aiohttp-floor-uvloop (aiohttp's bare server, 4 KB to anything)")
     parser.add_argument("--ftp-servers", default="bootstrapd,vsftpd")
-    parser.add_argument("--rounds", type=int, default=3, help="servers alternate; each one's best round is shown")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds; min/median/max and ratios of medians")
     args = parser.parse_args()
+    if args.command == "floor":
+        from bootstrapd import eventloop
+
+        eventloop.run(floor(), eventloop.loop_factory(args.loop))
+        return
     if args.command == "ftpstorm":
         print(json.dumps(asyncio.run(ftpstorm(args.host, args.file, args.sessions, args.concurrency))))
         return

@@ -1,9 +1,11 @@
-"""Where the daemon's time goes, per DHCP exchange and per TFTP block (a developer tool, not a test).
+"""Where the daemon's time goes, per DHCP exchange, TFTP block, HTTP request or MB (a developer tool, not a test).
 
     python -m tests.bench.profile WORKLOAD TOOL [--count N] [--rate R]
 
 WORKLOAD: ``dhcp4`` / ``dhcp6`` (perfdhcp at a fixed offered rate for N exchanges), ``tftp`` (atftp downloads of a
-file of N lock-step blocks at blksize 1428), ``tftp-window`` (the same at windowsize 64). TOOL:
+file of N lock-step blocks at blksize 1428; ``--parallel P``: P downloads at once of N/P blocks each),
+``tftp-window`` (the same at windowsize 64), ``http`` (wrk for N seconds, 200 connections, a new connection per
+request, bench-http's three small files), ``http-big`` (N downloads of bench-http's 50 MB file with curl). TOOL:
 
 - ``cpu``: the daemon's user and system CPU time per unit, split by thread (the event loop is the main thread; the
   lease store's writer is another), from /proc;
@@ -48,6 +50,7 @@ CONFIGS = {
     "dhcp4": '[dhcp4]\nenabled = true\nrange = "10.78.1.0-10.78.250.255"\n[dhcp4.options]\n66 = "tftp://10.78.0.1/"\n',
     "dhcp6": '[dhcp6]\nenabled = true\nrange = "fd77::1:0-fd77::10:ffff"\n',
     "tftp": "[tftp]\nenabled = true\n",
+    "http": "[http]\nenabled = true\nmax_connections = 10000\nmax_connections_per_client = 10000\nrate_limit = 0\n",
 }
 
 
@@ -70,9 +73,12 @@ class Daemon:
         self.log = open(work / "daemon.log", "wb")
         argv += ["--event-loop", loop]
         self.proc = node.popen(argv, stdout=self.log, stderr=self.log)
-        port = {"dhcp4": 67, "dhcp6": 547, "tftp": 69}[service]
+        port = {"dhcp4": 67, "dhcp6": 547, "tftp": 69, "http": 80}[service]
         try:
-            node.wait_udp_port(port, timeout=300 if tool == "callgrind" else 30, proc=self.proc)
+            if service == "http":
+                _wait_tcp_port(node, port, 300 if tool == "callgrind" else 30, self.proc)
+            else:
+                node.wait_udp_port(port, timeout=300 if tool == "callgrind" else 30, proc=self.proc)
         except (RuntimeError, TimeoutError):
             self.log.close()
             print((work / "daemon.log").read_text(errors="replace")[-3000:], file=sys.stderr)
@@ -140,19 +146,73 @@ def _dhcp(family: int) -> Callable[[Node, int, int], int]:
     return run
 
 
-def _tftp(window: int, root: Path) -> Callable[[Node, int, int], int]:
+def _tftp(window: int, root: Path, parallel: int = 1) -> Callable[[Node, int, int], int]:
     def run(phone: Node, count: int, _rate: int) -> int:
-        name = f"f{count}.bin"
+        # ``parallel`` downloads at once, of count / parallel blocks each (a small firmware storm: the daemon's
+        # cost per block when it serves many transfers, not one).
+        each = max(count // parallel, 1)
+        name = f"f{each}.bin"
         if not (root / name).exists():
-            (root / name).write_bytes(random.Random(count).randbytes(count * BLKSIZE - 1))
-        dest = root.parent / "out.bin"
-        argv = ["atftp", "--get", "-r", name, "-l", str(dest), "--option", f"blksize {BLKSIZE}"]
-        if window > 1:
-            argv += ["--option", f"windowsize {window}"]
-        phone.run([*argv, "10.77.0.1"], timeout=3600, check=True)
-        same = hashlib.sha256(dest.read_bytes()).digest() == hashlib.sha256((root / name).read_bytes()).digest()
-        dest.unlink()
-        return count if same else 0
+            (root / name).write_bytes(random.Random(each).randbytes(each * BLKSIZE - 1))
+        digest = hashlib.sha256((root / name).read_bytes()).digest()
+        procs = []
+        for i in range(parallel):
+            argv = ["atftp", "--get", "-r", name, "-l", str(root.parent / f"out{i}.bin"), "--option",
+                    f"blksize {BLKSIZE}"]
+            if window > 1:
+                argv += ["--option", f"windowsize {window}"]
+            procs.append(phone.popen([*argv, "10.77.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        done = 0
+        for i, proc in enumerate(procs):
+            proc.wait(3600)
+            dest = root.parent / f"out{i}.bin"
+            if proc.returncode == 0 and hashlib.sha256(dest.read_bytes()).digest() == digest:
+                done += each
+            dest.unlink(missing_ok=True)
+        return done
+
+    return run
+
+
+def _wait_tcp_port(node: Node, port: int, timeout: float, proc: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node.run(["ss", "-Hltn", f"sport = :{port}"]).stdout.strip():
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited with {proc.returncode}")
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on TCP port {port}")
+
+
+def _http_storm(root: Path) -> Callable[[Node, int, int], int]:
+    """wrk for ``count`` seconds, 200 connections, a new one per request, the benchmark's three small files: the
+    requests answered."""
+    from tests.bench import http as bench
+
+    bench.make_small(root)
+
+    def run(phone: Node, count: int, _rate: int) -> int:
+        stats = bench.wrk(phone, root.parent, max(count, 1), 200)
+        print(f"  wrk: {stats['requests']} requests, {stats['failures']} failures, {stats['rps']:.0f}/s", flush=True)
+        return int(stats["requests"]) - int(stats["failures"])
+
+    return run
+
+
+def _http_big(root: Path) -> Callable[[Node, int, int], int]:
+    """``count`` downloads of a 50 MB file with curl: the MB received."""
+    from tests.bench import http as bench
+
+    bench.make_big(root)
+
+    def run(phone: Node, count: int, _rate: int) -> int:
+        mb = 0
+        for _ in range(max(count, 1)):
+            result = phone.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}",
+                                "http://10.77.0.1/firmware.bin"], timeout=600)
+            mb += int(float(result.stdout or 0)) // 1_000_000
+        return mb
 
     return run
 
@@ -218,10 +278,12 @@ def report(tool: str, out: Path, units: int, unit: str, before: dict[int, tuple[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", choices=["dhcp4", "dhcp6", "tftp", "tftp-window"])
+    parser.add_argument("workload", choices=["dhcp4", "dhcp6", "tftp", "tftp-window", "http", "http-big"])
     parser.add_argument("tool", choices=["cpu", "cprofile", "perf", "strace", "callgrind", "pyspy"])
     parser.add_argument("--count", type=int, default=0, help="exchanges or blocks (default by tool)")
     parser.add_argument("--rate", type=int, default=2000, help="DHCP: offered exchanges/s")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="TFTP: downloads at once (the blocks split between them; at most max_per_client, 8)")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                         help="the daemon's event loop (run --event-loop; asyncio's own is its default)")
     args = parser.parse_args()
@@ -236,8 +298,13 @@ def main() -> int:
         if not shutil.which(tool):
             print(f"{tool} is needed", file=sys.stderr)
             return 2
-    service = "tftp" if args.workload.startswith("tftp") else args.workload
-    print(f"{args.workload} under {args.tool} on {args.loop}: {count} {'exchanges' if dhcp else 'blocks'}"
+    service = "tftp" if args.workload.startswith("tftp") else "http" if args.workload.startswith("http") \
+        else args.workload
+    if service == "http":
+        count = args.count or (10 if args.workload == "http" else 4)  # seconds of wrk / 50 MB downloads
+    unit = {"http": "request", "http-big": "MB"}.get(args.workload, "exchange" if dhcp else "block")
+    print(f"{args.workload} under {args.tool} on {args.loop}: {count} "
+          f"{'seconds' if args.workload == 'http' else unit + 's'}"
           f"{f' at {rate}/s' if dhcp else ''}; {rounds.load_average()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp, lab() as the_lab:
         work = Path(tmp)
@@ -253,10 +320,12 @@ def main() -> int:
                 for node in (ap, phone):
                     the_lab.wait_link_local(node)
         workload = _dhcp(4) if service == "dhcp4" else _dhcp(6) if service == "dhcp6" else \
-            _tftp(64 if args.workload == "tftp-window" else 1, work / "root")
+            _http_storm(work / "root") if args.workload == "http" else \
+            _http_big(work / "root") if args.workload == "http-big" else \
+            _tftp(64 if args.workload == "tftp-window" else 1, work / "root", args.parallel)
         daemon = Daemon(ap, work, service, args.tool, args.loop)
         try:
-            workload(phone, max(count // 20, 20), min(rate, 500))  # warm-up
+            workload(phone, 1 if service == "http" else max(count // 20, 20), min(rate, 500))  # warm-up
             before = daemon.threads()
             daemon.start()
             units = workload(phone, count, rate)
@@ -267,7 +336,7 @@ def main() -> int:
         if not units:
             print("the workload completed nothing", file=sys.stderr)
             return 1
-        report(args.tool, daemon.out, units, "exchange" if dhcp else "block", before, after, daemon.pid)
+        report(args.tool, daemon.out, units, unit, before, after, daemon.pid)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,8 @@ def fmt(value: float, digits: int = 1) -> str:
 def table(title: str, unit: str, series: dict[str, list[float]], digits: int = 1,
           higher_is_better: bool = True, base: str = "bootstrapd") -> list[str]:
     """Lines: one per server with its rounds, min/median/max, and bootstrapd's ratio of medians to it."""
-    lines = [title, f"  {'server':<12} {'rounds':<34} {'min':>10} {'median':>10} {'max':>10}  {'bootstrapd/':>12}"]
+    width = max([12, *map(len, series)])
+    lines = [title, f"  {'server':<{width}} {'rounds':<34} {'min':>10} {'median':>10} {'max':>10}  {'bootstrapd/':>12}"]
     for name, values in series.items():
         low, mid, high = spread(values)
         rounds = ", ".join(fmt(v, digits) for v in values)
@@ -69,9 +71,20 @@ def table(title: str, unit: str, series: dict[str, list[float]], digits: int = 1
         if name != base and base in series:
             r = ratio(series[base], values, higher_is_better)
             shown = f"{fmt(r, 2)}x" if r == r else "-"
-        lines.append(f"  {name:<12} {rounds:<34} {fmt(low, digits):>10} {fmt(mid, digits):>10} "
+        lines.append(f"  {name:<{width}} {rounds:<34} {fmt(low, digits):>10} {fmt(mid, digits):>10} "
                      f"{fmt(high, digits):>10}  {shown:>12}  {unit}")
     return lines
+
+
+def journal_cost(series: dict[str, list[float]], unit: str) -> str | None:
+    """The journal's cost as issue #12 states it: bootstrapd (journal on, its default) against bootstrapd-nojournal
+    in the same rounds, median against median (at least 0.90: the journal costs at most 10%)."""
+    if "bootstrapd" not in series or "bootstrapd-nojournal" not in series:
+        return None
+    r = ratio(series["bootstrapd"], series["bootstrapd-nojournal"])
+    return (f"Journal on / off (bootstrapd / bootstrapd-nojournal, medians of the highest rate): {fmt(r, 2)}x "
+            f"({fmt(spread(series['bootstrapd'])[1], 0)} against {fmt(spread(series['bootstrapd-nojournal'])[1], 0)}"
+            f" {unit}; the goal: at least 0.90)")
 
 
 def load_average() -> str:
@@ -103,6 +116,20 @@ def process_tree(pid: int) -> list[int]:
 
 def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
+def settled_cpu_seconds(pid: int, timeout: float = 20.0) -> float:
+    """:func:`tree_cpu_seconds` once the processes have gone idle (under 20 ms of CPU in 0.5 s), at most ``timeout``
+    seconds from now: the work a server does after the load stopped counts too."""
+    deadline = time.monotonic() + timeout
+    cpu = tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = tree_cpu_seconds(pid)
+        if now - cpu < 0.02:
+            return now
+        cpu = now
+    return cpu
 
 
 def run_rounds(servers: Sequence[str], repeat: int, measure: Callable[[int, str], T]) -> Series[T]:

@@ -31,6 +31,11 @@ enabled = false
 """
 
 
+# A [store] section every appliance's configuration gets: the DHCP lab suites run once per store backend (the
+# ``store_backend`` fixture sets it to a PostgreSQL database of the session's server); "" = SQLite in state_dir.
+STORE_SECTION = ""
+
+
 class Appliance:
     def __init__(self, node: Node, workdir: Path, config_text: str) -> None:
         self.node = node
@@ -39,14 +44,15 @@ class Appliance:
         self.root = workdir / "root"
         self.state = workdir / "state"
         self.root.mkdir(exist_ok=True)
-        self.config.write_text(config_text.replace("@ROOT@", str(self.root)).replace("@STATE@", str(self.state)))
+        self.write_config(config_text)
         self.proc: subprocess.Popen[Any] | None = None
         self.notify_path = workdir / "notify.sock"
         self.stderr_path = workdir / "bootstrapd.log"
         self._notify: socket.socket | None = None
 
     def write_config(self, config_text: str) -> None:
-        self.config.write_text(config_text.replace("@ROOT@", str(self.root)).replace("@STATE@", str(self.state)))
+        text = config_text.replace("@ROOT@", str(self.root)).replace("@STATE@", str(self.state))
+        self.config.write_text(text + STORE_SECTION if "\n[store]" not in text else text)
 
     def start(self, *extra: str, timeout: float = 20.0, expect_ready: bool = True,
               env: dict[str, str] | None = None, command: Sequence[str] | None = None) -> None:

@@ -50,6 +50,7 @@ tls_cert = "{cert}"
 tls_key = "{key}"
 head_timeout = 2.0
 keepalive_timeout = 5.0
+send_timeout = 2.0
 max_connections_per_client = 16
 rate_limit = 200.0
 rate_burst = 400

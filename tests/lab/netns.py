@@ -3,6 +3,7 @@
 Topology (every name carries a per-run prefix, nothing is created in the root namespace)::
 
     <p>sw: bridge br0 ── veth ── <p>ap: eth1  10.77.0.1/24, fd77::1/64   (the appliance)
+                     ├── veth ── <p>ap2: eth1 10.77.0.2/24, fd77::2/64   (a second one sharing its PostgreSQL)
                      ├── veth ── <p>ph1: eth0                             (phone 1, its own MAC)
                      └── veth ── <p>ph2: eth0 …
 
@@ -163,8 +164,12 @@ class Lab:
         return node
 
     def add_appliance(self, ipv4: str | None = "10.77.0.1/24", ipv6: str | None = "fd77::1/64",
-                      mac: str = "02:77:00:00:00:01", mtu: int = 1500) -> Node:
-        return self.add_node("ap", "eth1", mac, ipv4, ipv6, mtu)
+                      mac: str = "02:77:00:00:00:01", mtu: int = 1500, suffix: str = "ap") -> Node:
+        return self.add_node(suffix, "eth1", mac, ipv4, ipv6, mtu)
+
+    def add_second_appliance(self) -> Node:
+        """Another appliance on the same bridge (10.77.0.2, fd77::2): two boxes sharing one PostgreSQL."""
+        return self.add_appliance("10.77.0.2/24", "fd77::2/64", "02:77:00:00:00:02", suffix="ap2")
 
     def add_phone(self, mac: str | None = None, ipv4: str | None = None, ipv6: str | None = None,
                   mtu: int = 1500, bridge: str = "br0") -> Node:

@@ -5,6 +5,8 @@
     python -m tests.lab.rawclient HOST PORT hold N              open N connections at once: what did each get?
     python -m tests.lab.rawclient HOST PORT burst N HEX         N requests on one keep-alive connection: statuses
     python -m tests.lab.rawclient HOST PORT ftp LINE...         an FTP session: the reply to each line
+    python -m tests.lab.rawclient HOST PORT stall HEX S [tls]   send a request, read nothing for S seconds, then
+                                                                read: how much came, and did the server close?
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import sys
 import time
 from typing import Any
@@ -153,6 +156,31 @@ def ftp(host: str, port: int, lines: list[str]) -> dict[str, Any]:
     return {"replies": replies}
 
 
+def stall(host: str, port: int, payload: bytes, seconds: float, tls: bool) -> dict[str, Any]:
+    """A client that stops reading: a small receive buffer, the request, ``seconds`` of not reading, then what
+    arrives until the server's close (or a reset: what the server aborted, unread, counts as closed)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(WAIT)
+    sock.connect((host, port))
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        sock = context.wrap_socket(sock)
+    sock.sendall(payload)
+    time.sleep(seconds)
+    try:
+        data, closed = _read_all(sock, WAIT)
+    except (ssl.SSLError, OSError):
+        data, closed = b"", True
+    head, _, body = data.partition(b"\r\n\r\n")
+    match = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+    return {"status": _status(head), "closed": closed, "length": int(match.group(1)) if match else None,
+            "received": len(body)}
+
+
 def _ftp_reply(sock: socket.socket) -> str:
     data = b""
     sock.settimeout(10.0)
@@ -183,6 +211,8 @@ def main(argv: list[str]) -> None:
         report = burst(host, port, int(argv[3]), bytes.fromhex(argv[4]))
     elif mode == "ftp":
         report = ftp(host, port, argv[3:])
+    elif mode == "stall":
+        report = stall(host, port, bytes.fromhex(argv[3]), float(argv[4]), argv[5:] == ["tls"])
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(json.dumps(report))

@@ -2,14 +2,14 @@
 
     SLOWDISK_DIRS=/srv/root/slow:/srv/root/uploads SLOWDISK_LOCK=/tmp/lock python -m tests.lab.slowdisk run ...
 
-Every ``os.read``/``os.pread`` of a file and every ``os.fsync`` whose path (the descriptor's, from /proc) lies
-under one of ``SLOWDISK_DIRS`` first takes a shared ``flock`` on ``SLOWDISK_LOCK``: while the test holds that lock
-exclusively, the call blocks exactly as it would on a disk or network mount that stopped answering, wherever in the
-daemon it is made. Before blocking it appends ``read`` or ``fsync`` and a newline to ``SLOWDISK_LOCK.waiting``, so
-the test knows the daemon has reached it. A read that asks not to wait (``os.preadv`` with ``RWF_NOWAIT``, which the
-kernel answers only from its page cache) fails with EAGAIN meanwhile, as it would for data not in memory. Nothing
-else changes: the daemon's own code runs unmodified (no FUSE, no mocked resolver), and files outside those folders
-are not touched.
+Every ``os.read``/``os.pread``/``os.sendfile`` of a file and every ``os.fsync`` whose path (the descriptor's, from
+/proc) lies under one of ``SLOWDISK_DIRS`` first takes a shared ``flock`` on ``SLOWDISK_LOCK``: while the test holds
+that lock exclusively, the call blocks exactly as it would on a disk or network mount that stopped answering,
+wherever in the daemon it is made. Before blocking it appends ``read`` or ``fsync`` and a newline to
+``SLOWDISK_LOCK.waiting``, so the test knows the daemon has reached it. A read that asks not to wait (``os.preadv``
+with ``RWF_NOWAIT``, which the kernel answers only from its page cache) fails with EAGAIN meanwhile, as it would for
+data not in memory. Nothing else changes: the daemon's own code runs unmodified (no FUSE, no mocked resolver), and
+files outside those folders are not touched.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class HasFileno(Protocol):
 
 _DIRS = tuple(d.rstrip("/") + "/" for d in os.environ.get("SLOWDISK_DIRS", "").split(":") if d)
 _LOCK = os.environ.get("SLOWDISK_LOCK", "")
-_read, _pread, _preadv, _fsync = os.read, os.pread, os.preadv, os.fsync
+_read, _pread, _preadv, _fsync, _sendfile = os.read, os.pread, os.preadv, os.fsync, os.sendfile
 
 
 def _slow(fd: int) -> bool:
@@ -78,6 +78,13 @@ def preadv(fd: int, buffers: SupportsLenAndGetItem[WriteableBuffer], offset: int
     return _preadv(fd, buffers, offset, flags)
 
 
+def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+    # sendfile reads the file (in the kernel) on its way to the socket: a slow disk holds it like a read.
+    if _slow(in_fd):
+        _wait("read")
+    return _sendfile(out_fd, in_fd, offset, count)
+
+
 def fsync(fd: int | HasFileno) -> None:
     if _slow(fd if isinstance(fd, int) else fd.fileno()):
         _wait("fsync")
@@ -92,6 +99,7 @@ def main() -> int:
     os.pread = pread
     os.preadv = preadv
     os.fsync = fsync
+    os.sendfile = sendfile
     from bootstrapd.cli import main as bootstrapd
 
     return bootstrapd()

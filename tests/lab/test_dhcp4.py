@@ -21,6 +21,10 @@ from tests.lab.appliance import Appliance
 from tests.lab.clients import Dhclient, udhcpc
 from tests.lab.netns import Lab
 
+# Every test runs against both store backends (SQLite, and PostgreSQL from the session's server), so the two
+# cannot drift.
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 CONFIG = """
 [server]
 interface = "eth1"
@@ -54,7 +58,7 @@ request subnet-mask, routers, domain-name-servers, tftp-server-name, custom-160;
 
 
 @pytest.fixture
-def appliance(lab: Lab, workdir: Path) -> Iterator[Appliance]:
+def appliance(lab: Lab, workdir: Path, store_backend: str) -> Iterator[Appliance]:
     require_tools("dhclient", "busybox")
     node = lab.add_appliance()
     app = Appliance(node, workdir, CONFIG)

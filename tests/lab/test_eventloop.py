@@ -1,6 +1,7 @@
 """The daemon serves on asyncio's own loop (its default) and on uvloop (``run --event-loop uvloop``).
 
-Every other lab test runs on the default loop; this one runs DHCPv4, DHCPv6 and TFTP with real clients on both.
+Every other lab test runs on the default loop; this one runs DHCPv4, DHCPv6, TFTP and HTTP (a small file from memory
+and a streamed one by sendfile) with real clients on both.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ range = "10.77.0.100-10.77.0.200"
 enabled = true
 [tftp]
 enabled = true
+[http]
+enabled = true
 """
 
 
@@ -39,6 +42,8 @@ def test_every_service_on_both_loops(lab: Lab, workdir: Path, loop: str) -> None
     app = Appliance(ap, workdir, text)
     data = bytes(range(256)) * 400
     (app.root / "y000000000000.boot").write_bytes(data)
+    firmware = bytes(range(251)) * 12000  # 3 MB, above the size files are held in memory: streamed by sendfile
+    (app.root / "fw.rom").write_bytes(firmware)
     app.start("--event-loop", loop)
     try:
         # The "ready" line is logged just after READY=1 is sent.
@@ -55,5 +60,9 @@ def test_every_service_on_both_loops(lab: Lab, workdir: Path, loop: str) -> None
                              "tftp://10.77.0.1/y000000000000.boot"], timeout=60)
         assert fetched.returncode == 0, fetched.stderr
         assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
+        for name, expected in (("y000000000000.boot", data), ("fw.rom", firmware)):
+            fetched = phone.run(["curl", "-sS", "-o", str(out), f"http://10.77.0.1/{name}"], timeout=60)
+            assert fetched.returncode == 0, fetched.stderr
+            assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(expected).digest(), name
     finally:
         assert app.stop() == 0

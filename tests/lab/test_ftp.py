@@ -177,3 +177,22 @@ def test_idle_session_is_closed(env: Env) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("421"), result.stdout  # told why, then closed
     _healthy(env)
+
+
+def test_link_local_and_refused_size_is_an_event(env: Env) -> None:
+    # FTP listens on the interface's link-local address like HTTP and TFTP (started once the kernel has it), and
+    # its passive data socket binds there with the scope. A SIZE refused is an ftp.transfer event like a RETR's.
+    link_local = env.lab.wait_link_local(env.app.node)
+    env.app.stop()
+    env.app.start("--debug")
+    try:
+        status, _, body = env.curl(env.phone, f"ftp://[{link_local}%25{env.phone.ifname}]/dir/sub.cfg")
+        assert status == 226 and body == env.files["dir/sub.cfg"], status
+        replies = _session(env, "USER anonymous", "PASS x", f"SIZE {OTHER_MAC}.cfg", "SIZE common.cfg", "QUIT")
+        assert replies[3].startswith("550") and replies[4].startswith("213"), replies
+    finally:
+        env.app.stop()
+        env.app.start()
+    events = [ln for ln in env.app.log().splitlines() if "ftp.transfer" in ln]
+    assert any("SIZE" in ln and f"{OTHER_MAC}.cfg" in ln and "not_owner" in ln for ln in events), events[-5:]
+    assert any("RETR" in ln and "dir/sub.cfg" in ln and "fe80:" in ln for ln in events), events[-5:]

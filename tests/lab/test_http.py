@@ -215,6 +215,22 @@ def test_dribbled_head_is_closed(env: Env) -> None:
     env.healthy(env.intruder)
 
 
+@pytest.mark.parametrize("port,tls", [(80, False), (443, True)], ids=["sendfile", "tls"])
+def test_stalled_download_is_closed(env: Env, port: int, tls: bool) -> None:
+    # A client that stops reading a large (streamed) file: after send_timeout (2 s here) without progress the
+    # connection is closed and counted, whether the body goes by sendfile (HTTP) or through TLS.
+    size = len(env.files["fw.rom"])
+    request = _hex("GET /fw.rom HTTP/1.1\r\nHost: x\r\n\r\n")
+    report = env.raw(env.intruder, V4, port, "stall", request, "6", *(["tls"] if tls else []))
+    assert report["closed"] and report["received"] < size, report
+    env.healthy(env.intruder)
+    status, _, body = env.curl(env.phone, f"{'https' if tls else 'http'}://{V4}/fw.rom")
+    assert status == 200 and body == env.files["fw.rom"]  # a reading client still gets every byte
+    env.app.stop()  # the counters are logged at stop
+    env.app.start()
+    assert "http.send_timeout" in env.app.log(), env.app.log()[-2000:]
+
+
 def test_connection_and_rate_limits(env: Env) -> None:
     report = env.raw(env.intruder, V4, 80, "hold", "20")
     statuses = report["statuses"]

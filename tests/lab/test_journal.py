@@ -94,7 +94,8 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, module_store_backend: str) -> Iterator[Env]:
+    """The journal is in the store: the module runs once per store backend (SQLite, the session's PostgreSQL)."""
     require_root()
     require_tools("dhclient", "busybox", "atftp", "curl", "sipp", "tcpdump", "tshark")
     from tests.lab.netns import lab

@@ -17,7 +17,8 @@ from tests.lab.netns import Lab
 from tests.lab.simphones import add_sim_node, lab_macs, run_sim
 from tests.lab.test_sim import FAILING_BOOT, TREE, start
 
-pytestmark = pytest.mark.lab
+# The journal is in the store: these run once per store backend (SQLite, the session's PostgreSQL).
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("store_backend")]
 
 
 def _status(app: Any) -> dict[str, Any]:

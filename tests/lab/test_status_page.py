@@ -28,7 +28,8 @@ from tests.lab.clients import udhcpc
 from tests.lab.netns import Lab, Node
 from tests.lab.sipphone import SIPP
 
-pytestmark = pytest.mark.lab
+# The journal is in the store: these run once per store backend (SQLite, the session's PostgreSQL).
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("store_backend")]
 
 PASSWORD = "lab-status-pw"
 CONFIG = """

@@ -110,6 +110,7 @@ def test_every_setting_is_documented_in_the_reference_file() -> None:
     from bootstrapd.ftp.settings import FtpSettings
     from bootstrapd.http.settings import HttpSettings
     from bootstrapd.journal.settings import CaptureSettings, JournalSettings, StatusSettings
+    from bootstrapd.leases.settings import StoreSettings
     from bootstrapd.pnp.settings import PnpRule, PnpSettings
     from bootstrapd.provisioning.auth import AuthEntry
     from bootstrapd.provisioning.settings import EncryptSettings, ProvisioningSettings
@@ -118,10 +119,10 @@ def test_every_setting_is_documented_in_the_reference_file() -> None:
     text = (Path(__file__).resolve().parents[2] / "configs" / "bootstrapd.toml").read_text()
     keys = {"range_start": "range", "range_end": "range", "hosts": "dhcp4.host", "rules": "pnp.rule",
             "prefix": "path"}
-    derived = {"warnings", "ftp", "provisioning", "auth"}  # not keys: computed, or whole sections
+    derived = {"warnings", "ftp", "provisioning", "auth", "store"}  # not keys: computed, or whole sections
     for cls in (ServerSettings, Dhcp4Settings, Host4, ClientClass, Dhcp6Settings, Class6, PnpSettings, PnpRule,
                 TftpSettings, HttpSettings, FtpSettings, ProvisioningSettings, EncryptSettings, AuthEntry,
-                JournalSettings, CaptureSettings, StatusSettings):
+                JournalSettings, CaptureSettings, StatusSettings, StoreSettings):
         for field in dataclasses.fields(cls):
             if field.name in derived:
                 continue

@@ -11,13 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bootstrapd.config import loads
 from bootstrapd.events import Events
 from bootstrapd.journal.journal import Journal
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.stage import BOOT, CONFIGS, DONE, NO_ADDRESS, STUCK, TOLD, Phone, fold
 from bootstrapd.journal.steps import clean, normal_mac, step_of, text_of
-from bootstrapd.journal.store import Batch, Limits, SqliteJournal
+from bootstrapd.journal.store import Batch, Limits
 from bootstrapd.leases.owners import LeaseOwners
+from tests.unit.conftest import JournalBackend
 
 MAC = "00:15:65:aa:bb:cc"
 OWN = "001565aabbcc"
@@ -99,6 +101,27 @@ def test_nak_notify_and_401_reasons() -> None:
     assert step_of(*page, 1.0) is None  # type: ignore[arg-type]
 
 
+def test_a_withheld_reply_is_a_step_and_the_next_ack_makes_it_good() -> None:
+    withheld = ("dhcp4.withheld", {"mac": MAC, "address": "10.77.0.100", "request": "REQUEST", "type": "ACK",
+                                   "reason": "its lease was not committed: PostgreSQL is not reachable"})
+    phone = journey(offer(), ack(), withheld)
+    assert phone.stage == STUCK
+    assert phone.error == "DHCP ACK withheld: its lease was not committed: PostgreSQL is not reachable"
+    step = step_of(*withheld, 1.0)
+    assert step is not None and text_of(step).startswith("REQUEST → ACK 10.77.0.100 not sent (its lease")
+    assert journey(offer(), ack(), withheld, ack()).stage == TOLD
+    six = ("dhcp6.withheld", {"mac": MAC, "duid": "0003", "type": "REPLY", "request": "REQUEST",
+                              "address": "fd77::100", "reason": "its lease was not committed: gone"})
+    phone = journey(six)
+    assert phone.error == "DHCPv6 REPLY withheld: its lease was not committed: gone" and phone.address6 is None
+    step = step_of(*six, 1.0)
+    assert step is not None
+    assert text_of(step) == "REQUEST → REPLY fd77::100 not sent (its lease was not committed: gone)"
+    reply = ("dhcp6.reply", {"mac": MAC, "type": "REPLY", "request": "REQUEST", "address": "fd77::100",
+                             "options": [59]})
+    assert journey(six, reply).error is None
+
+
 def test_done_follows_the_models_download_list() -> None:
     files = ["y000000000000.boot", "sip.cfg", f"{OWN}.cfg"]
     phone = journey(ack(), tftp(files[0]), tftp(f"{OWN}.cfg"), expected=files)
@@ -149,8 +172,8 @@ def test_normal_mac_and_clean() -> None:
     assert clean("a\x00b") == "a?b"
 
 
-def test_store_bounds_per_phone_in_total_and_phones(tmp_path: Path) -> None:
-    store = SqliteJournal(tmp_path / "j.sqlite3")
+def test_store_bounds_per_phone_in_total_and_phones(journal_backend: JournalBackend) -> None:
+    store = journal_backend.writer()
     limits = Limits(steps_per_phone=10, max_steps=100, max_phones=5)
     for batch in range(30):
         steps = [{"mac": f"m{p}", "time": batch + p / 10, "n": batch} for p in range(3)]
@@ -164,18 +187,29 @@ def test_store_bounds_per_phone_in_total_and_phones(tmp_path: Path) -> None:
                               [{"mac": f"m{p}", "time": 100.0}])], limits)
     assert len(store.phones()) <= 6 and store.phone("m19") is not None and store.phone("m0") is None
     store.close()
-    reader = SqliteJournal(tmp_path / "j.sqlite3", readonly=True)
-    assert reader.phone("m19") is not None
+    reader = journal_backend.reader()
+    assert reader.phone("m19") is not None and len(reader.phones()) <= 6
     reader.close()
 
 
-def test_the_journal_writes_batches_and_ties_requests_by_lease(tmp_path: Path) -> None:
+def test_store_bound_in_total_prunes_the_oldest_steps(journal_backend: JournalBackend) -> None:
+    store = journal_backend.writer()
+    limits = Limits(steps_per_phone=1000, max_steps=100, max_phones=1000)
+    for p in range(15):
+        store.write([Batch.of([{"mac": f"m{p}", "stage": "told", "last_seen": p}],
+                              [{"mac": f"m{p}", "time": p + n / 100, "n": n} for n in range(10)])], limits)
+    counts = store.step_counts()
+    assert 100 <= sum(counts.values()) <= 110 and "m0" not in counts and counts["m14"] == 10
+    store.close()
+
+
+def test_the_journal_writes_batches_and_ties_requests_by_lease(journal_backend: JournalBackend) -> None:
     async def main() -> None:
         events = Events()
         owners = LeaseOwners()
         owners.register(lambda address, now: bytes.fromhex(OWN) if address == IPv4Address("10.77.0.100") else None)
-        journal = Journal(JournalSettings(flush_interval=0.05), SqliteJournal(tmp_path / "j.sqlite3"), events,
-                          owners)
+        store = await asyncio.get_running_loop().run_in_executor(None, journal_backend.writer)
+        journal = Journal(JournalSettings(flush_interval=0.05), store, events, owners)
         journal.load()
         journal.start(asyncio.get_running_loop())
         for kind, fields in (offer(), ack(), tftp("y000000000000.boot"), tftp(f"{OWN}.cfg")):
@@ -186,14 +220,19 @@ def test_the_journal_writes_batches_and_ties_requests_by_lease(tmp_path: Path) -
         assert {k: v for k, v in journal.stage_counts.items() if v} == {DONE: 1}
         assert events.counters["journal.unknown_phone"] == 1
         journal.finish()
-        journal.join()
+        await asyncio.get_running_loop().run_in_executor(None, journal.join)
 
     asyncio.run(main())
-    store = SqliteJournal(tmp_path / "j.sqlite3", readonly=True)
+    store = journal_backend.reader()
     row = store.phone(MAC)
     assert row is not None and row.stage == DONE and row.doc["address"] == "10.77.0.100"
     assert [s.doc["kind"] for s in store.steps(MAC)] == ["offer", "ack", "get", "get"]
     store.close()
+    # A restart carries on from what this appliance wrote.
+    again = Journal(JournalSettings(), journal_backend.writer(), Events(), LeaseOwners())
+    again.load()
+    assert again.stage_counts == {DONE: 1}
+    again.store.close()
 
 
 def test_the_sink_is_bounded() -> None:
@@ -206,7 +245,7 @@ def test_the_sink_is_bounded() -> None:
 
 @pytest.mark.parametrize("bad", ["steps_per_phone = 1", "flush_interval = 100", "nonsense = 1"])
 def test_journal_settings_errors(bad: str) -> None:
-    from bootstrapd.config import ConfigError, loads
+    from bootstrapd.config import ConfigError
 
     with pytest.raises(ConfigError):
         loads(f'[server]\ninterface = "eth1"\n[journal]\n{bad}\n')
@@ -236,20 +275,23 @@ def test_done_uses_the_provisioning_models_download_list(tmp_path: Path) -> None
     assert fold(phone, step).stage == DONE
 
 
-def test_status_command_without_and_with_a_journal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_command_without_and_with_a_journal(journal_backend: JournalBackend,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from bootstrapd.cli import main
 
-    config = tmp_path / "b.toml"
-    config.write_text(f'[server]\ninterface = "eth1"\nstate_dir = "{tmp_path / "state"}"\n[dhcp4]\nenabled = false\n')
+    config = journal_backend.state.parent / "b.toml"
+    config.write_text(f'[server]\ninterface = "eth1"\nstate_dir = "{journal_backend.state}"\n[dhcp4]\nenabled = false\n'
+                      f'{journal_backend.section}')
     assert main(["status", "--config", str(config)]) == 0
-    assert "no journal yet" in capsys.readouterr().err
+    empty = capsys.readouterr()
+    assert "no journal yet" in empty.err if journal_backend.name == "sqlite" else "0 phones" in empty.out
     assert main(["status", "--config", str(config), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["done"] == 0
     assert main(["status", "--config", str(config), "--mac", "nonsense"]) == 2
     assert main(["status", "--config", str(config), "--stage", "nonsense"]) == 2
-    store = SqliteJournal(tmp_path / "state" / "journal.sqlite3")
+    store = journal_backend.writer()
     phone = journey(offer(), ack(), tftp("sip.cfg", "not_found"))
     steps = [step_of(*e, 1.0) for e in (offer(), ack(), tftp("sip.cfg", "not_found"))]
     store.write([Batch.of([phone.as_dict()], [s | {"mac": MAC} for s in steps if s])], Limits(10, 100, 10))
@@ -263,3 +305,72 @@ def test_status_command_without_and_with_a_journal(tmp_path: Path, capsys: pytes
     assert main(["status", "--config", str(config), "--mac", "00:15:65:00:00:01"]) == 1
     assert main(["status", "--config", str(config), "--stage", "done", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["phones"] == []
+    # The daemon's record of its lease store, when it is down: the first line, and "store" in --json.
+    from bootstrapd.leases.health import StoreHealth
+
+    journal_backend.state.mkdir(exist_ok=True)  # the daemon's (it makes it at start-up)
+    health = StoreHealth(journal_backend.settings().store, journal_backend.state)
+    health.sink("store.down", {"error": "connection refused"})
+    assert main(["status", "--config", str(config)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "UNREACHABLE since" in first and "connection refused" in first
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["store"]["up"] is False
+    health.sink("store.up", {})
+    assert main(["status", "--config", str(config)]) == 0
+    assert "UNREACHABLE" not in capsys.readouterr().out
+
+
+def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events faster than storm_events a second defer the folding (the replies first); a quiet interval, or an
+    event older than MAX_LAG, folds everything, none lost; storm_events = 0 never waits."""
+    import time
+
+    from bootstrapd.journal import journal as module
+
+    async def main() -> None:
+        events = Events()
+        journal = Journal(JournalSettings(flush_interval=60), None, events, LeaseOwners())  # type: ignore[arg-type]
+        journal.start(asyncio.get_running_loop())
+        clock = [100.0]
+        monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+        def tick(events_in_it: int) -> None:  # an interval of 1 s in which ``events_in_it`` events arrived
+            for _ in range(events_in_it):
+                journal.sink(*ack())
+            clock[0] += 1.0
+            assert journal._timer is not None
+            journal._timer.cancel()  # the test ticks by hand
+            journal._tick()
+
+        tick(0)  # the first tick only starts the clock
+        storm = int(journal.settings.storm_events) + 1
+        tick(storm)
+        assert journal._storm and len(journal._backlog) == storm and journal._queue.empty()
+        tick(storm)
+        assert len(journal._backlog) == 2 * storm and journal._queue.empty()
+        tick(1)  # the storm passed: everything is folded (a slice now, the rest in the callbacks that follow)
+        assert not journal._storm
+        for _ in range(100):
+            if not journal._backlog:
+                break
+            await asyncio.sleep(0)
+        assert not journal._backlog and not journal._queue.empty()
+        assert journal._phones[MAC].steps == 2 * storm + 1
+        # A storm that lasts: an event older than MAX_LAG is folded all the same.
+        journal.sink(*ack())
+        journal._pending[0] = (journal._pending[0][0] - module.MAX_LAG - 1, *journal._pending[0][1:])
+        tick(storm)
+        assert not journal._storm
+        for _ in range(100):
+            if not journal._backlog:
+                break
+            await asyncio.sleep(0)
+        assert journal._phones[MAC].steps == 3 * storm + 2
+        journal.settings = JournalSettings(flush_interval=60, storm_events=0)
+        tick(storm)
+        assert not journal._storm
+        assert journal._timer is not None
+        journal._timer.cancel()
+
+    asyncio.run(main())

@@ -17,7 +17,9 @@ from bootstrapd.events import Events
 from bootstrapd.journal.journal import Journal
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.store import SqliteJournal
+from bootstrapd.leases.health import StoreHealth, read_state
 from bootstrapd.leases.owners import LeaseOwners
+from bootstrapd.leases.settings import StoreSettings
 from bootstrapd.leases.store import Lease4, LeaseStore
 from bootstrapd.metrics import Metrics, registry_for, render
 from tests.conftest import IN_CI
@@ -44,7 +46,16 @@ def _exposition(tmp_path: Path) -> str:
                           LeaseOwners())
         journal.load()
         journal.start(asyncio.get_running_loop())
-        metrics = Metrics(events, [dhcp4, tftp], journal, store)
+        clock = [1000.0]
+        health = StoreHealth(StoreSettings(), tmp_path, clock=lambda: clock[0])
+        events.subscribe(health.sink)
+        metrics = Metrics(events, [dhcp4, tftp], journal, store, health)
+        # An outage of 30 s, then one going on for 5 s (the daemon's lease store, through the event stream).
+        events.emit("store.down", backend="sqlite", error="gone")
+        clock[0] += 30
+        events.emit("store.up", backend="sqlite", outage=30.0)
+        events.emit("store.down", backend="sqlite", error="gone again")
+        clock[0] += 5
         for n in range(3):
             ack = dora(core, mac(n))
             await store.commit([Lease4(IPv4Address(ack.yiaddr), mac(n), None, time.time() + 3600)])
@@ -83,6 +94,13 @@ def test_metrics_parse_and_say_what_happened(tmp_path: Path) -> None:
     assert samples[("bootstrapd_journal_commit_seconds_count", ())] >= 1
     assert samples[("bootstrapd_lease_commit_seconds_count", ())] == 3
     assert samples[("bootstrapd_leases_committed_total", ())] == 3
+    backend = (("backend", "sqlite"),)
+    assert samples[("bootstrapd_store_up", backend)] == 0
+    assert samples[("bootstrapd_store_outages_total", backend)] == 2
+    assert samples[("bootstrapd_store_outage_seconds_total", backend)] == 35  # the current outage counted
+    assert samples[("bootstrapd_store_last_change_timestamp_seconds", backend)] == 1030
+    state = read_state(tmp_path)  # what `bootstrapd status` reads: the same state, written at the change
+    assert state is not None and state["up"] is False and state["down_since"] == 1030 and state["error"] == "gone again"
 
 
 def test_promtool_accepts_the_exposition(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The status page's handlers and the JSON API over a real journal file, through aiohttp's client."""
+"""The status page's handlers and the JSON API over a real journal (SQLite, and a real PostgreSQL), through aiohttp's
+client."""
 
 from __future__ import annotations
 
@@ -12,18 +13,22 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer, TestClient
 
+from bootstrapd.config import loads
+from bootstrapd.journal.backends import reading
 from bootstrapd.journal.settings import StatusSettings
 from bootstrapd.journal.stage import Phone, fold
 from bootstrapd.journal.steps import step_of
-from bootstrapd.journal.store import FILE, Batch, Limits, SqliteJournal
+from bootstrapd.journal.store import Batch, Limits
 from bootstrapd.journal.web import StatusWeb
+from bootstrapd.leases import listing
+from tests.unit.conftest import JournalBackend
 
 MAC = "00:15:65:aa:bb:cc"
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:s3cret").decode()}
 
 
-def _journal(state: Path) -> None:
-    store = SqliteJournal(state / FILE)
+def _journal(backend: JournalBackend) -> None:
+    store = backend.writer()
     phone = Phone(MAC)
     steps = []
     for kind, fields in (("dhcp4.ack", {"mac": MAC, "request": "REQUEST", "address": "10.77.0.100",
@@ -37,8 +42,8 @@ def _journal(state: Path) -> None:
     store.close()
 
 
-async def _checks(tmp_path: Path) -> None:
-    _journal(tmp_path)
+async def _checks(backend: JournalBackend) -> None:
+    _journal(backend)
     verified: list[str] = []
     resynced: list[str] = []
 
@@ -52,8 +57,11 @@ async def _checks(tmp_path: Path) -> None:
             return {"target": mac, "ip": "10.77.0.100", "status": 200, "reason": "OK", "ok": True}
         return {"target": mac, "ip": None, "status": None, "reason": "unknown"}
 
-    status = StatusWeb(StatusSettings(enabled=True, password="hash-of-s3cret", refresh=2), tmp_path, verify,
-                       lambda: b"bootstrapd_requests_total 1\n", resync)
+    settings = backend.settings()
+    status = StatusWeb(StatusSettings(enabled=True, password="hash-of-s3cret", refresh=2), lambda: reading(settings),
+                       verify,
+                       lambda: b"bootstrapd_requests_total 1\n", resync,
+                       leases=lambda include_all: listing.read(settings, include_all))
     routes = status.routes()
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
@@ -118,12 +126,12 @@ async def _checks(tmp_path: Path) -> None:
         await c.close()
 
 
-def test_api_and_page(tmp_path: Path) -> None:
-    asyncio.run(_checks(tmp_path))
+def test_api_and_page(journal_backend: JournalBackend) -> None:
+    asyncio.run(_checks(journal_backend))
 
 
 def test_status_settings_are_checked() -> None:
-    from bootstrapd.config import ConfigError, loads
+    from bootstrapd.config import ConfigError
 
     base = '[server]\ninterface = "eth1"\n[dhcp4]\nrange = "10.77.0.100-10.77.0.199"\n[status]\n'
     for bad, key in (("enabled = true\n", "status.password"), ('path = "/api"\n', "status.path"),
@@ -132,3 +140,42 @@ def test_status_settings_are_checked() -> None:
             loads(base + bad, "f.toml")
         assert info.value.key == key, (bad, info.value)
     assert json.dumps(loads(base + 'path = "/phones"\n').status.path) == '"/phones"'
+
+
+def test_a_shared_journal_that_cannot_be_read_is_a_503_with_the_stores_state(tmp_path: Path) -> None:
+    """PostgreSQL down (here: no server at the socket's path): the API says so, and what the lease store sees."""
+    from bootstrapd.leases.health import StoreHealth
+
+    settings = loads(f'[server]\ninterface = "eth1"\nstate_dir = "{tmp_path}"\n[dhcp4]\nenabled = false\n'
+                     f'[store]\nbackend = "postgresql"\ndsn = "postgresql://bootstrapd:topsecret@/none?host={tmp_path}"\n'
+                     'connect_timeout = 1\n')
+    health = StoreHealth(settings.store, clock=lambda: 1000.0)
+    health.sink("store.down", {"error": "connection refused"})
+
+    async def checks() -> None:
+        status = StatusWeb(StatusSettings(enabled=True, password="pw", refresh=2), lambda: reading(settings),
+                           lambda stored, given: stored == given, health=health.as_dict)
+
+        async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+            return await status.api(request)
+
+        c: TestClient[Any, Any] = TestClient(RawTestServer(dispatch))
+        await c.start_server()
+        auth = {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+        try:
+            r = await c.get("/api/phones", headers=auth)
+            document = await r.json()
+            assert r.status == 503 and document["error"].startswith("the journal cannot be read: PostgreSQL at")
+            assert document["store"]["up"] is False and document["store"]["down_since"] == 1000.0
+            assert "topsecret" not in json.dumps(document) and "topsecret" not in json.dumps(health.as_dict())
+            r = await c.get(f"/api/phones/{MAC}", headers=auth)
+            assert r.status == 503 and (await r.json())["mac"] == MAC
+            r = await c.get("/api/store", headers=auth)
+            state = await r.json()
+            assert r.status == 200 and state["backend"] == "postgresql" and state["error"] == "connection refused"
+            r = await c.post("/api/store", headers=auth)
+            assert r.status == 405
+        finally:
+            await c.close()
+
+    asyncio.run(checks())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bootstrapd.provisioning import resolver as resolver_module
 from bootstrapd.provisioning.resolver import Resolver
 from bootstrapd.provisioning.work import FileWork
 from bootstrapd.tftp import files as files_module
@@ -18,7 +19,8 @@ from tests.unit.test_file_work import files_in_memory, gate_worker_reads, nothin
 
 @pytest.fixture
 def cold(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(files_module, "read_nowait", nothing_in_memory)
+    # The reader reads the page cache into its own reused buffer (readinto_nowait): nothing is there.
+    monkeypatch.setattr(files_module, "readinto_nowait", nothing_in_memory)
 
 
 @pytest.mark.usefixtures("cold")
@@ -128,3 +130,48 @@ def test_a_loaded_file_that_grew_is_streamed(tmp_path: Path) -> None:
         return got[0]
 
     assert getattr(asyncio.run(scenario()), "size", None) == 5000
+
+
+def test_partial_page_cache_reads_and_worker_reads_give_every_byte_in_order(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reader's own buffer is refilled from the first byte not yet handed out, whatever the page cache answers:
+    # a few bytes, nothing (a worker reads instead), or a whole chunk; every block is the file's next bytes.
+    data = os.urandom(300_001)
+    (tmp_path / "fw.bin").write_bytes(data)
+    real = resolver_module.readinto_nowait
+    answers = iter([5, None, 3000, 0x7FFFFFFF, None, 1, 1, None] * 50)
+
+    def flaky(fd: int, buf: memoryview, offset: int) -> int | None:
+        answer = next(answers, 0x7FFFFFFF)
+        if answer is None:
+            return None
+        return real(fd, buf[:answer], offset)
+
+    monkeypatch.setattr(files_module, "readinto_nowait", flaky)
+    woken: list[int] = []
+
+    async def scenario() -> bytes:
+        resolver = Resolver(tmp_path, stream_above=1000)
+        files = TftpFiles(FileWork(lambda: resolver, asyncio.get_running_loop()), lambda: woken.append(1))
+        opened = files.open_nowait("fw.bin")
+        assert opened is not None
+        reader = opened.reader()
+        assert isinstance(reader, PrefetchReader)
+        reader._chunk = 20_000  # many refills
+        out = bytearray()
+        while True:
+            seen = len(woken)
+            block = reader.read(1428)
+            if block is None:
+                await until(lambda: len(woken) > seen)  # noqa: B023 (awaited right here, in this iteration)
+                continue
+            out += block
+            if len(block) < 1428:
+                break
+        assert reader.read(1428) == b""  # and nothing after the end
+        reader.close()
+        files.work.close()
+        return bytes(out)
+
+    assert asyncio.run(scenario()) == data
+    assert woken  # some chunks came from the worker

@@ -1,4 +1,5 @@
-// The status page: phones and their stages from /api/phones, one phone's journey from /api/phones/<mac>.
+// The status page: phones and their stages from /api/phones, one phone's journey from /api/phones/<mac>, and a
+// banner while the lease store (a shared PostgreSQL) is unreachable.
 // Everything from the API is written with textContent: a vendor class or file name comes from the network.
 "use strict";
 
@@ -83,8 +84,29 @@ async function getJSON(path) {
   // the credentials, and fetch refuses a URL that does (the browser resends the cached ones by itself).
   const url = new URL(path, window.location.origin);
   const response = await fetch(url, {credentials: "same-origin", cache: "no-store"});
-  if (!response.ok) throw new Error(`${url}: ${response.status}`);
+  if (!response.ok) {
+    const err = new Error(`${url}: ${response.status}`);
+    err.body = await response.json().catch(() => null);  // the API's errors are documents ({error, store …})
+    throw err;
+  }
   return response.json();
+}
+
+function renderStore(store) {
+  // Shown only while the store is down: since when, for how long, and why.
+  const banner = document.getElementById("store");
+  if (!store || store.up) {
+    banner.hidden = true;
+    document.body.dataset.store = "up";
+    return;
+  }
+  const since = store.down_since || store.since;
+  const seconds = Math.max(0, Math.round(Date.now() / 1000 - since));
+  banner.textContent = `The lease store (${store.backend === "postgresql" ? "PostgreSQL at " + store.where :
+    store.backend}) is unreachable since ${when(since)} (${seconds} s): ${store.error || "unreachable"}. ` +
+    "Replies that need a commit are withheld; the appliance reconnects by itself.";
+  banner.hidden = false;
+  document.body.dataset.store = "down";
 }
 
 async function refresh() {
@@ -92,13 +114,15 @@ async function refresh() {
     const data = await getJSON("/api/phones");
     state.phones = data.phones;
     state.summary = data.summary;
+    renderStore(data.store);
     renderCounts();
     renderPhones();
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.loaded = "true";
     if (state.selected) await showJourney(state.selected);
   } catch (err) {
-    document.getElementById("updated").textContent = `cannot refresh: ${err.message}`;
+    if (err.body && err.body.store) renderStore(err.body.store);
+    document.getElementById("updated").textContent = `cannot refresh: ${(err.body && err.body.error) || err.message}`;
   }
 }
 
@@ -114,12 +138,16 @@ async function showJourney(mac) {
   document.getElementById("journey-error").textContent = data.phone.error || "";
   const body = document.getElementById("journey-steps");
   body.replaceChildren();
+  // Appliances sharing a store: each step says which one recorded it.
+  const shared = data.steps.some((step) => step.appliance);
+  for (const th of section.querySelectorAll("th.appliance")) th.hidden = !shared;
   for (const step of data.steps) {
     const tr = el("tr");
     tr.dataset.proto = step.proto;
     tr.dataset.kind = step.kind;
-    tr.append(el("td", when(step.time)), el("td", step.proto), el("td", step.text),
-              el("td", step.error || "", "error"));
+    tr.append(el("td", when(step.time)));
+    if (shared) tr.append(el("td", step.appliance || "-", "appliance"));
+    tr.append(el("td", step.proto), el("td", step.text), el("td", step.error || "", "error"));
     body.append(tr);
   }
 }

@@ -1,0 +1,188 @@
+"""CPU per DORA exchange of the DHCPv4 core and of the phone journal, measured in one process (a developer tool).
+
+    python -m tests.bench.inprocess [--count N] [--repeat R] [--only core|journal|storm]
+
+No lab, no sockets, no other process: the figures are the Python work alone, so on a machine shared with other
+sessions they move far less than a benchmark's (the best of ``--repeat`` runs is printed; CPU time, not wall time).
+For instruction counts, which do not move with the machine's load at all, run it under valgrind twice with two
+counts and take the difference per exchange (README, "Where the time goes").
+
+- ``dhcp4 core``: :meth:`Dhcp4Server.handle` for a DISCOVER and its REQUEST from a new client each time (relayed, an
+  option 55 like perfdhcp's), the pool and the configuration of ``make bench-dhcp4``;
+- ``journal, loop side``: the two events of such an exchange through the journal's sink, then folded into steps and
+  the phone's stage and encoded for the writer (``Journal._process``), in batches of 1,000 events (4,000 events a
+  second at the 0.25 s flush interval);
+- ``journal, writer``: those batches written to a journal SQLite file in a temporary folder (the writer thread's
+  work, here on the calling thread);
+- ``storm`` (only with ``--only storm``): the core and the journal together as the daemon runs them during a storm
+  (the journal holding the events, the daemon's garbage-collector settings), then the catch-up: CPU per exchange
+  in each, and the wall time the cyclic garbage collector took over both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from bootstrapd.clock import Now
+from bootstrapd.config import loads
+from bootstrapd.dhcp4 import codec
+from bootstrapd.dhcp4.server import Dhcp4Server
+from bootstrapd.events import Events
+from bootstrapd.journal.journal import Journal
+from bootstrapd.journal.settings import JournalSettings
+from bootstrapd.journal.store import Batch, Limits, SqliteJournal
+from bootstrapd.leases.owners import LeaseOwners
+from tests.bench.dhcp4 import BOOTSTRAPD, FIRST, SERVER
+
+RELAY = "10.78.0.2"
+PARAMS = {codec.PARAM_LIST: bytes([1, 28, 2, 3, 15, 6, 12])}
+
+
+def _message(kind: int, mac: bytes, xid: int, options: dict[int, bytes]) -> bytes:
+    packet = codec.Packet(op=codec.BOOTREQUEST, xid=xid, chaddr=mac.ljust(16, b"\0"),
+                          giaddr=IPv4Address(RELAY).packed)
+    packet.options = {codec.MESSAGE_TYPE: bytes((kind,)), **options}
+    return codec.encode(packet)
+
+
+def dhcp4_core(count: int) -> float:
+    """CPU seconds per DORA of the core alone."""
+    settings = loads(BOOTSTRAPD.replace("@ROOT@", "/nonexistent").replace("@STATE@", "/nonexistent"))
+    server = Dhcp4Server(settings.dhcp4, IPv4Address(SERVER), IPv4Network("10.78.0.0/16"))
+    first = int(IPv4Address(FIRST))
+    messages = []
+    for i in range(count):
+        mac = (0x020000000000 + i).to_bytes(6, "big")
+        messages.append((_message(codec.DISCOVER, mac, i, PARAMS),
+                         _message(codec.REQUEST, mac, i, {**PARAMS, codec.SERVER_ID: IPv4Address(SERVER).packed,
+                                                          codec.REQUESTED_IP: (first + i).to_bytes(4, "big")})))
+    source = (RELAY, 67)
+    started = time.process_time()
+    for i, (discover, request) in enumerate(messages):
+        now = Now(1000.0 + i * 1e-4, 10.0 + i * 1e-4)
+        server.handle(discover, source, now)
+        ack = server.handle(request, source, now)
+        assert ack is not None and ack.commit, "every REQUEST must be ACKed"
+    return (time.process_time() - started) / count
+
+
+def _events(count: int) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for i in range(count):
+        mac = (0x020000000000 + i).to_bytes(6, "big").hex(":")
+        address = f"10.78.{1 + i // 256}.{i % 256}"
+        for kind, request in (("OFFER", "DISCOVER"), ("ACK", "REQUEST")):
+            events.append((f"dhcp4.{kind.lower()}", {"type": kind, "request": request, "mac": mac, "address": address,
+                                                     "classes": (), "vendor_class": None, "options": (1, 3, 6, 66)}))
+    return events
+
+
+def journal(count: int) -> tuple[float, float]:
+    """CPU seconds per DORA of the journal: the loop's side, the writer's."""
+    with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
+        store = SqliteJournal(Path(tmp) / "journal.sqlite3")
+        settings = JournalSettings()
+        journal = Journal(settings, store, Events(), LeaseOwners())
+        events = _events(count)
+        started = time.process_time()
+        for first in range(0, len(events), 1000):
+            for kind, fields in events[first:first + 1000]:
+                journal.sink(kind, fields)
+            journal._backlog.extend(journal._take())
+            journal._process(whole=True)
+        loop = time.process_time() - started
+        batches: list[Batch] = []
+        while not journal._queue.empty():
+            item = journal._queue.get_nowait()
+            assert isinstance(item, Batch)
+            batches.append(item)
+        limits = Limits(settings.steps_per_phone, settings.max_steps, settings.max_phones)
+        started = time.process_time()
+        for batch in batches:
+            store.write([batch], limits)
+        writer = time.process_time() - started
+        store.close()
+    return loop / count, writer / count
+
+
+def storm(count: int) -> tuple[float, float, float]:
+    """CPU seconds per DORA during a storm and in its catch-up, and the garbage collector's seconds per DORA."""
+    settings = loads(BOOTSTRAPD.replace("@ROOT@", "/nonexistent").replace("@STATE@", "/nonexistent"))
+    server = Dhcp4Server(settings.dhcp4, IPv4Address(SERVER), IPv4Network("10.78.0.0/16"))
+    events = Events()
+    limits = JournalSettings(max_pending=10 * count, max_phones=10 * count, max_steps=10 * count)
+    journal = Journal(limits, None, events, LeaseOwners())  # type: ignore[arg-type]
+    events.subscribe(journal.sink)
+    first = int(IPv4Address(FIRST))
+    messages = [(_message(codec.DISCOVER, (0x020000000000 + i).to_bytes(6, "big"), i, PARAMS),
+                 _message(codec.REQUEST, (0x020000000000 + i).to_bytes(6, "big"), i,
+                          {**PARAMS, codec.SERVER_ID: IPv4Address(SERVER).packed,
+                           codec.REQUESTED_IP: (first + i).to_bytes(4, "big")})) for i in range(count)]
+    collecting = [0.0, 0.0]
+
+    def timed(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            collecting[1] = time.perf_counter()
+        else:
+            collecting[0] += time.perf_counter() - collecting[1]
+
+    gc.collect()
+    gc.freeze()  # as the daemon does once it is serving (daemon.py)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    gc.callbacks.append(timed)
+    try:
+        source = (RELAY, 67)
+        started = time.process_time()
+        for i, (discover, request) in enumerate(messages):
+            now = Now(1000.0 + i * 1e-4, 10.0 + i * 1e-4)
+            for data in (discover, request):
+                reply = server.handle(data, source, now)
+                assert reply is not None and reply.event
+                events.emit("dhcp4." + reply.event["type"].lower(), **reply.event)
+            if i % 500 == 499:  # a tick every 1,000 events, all in the storm: collected, not folded
+                journal._backlog.extend(journal._take())
+        during = time.process_time() - started
+        started = time.process_time()
+        journal._backlog.extend(journal._take())
+        journal._process(whole=True)
+        after = time.process_time() - started
+    finally:
+        gc.callbacks.remove(timed)
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+    assert sum(p.steps for p in journal._phones.values()) == 2 * count
+    return during / count, after / count, collecting[0] / count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=10_000, help="DORA exchanges per run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
+    parser.add_argument("--only", choices=["core", "journal", "storm"], help="measure one of them")
+    args = parser.parse_args()
+    print(f"CPU per DORA exchange, best of {args.repeat} runs of {args.count:,}:")
+    if args.only == "storm":
+        runs = [storm(args.count) for _ in range(args.repeat)]
+        print(f"  storm (core, events, journal collecting): {1e6 * min(r[0] for r in runs):6.1f} us")
+        print(f"  its catch-up (the journal folding):       {1e6 * min(r[1] for r in runs):6.1f} us")
+        print(f"  the garbage collector over both (wall):   {1e6 * min(r[2] for r in runs):6.1f} us")
+        return 0
+    if args.only != "journal":
+        core = min(dhcp4_core(args.count) for _ in range(args.repeat))
+        print(f"  dhcp4 core (DISCOVER + REQUEST):      {1e6 * core:6.1f} us")
+    if args.only != "core":
+        sides = [journal(args.count) for _ in range(args.repeat)]
+        print(f"  journal, loop side (2 events folded): {1e6 * min(s[0] for s in sides):6.1f} us")
+        print(f"  journal, writer (SQLite):             {1e6 * min(s[1] for s in sides):6.1f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
