@@ -15,9 +15,12 @@ PEERS += tcpdump prometheus chromium
 # runs Kea on it too (Debian's kea-dhcp4-server has its PostgreSQL backend built in, kea-admin creates the schema).
 PEERS += postgresql
 STAMP := $(VENV)/.installed
+# make vagrant-lab (not part of make test: the VMs take too long for CI): libvirt, QEMU/KVM, the box builder.
+VAGRANT_LAB_PEERS := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
+         mmdebstrap fdisk e2fsprogs dnsmasq-base
 
 .PHONY: all venv peers test lint demo bench bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm \
-        bench-dhcp4-pg clean
+        bench-dhcp4-pg clean vagrant-lab
 
 all: test
 
@@ -41,6 +44,10 @@ test: venv peers lint
 
 demo: venv peers
 	$(PY) -m scripts.demo
+
+vagrant-lab: venv
+	@bash scripts/install-peers.sh $(VAGRANT_LAB_PEERS)
+	bash vagrant/lab.sh
 
 bench: bench-dhcp4 bench-tftp bench-pnp bench-dhcp6 bench-http bench-storm
 

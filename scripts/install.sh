@@ -15,9 +15,11 @@
 #
 # Usage: scripts/install.sh [--source DIR|WHEEL] [--config FILE] [--tree DIR] [--inventory FILE]
 #                           [--tls-cert FILE --tls-key FILE]
-#                           [--python PYTHON] [--program-only] [--no-start] [--destdir DIR] [--dry-run]
+#                           [--python PYTHON] [--wheels DIR] [--program-only] [--no-start] [--destdir DIR] [--dry-run]
 #        scripts/install.sh --uninstall [--purge] [--destdir DIR] [--dry-run]
 #
+#   --wheels DIR    pip takes bootstrapd's dependencies (and the build backend) from the wheels in DIR only, no
+#                   index (a box without PyPI: the Vagrant lab's wheelhouse, vagrant/lab.sh)
 #   --program-only  the program only (venv, link, README): no config, tree, unit (the Vagrant phone VMs)
 #   --no-start      install and check the unit, but neither enable nor start it
 #   --destdir DIR   stage every file under DIR instead of / (no apt-get, no systemctl; the venv works from there)
@@ -35,6 +37,7 @@ CONFIG=$HERE/configs/bootstrapd.toml
 TREE=$HERE/configs/tree
 INVENTORY=
 PYTHON=/usr/bin/python3
+WHEELS=
 TLS_CERT=
 TLS_KEY=
 DESTDIR=
@@ -48,13 +51,13 @@ usage() {
   echo "install.sh: $1" >&2
   echo "usage: scripts/install.sh [--source DIR|WHEEL] [--config FILE] [--tree DIR] [--inventory FILE]" \
        "[--tls-cert FILE --tls-key FILE]" \
-       "[--python PYTHON] [--program-only] [--no-start] [--destdir DIR] [--dry-run] | --uninstall [--purge]" >&2
+       "[--python PYTHON] [--wheels DIR] [--program-only] [--no-start] [--destdir DIR] [--dry-run] | --uninstall [--purge]" >&2
   exit 2
 }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --source|--config|--tree|--inventory|--tls-cert|--tls-key|--python|--destdir)
+    --source|--config|--tree|--inventory|--tls-cert|--tls-key|--python|--wheels|--destdir)
       { [ $# -ge 2 ] && [ -n "$2" ]; } || usage "$1 needs a value"
       case "$1" in
         --source) SOURCE=$2 ;;
@@ -64,6 +67,7 @@ while [ $# -gt 0 ]; do
         --tls-cert) TLS_CERT=$2 ;;
         --tls-key) TLS_KEY=$2 ;;
         --python) PYTHON=$2 ;;
+        --wheels) WHEELS=$2 ;;
         --destdir) DESTDIR=$(realpath -m "$2") ;;
       esac
       shift 2 ;;
@@ -85,6 +89,7 @@ if [ "$UNINSTALL" -eq 0 ]; then
   for file in "$CONFIG" "$TLS_CERT" "$TLS_KEY"; do [ -z "$file" ] || [ -f "$file" ] || usage "no such file: $file"; done
   [ -d "$TREE" ] || usage "no such folder: $TREE"
   [ -e "$SOURCE" ] || usage "no such checkout or wheel: $SOURCE"
+  [ -z "$WHEELS" ] || [ -d "$WHEELS" ] || usage "no such folder: $WHEELS"
 fi
 if [ -z "$D" ] && [ "$DRY_RUN" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
   echo "install.sh: run as root (or stage the files with --destdir DIR, or look first with --dry-run)" >&2
@@ -140,7 +145,9 @@ install_program() {
       --exclude=__pycache__ --exclude=./vagrant/.vagrant -cf "$BUILD/source.tar" .
     run tar -C "$from" -xf "$BUILD/source.tar"
   fi
-  run "$D$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$from"
+  local index=()
+  [ -z "$WHEELS" ] || index=(--no-index --find-links "$WHEELS")
+  run "$D$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check "${index[@]}" --upgrade "$from"
   run install -d -m 755 "$D/usr/local/bin"
   run ln -sfn "$PREFIX/bin/bootstrapd" "$D/usr/local/bin/bootstrapd"
   run install -D -m 644 "$HERE/README.md" "$D/usr/share/doc/bootstrapd/README.md"

@@ -61,6 +61,18 @@ def test_dry_run_prints_the_steps_and_changes_nothing(tmp_path: Path) -> None:
     assert not [line for line in result.stdout.splitlines() if str(tmp_path) in line], result.stdout  # no file
 
 
+def test_wheels_makes_pip_use_that_folder_only(tmp_path: Path) -> None:
+    """--wheels DIR (a box without PyPI, the Vagrant lab): pip installs from the wheels in DIR and asks no index."""
+    result = sandbox.run(f'mkdir "$SANDBOX_SCRATCH/wheels"\n'
+                         f'bash {INSTALL} --dry-run --program-only --wheels "$SANDBOX_SCRATCH/wheels"',
+                         tmp_path, OVERLAYS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pip = [line for line in result.stdout.splitlines() if line.startswith("+ ") and " -m pip install " in line]
+    assert len(pip) == 1 and re.search(r" --no-index --find-links \S+/wheels --upgrade ", pip[0]), result.stdout
+    missing = sandbox.run(f"bash {INSTALL} --dry-run --wheels /nonexistent/wheels", tmp_path, OVERLAYS)
+    assert missing.returncode == 2 and "no such folder: /nonexistent/wheels" in missing.stderr
+
+
 INSTALL_AND_INSPECT = """
 printf 'the certificate\\n' > "$WORK/tls.crt"
 printf 'the private key\\n' > "$WORK/tls.key"

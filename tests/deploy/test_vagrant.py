@@ -1,7 +1,8 @@
-"""The Vagrant lab (vagrant/): Vagrant itself validates the Vagrantfile, its provisioning scripts pass shellcheck,
-and they install bootstrapd through scripts/install.sh only.
+"""The Vagrant lab (vagrant/): Vagrant itself validates the Vagrantfile, its scripts (provisioning, the box builder,
+vagrant/lab.sh) pass shellcheck, and the VMs install bootstrapd through scripts/install.sh only.
 
-No VM boots here (no hypervisor on this machine or in CI): what can be checked without one is checked.
+The VMs boot in `make vagrant-lab` (vagrant/lab.sh: libvirt, tens of minutes), not here: what can be checked without
+booting them is checked in the test suite.
 ``vagrant validate --ignore-provider`` checks the machine definitions and that every provisioning script exists;
 with the libvirt provider (Debian's vagrant-libvirt) Vagrant also validates the libvirt settings; VirtualBox is not
 in Debian, and Vagrant asks its ``VBoxManage`` nothing but its version before validating the VirtualBox settings,
@@ -117,8 +118,25 @@ def test_the_vms_install_through_install_sh_only() -> None:
 
 
 @pytest.mark.parametrize("script", sorted(str(p.relative_to(REPO)) for p in [*REPO.glob("scripts/*.sh"),
+                                                                             *VAGRANT.glob("*.sh"),
                                                                              *PROVISION.glob("*.sh")]))
 def test_shell_scripts_pass_shellcheck(script: str) -> None:
     require_tools("shellcheck")
     result = subprocess.run(["shellcheck", "-x", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_simulated_desks_are_in_the_appliance_inventory_only_once() -> None:
+    """phone-sim boots the desks of vagrant/sim-phones.csv (20, the default count); the appliance's inventory is
+    configs/phones.csv plus those rows, so no MAC may appear in both (nor be phone-dhclient's or phone-sim's NIC)."""
+    def macs(path: Path) -> list[str]:
+        lines = path.read_text().splitlines()
+        assert lines[0] == (REPO / "configs/phones.csv").read_text().splitlines()[0]  # the same columns
+        return [line.split(",")[0] for line in lines[1:] if line]
+
+    desks = macs(VAGRANT / "sim-phones.csv")
+    assert len(desks) == len(set(desks)) == 20
+    assert not set(desks) & {*macs(REPO / "configs/phones.csv"), "00:15:65:77:00:02"}
+    setup = (PROVISION / "appliance.sh").read_text()
+    assert 'tail -n +2 "$SRC/vagrant/sim-phones.csv"' in setup
+    assert '--inventory "$SRC/vagrant/sim-phones.csv"' in (PROVISION / "phone-sim.sh").read_text()

@@ -29,4 +29,9 @@ ifdown eth1 >/dev/null 2>&1 || true
 ifup eth1
 
 apt_install tcpdump   # captures on the lab LAN: tcpdump -ni eth1 port 67 or port 69 or port 5060
-"$SRC/scripts/install.sh" --source "$SRC" --config "$SRC/configs/lab.toml" --tree "$SRC/configs/tree" --inventory "$SRC/configs/phones.csv"
+# The inventory: configs/phones.csv (phone-dhclient is its 00:15:65:77:00:01) and phone-sim's 20 simulated desks.
+inventory=$(mktemp -d)
+trap 'rm -rf "$inventory"' EXIT
+{ cat "$SRC/configs/phones.csv"; tail -n +2 "$SRC/vagrant/sim-phones.csv"; } > "$inventory/phones.csv"
+"$SRC/scripts/install.sh" --source "$SRC" --config "$SRC/configs/lab.toml" --tree "$SRC/configs/tree" \
+  --inventory "$inventory/phones.csv" "${WHEELS[@]}"

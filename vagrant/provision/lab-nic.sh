@@ -25,3 +25,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null ||
     { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
 }
+
+# The Vagrantfile syncs BOOTSTRAPD_WHEELHOUSE to /wheelhouse: then scripts/install.sh takes the wheels from there.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+if [ -d /wheelhouse ]; then WHEELS=(--wheels /wheelhouse); else WHEELS=(); fi

@@ -41,9 +41,17 @@ dhclient -4 -1 -v -cf /etc/dhcp/bootstrapd-lab.conf -lf "$LEASES-4" -pf /run/dhc
 grep -E 'fixed-address|option (tftp-server-name|custom-160|vendor-encapsulated-options|dhcp-lease-time)' \
   "$LEASES-4" | tail -5
 echo "== DHCPv6 on $nic"
+# dhclient -6 binds to the link-local address: wait until duplicate address detection is done with it.
+for _ in $(seq 40); do
+  [ -n "$(ip -6 addr show dev "$nic" scope link -tentative)" ] && break
+  sleep 0.5
+done
 if dhclient -6 -1 -v -cf /etc/dhcp/bootstrapd-lab.conf -lf "$LEASES-6" -pf /run/dhclient-bootstrapd-lab-6.pid "$nic"
 then
   grep -E 'iaaddr|bootfile-url' "$LEASES-6" | tail -2
+  # DHCPv6 gives the address as a /128; the on-link prefix comes from router advertisements, and the lab LAN has no
+  # router: add the route an RA for fd77::/64 would give (a phone on a real LAN gets it from the router).
+  ip -6 route replace fd77::/64 dev "$nic"
 else
   echo "no DHCPv6 answer (is [dhcp6] enabled in the appliance's configuration?)"
 fi
@@ -51,16 +59,16 @@ fi
 echo "== downloads"
 fetch() {
   local url=$1 size
-  if size=$(curl -sS -g --max-time 20 -o /dev/null -w '%{size_download}' "$url"); then
+  if size=$(curl -sS -g --fail --max-time 20 -o /dev/null -w '%{size_download}' "$url"); then
     echo "$url: $size bytes"
   else
     echo "$url: failed"
   fi
 }
 mac12=${MAC,,}
+# The boot file, the common CFG file of a T46U (y000000000108.cfg) and the phone's own <mac>.cfg, as a phone asks.
 fetch "tftp://$APPLIANCE/y000000000000.boot"
-fetch "tftp://$APPLIANCE/common.cfg"
+fetch "tftp://$APPLIANCE/y000000000108.cfg"
 fetch "tftp://$APPLIANCE/$mac12.cfg"
-fetch "tftp://[$APPLIANCE6]/common.cfg"
-# HTTP(S) once the appliance serves it ([http] in configs/lab.toml).
-fetch "http://$APPLIANCE/common.cfg"
+fetch "tftp://[$APPLIANCE6]/y000000000108.cfg"
+fetch "http://$APPLIANCE/y000000000108.cfg"

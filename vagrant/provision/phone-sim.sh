@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A phone VM running simulated phones: bootstrapd installed by scripts/install.sh --program-only (no unit, no
-# service: this VM is a client), then `bootstrapd sim` on the lab NIC, once that command exists (the simulated
-# phones are a later part of bootstrapd; until then this VM says so and waits for it).
+# service: this VM is a client), then at every boot `bootstrapd sim` on the lab NIC: its exit status (1 when a phone
+# failed) is the provisioner's.
 # Usage (by the Vagrantfile): phone-sim.sh SRC MAC install|boot
 set -euo pipefail
 SRC=${1:?the synced checkout}
@@ -13,14 +13,11 @@ PHONES=${BOOTSTRAPD_SIM_PHONES:-20}
 nic=$(lab_nic "$MAC")
 
 if [ "$STEP" = install ]; then
-  "$SRC/scripts/install.sh" --source "$SRC" --program-only
+  "$SRC/scripts/install.sh" --source "$SRC" --program-only "${WHEELS[@]}"
   exit 0
 fi
 
 ip link set dev "$nic" up
-if bootstrapd sim --help >/dev/null 2>&1; then
-  echo "== $PHONES simulated phones on $nic"
-  bootstrapd sim --interface "$nic" --count "$PHONES"
-else
-  echo "bootstrapd $(bootstrapd --version | cut -d' ' -f2) has no 'sim' command yet: no simulated phones to boot"
-fi
+echo "== $PHONES simulated phones on $nic"
+# The desks of vagrant/sim-phones.csv, which the appliance's inventory holds too (their <mac>.cfg are rendered).
+bootstrapd sim --interface "$nic" --count "$PHONES" --inventory "$SRC/vagrant/sim-phones.csv" --plain
