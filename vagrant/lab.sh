@@ -46,8 +46,10 @@ check() {  # check NAME COMMAND...: run it, record a failure (the run goes on to
 }
 
 STARTED=()
-stop_started() {  # end what this script started, by PID
-  local pid
+AUTOSTARTED=()  # networks a libvirtd started here brought up by itself (Debian marks "default", with its DHCP)
+stop_started() {  # end what this script started, by PID, and the networks that came up with it
+  local pid net
+  for net in "${AUTOSTARTED[@]}"; do "${VIRSH[@]}" net-destroy "$net" >/dev/null 2>&1; done
   for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
   return 0
 }
@@ -88,6 +90,8 @@ if ! "${VIRSH[@]}" uri >/dev/null 2>&1; then
   for _ in $(seq 60); do "${VIRSH[@]}" uri >/dev/null 2>&1 && break; sleep 0.5; done
   "${VIRSH[@]}" uri >/dev/null || { echo "lab.sh: libvirtd does not answer ($LOG/libvirtd.log)" >&2; exit 1; }
   echo "   started virtlogd and libvirtd (PIDs ${STARTED[*]})"
+  mapfile -t AUTOSTARTED < <("${VIRSH[@]}" net-list --name | sed '/^$/d')
+  [ "${#AUTOSTARTED[@]}" -eq 0 ] || echo "   networks autostarted with it, stopped again at the end: ${AUTOSTARTED[*]}"
 fi
 for net in "${NETWORKS[@]}"; do
   if "${VIRSH[@]}" net-info "$net" >/dev/null 2>&1; then
