@@ -7,8 +7,10 @@ file of N lock-step blocks at blksize 1428; ``--parallel P``: P downloads at onc
 ``tftp-window`` (the same at windowsize 64), ``http`` (wrk for N seconds, 200 connections, a new connection per
 request, bench-http's three small files), ``http-big`` (N downloads of bench-http's 50 MB file with curl). TOOL:
 
-- ``cpu``: the daemon's user and system CPU time per unit, split by thread (the event loop is the main thread; the
-  lease store's writer is another), from /proc;
+- ``cpu``: the daemon's user and system CPU time and context switches per unit, split by thread (the event loop is
+  the main thread; the lease store's writer and the journal's writer are the others), from /proc, counted until
+  the daemon is idle again (the journal folds a storm's events after it); ``--journal off`` for the daemon without
+  its journal;
 - ``cprofile``: the event-loop thread under cProfile (tests/bench/profiled.py, thread CPU time), switched on for the
   workload only: calls and own time per unit for the top functions (cProfile's own overhead inflates small
   functions, so read the shares and the call counts, not the absolute times);
@@ -57,8 +59,11 @@ CONFIGS = {
 class Daemon:
     """bootstrapd in the appliance namespace, optionally under a profiler that wraps it from the start."""
 
-    def __init__(self, node: Node, work: Path, service: str, tool: str, loop: str = "asyncio") -> None:
+    def __init__(self, node: Node, work: Path, service: str, tool: str, loop: str = "asyncio",
+                 journal: str = "on") -> None:
         base = BASE_CONFIG.format(root=work / "root", state=work / "state")
+        if journal != "on":
+            base += {"off": "[journal]\nenabled = false\n", "live": "[journal]\nstorm_events = 0\n"}[journal]
         if service == "dhcp4":
             base = base.replace("[dhcp4]\nenabled = false\n", "")
         config = work / "bootstrapd.toml"
@@ -86,14 +91,20 @@ class Daemon:
         self.pid = self.proc.pid
         self.attached: subprocess.Popen[Any] | None = None
 
-    def threads(self) -> dict[int, tuple[float, float]]:
-        """User and system CPU seconds of each thread."""
+    def threads(self) -> dict[int, tuple[float, float, int]]:
+        """User and system CPU seconds and context switches (voluntary and not) of each thread."""
         out = {}
         tick = os.sysconf("SC_CLK_TCK")
         for task in Path(f"/proc/{self.pid}/task").iterdir():
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            out[int(task.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
+            switches = sum(int(line.split()[1]) for line in (task / "status").read_text().splitlines()
+                           if "ctxt_switches" in line)
+            out[int(task.name)] = (int(fields[11]) / tick, int(fields[12]) / tick, switches)
         return out
+
+    def settled(self, timeout: float = 30.0) -> None:
+        """Wait until the daemon is idle (the journal folds a storm's events after it): that work counts too."""
+        rounds.settled_cpu_seconds(self.pid, timeout)
 
     def start(self) -> None:
         if self.tool == "cprofile":
@@ -217,16 +228,18 @@ def _http_big(root: Path) -> Callable[[Node, int, int], int]:
     return run
 
 
-def report(tool: str, out: Path, units: int, unit: str, before: dict[int, tuple[float, float]],
-           after: dict[int, tuple[float, float]], pid: int) -> None:
+def report(tool: str, out: Path, units: int, unit: str, before: dict[int, tuple[float, float, int]],
+           after: dict[int, tuple[float, float, int]], pid: int) -> None:
     print(f"{units} {unit}s measured")
-    for tid, (user, system) in sorted(after.items()):
-        user -= before.get(tid, (0.0, 0.0))[0]
-        system -= before.get(tid, (0.0, 0.0))[1]
+    for tid, (user, system, switches) in sorted(after.items()):
+        user -= before.get(tid, (0.0, 0.0, 0))[0]
+        system -= before.get(tid, (0.0, 0.0, 0))[1]
+        switches -= before.get(tid, (0.0, 0.0, 0))[2]
         if user + system > 0:
             which = "event loop (main thread)" if tid == pid else f"thread {tid}"
             print(f"  CPU {which}: {user + system:.2f} s = {1e6 * (user + system) / units:.1f} us per {unit} "
-                  f"(user {1e6 * user / units:.1f}, system {1e6 * system / units:.1f})")
+                  f"(user {1e6 * user / units:.1f}, system {1e6 * system / units:.1f}; "
+                  f"{switches / units:.2f} context switches)")
     if tool == "cprofile":
         stats = pstats.Stats(str(out))
         rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:40]  # type: ignore[attr-defined]
@@ -284,6 +297,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=2000, help="DHCP: offered exchanges/s")
     parser.add_argument("--parallel", type=int, default=1,
                         help="TFTP: downloads at once (the blocks split between them; at most max_per_client, 8)")
+    parser.add_argument("--journal", choices=["on", "off", "live"], default="on",
+                        help="the phone journal: on (the default), off, or live (without its storm mode)")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                         help="the daemon's event loop (run --event-loop; asyncio's own is its default)")
     args = parser.parse_args()
@@ -323,13 +338,15 @@ def main() -> int:
             _http_storm(work / "root") if args.workload == "http" else \
             _http_big(work / "root") if args.workload == "http-big" else \
             _tftp(64 if args.workload == "tftp-window" else 1, work / "root", args.parallel)
-        daemon = Daemon(ap, work, service, args.tool, args.loop)
+        daemon = Daemon(ap, work, service, args.tool, args.loop, args.journal)
         try:
             workload(phone, 1 if service == "http" else max(count // 20, 20), min(rate, 500))  # warm-up
             before = daemon.threads()
             daemon.start()
             units = workload(phone, count, rate)
             daemon.stop_profiler()
+            if args.tool == "cpu":
+                daemon.settled()
             after = daemon.threads()
         finally:
             daemon.stop()
