@@ -2,8 +2,9 @@
 uvloop when it is installed).
 
 Measured (README, "Where the time goes"): on uvloop a lock-step TFTP block takes 4% fewer instructions and a DHCPv4
-exchange at a low rate 12% fewer, but the HTTP boot storm ran slower on it (README, HTTP benchmark), so it is not
-the default. Everything the daemon does works on both loops (tests/lab/test_eventloop.py).
+exchange at a low rate 12% fewer; the HTTP boot storm ran slower on it on the loaded machine and 28% faster on the
+quiet one (README, HTTP benchmark). It is not the default because the test suite and every other benchmark run on
+asyncio's own loop. Everything the daemon does works on both loops (tests/lab/test_eventloop.py).
 
 Only the daemon's own loop is ever uvloop, never the global policy: pyroute2 runs private asyncio loops in executor
 threads for its netlink sockets, and uvloop cannot open a netlink datagram endpoint.
