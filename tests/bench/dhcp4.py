@@ -92,8 +92,13 @@ def start_bootstrapd_livejournal(node: Node, workdir: Path) -> Running:
 
 
 def start_kea(node: Node, workdir: Path) -> Running:
+    return run_kea(node, workdir, kea_config(workdir))
+
+
+def run_kea(node: Node, workdir: Path, config: str) -> Running:
+    """kea-dhcp4 on ``config`` (JSON text) in ``node``, its PID and lock files in ``workdir``."""
     conf = workdir / "kea-dhcp4.json"
-    conf.write_text(kea_config(workdir))
+    conf.write_text(config)
     log = open(workdir / "kea.log", "wb")
     env = {"KEA_PIDFILE_DIR": str(workdir), "KEA_LOCKFILE_DIR": str(workdir), "PATH": "/usr/sbin:/usr/bin:/bin"}
     proc = node.popen(["kea-dhcp4", "-c", str(conf)], stdout=log, stderr=log, env=env)

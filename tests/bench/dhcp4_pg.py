@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.bench.dhcp4 import FIRST, LAST, PERIOD, SERVER, Running, perfdhcp_run
+from tests.bench.dhcp4 import FIRST, LAST, PERIOD, SERVER, Running, perfdhcp_run, run_kea
 from tests.conftest import init_schema
 from tests.lab.appliance import Appliance
 from tests.lab.netns import Node, lab
@@ -86,18 +86,7 @@ def start_bootstrapd(node: Node, workdir: Path, dsn: str) -> tuple[Running, Appl
 
 
 def start_kea(node: Node, workdir: Path, server: PostgresServer, database: str) -> Running:
-    conf = workdir / "kea-dhcp4.json"
-    conf.write_text(kea_config(workdir, server, database))
-    log = open(workdir / "kea.log", "wb")
-    env = {"KEA_PIDFILE_DIR": str(workdir), "KEA_LOCKFILE_DIR": str(workdir), "PATH": "/usr/sbin:/usr/bin:/bin"}
-    proc = node.popen(["kea-dhcp4", "-c", str(conf)], stdout=log, stderr=log, env=env)
-    node.wait_udp_port(67, proc=proc)
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(10)
-
-    return Running(stop, proc.pid)
+    return run_kea(node, workdir, kea_config(workdir, server, database))
 
 
 def _counters(app: Appliance) -> dict[str, int]:
