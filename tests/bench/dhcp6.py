@@ -35,7 +35,7 @@ from tests.lab.appliance import BASE_CONFIG, Appliance
 from tests.lab.netns import Node, lab
 
 POOL_FIRST, POOL_LAST = "fd77::1:0", "fd77::10:ffff"
-RATES = (250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000)
+RATES = (250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000, 14000, 16000)
 REPEAT = 3
 PERIOD = 3  # seconds of offered load per rate
 
