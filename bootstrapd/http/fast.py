@@ -42,6 +42,7 @@ from bootstrapd.http.head import BadHead, Head, head_end, may_take, parse_head
 from bootstrapd.http.limits import REFUSALS, GuardedServer, client_key, peer_host
 from bootstrapd.http.paths import BadPath, decode_path
 from bootstrapd.provisioning.paths import Refused
+from bootstrapd.provisioning.resolver import Opened
 
 if TYPE_CHECKING:
     from bootstrapd.http.adapter import HttpService
@@ -50,6 +51,7 @@ FAST_MAX = 0x10000  # larger files go to aiohttp's path, which bounds every wait
 HEAD_LIMIT = 0x10000  # a head not complete within this many bytes goes to aiohttp (which refuses long lines)
 SWEEP = 1.0  # seconds between sweeps at most (shorter when a timeout is short)
 SERVER = "bootstrapd"
+BLOCKS = 4096  # files whose rendered header lines are remembered
 
 # A field's presence sends the request to aiohttp's path: a body, a range, a protocol switch.
 HAND_OVER = ("content-length", "transfer-encoding", "expect", "range", "if-range", "upgrade")
@@ -69,6 +71,7 @@ class FastServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self._date_second = -1
         self._date = ""
+        self._blocks: dict[tuple[str, str, float, bool, int], tuple[str, str]] = {}
 
     def __call__(self) -> FastConnection:
         return FastConnection(self)
@@ -116,9 +119,9 @@ class FastServer:
         """The whole answer to ``head`` (and its ``http.request`` event), or None when aiohttp must answer it."""
         if head.method not in ("GET", "HEAD"):
             return None
-        for key, _ in head.fields:
-            if key.lower() in HAND_OVER:
-                return None
+        index = head.index
+        if any(key in index for key in HAND_OVER):
+            return None
         try:
             path = decode_path(head.target)
         except BadPath:
@@ -144,7 +147,7 @@ class FastServer:
             status, headers, text = refusal_parts(exc, resolver.uploads is not None and resolver.uploads.enabled)
             body = text.encode()
             headers["Content-Type"] = "text/plain; charset=utf-8"
-            return self._finish(head, client, outcome, started, status, headers, body)
+            return self._finish(head, client, outcome, started, status, _block(headers, len(body)), body)
         if opened is None:
             return None  # on the disk: aiohttp's path reads it in a worker
         try:
@@ -156,13 +159,12 @@ class FastServer:
             outcome.file_mac = opened.mac
             if opened.origin != "static":
                 outcome.extra["origin"] = opened.origin
-            headers = file_headers(opened)
+            full, validators = self._file_blocks(opened)
             if not_modified(head.get, opened):
                 outcome.outcome = "not_modified"
-                return self._finish(head, client, outcome, started, 304,
-                                    {k: v for k, v in headers.items() if k in VALIDATORS}, None)
+                return self._finish(head, client, outcome, started, 304, validators, None)
             outcome.bytes = len(data) if head.method == "GET" else 0
-            return self._finish(head, client, outcome, started, 200, headers, data)
+            return self._finish(head, client, outcome, started, 200, full, data)
         finally:
             opened.close()
 
@@ -172,30 +174,47 @@ class FastServer:
 
     def _rate_limited(self, head: Head, client: str, outcome: Outcome, started: float) -> bytes:
         outcome.outcome = "rate_limited"
-        return self._finish(head, client, outcome, started, 429,
-                            {"Retry-After": "1", "Content-Type": "text/plain; charset=utf-8"}, b"rate_limited\n")
+        return self._finish(head, client, outcome, started, 429, _RATE_LIMITED, b"rate_limited\n")
 
-    def _finish(self, head: Head, client: str, outcome: Outcome, started: float, status: int,
-                headers: dict[str, str], body: bytes | None) -> bytes:
-        """The answer's bytes, as aiohttp would write them: the headers given, Content-Length (not on a 304),
-        Server, Date, and Connection where the version's default does not hold."""
-        lines = [f"HTTP/1.{head.minor} {status} {_REASONS.get(status, '')}"]
-        lines += [f"{key}: {value}" for key, value in headers.items()]
-        if status != 304:
-            lines.append(f"Content-Length: {len(body) if body is not None else 0}")
-        lines.append(f"Server: {SERVER}")
-        lines.append(f"Date: {self.date()}")
+    def _file_blocks(self, opened: Opened) -> tuple[str, str]:
+        """The header lines of a file's 200 and of its 304 (:func:`bootstrapd.http.files.file_headers`), rendered
+        once per version of the file rather than per request."""
+        key = (opened.name, opened.etag, opened.mtime, opened.mac is not None, opened.size)
+        blocks = self._blocks.get(key)
+        if blocks is None:
+            headers = file_headers(opened)
+            blocks = (_block(headers, opened.size), _block({k: v for k, v in headers.items() if k in VALIDATORS}))
+            if len(self._blocks) >= BLOCKS:
+                self._blocks.clear()
+            self._blocks[key] = blocks
+        return blocks
+
+    def _finish(self, head: Head, client: str, outcome: Outcome, started: float, status: int, block: str,
+                body: bytes | None) -> bytes:
+        """The answer's bytes, as aiohttp would write them: the status line, ``block`` (the header lines with
+        Content-Length, except on a 304, and Server), Date, and Connection where the version's default does not
+        hold; the body unless the method is HEAD."""
         keep_alive = head.keep_alive
-        if not keep_alive and head.minor == 1:
-            lines.append("Connection: close")
-        elif keep_alive and head.minor == 0:
-            lines.append("Connection: keep-alive")
-        out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if body is not None and head.method == "GET" and status != 304:
+        connection = ("" if keep_alive else "Connection: close\r\n") if head.minor else \
+            ("Connection: keep-alive\r\n" if keep_alive else "")
+        text = f"HTTP/1.{head.minor} {status} {_REASONS[status]}\r\n{block}Date: {self.date()}\r\n{connection}\r\n"
+        out = text.encode("latin-1")
+        if body is not None and head.method == "GET":
             out += body
         emit_request(self.service.events, client, head.method, head.target, status, outcome,
-                     self.loop.time() - started, False, head.get("user-agent"))
+                     self.loop.time() - started, False, head.index.get("user-agent"))
         return out
+
+
+def _block(headers: dict[str, str], length: int | None = None) -> str:
+    lines = [f"{key}: {value}\r\n" for key, value in headers.items()]
+    if length is not None:
+        lines.append(f"Content-Length: {length}\r\n")
+    lines.append(f"Server: {SERVER}\r\n")
+    return "".join(lines)
+
+
+_RATE_LIMITED = _block({"Retry-After": "1", "Content-Type": "text/plain; charset=utf-8"}, len(b"rate_limited\n"))
 
 
 class FastConnection(asyncio.Protocol):
@@ -299,6 +318,7 @@ class FastConnection(asyncio.Protocol):
         assert transport is not None
         self.handed = True
         self.server.untrack(self)
+        self.server.service.events.count("http.handed_over")
         handler = self.server.web()
         handler.adopt(transport, self.host, self.head_started)
         transport.set_protocol(handler)

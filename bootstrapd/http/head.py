@@ -18,7 +18,7 @@ always safe; accepting a head that aiohttp would refuse is not, and is avoided:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_LINE = 8190
 MAX_FIELDS = 100
@@ -26,36 +26,43 @@ MAX_FIELDS = 100
 # RFC 9110 5.6.2 token characters.
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (/[!-~]*) HTTP/1\.([01])")
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([ -~\t]*?)[ \t]*")
+_FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[\t -~]*\r\n)*\r\n")
 
 
 class BadHead(ValueError):
     """A request head the fast path does not take (aiohttp then answers it)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Head:
     method: str
     target: str  # the raw request target, e.g. ``/a/b.cfg?x=1``
     minor: int  # HTTP/1.<minor>: 0 or 1
     fields: tuple[tuple[str, str], ...]  # (name as sent, value), in order
+    index: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # lower-case name -> 1st value
+
+    def __post_init__(self) -> None:
+        if not self.index:
+            for key, value in reversed(self.fields):
+                self.index[key.lower()] = value
 
     def get(self, name: str) -> str | None:
         """The first field of that name (case-insensitive), as aiohttp's ``headers.get`` gives it."""
-        name = name.lower()
-        for key, value in self.fields:
-            if key.lower() == name:
-                return value
-        return None
-
-    def has(self, name: str) -> bool:
-        return self.get(name) is not None
+        return self.index.get(name.lower())
 
     @property
     def keep_alive(self) -> bool:
         """Whether the connection stays open after the answer (RFC 9112 9.3): HTTP/1.1 unless ``Connection:
         close``; HTTP/1.0 only with ``Connection: keep-alive``."""
-        tokens = {t.strip().lower() for t in (self.get("connection") or "").split(",")}
+        connection = self.index.get("connection")
+        if connection is None:
+            return self.minor == 1
+        connection = connection.lower()
+        if connection == "close":
+            return False
+        if connection == "keep-alive":
+            return True
+        tokens = {t.strip().lower() for t in connection.split(",")}
         if self.minor == 1:
             return "close" not in tokens
         return "keep-alive" in tokens and "close" not in tokens
@@ -80,26 +87,38 @@ def head_end(data: bytes | bytearray) -> int:
 
 def parse_head(data: bytes | bytearray, max_line: int = MAX_LINE) -> Head:
     """The :class:`Head` of ``data`` (one head, ending in its empty line); raises :class:`BadHead`."""
-    if not data.endswith(b"\r\n\r\n"):
+    data = bytes(data)
+    line_end = data.find(b"\r\n")
+    if line_end < 0 or not data.endswith(b"\r\n\r\n"):
         raise BadHead("the head does not end in an empty line")
-    lines = bytes(data[:-4]).split(b"\r\n")
-    if len(lines) > MAX_FIELDS + 1:
-        raise BadHead("too many header fields")
-    if any(len(line) > max_line for line in lines):
+    if line_end > max_line:
         raise BadHead("a line longer than the limit")
-    match = _REQUEST_LINE.fullmatch(lines[0])
+    match = _REQUEST_LINE.fullmatch(data, 0, line_end)
     if match is None:
         raise BadHead("not a request line this path takes")
+    if _FIELDS.fullmatch(data, line_end + 2) is None:  # every field line at once, in one pass of the C matcher
+        raise BadHead("not a header field this path takes")
+    lines = data[line_end + 2:-4].decode("ascii").split("\r\n") if len(data) > line_end + 4 else []
+    if len(lines) > MAX_FIELDS:
+        raise BadHead("too many header fields")
+    if lines and max(map(len, lines)) > max_line:
+        raise BadHead("a line longer than the limit")
     fields = []
-    for line in lines[1:]:
-        field = _FIELD.fullmatch(line)
-        if field is None:
-            raise BadHead("not a header field this path takes")
-        fields.append((field.group(1).decode("ascii"), field.group(2).decode("ascii")))
-    head = Head(match.group(1).decode("ascii"), match.group(2).decode("ascii"), int(match.group(3)), tuple(fields))
-    if head.minor == 1 and sum(1 for key, _ in fields if key.lower() == "host") != 1:
+    index: dict[str, str] = {}
+    hosts = 0
+    for line in lines:
+        key, _, value = line.partition(":")
+        value = value.strip(" \t")
+        fields.append((key, value))
+        lower = key.lower()
+        if lower not in index:
+            index[lower] = value
+        elif lower == "host":
+            hosts += 1
+    minor = 1 if match.group(3) == b"1" else 0
+    if minor and (hosts or "host" not in index):
         raise BadHead("HTTP/1.1 without exactly one Host field")
-    return head
+    return Head(match.group(1).decode("ascii"), match.group(2).decode("ascii"), minor, tuple(fields), index)
 
 
 def format_head(head: Head) -> bytes:
