@@ -159,8 +159,42 @@ def test_idle_keep_alive_connection_is_closed(env: Env) -> None:
     assert status == "HTTP/1.1 200 OK" and closed
 
 
-def test_hand_overs_are_counted(env: Env) -> None:
-    _talk(env, _get("common.cfg", "Range: bytes=0-1"))
-    env.app.stop()  # the counters are logged at stop
-    env.app.start()
-    assert "http.handed_over" in env.app.log(), env.app.log()[-2000:]
+def _handed_over(env: Env, since: int) -> int:
+    """How many connections the daemon handed to aiohttp, from the counters it logged as it stopped (the log
+    past ``since`` characters: this run's)."""
+    env.app.stop()
+    counts = re.findall(r"http\.handed_over\W{1,6}(\d+)", env.app.log()[since:])
+    assert len(counts) <= 1
+    return int(counts[0]) if counts else 0
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_only_what_needs_aiohttp_is_handed_over(env: Env, loop: str) -> None:
+    env.app.stop()
+    env.app.start("--event-loop", loop)
+    try:
+        # Warm the page cache: a file only on the disk is read by a worker, on aiohttp's path.
+        for name in ("common.cfg", "dir/sub.cfg", "missing.cfg"):
+            _talk(env, _get(name))
+        etag = _etag(env)
+        env.app.stop()
+        since = len(env.app.log())
+        env.app.start("--event-loop", loop)
+        requests = [_get("common.cfg", close=False), _get("dir/sub.cfg", close=False), _get("missing.cfg", close=False),
+                    _get("common.cfg", f"If-None-Match: {etag}")]
+        data, closed = _talk(env, "".join(requests))
+        answers = _responses(data, ["GET", "GET", "GET", "GET"])
+        assert closed and [a[0].split()[1] for a in answers] == ["200", "200", "404", "304"]
+        assert answers[0][2] == env.files["common.cfg"] and answers[1][2] == env.files["dir/sub.cfg"]
+        data, closed = _talk(env, _get("common.cfg", close=False), _get("common.cfg", "Range: bytes=0-1"))
+        first, part = _responses(data, ["GET", "GET"])
+        assert first[2] == env.files["common.cfg"] and part[2] == env.files["common.cfg"][:2]
+        assert _handed_over(env, since) == 1  # the Range request's connection, and nothing else
+    finally:
+        env.app.stop()
+        env.app.start()
+
+
+def _etag(env: Env) -> str:
+    data, _ = _talk(env, _get("common.cfg", method="HEAD"))
+    return _responses(data, ["HEAD"])[0][1]["etag"]
