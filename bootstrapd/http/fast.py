@@ -299,6 +299,7 @@ class FastConnection(asyncio.Protocol):
                 return
             if self.paused:
                 self.buffer = buf
+                self._watch_send()
                 return
         self.buffer = b""
         self.idle_since = server.loop.time()
@@ -347,13 +348,14 @@ class FastConnection(asyncio.Protocol):
         settings = self.server.service.settings
         unsent = transport.get_write_buffer_size()
         if unsent:
-            if unsent < self.unsent:
+            if not self.unsent or unsent < self.unsent:  # first seen, or the client took some: its time anew
                 self.unsent = unsent
                 self.deadline = now + settings.send_timeout
                 return
             events.count("http.send_timeout")
             transport.abort()
             return
+        self.unsent = 0
         if self.closing:
             return  # flushed and closing: connection_lost follows
         if self.head_started is not None:

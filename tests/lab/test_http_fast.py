@@ -152,6 +152,20 @@ def test_http_10(env: Env) -> None:
     assert closed and first[1]["connection"] == "keep-alive" and second[2] == env.files["dir/sub.cfg"]
 
 
+def test_client_that_stops_reading_is_closed(env: Env) -> None:
+    # Pipelined requests for small files from a client that reads nothing: the answers pile up in the transport,
+    # the connection stops reading more requests, and once nothing was taken for send_timeout (2 s here) it is
+    # closed and counted, like a stalled download on aiohttp's path.
+    count = 400
+    request = _get("common.cfg", close=False).encode()
+    report = env.raw(env.intruder, V4, 80, "stall", (request * count).hex(), "8")
+    assert report["closed"] and report["received"] < count * len(env.files["common.cfg"]), report
+    env.healthy(env.intruder)
+    env.app.stop()  # the counters are logged at stop
+    env.app.start()
+    assert "http.send_timeout" in env.app.log(), env.app.log()[-2000:]
+
+
 def test_idle_keep_alive_connection_is_closed(env: Env) -> None:
     # keepalive_timeout is 5 s in the lab: an idle connection after an answer is closed by the sweep.
     data, closed = _talk(env, _get("common.cfg", close=False), seconds=12)
