@@ -5,7 +5,10 @@
 - Every request: the limits (:mod:`bootstrapd.http.limits`, and a per-client request rate: 429), then a registered
   route (:mod:`bootstrapd.http.routes`: status page, API, metrics) or the tree (:mod:`bootstrapd.http.files`), then
   one ``http.request`` event: client, method, path, status, bytes, duration, user, and the phone's vendor, model,
-  version and MAC when its User-Agent says them.
+  version and MAC when its User-Agent says them (:mod:`bootstrapd.http.event`).
+- On plain HTTP the common request (GET/HEAD of a small file in memory) is answered by the fast path
+  (:mod:`bootstrapd.http.fast`) without aiohttp's per-connection machinery; it hands every other connection to
+  aiohttp with what it read. HTTPS connections are aiohttp's from the start.
 """
 
 from __future__ import annotations
