@@ -54,7 +54,7 @@ SERVER = "bootstrapd"
 BLOCKS = 4096  # files whose rendered header lines are remembered
 
 # A field's presence sends the request to aiohttp's path: a body, a range, a protocol switch.
-HAND_OVER = ("content-length", "transfer-encoding", "expect", "range", "if-range", "upgrade")
+HAND_OVER = frozenset(("content-length", "transfer-encoding", "expect", "range", "if-range", "upgrade"))
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
@@ -119,8 +119,7 @@ class FastServer:
         """The whole answer to ``head`` (and its ``http.request`` event), or None when aiohttp must answer it."""
         if head.method not in ("GET", "HEAD"):
             return None
-        index = head.index
-        if any(key in index for key in HAND_OVER):
+        if not HAND_OVER.isdisjoint(head.index):
             return None
         try:
             path = decode_path(head.target)

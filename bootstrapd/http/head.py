@@ -87,7 +87,8 @@ def head_end(data: bytes | bytearray) -> int:
 
 def parse_head(data: bytes | bytearray, max_line: int = MAX_LINE) -> Head:
     """The :class:`Head` of ``data`` (one head, ending in its empty line); raises :class:`BadHead`."""
-    data = bytes(data)
+    if not isinstance(data, bytes):
+        data = bytes(data)
     line_end = data.find(b"\r\n")
     if line_end < 0 or not data.endswith(b"\r\n\r\n"):
         raise BadHead("the head does not end in an empty line")
