@@ -5,36 +5,35 @@
 - Every request: the limits (:mod:`bootstrapd.http.limits`, and a per-client request rate: 429), then a registered
   route (:mod:`bootstrapd.http.routes`: status page, API, metrics) or the tree (:mod:`bootstrapd.http.files`), then
   one ``http.request`` event: client, method, path, status, bytes, duration, user, and the phone's vendor, model,
-  version and MAC when its User-Agent says them.
+  version and MAC when its User-Agent says them (:mod:`bootstrapd.http.event`).
+- On plain HTTP the common request (GET/HEAD of a small file in memory) is answered by the fast path
+  (:mod:`bootstrapd.http.fast`) without aiohttp's per-connection machinery; it hands every other connection to
+  aiohttp with what it read. HTTPS connections are aiohttp's from the start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import ssl
-from typing import Any
 
 from aiohttp import web
 
 from bootstrapd.config import Settings
 from bootstrapd.credentials import CredentialError
+from bootstrapd.http.event import emit_request
+from bootstrapd.http.fast import SERVER, FastServer
 from bootstrapd.http.files import READ_METHODS, WRITE_METHODS, FileHandler, Outcome
-from bootstrapd.http.limits import Admission, GuardedHandler, GuardedServer, peer_host
+from bootstrapd.http.limits import Admission, GuardedHandler, GuardedServer, client_key, peer_host
 from bootstrapd.http.paths import BadPath, decode_path
 from bootstrapd.http.settings import HttpSettings
-from bootstrapd.http.useragent import BadUserAgent, parse_user_agent
 from bootstrapd.leases.ratelimit import RateLimiter
 from bootstrapd.net.sockets import interface_binds, tcp_listener
 from bootstrapd.provisioning.work import file_work
 from bootstrapd.service import Context, StartupError
 
 log = logging.getLogger("bootstrapd.http")
-
-SHOWN_PATH = 256
-SERVER = "bootstrapd"
 
 
 def tls_context(settings: HttpSettings, context: ssl.SSLContext | None = None) -> ssl.SSLContext:
@@ -47,13 +46,6 @@ def tls_context(settings: HttpSettings, context: ssl.SSLContext | None = None) -
         context.options |= ssl.OP_NO_COMPRESSION
     context.load_cert_chain(settings.tls_cert, settings.tls_key.resolve())
     return context
-
-
-def _client_key(host: str) -> bytes:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).packed
-    except ValueError:
-        return host.encode()
 
 
 class HttpService:
@@ -70,6 +62,7 @@ class HttpService:
                                  lambda: ctx.events.count("http.send_timeout"))
         self.servers: list[asyncio.Server] = []
         self.web: GuardedServer | None = None
+        self.fast: FastServer | None = None
         self.tls: ssl.SSLContext | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------------------
@@ -88,6 +81,7 @@ class HttpService:
                                  keepalive_timeout=settings.keepalive_timeout, max_line_size=settings.max_header_size,
                                  max_field_size=settings.max_header_size, access_log=None, handler_cancellation=True,
                                  tcp_keepalive=False)  # idle connections end by our own timers
+        self.fast = FastServer(self, self.web)  # plain HTTP: the common request without aiohttp (fast.py)
         iface = self.ctx.interface
         binds = interface_binds(iface)
         if not binds:
@@ -106,7 +100,8 @@ class HttpService:
                     errors.append(exc)
                     log.warning("http: cannot listen on [%s]:%d: %s", address, port, exc.strerror or exc)
                     continue
-                server = await loop.create_server(self.web, sock=sock, ssl=context, backlog=1024,
+                factory = self.web if context is not None else self.fast
+                server = await loop.create_server(factory, sock=sock, ssl=context, backlog=1024,
                                                   ssl_handshake_timeout=settings.head_timeout if context else None)
                 self.servers.append(server)
         if not self.servers:
@@ -131,6 +126,8 @@ class HttpService:
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
+        if self.fast is not None:
+            self.fast.close()
         if self.web is not None:
             await self.web.shutdown(2.0)
         for server in self.servers:
@@ -159,7 +156,7 @@ class HttpService:
 
     async def _dispatch(self, request: web.BaseRequest, client: str, outcome: Outcome) -> web.StreamResponse:
         settings = self.settings
-        if settings.rate_limit > 0 and not self.rate.allow(_client_key(client), asyncio.get_running_loop().time()):
+        if settings.rate_limit > 0 and not self.rate.allow(client_key(client), asyncio.get_running_loop().time()):
             outcome.outcome = "rate_limited"
             return web.Response(status=429, headers={"Retry-After": "1"}, text="rate_limited\n")
         try:
@@ -191,28 +188,6 @@ class HttpService:
 
     def _event(self, request: web.BaseRequest, client: str, outcome: Outcome, response: web.StreamResponse | None,
                duration: float) -> None:
-        path = request.raw_path
-        fields: dict[str, Any] = {
-            "client": client,
-            "method": request.method,
-            "path": path if len(path) <= SHOWN_PATH else path[:SHOWN_PATH] + "...",
-            "status": response.status if response is not None else 500,
-            "outcome": outcome.outcome,
-            "bytes": outcome.bytes,
-            "duration": round(duration, 6),
-            "user": outcome.user,
-            "tls": request.secure,
-        }
-        if outcome.file_mac:
-            fields["file_mac"] = outcome.file_mac
-        fields.update(outcome.extra)
-        agent = request.headers.get("User-Agent")
-        if agent:
-            try:
-                phone = parse_user_agent(agent)
-            except BadUserAgent:
-                self.events.count("http.bad_user_agent")
-                phone = None
-            if phone is not None:
-                fields.update(vendor=phone.vendor, model=phone.model, version=phone.version, mac=phone.mac)
-        self.events.emit("http.request", **fields)
+        emit_request(self.events, client, request.method, request.raw_path,
+                     response.status if response is not None else 500, outcome, duration, request.secure,
+                     request.headers.get("User-Agent"))

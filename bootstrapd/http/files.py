@@ -49,6 +49,8 @@ STATUS = {
 TYPES = {".cfg": "text/plain", ".boot": "text/plain", ".xml": "application/xml", ".rom": "application/octet-stream",
          ".bin": "application/octet-stream", ".enc": "application/octet-stream", ".log": "text/plain"}
 
+HeaderGetter = Callable[[str], str | None]  # a request's field by name (case-insensitive), or None
+
 READ_METHODS = ("GET", "HEAD")
 WRITE_WAIT_ABOVE = 0x10000  # aiohttp's StreamWriter waits for the transport once this many bytes went unwaited
 WRITE_METHODS = ("PUT", "POST")
@@ -93,16 +95,38 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def refusal(exc: Refused, outcome: Outcome, uploads_on: bool) -> web.Response:
-    outcome.outcome = exc.reason.value
+def refusal_parts(exc: Refused, uploads_on: bool) -> tuple[int, dict[str, str], str]:
+    """The status, headers and text body a refusal is answered with (aiohttp's path and the fast path)."""
     status = STATUS.get(exc.reason, 403)
-    headers = {}
+    headers: dict[str, str] = {}
     if status == 401:
         realm = str(exc).split(": ", 1)[-1].replace('"', "")
         headers["WWW-Authenticate"] = f'Basic realm="{realm}", charset="UTF-8"'
     if status == 405:
         headers["Allow"] = ", ".join(READ_METHODS + (WRITE_METHODS if uploads_on else ()))
-    return web.Response(status=status, text=f"{exc.reason.value}\n", headers=headers)
+    return status, headers, f"{exc.reason.value}\n"
+
+
+def refusal(exc: Refused, outcome: Outcome, uploads_on: bool) -> web.Response:
+    outcome.outcome = exc.reason.value
+    status, headers, text = refusal_parts(exc, uploads_on)
+    return web.Response(status=status, text=text, headers=headers)
+
+
+def file_headers(opened: Opened) -> dict[str, str]:
+    """The headers of a file's 200 (and, of them, :data:`VALIDATORS` in its 304)."""
+    headers = {
+        "Content-Type": content_type(opened.name),
+        "Last-Modified": http_date(opened.mtime),
+        "ETag": opened.etag,
+        "Accept-Ranges": "bytes",
+    }
+    if opened.mac is not None:
+        headers["Cache-Control"] = "private, no-store"  # a phone's own file holds its credentials
+    return headers
+
+
+VALIDATORS = ("ETag", "Last-Modified", "Cache-Control")
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -113,11 +137,13 @@ def _etag_matches(header: str, etag: str) -> bool:
     return etag in tags
 
 
-def not_modified(request: web.BaseRequest, opened: Opened) -> bool:
-    inm = request.headers.get("If-None-Match")
+def not_modified(header: HeaderGetter, opened: Opened) -> bool:
+    """Whether the request's validators (``header(name)``: a field's value or None) say the client's copy is
+    current: If-None-Match (which wins), else If-Modified-Since."""
+    inm = header("If-None-Match")
     if inm is not None:
         return _etag_matches(inm, opened.etag)
-    ims = request.headers.get("If-Modified-Since")
+    ims = header("If-Modified-Since")
     if ims is not None:
         try:
             since = email.utils.parsedate_to_datetime(ims).timestamp()
@@ -177,14 +203,7 @@ class FileHandler:
         outcome.file_mac = opened.mac
         if opened.origin != "static":
             outcome.extra["origin"] = opened.origin
-        headers = {
-            "Content-Type": content_type(opened.name),
-            "Last-Modified": http_date(opened.mtime),
-            "ETag": opened.etag,
-            "Accept-Ranges": "bytes",
-        }
-        if opened.mac is not None:
-            headers["Cache-Control"] = "private, no-store"  # a phone's own file holds its credentials
+        headers = file_headers(opened)
         try:
             response = self._respond(request, opened, headers, outcome)
         except BaseException:
@@ -196,10 +215,9 @@ class FileHandler:
 
     def _respond(self, request: web.BaseRequest, opened: Opened, headers: dict[str, str],
                  outcome: Outcome) -> web.StreamResponse:
-        if not_modified(request, opened):
+        if not_modified(request.headers.get, opened):
             outcome.outcome = "not_modified"
-            return web.Response(status=304, headers={k: v for k, v in headers.items()
-                                                      if k in ("ETag", "Last-Modified", "Cache-Control")})
+            return web.Response(status=304, headers={k: v for k, v in headers.items() if k in VALIDATORS})
         ranges = None
         header = request.headers.get("Range")
         if header is not None and _if_range_ok(request, opened):

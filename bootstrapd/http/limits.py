@@ -7,11 +7,15 @@
   closed); an idle keep-alive connection is closed after ``keepalive_timeout`` (aiohttp's own timer, which also
   covers a connection that never sends anything).
 - Header lines are capped by aiohttp's parser (``max_header_size``: 400 above it).
+
+The fast path (:mod:`bootstrapd.http.fast`) applies the same admission and deadlines to the connections it answers
+itself, and hands the others to a :class:`GuardedHandler` (:meth:`GuardedHandler.adopt`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections import Counter
 from typing import Any
 
@@ -33,6 +37,14 @@ def peer_host(transport: asyncio.BaseTransport | None) -> str:
         return ""
     host = str(peer[0])
     return host[7:] if host.startswith("::ffff:") else host
+
+
+def client_key(host: str) -> bytes:
+    """The per-client request rate's key of an address."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).packed
+    except ValueError:
+        return host.encode()
 
 
 class Admission:
@@ -81,6 +93,19 @@ class GuardedHandler(RequestHandler):
             return
         super().connection_made(transport)
 
+    def adopt(self, transport: asyncio.BaseTransport, host: str, head_started: float | None) -> None:
+        """Take over a connection the fast path (:mod:`bootstrapd.http.fast`) admitted and began to read: no second
+        admission (this handler releases it when the connection ends), and a head begun there keeps its deadline
+        (``head_started``: the loop time of its first byte)."""
+        self.host = host
+        self._refused = None
+        self._head_timer = None
+        self._in_request = False
+        super().connection_made(transport)
+        if head_started is not None:
+            self._head_timer = asyncio.get_running_loop().call_at(head_started + self.head_timeout,
+                                                                  self._head_expired)
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._refused is not None:
             return
@@ -125,7 +150,7 @@ class GuardedServer(web.Server):
         self.admission = admission
         self.head_timeout = head_timeout
 
-    def __call__(self) -> RequestHandler:
+    def __call__(self) -> GuardedHandler:
         handler = GuardedHandler(self, loop=self._loop, **self._kwargs)
         handler.admission = self.admission
         handler.head_timeout = self.head_timeout

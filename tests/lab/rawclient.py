@@ -5,6 +5,8 @@
     python -m tests.lab.rawclient HOST PORT hold N              open N connections at once: what did each get?
     python -m tests.lab.rawclient HOST PORT burst N HEX         N requests on one keep-alive connection: statuses
     python -m tests.lab.rawclient HOST PORT ftp LINE...         an FTP session: the reply to each line
+    python -m tests.lab.rawclient HOST PORT talk S HEX...       each chunk (0.1 s apart), then read until the server
+                                                                closes or S seconds pass: every byte that came
     python -m tests.lab.rawclient HOST PORT stall HEX S [tls]   send a request, read nothing for S seconds, then
                                                                 read: how much came, and did the server close?
 """
@@ -142,6 +144,20 @@ def burst(host: str, port: int, count: int, payload: bytes) -> dict[str, Any]:
     return {"statuses": statuses}
 
 
+def talk(host: str, port: int, seconds: float, chunks: list[bytes]) -> dict[str, Any]:
+    sock = _connect(host, port)
+    for i, chunk in enumerate(chunks):
+        if i:
+            time.sleep(0.1)
+        try:
+            sock.sendall(chunk)
+        except OSError as exc:
+            return {"data": "", "closed": True, "error": str(exc)}
+    data, closed = _read_all(sock, seconds)
+    sock.close()
+    return {"data": data.hex(), "closed": closed}
+
+
 def ftp(host: str, port: int, lines: list[str]) -> dict[str, Any]:
     sock = _connect(host, port)
     replies = [_ftp_reply(sock)]
@@ -209,6 +225,8 @@ def main(argv: list[str]) -> None:
         report = hold(host, port, int(argv[3]))
     elif mode == "burst":
         report = burst(host, port, int(argv[3]), bytes.fromhex(argv[4]))
+    elif mode == "talk":
+        report = talk(host, port, float(argv[3]), [bytes.fromhex(a) for a in argv[4:]])
     elif mode == "ftp":
         report = ftp(host, port, argv[3:])
     elif mode == "stall":

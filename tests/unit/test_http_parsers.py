@@ -1,4 +1,5 @@
-"""The HTTP adapter's pure parsers: request paths, Range headers, Yealink User-Agents (hypothesis throughout)."""
+"""The HTTP adapter's pure parsers: request paths, Range headers, Yealink User-Agents, the fast path's request
+heads (hypothesis throughout)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bootstrapd.http.head import BadHead, Head, format_head, head_end, may_take, parse_head
 from bootstrapd.http.paths import BadPath, decode_path
 from bootstrapd.http.ranges import MAX_RANGES, Unsatisfiable, parse_ranges
 from bootstrapd.http.useragent import BadUserAgent, PhoneAgent, parse_user_agent
@@ -119,3 +121,96 @@ def test_user_agents_never_raise_anything_else(text: str) -> None:
         return
     if agent is not None:
         assert all(c.isprintable() for c in agent.model + (agent.version or "") + (agent.mac or ""))
+
+
+# -- the fast path's request head (bootstrapd/http/head.py) ----------------------------------------------------
+
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_tokens = st.text(alphabet=_TOKEN_CHARS, min_size=1, max_size=12)
+_values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(
+    lambda v: v.strip(" \t"))
+
+
+@st.composite
+def _heads(draw: st.DrawFn) -> Head:
+    minor = draw(st.sampled_from([0, 1]))
+    fields = draw(st.lists(st.tuples(_tokens.filter(lambda n: n.lower() != "host"), _values), max_size=8))
+    if minor == 1 or draw(st.booleans()):
+        fields.insert(draw(st.integers(0, len(fields))), ("Host", draw(_values)))
+    target = "/" + draw(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=30))
+    return Head(draw(_tokens), target, minor, tuple(fields))
+
+
+@given(_heads())
+def test_head_round_trip(head: Head) -> None:
+    parsed = parse_head(format_head(head))
+    assert parsed == head
+    assert parsed.get("HOST") == head.get("host")
+    assert may_take(format_head(head)) == (head.method in ("GET", "HEAD"))
+
+
+@given(st.binary(max_size=300))
+def test_heads_never_raise_anything_else(data: bytes) -> None:
+    for candidate in (data, data + b"\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n" + data + b"\r\n\r\n"):
+        try:
+            parse_head(candidate, 64)
+        except BadHead:
+            pass
+        may_take(candidate)
+        head_end(candidate)
+
+
+@given(_heads(), st.integers(0, 400), st.binary(min_size=1, max_size=3))
+def test_damaged_heads_never_raise_anything_else(head: Head, at: int, junk: bytes) -> None:
+    data = format_head(head)
+    at %= len(data)
+    try:
+        parse_head(data[:at] + junk + data[at:])
+    except BadHead:
+        pass
+
+
+@pytest.mark.parametrize("data", [
+    b"GET / HTTP/1.1\r\n\r\n",  # no Host
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two
+    b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",  # obs-fold
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",  # a control character
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: caf\xe9\r\n\r\n",  # obs-text: aiohttp decides
+    b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n: x\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF
+    b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+    b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+    b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",  # absolute-form
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n",  # not ended
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 9000 + b"\r\n\r\n",  # a line over the limit
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 101 + b"\r\n",  # too many fields
+])
+def test_heads_refused(data: bytes) -> None:
+    with pytest.raises(BadHead):
+        parse_head(data)
+
+
+def test_head_fields_and_keep_alive() -> None:
+    head = parse_head(b"GET /a/b.cfg?x=1 HTTP/1.1\r\nHost: 10.77.0.1\r\nuser-agent:  Yealink T46U \t\r\n"
+                      b"X-Empty:\r\nX-Twice: 1\r\nx-twice: 2\r\n\r\n")
+    assert (head.method, head.target, head.minor) == ("GET", "/a/b.cfg?x=1", 1)
+    assert head.get("User-Agent") == "Yealink T46U" and head.get("x-empty") == "" and head.get("X-TWICE") == "1"
+    assert head.get("range") is None and head.keep_alive
+
+    def alive(minor: int, connection: str | None) -> bool:
+        fields = (("Host", "a"),) + ((("Connection", connection),) if connection is not None else ())
+        return Head("GET", "/", minor, fields).keep_alive
+
+    assert not alive(1, "close") and not alive(1, "Keep-Alive, close") and alive(1, "upgrade")
+    assert not alive(0, None) and alive(0, "keep-alive") and alive(0, "Keep-Alive") and not alive(0, "close")
+
+
+def test_may_take_and_head_end() -> None:
+    assert may_take(b"") and may_take(b"G") and may_take(b"HEA") and may_take(b"GET /x")
+    assert not may_take(b"POST /") and not may_take(b"\x16\x03\x01") and not may_take(b"PRI * HTTP/2.0")
+    assert not may_take(b"GETX")
+    assert head_end(b"GET / HTTP/1.0\r\n\r\nrest") == 18 and head_end(b"GET / HTTP/1.0\r\n") == -1
