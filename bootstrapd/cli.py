@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--debug", action="store_true", help="log every event (costly under load)")
     run.add_argument("--pcap", metavar="FILE", help="record the services' frames to FILE (sets capture.file)")
-    run.add_argument("--event-loop", choices=eventloop.CHOICES, default="asyncio",
-                     help="the event loop: the standard one (default), uvloop, or uvloop when installed")
+    run.add_argument("--event-loop", choices=eventloop.CHOICES, default="auto",
+                     help="the event loop: uvloop when installed (auto, the default), uvloop, or the standard one")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration file")

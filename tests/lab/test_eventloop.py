@@ -1,4 +1,4 @@
-"""The daemon serves on asyncio's own loop (its default) and on uvloop (``run --event-loop uvloop``).
+"""The daemon serves on uvloop (its default when installed) and on asyncio's own loop (``run --event-loop asyncio``).
 
 Every other lab test runs on the default loop; this one runs DHCPv4, DHCPv6, TFTP and HTTP (a small file from memory
 and a streamed one by sendfile) with real clients on both.

@@ -1,4 +1,4 @@
-"""The daemon's loop: asyncio's own by default, uvloop when asked for (``auto``: when installed)."""
+"""The daemon's loop: `bootstrapd run` picks uvloop when installed (``auto``, its default); asyncio's own on request."""
 
 from __future__ import annotations
 
@@ -39,3 +39,12 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_an_error(monkeypatch: pyte
     assert eventloop.run(_which(), eventloop.loop_factory("auto")) == "asyncio"
     with pytest.raises(ImportError):
         eventloop.loop_factory("uvloop")
+
+
+def test_the_daemon_runs_on_uvloop_by_default() -> None:
+    # `bootstrapd run` without --event-loop: uvloop when installed (it is a dependency), asyncio's own otherwise.
+    from bootstrapd.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--config", "/etc/bootstrapd/bootstrapd.toml"])
+    assert args.event_loop == "auto"
+    assert eventloop.run(_which(), eventloop.loop_factory(args.event_loop)) == "uvloop"
