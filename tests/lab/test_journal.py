@@ -215,13 +215,20 @@ def test_trace_reads_tcpdumps_capture(env: Env) -> None:
 def test_status_watch_redraws_in_place_until_interrupted(env: Env) -> None:
     import signal
 
-    proc = env.app.node.popen([sys.executable, "-m", "bootstrapd", "status", "--config", str(env.app.config),
-                               "--watch", "--interval", "0.2"], text=True)
-    try:
-        time.sleep(2.0)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+    # Its output goes to a file that the test reads while it runs: it is stopped once it has drawn three frames
+    # (or after 60 s), so a slow start on a busy machine is not a failure.
+    screen = env.work / "watch.out"
+    with open(screen, "w") as sink:
+        proc = env.app.node.popen([sys.executable, "-m", "bootstrapd", "status", "--config", str(env.app.config),
+                                   "--watch", "--interval", "0.2"], text=True, stdout=sink)
+        try:
+            deadline = time.monotonic() + 60
+            while screen.read_text().count("\x1b[H\x1b[2J") < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    out = screen.read_text()
     assert proc.returncode == 0, err
     frames = out.split("\x1b[H\x1b[2J")
     assert len(frames) >= 3, out  # redrawn, not appended
