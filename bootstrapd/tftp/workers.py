@@ -30,6 +30,9 @@ log = logging.getLogger("bootstrapd.tftp")
 
 EARLY = 5.0  # a worker that exits this soon after its start, twice in a row, is not started again
 LOST = "worker_lost"
+# How a worker is started: ``sys.executable`` with these arguments and its end of the pair (tests/lab/slowdisk.py
+# starts its workers under the same slow-disk shim as the daemon).
+WORKER_ARGV = ["-m", "bootstrapd.tftp.worker"]
 
 
 class _Worker:
@@ -60,7 +63,7 @@ class TransferWorkers:
     def _spawn(self, slot: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "bootstrapd.tftp.worker", str(theirs.fileno())],
+            proc = subprocess.Popen([sys.executable, *WORKER_ARGV, str(theirs.fileno())],
                                     pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         except OSError as exc:
             ours.close()
