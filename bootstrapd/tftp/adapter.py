@@ -83,7 +83,7 @@ class TftpService:
         self.transfers = Sessions(self._loop, self.events.count, self._ended, self._store)
         if settings.workers > 0:
             self.workers = TransferWorkers(self._loop, settings.workers, self._finished_elsewhere)
-            self.workers.start()
+            await self.workers.start()
         binds: list[tuple[socket.AddressFamily, str, int]] = [(socket.AF_INET, str(a.ip), 0) for a in iface.ipv4]
         binds += [(socket.AF_INET6, str(a.ip), iface.index if a.ip.is_link_local else 0) for a in iface.ipv6]
         if not binds:

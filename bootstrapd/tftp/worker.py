@@ -33,7 +33,7 @@ from bootstrapd.provisioning.work import FileWork
 from bootstrapd.tftp.files import PrefetchReader
 from bootstrapd.tftp.server import Started
 from bootstrapd.tftp.sessions import Session, Sessions
-from bootstrapd.tftp.transfer import Limits, Negotiated, ReadTransfer
+from bootstrapd.tftp.transfer import Limits, Negotiated, ReadTransfer, Source
 
 MAX_MESSAGE = 1 << 16  # a hand-over: the client, a file name of at most 256 characters, options
 
@@ -51,6 +51,12 @@ def hand_over_message(number: int, transfer: ReadTransfer, local: tuple[Any, ...
                    "timeout": limits.timeout, "retries": limits.retries,
                    "first_ack_retries": limits.first_ack_retries, "session_lifetime": limits.session_lifetime},
     }).encode()
+
+
+def transfer_from(message: dict[str, Any], source: Source, now: float) -> ReadTransfer:
+    """The transfer a :func:`hand_over_message` describes, over ``source`` (the same file), started at ``now``."""
+    return ReadTransfer(tuple(message["client"]), message["file"], source, Limits(**message["limits"]),
+                        Negotiated(**message["negotiated"]), now)
 
 
 def _recv_fds(conn: socket.socket) -> tuple[bytes, list[int]]:
@@ -84,6 +90,7 @@ class Worker:
 
     def start(self) -> None:
         self.loop.add_reader(self.conn.fileno(), self._incoming)
+        self.conn.sendall(b'{"ready": true}')  # the daemon hands transfers only to a worker that said this
 
     def _incoming(self) -> None:
         while True:
@@ -111,10 +118,7 @@ class Worker:
         sock = socket.socket(fileno=fds[0])
         sock.setblocking(False)
         opened = Opened(path="", size=int(message["size"]), data=None, fd=fds[1])
-        reader = PrefetchReader(opened, self.work, self.sessions.wake)
-        negotiated = Negotiated(**message["negotiated"])
-        transfer = ReadTransfer(tuple(message["client"]), message["file"], reader, Limits(**message["limits"]),
-                                negotiated, now)
+        transfer = transfer_from(message, PrefetchReader(opened, self.work, self.sessions.wake), now)
         started = Started(transfer, transfer.start(now), large=True)
         self.sessions.begin(sock, started, tuple(message["local"]), note=message["id"])
 

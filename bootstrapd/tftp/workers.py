@@ -28,6 +28,7 @@ from bootstrapd.tftp.worker import MAX_MESSAGE, hand_over_message
 
 log = logging.getLogger("bootstrapd.tftp")
 
+READY_TIMEOUT = 15.0  # a worker imports the TFTP core and starts its loop: well under a second on an idle box
 EARLY = 5.0  # a worker that exits this soon after its start, twice in a row, is not started again
 LOST = "worker_lost"
 # How a worker is started: ``sys.executable`` with these arguments and its end of the pair (tests/lab/slowdisk.py
@@ -41,6 +42,7 @@ class _Worker:
         self.conn = conn
         self.started = time.monotonic()
         self.transfers: set[int] = set()
+        self.ready = False  # it said so once its loop ran: only then is it handed transfers
 
 
 Finished = Callable[[int, dict[str, Any]], None]
@@ -56,9 +58,18 @@ class TransferWorkers:
         self._early: dict[int, int] = {}  # slot -> exits in a row soon after start
         self._stopping = False
 
-    def start(self) -> None:
+    async def start(self, timeout: float = READY_TIMEOUT) -> None:
+        """Start the workers and wait until each is ready (or ``timeout`` passed: the daemon serves meanwhile and
+        hands transfers to the ones that are), so that the daemon's readiness means they are."""
         for slot in range(self.count):
             self._spawn(slot)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not all(w.ready for w in self.workers if w.conn.fileno() >= 0):
+            await asyncio.sleep(0.02)
+        late = sum(1 for w in self.workers if not w.ready)
+        if late:
+            log.warning("tftp: %d of %d transfer workers not ready after %.0f s; starting without them", late,
+                        self.count, timeout)
 
     def _spawn(self, slot: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -81,13 +92,13 @@ class TransferWorkers:
 
     @property
     def alive(self) -> int:
-        return sum(1 for w in self.workers if w.proc.returncode is None and w.conn.fileno() >= 0)
+        return sum(1 for w in self.workers if w.ready and w.conn.fileno() >= 0)
 
     def hand_over(self, sock: socket.socket, transfer: ReadTransfer, local: tuple[Any, ...], fd: int,
                   size: int) -> int | None:
         """Send a started download to the least busy worker; its number (for ``finished``), or None: no worker
         took it (none alive, its queue full) and the caller runs it itself."""
-        candidates = [w for w in self.workers if w.conn.fileno() >= 0]
+        candidates = [w for w in self.workers if w.ready and w.conn.fileno() >= 0]
         if not candidates:
             return None
         worker = min(candidates, key=lambda w: len(w.transfers))
@@ -114,8 +125,11 @@ class TransferWorkers:
                 return
             try:
                 reply = json.loads(data)
+                if reply.get("ready"):
+                    worker.ready = True
+                    continue
                 number = int(reply["id"])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 log.error("tftp: a transfer worker sent %r", data[:200])
                 continue
             if number in worker.transfers:

@@ -98,8 +98,10 @@ def _single(phase: str) -> tuple[str, str | None]:
 
 
 def _pin(pid: int, cpu: str) -> None:
-    """Pin every thread of ``pid`` to ``cpu`` (children forked later inherit it: tftpd-hpa's transfers)."""
-    subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(pid)], check=True, stdout=subprocess.DEVNULL)
+    """Pin every thread of ``pid`` and of its children (bootstrapd's transfer workers) to ``cpu``; children forked
+    later inherit it (tftpd-hpa's transfers)."""
+    for each in rounds.process_tree(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(each)], check=True, stdout=subprocess.DEVNULL)
 
 
 def _atftp(phone: Any, host: str, name: str, dest: Path, options: dict[str, str], cpu: str | None = None) -> float:
@@ -114,15 +116,6 @@ def _atftp(phone: Any, host: str, name: str, dest: Path, options: dict[str, str]
     if result.returncode != 0:
         raise RuntimeError(f"atftp failed: {result.stderr}")
     return elapsed
-
-
-def _cpu_with_children(pid: int) -> float:
-    """utime + stime + cutime + cstime: tftpd-hpa forks a child per transfer, reaped (and so counted) at its end."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 class _TreeCpu:
@@ -171,9 +164,11 @@ class _Server:
         root = work / "root"
         self.app: Any = None
         self.log_tail = ""
-        if kind in ("bootstrapd", "bootstrapd-nojournal", "bootstrapd-nice"):
+        if kind in ("bootstrapd", "bootstrapd-nojournal", "bootstrapd-nice", "bootstrapd-loop"):
             state = work / f"state-{phase}"
             extra = "".join(f"{key} = {value}\n" for key, value in OVERRIDES.get(phase, {}).items())
+            if kind == "bootstrapd-loop":  # every transfer on the daemon's loop: no transfer workers
+                extra += "workers = 0\n"
             config = BASE_CONFIG.format(root=root, state=state) + "\n[tftp]\nenabled = true\n" + extra
             if kind == "bootstrapd-nojournal":  # the journal's cost: the same server with [journal] off
                 config += "\n[journal]\nenabled = false\n"
@@ -194,12 +189,8 @@ class _Server:
                                   f"--tftp-root={root}", "--interface=eth1", "--tftp-max=5000",
                                   "--conf-file=/dev/null", f"--pid-file={work / 'dnsmasq.pid'}"])
             ap.wait_udp_port(69)
-        self.cpu0 = _cpu_with_children(self.proc.pid)
         self.sched0 = _schedstat(self.proc.pid)
         self.tree = _TreeCpu(self.proc.pid)
-
-    def cpu(self) -> float:
-        return _cpu_with_children(self.proc.pid) - self.cpu0
 
     def waited(self) -> float:
         """Seconds the server's main thread (bootstrapd's event loop) was runnable but waiting for a CPU."""
@@ -267,9 +258,9 @@ def _phase(kind: str, phase: str, ap: Any, phone: Any, work: Path, digests: dict
                 result = {"seconds": float("nan"), "ok": False, "error": str(exc)[-300:], "blocks": 0}
             finally:
                 dest.unlink(missing_ok=True)
-        # tftpd-hpa ignores SIGCHLD, so the kernel keeps no CPU time of its forked children: sampled while they live.
-        tree = server.tree.total()
-        result["cpu_s"] = server.cpu() if kind != "tftpd-hpa" else tree
+        # tftpd-hpa ignores SIGCHLD, so the kernel keeps no CPU time of its forked children, and bootstrapd's
+        # transfer workers are reaped only when it stops: every server's process tree is sampled while it lives.
+        result["cpu_s"] = server.tree.total()
         if kind.startswith("bootstrapd"):
             result["vmhwm_kb"] = server.vmhwm_kb()
             result["runq_s"] = server.waited()
@@ -419,7 +410,8 @@ def main() -> None:
     b.add_argument("--clients", type=int, default=STORM_CLIENTS)
     b.add_argument("--servers", default="bootstrapd,tftpd-hpa,dnsmasq",
                    help="bootstrapd-nojournal is bootstrapd with [journal] off (the journal's cost), bootstrapd-nice "
-                        "its event loop at nice -10 (the run queue's share)")
+                        "its event loop at nice -10 (the run queue's share), bootstrapd-loop with [tftp] workers = 0 "
+                        "(every transfer on its one event loop)")
     b.add_argument("--phases", default=",".join(PHASES))
     b.add_argument("--repeat", type=int, default=REPEAT)
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
