@@ -12,7 +12,7 @@ retransmissions and the counters it kept. The daemon emits the transfer's one ev
 stays in the daemon; a worker holds only the transfers in flight, opens nothing and needs no privilege.
 
 The worker ends when the daemon closes its end of the pair (or dies: the kernel closes it), ending its transfers;
-SIGINT and SIGHUP are the daemon's to handle, not the worker's.
+SIGINT, SIGHUP and SIGTERM are the daemon's to handle, not the worker's (SIGKILL still ends it).
 
     python -m bootstrapd.tftp.worker FD   (FD: this worker's end of the socket pair; started by the daemon only)
 """
@@ -148,8 +148,10 @@ async def _serve(conn: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Its life is the socket pair's: a stop of the whole process group (Ctrl-C, systemd's SIGTERM to the unit's
+    # processes) is the daemon's to handle, which then closes the pair; a worker gone first would be started again.
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     conn = socket.socket(fileno=int(argv[1]))
     conn.setblocking(True)
     asyncio.run(_serve(conn))

@@ -89,6 +89,21 @@ def _workers(app: Appliance) -> list[int]:
     return sorted(pids)
 
 
+def _holds(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a file called ``name`` open."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd).endswith("/" + name):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _counters(app: Appliance) -> dict[str, int]:
     """The counters the daemon logs when it stops."""
     match = re.search(r"stopping counters=(\{.*\})", app.log())
@@ -145,7 +160,10 @@ def test_a_killed_worker_loses_its_transfer_and_is_started_again(env2: Env) -> N
     spec = [{"name": "silent", "hex": rrq("fw.bin", {"blksize": "1428"}).hex(), "wait": 4}]
     silent = env.phone.popen([sys.executable, "-m", "tests.bench.tftp", "probe", "--host", SERVER, "--cases",
                               json.dumps(spec)])
-    time.sleep(1.0)  # (the request reaches the daemon and is handed over; nothing here waits for a timer)
+    deadline = time.monotonic() + 20
+    while not any(_holds(pid, "fw.bin") for pid in before):  # handed over: a worker has the file open
+        assert time.monotonic() < deadline, "no worker was handed the download"
+        time.sleep(0.05)
     for pid in before:
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 20
