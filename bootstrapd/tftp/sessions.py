@@ -103,13 +103,16 @@ class Sessions:
         # datagram per wake-up for 1, 3, 7, 15, at most 16 wake-ups (more after each miss in a row) before it
         # tries again. A datagram left unread keeps the socket readable for the next round.
         transfer = session.started.transfer
+        client = transfer.client
+        sock = session.sock
+        recvfrom, bufsize, clock = sock.recvfrom, session.bufsize, self._loop.time  # (looked up once per wake-up)
         drain = 64
         if session.skip:
             session.skip -= 1
             drain = 1
         for i in range(drain):
             try:
-                data, addr = session.sock.recvfrom(session.bufsize)
+                data, addr = recvfrom(bufsize)
             except (BlockingIOError, InterruptedError):
                 if i:
                     session.backoff = min(2 * session.backoff + 1, 16)
@@ -120,12 +123,19 @@ class Sessions:
                 continue
             if i:
                 session.backoff = 0  # reading again paid
-            now = self._loop.time()
+            now = clock()
             try:
                 # An IPv4 address needs no normalising: compare it as it came (the hot path, one ACK per window).
-                if addr == transfer.client or normal(addr) == transfer.client:
+                if addr == client or normal(addr) == client:
                     out = transfer.from_client(data, now)
-                    if out:
+                    if len(out) == 1:  # lock-step: one DATA, sent here without a further call
+                        try:
+                            sock.sendto(out[0], client)
+                        except (BlockingIOError, InterruptedError):
+                            self._count("tftp.send_dropped")  # the retransmission timer recovers
+                        except OSError:
+                            self._count("tftp.socket_error")
+                    elif out:
                         self._send(session, out)
                 else:
                     for datagram, to in transfer.receive(data, normal(addr), now):
