@@ -190,11 +190,16 @@ class _Server:
                                   "--conf-file=/dev/null", f"--pid-file={work / 'dnsmasq.pid'}"])
             ap.wait_udp_port(69)
         self.sched0 = _schedstat(self.proc.pid)
+        self.children0 = {p: _schedstat(p)[1] for p in rounds.process_tree(self.proc.pid)[1:]}
         self.tree = _TreeCpu(self.proc.pid)
 
     def waited(self) -> float:
         """Seconds the server's main thread (bootstrapd's event loop) was runnable but waiting for a CPU."""
         return _schedstat(self.proc.pid)[1] - self.sched0[1]
+
+    def children_waited(self) -> float:
+        """The same for the server's child processes (bootstrapd's transfer workers: their main threads), summed."""
+        return sum(_schedstat(p)[1] - self.children0.get(p, 0.0) for p in rounds.process_tree(self.proc.pid)[1:])
 
     def vmhwm_kb(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -264,6 +269,7 @@ def _phase(kind: str, phase: str, ap: Any, phone: Any, work: Path, digests: dict
         if kind.startswith("bootstrapd"):
             result["vmhwm_kb"] = server.vmhwm_kb()
             result["runq_s"] = server.waited()
+            result["workers_runq_s"] = server.children_waited()
     finally:
         server.stop()
         result["log"] = server.log_tail
@@ -342,6 +348,9 @@ def report(results: dict[str, dict[str, list[Any]]], clients: int, repeat: int) 
         lines += rounds.table("  bootstrapd's event loop: seconds runnable but waiting for a CPU (runqueue)", "s",
                               {k: [r["runq_s"] for r in v] for k, v in runs.items() if k.startswith("bootstrapd")},
                               digits=1, higher_is_better=False)
+        lines += rounds.table("  bootstrapd's transfer workers: the same, summed over the workers", "s",
+                              {k: [r.get("workers_runq_s", 0.0) for r in v] for k, v in runs.items()
+                               if k.startswith("bootstrapd")}, digits=1, higher_is_better=False)
         for kind, v in runs.items():
             failures += [f"  firmware {kind} round {i + 1}: {r['failed']} of {FIRMWARE_CLIENTS} failed: {r['errors']}"
                          for i, r in enumerate(v) if r["failed"]]
