@@ -81,9 +81,6 @@ class TftpService:
         settings = self.ctx.settings.tftp
         raise_nofile(settings.max_transfers + 256)
         self.transfers = Sessions(self._loop, self.events.count, self._ended, self._store)
-        if settings.workers > 0:
-            self.workers = TransferWorkers(self._loop, settings.workers, self._finished_elsewhere)
-            await self.workers.start()
         binds: list[tuple[socket.AddressFamily, str, int]] = [(socket.AF_INET, str(a.ip), 0) for a in iface.ipv4]
         binds += [(socket.AF_INET6, str(a.ip), iface.index if a.ip.is_link_local else 0) for a in iface.ipv6]
         if not binds:
@@ -107,6 +104,11 @@ class TftpService:
             self.endpoints.append(endpoint)
         if not self.endpoints:
             raise errors[0]
+        if settings.workers > 0:
+            # Once it listens (a start that fails leaves no worker behind). Until a worker is ready, this loop
+            # runs what would have gone to it; the daemon is ready only after this.
+            self.workers = TransferWorkers(self._loop, settings.workers, self._finished_elsewhere)
+            await self.workers.start()
 
     @staticmethod
     def _bind6(interface: str, local: Address, port: int | None = None) -> socket.socket:
