@@ -1,14 +1,12 @@
-"""The asyncio side of TFTP: sockets, one timer per transfer, events. The decisions are in server.py/transfer.py.
+"""The asyncio side of TFTP: listening sockets, requests, events. The decisions are in server.py/transfer.py.
 
 - One listening socket per address of the provisioning interface (IPv4 and IPv6, link-local included), each bound
   to the interface; a transfer's ephemeral socket is bound to the very address the request came to, so the
   client sees its answers come from the server it asked, and never leaves the provisioning interface.
-- Transfer sockets are read with ``loop.add_reader`` (no protocol object per transfer) and written with plain
-  ``sendto``; a full send buffer drops the datagram and the retransmission timer recovers it.
-- One ``call_at`` timer per transfer, re-armed only when the deadline moves earlier: a timer that fires early finds
-  nothing due and is set again for the real deadline, so an ACK costs no timer churn.
-- A window of full-size blocks goes out in one ``sendmsg`` with Linux UDP GSO (``UDP_SEGMENT``) where the kernel
-  accepts it, else one ``sendto`` per block.
+- A started transfer runs on its own socket and timer in :class:`bootstrapd.tftp.sessions.Sessions` (the
+  datagram path, GSO, stalls for file data), or, for a large streamed download when ``[tftp] workers`` is above 0,
+  in a transfer worker process (:mod:`bootstrapd.tftp.workers`): the daemon still decides and counts it, and emits
+  its one event when the worker says it is done.
 - File data is read and uploads are stored in worker threads (:mod:`bootstrapd.provisioning.work`, shared with
   HTTP and FTP; :mod:`bootstrapd.tftp.files`): a request whose file must be read first waits for it (holding its
   slot), a streamed transfer that ran ahead of its reads stalls and is resumed when data comes, an upload's final
@@ -23,30 +21,24 @@ import errno
 import logging
 import resource
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
 from bootstrapd.config import Settings
-from bootstrapd.errors import ProtocolError
 from bootstrapd.net.sockets import udp_socket
 from bootstrapd.net.udp import DatagramEndpoint, open_endpoint
 from bootstrapd.provisioning.resolver import Refused
 from bootstrapd.provisioning.work import file_work
 from bootstrapd.service import Context
-from bootstrapd.tftp.files import TftpFiles
+from bootstrapd.tftp.files import PrefetchReader, TftpFiles
 from bootstrapd.tftp.server import OpenedFile, Pending, Refusal, Started, TftpServer, Waiting
-from bootstrapd.tftp.transfer import Completion, ReadTransfer, WriteTransfer
+from bootstrapd.tftp.sessions import Session, Sessions, normal
+from bootstrapd.tftp.transfer import Completion, ReadTransfer
+from bootstrapd.tftp.workers import LOST, TransferWorkers
 
 log = logging.getLogger("bootstrapd.tftp")
 
 Address = tuple[Any, ...]
-SOL_UDP = 17
-UDP_SEGMENT = 103
-GSO_MAX_SEGMENTS = 64
-GSO_MAX_BYTES = 65000
-
-
 def raise_nofile(needed: int) -> int:
     """Raise RLIMIT_NOFILE's soft limit (and the hard one, as root) to at least ``needed``; returns the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -63,20 +55,6 @@ def raise_nofile(needed: int) -> int:
     return soft
 
 
-class _Session:
-    __slots__ = ("backoff", "gso", "local", "skip", "sock", "started", "timer", "timer_at")
-
-    def __init__(self, sock: socket.socket, started: Started, local: Address) -> None:
-        self.sock = sock
-        self.started = started
-        self.local = local
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at: float | None = None
-        self.gso = True
-        self.skip = 0  # wake-ups left that read one datagram only, not draining the socket (see _readable)
-        self.backoff = 0
-
-
 class TftpService:
     name = "tftp"
 
@@ -87,9 +65,9 @@ class TftpService:
         self.files = TftpFiles(file_work(ctx), self._wake)
         self.server = TftpServer(ctx.settings.tftp, self.files)
         self.endpoints: list[DatagramEndpoint] = []
-        self.sessions: set[_Session] = set()
-        self._stalled: set[_Session] = set()  # streamed transfers waiting for their file's next chunk
-        self.gso_supported = hasattr(socket.socket, "sendmsg")
+        self.transfers: Sessions | None = None  # the running transfers' sockets and timers (built on the loop)
+        self.workers: TransferWorkers | None = None  # [tftp] workers > 0: processes for large downloads
+        self._handed: dict[int, Started] = {}  # transfers a worker runs, by the number it answers with
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._releasing = False
@@ -102,6 +80,7 @@ class TftpService:
         iface = self.ctx.interface
         settings = self.ctx.settings.tftp
         raise_nofile(settings.max_transfers + 256)
+        self.transfers = Sessions(self._loop, self.events.count, self._ended, self._store)
         binds: list[tuple[socket.AddressFamily, str, int]] = [(socket.AF_INET, str(a.ip), 0) for a in iface.ipv4]
         binds += [(socket.AF_INET6, str(a.ip), iface.index if a.ip.is_link_local else 0) for a in iface.ipv6]
         if not binds:
@@ -125,6 +104,11 @@ class TftpService:
             self.endpoints.append(endpoint)
         if not self.endpoints:
             raise errors[0]
+        if settings.workers > 0:
+            # Once it listens (a start that fails leaves no worker behind). Until a worker is ready, this loop
+            # runs what would have gone to it; the daemon is ready only after this.
+            self.workers = TransferWorkers(self._loop, settings.workers, self._finished_elsewhere)
+            await self.workers.start()
 
     @staticmethod
     def _bind6(interface: str, local: Address, port: int | None = None) -> socket.socket:
@@ -151,8 +135,12 @@ class TftpService:
         for endpoint in self.endpoints:
             endpoint.close()
         self.endpoints.clear()
-        for session in list(self.sessions):
-            self._close(session)
+        if self.workers is not None:
+            await self.workers.stop()  # their transfers end with them
+            for number in list(self._handed):
+                self._finished_elsewhere(number, {"outcome": "stopped", "bytes": 0, "retransmits": 0})
+        if self.transfers is not None:
+            self.transfers.close_all()
 
     # -- requests -----------------------------------------------------------------------------------------------
 
@@ -166,7 +154,7 @@ class TftpService:
 
         def handle(data: bytes, addr: Address) -> None:
             assert self._loop is not None
-            client = _normal(addr)
+            client = normal(addr)
             now = self._loop.time()
             outcome = self.server.request(data, client, now, cap)  # TftpError -> counted and dropped
             if isinstance(outcome, Waiting):
@@ -244,143 +232,57 @@ class TftpService:
             self._completed(started.transfer.completion)
             self._release()
             return
-        session = _Session(sock, started, local)
-        self.sessions.add(session)
-        self._loop.add_reader(sock.fileno(), self._readable, session)
-        self._send(session, started.datagrams)
-        self._after(session)
+        transfer = started.transfer
+        source = transfer.source if isinstance(transfer, ReadTransfer) else None
+        if self.workers is not None and started.large and isinstance(source, PrefetchReader):
+            # A large octet download: a worker process runs it (the same core over the same file) and says how it
+            # ended; a worker that cannot take it (none alive, behind) leaves it to this loop.
+            assert isinstance(transfer, ReadTransfer) and source.size is not None
+            number = self.workers.hand_over(sock, transfer, local, source.fd, source.size)
+            if number is not None:
+                sock.close()  # the worker has its own descriptor of it now
+                transfer.hand_over()
+                self._handed[number] = started
+                self.events.count("tftp.handed_over")
+                return
+        assert self.transfers is not None
+        self.transfers.begin(sock, started, local)
 
-    # -- a transfer's socket and timer --------------------------------------------------------------------------
-
-    def _readable(self, session: _Session) -> None:
-        # After the answer to a datagram, the socket is read again (up to 64 datagrams per wake-up): in a single
-        # lock-step transfer the client's next ACK is often already there, and that read spares a round of the
-        # loop. When there are many transfers (a firmware storm) it nearly always finds the socket empty, an
-        # EAGAIN system call and exception (2-3 us of a ~20 us block): after such a miss the transfer reads one
-        # datagram per wake-up for 1, 3, 7, 15, at most 16 wake-ups (more after each miss in a row) before it
-        # tries again. A datagram left unread keeps the socket readable for the next round.
-        assert self._loop is not None
-        transfer = session.started.transfer
-        drain = 64
-        if session.skip:
-            session.skip -= 1
-            drain = 1
-        for i in range(drain):
-            try:
-                data, addr = session.sock.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                if i:
-                    session.backoff = min(2 * session.backoff + 1, 16)
-                    session.skip = session.backoff
-                break
-            except OSError:
-                self.events.count("tftp.socket_error")  # e.g. ICMP port unreachable from an earlier send
-                continue
-            if i:
-                session.backoff = 0  # reading again paid
-            now = self._loop.time()
-            try:
-                # An IPv4 address needs no normalising: compare it as it came (the hot path, one ACK per window).
-                if addr == transfer.client or _normal(addr) == transfer.client:
-                    out = transfer.from_client(data, now)
-                    if out:
-                        self._send(session, out)
-                else:
-                    for datagram, to in transfer.receive(data, _normal(addr), now):
-                        self._sendto(session, datagram, to)
-            except ProtocolError:
-                self.events.count("tftp.dropped")
-                continue
-            if transfer.completion is not None and transfer.done:  # (no property call while it runs)
-                break
-        self._after(session)
-
-    def _fire(self, session: _Session) -> None:
-        assert self._loop is not None
-        session.timer = None
-        session.timer_at = None
-        transfer = session.started.transfer
-        out = transfer.timeout(self._loop.time())
-        if out:
-            self._send(session, out)
-        self._after(session)
-
-    # -- file work the transfer waits for ------------------------------------------------------------------------
-
-    def _files(self, session: _Session) -> None:
-        """After the transfer moved: note a stall for data, or hand a finished upload to the upload worker."""
-        transfer = session.started.transfer
-        if isinstance(transfer, ReadTransfer):
-            if transfer.stalled and not transfer.done:
-                self._stalled.add(session)
-            return
-        upload = transfer.take_upload()
-        if upload is not None and session.started.sink is not None:
-            self.files.work.store(session.started.sink.store, upload, lambda error: self._stored(session, error))
+    # -- the end of a transfer ----------------------------------------------------------------------------------
 
     def _wake(self) -> None:
-        """A streamed file's next chunk is in memory: stalled transfers go on (those still without data stall
-        again at once, for the price of one read() answering None)."""
-        assert self._loop is not None
-        now = self._loop.time()
-        for session in list(self._stalled):
-            self._stalled.discard(session)
-            transfer = session.started.transfer
-            if session not in self.sessions or not isinstance(transfer, ReadTransfer):
-                continue
-            out = transfer.resume(now)
-            if out:
-                self._send(session, out)
-            self._after(session)
+        if self.transfers is not None:
+            self.transfers.wake()
 
-    def _stored(self, session: _Session, error: BaseException | None) -> None:
-        transfer = session.started.transfer
-        if session not in self.sessions or not isinstance(transfer, WriteTransfer):
-            return  # stopped meanwhile
-        assert self._loop is not None
-        if error is not None and not isinstance(error, Refused | OSError):
-            log.error("tftp: storing an upload failed", exc_info=error)
-        out = transfer.stored(error, self._loop.time())
-        if out:
-            self._send(session, out)
-        self._after(session)
-
-    def _after(self, session: _Session) -> None:
-        """Whatever moved the transfer (a datagram, the timer, the disk): file work it now waits for, then close it
-        or re-arm its timer."""
-        self._files(session)
-        if session.started.transfer.done:
-            self._close(session)
-        else:
-            self._rearm(session)
-
-    def _rearm(self, session: _Session) -> None:
-        assert self._loop is not None
-        deadline = session.started.transfer.deadline
-        if deadline is None:
+    def _store(self, session: Session, upload: bytes) -> None:
+        """An upload's last block is in: store it off the loop; its final ACK leaves once it is stored."""
+        sink = session.started.sink
+        if sink is None:
             return
-        if session.timer is not None and session.timer_at is not None and session.timer_at <= deadline:
-            return  # fires early, finds nothing due and re-arms for the real deadline then
-        if session.timer is not None:
-            session.timer.cancel()
-        session.timer = self._loop.call_at(deadline, self._fire, session)
-        session.timer_at = deadline
+        transfers = self.transfers
+        assert transfers is not None
+        self.files.work.store(sink.store, upload, lambda error: transfers.stored(session, error))
 
-    def _close(self, session: _Session) -> None:
-        if session not in self.sessions:
-            return
-        self.sessions.discard(session)
-        self._stalled.discard(session)
-        if session.timer is not None:
-            session.timer.cancel()
-        assert self._loop is not None
-        self._loop.remove_reader(session.sock.fileno())
-        session.sock.close()
-        transfer = session.started.transfer
-        if not transfer.done:
-            transfer.abort("stopped", self._loop.time())  # stop(): end it, closing its file
+    def _ended(self, session: Session) -> None:
+        """A transfer run on this loop is done and its socket closed: free its slots, emit its event."""
         self.server.finished(session.started)
-        self._completed(transfer.completion)
+        self._completed(session.started.transfer.completion)
+        self._release()
+
+    def _finished_elsewhere(self, number: int, reply: dict[str, Any]) -> None:
+        """A worker's transfer is done (or was lost with its worker): the same ending as one run here."""
+        started = self._handed.pop(number, None)
+        if started is None or not isinstance(started.transfer, ReadTransfer):
+            return
+        assert self._loop is not None
+        for name, n in (reply.get("counts") or {}).items():
+            self.events.count(str(name), int(n))
+        if reply.get("outcome") == LOST:
+            self.events.count("tftp.worker_lost")
+        started.transfer.ended(str(reply.get("outcome", "")), int(reply.get("bytes", 0)),
+                               int(reply.get("retransmits", 0)), self._loop.time())
+        self.server.finished(started)
+        self._completed(started.transfer.completion)
         self._release()
 
     def _completed(self, completion: Completion | None) -> None:
@@ -389,62 +291,3 @@ class TftpService:
         self.events.emit("tftp.transfer", client=completion.client[0], file=completion.file,
                          outcome=completion.outcome, bytes=completion.bytes, duration=round(completion.duration, 6),
                          retransmits=completion.retransmits, write=completion.write)
-
-    # -- sending ------------------------------------------------------------------------------------------------
-
-    def _sendto(self, session: _Session, datagram: bytes, to: Address) -> None:
-        try:
-            session.sock.sendto(datagram, to)
-        except (BlockingIOError, InterruptedError):
-            self.events.count("tftp.send_dropped")
-        except OSError:
-            self.events.count("tftp.socket_error")
-
-    def _send(self, session: _Session, datagrams: list[bytes]) -> None:
-        client = session.started.transfer.client
-        if len(datagrams) > 1 and session.gso and self.gso_supported:
-            datagrams = self._send_gso(session, datagrams, client)
-        for datagram in datagrams:
-            try:
-                session.sock.sendto(datagram, client)
-            except (BlockingIOError, InterruptedError):
-                self.events.count("tftp.send_dropped")  # the retransmission timer recovers
-            except OSError:
-                self.events.count("tftp.socket_error")
-
-    def _send_gso(self, session: _Session, datagrams: list[bytes], client: Address) -> list[bytes]:
-        """Send runs of equal-size datagrams as GSO super-datagrams; returns what is left to send one by one."""
-        i = 0
-        while i < len(datagrams):
-            size = len(datagrams[i])
-            count = min(GSO_MAX_SEGMENTS, max(1, GSO_MAX_BYTES // size))
-            j = i
-            while j < len(datagrams) and j - i < count and len(datagrams[j]) == size:
-                j += 1
-            # The last segment may be shorter: include one trailing short datagram.
-            if j < len(datagrams) and j - i < count and len(datagrams[j]) < size:
-                j += 1
-            if j - i < 2:
-                return datagrams[i:]
-            try:
-                session.sock.sendmsg([b"".join(datagrams[i:j])], [(SOL_UDP, UDP_SEGMENT, struct.pack("@H", size))],
-                                     0, client)
-            except (BlockingIOError, InterruptedError):
-                self.events.count("tftp.send_dropped")
-                return []  # the retransmission timer recovers
-            except OSError:
-                # Refused (old kernel, device without GSO): plain sends from now on, for this transfer and family.
-                session.gso = False
-                self.gso_supported = False
-                self.events.count("tftp.gso_refused")
-                log.debug("tftp: UDP GSO refused by the kernel; sending one datagram per block")
-                return datagrams[i:]
-            i = j
-        return []
-
-
-def _normal(addr: Address) -> Address:
-    # IPv6 addresses compare as (host, port, 0, scope): flow info is not part of the transfer ID.
-    if len(addr) == 4:
-        return (addr[0], addr[1], 0, addr[3])
-    return (addr[0], addr[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from bootstrapd.configfile import Table
@@ -26,6 +27,14 @@ class TftpSettings:
     cache_size: int = 64 << 20
     upload_max_size: int = 1 << 20  # not a key of [tftp]: provisioning.upload_max_size, copied here by config.py
     max_uploads: int = 16  # concurrent uploads (each held in memory up to upload_max_size until its last block)
+    workers: int = 0  # processes running large downloads (bootstrapd/tftp/workers.py); 0: all on the daemon's loop
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """``[tftp] workers`` when not set: one process per CPU (at most 8) from two CPUs on, so a firmware storm uses
+    every core while the daemon's loop keeps the small files, DHCP and the rest; none on one CPU."""
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    return 0 if cpus < 2 else min(cpus, 8)
 
 
 # Keys of earlier versions, now in [provisioning] (one upload store for every protocol).
@@ -54,6 +63,7 @@ def load_tftp(table: Table) -> TftpSettings:
         max_large_transfers=table.integer("max_large_transfers", 128, min=1),
         cache_size=table.integer("cache_size", 64 << 20, min=0),
         max_uploads=table.integer("max_uploads", 16, min=1, max=100_000),
+        workers=table.integer("workers", default_workers(), min=0, max=64),
     )
     for key, instead in MOVED.items():
         if table.has(key):

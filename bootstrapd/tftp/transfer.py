@@ -171,6 +171,7 @@ class _Base:
         self.client = client
         self.filename = filename
         self.limits = limits
+        self.negotiated = negotiated  # (a transfer worker builds the same transfer from it)
         self.blksize = negotiated.blksize
         self.windowsize = negotiated.windowsize
         self.oack = codec.encode_oack(negotiated.accepted) if negotiated.accepted else None
@@ -373,6 +374,19 @@ class ReadTransfer(_Base):
             return more  # the file went bad: only the ERROR
         self.retransmits += len(again)
         return again + more
+
+    def hand_over(self) -> None:
+        """The transfer runs elsewhere from here on (a transfer worker process, with a transfer of its own over
+        the same file and the same options): close the source here, send and time nothing; :meth:`ended` records
+        how it went once the other one is done."""
+        self.source.close()
+        self._retry_at = None
+
+    def ended(self, outcome: str, sent: int, retransmits: int, now: float) -> None:
+        """The transfer that ran elsewhere (:meth:`hand_over`) is done: ``sent`` bytes acknowledged."""
+        self.bytes = sent
+        self.retransmits = retransmits
+        self._finish(outcome, now)
 
     def _resend(self) -> list[bytes]:
         if self.waiting_oack:

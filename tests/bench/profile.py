@@ -22,7 +22,7 @@ request, bench-http's three small files), ``http-big`` (N downloads of bench-htt
 - ``pyspy``: py-spy sampling of every thread with the GIL state (``--gil`` off: all samples; idle shown).
 
 Every run warms the daemon up first (a short workload) so that start-up and first-time costs stay out. The daemon
-runs its defaults with the service under test enabled.
+runs its defaults with the service under test enabled (TFTP: with ``workers = 0``, every transfer on its loop).
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ BLKSIZE = 1428
 CONFIGS = {
     "dhcp4": '[dhcp4]\nenabled = true\nrange = "10.78.1.0-10.78.250.255"\n[dhcp4.options]\n66 = "tftp://10.78.0.1/"\n',
     "dhcp6": '[dhcp6]\nenabled = true\nrange = "fd77::1:0-fd77::10:ffff"\n',
-    "tftp": "[tftp]\nenabled = true\n",
+    # workers = 0: the transfers run on the daemon's own loop, where every TOOL sees them (a transfer worker runs
+    # the same code per block in a process of its own: tftp/sessions.py).
+    "tftp": "[tftp]\nenabled = true\nworkers = 0\n",
     "http": "[http]\nenabled = true\nmax_connections = 10000\nmax_connections_per_client = 10000\nrate_limit = 0\n",
 }
 

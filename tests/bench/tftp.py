@@ -12,15 +12,21 @@ round, and in each round for each server in turn (the order rotates, tests/bench
 - firmware storm: 100 phones each downloading a 10 MB file at once, lock-step at blksize 1428 (curl, one per
   address, piped into sha256sum); aggregate MB/s and time to the last byte;
 - one 50 MB file with atftp, lock-step (blksize 1428);
-- the same windowed (windowsize 64, where the server supports it; the others answer lock-step).
+- the same windowed (windowsize 64, where the server supports it; the others answer lock-step);
+- ``lockstep-same`` / ``lockstep-split`` (and ``windowed-same`` / ``windowed-split``): the same download with the
+  server (every thread and child) and atftp pinned to one CPU, or to two different CPUs. On this two-core VM a
+  lock-step block is a round trip between two processes, and where the scheduler puts them decides its speed three
+  times over whatever the server does (same CPU: 35-47 MB/s for tftpd-hpa, different CPUs: 11-14, for every
+  server alike: waking an idle virtual CPU costs about 100 us); an unpinned run is a draw between the two, which is
+  why ``lockstep`` alone moved between 0.65x and 1.40x. The pinned phases compare servers placement for placement.
 
 It prints every round, min/median/max, bootstrapd's ratio of medians, the server's CPU time per DATA block (a
 forking server's children sampled while they live: ``_TreeCpu``), how long bootstrapd's event loop waited for a CPU
 in the firmware storm, and bootstrapd's peak RSS. bootstrapd runs its ``[tftp]`` defaults except the settings in
 ``OVERRIDES`` (printed, and named in the README with the reason).
 
-Sub-commands ``storm``, ``firmware``, ``probe`` and ``stranger`` are the clients (tests/bench/tftpclient.py) run inside
-the phone namespace by this benchmark and by ``tests/lab/test_tftp.py``.
+Sub-commands ``storm``, ``firmware``, ``probe``, ``stranger`` and ``client-error`` are the clients
+(tests/bench/tftpclient.py) run inside the phone namespace by this benchmark and by ``tests/lab/test_tftp.py``.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import rounds
-from tests.bench.tftpclient import PHONE_TIMEOUT, PHONE_TRIES, firmware, probe, rrq, storm, stranger_error
+from tests.bench.tftpclient import PHONE_TIMEOUT, PHONE_TRIES, client_error, firmware, probe, rrq, storm, stranger_error
 
 __all__ = ["rrq"]  # the lab tests build raw requests with it
 
@@ -56,7 +62,9 @@ NAT_ADDRESS = "10.88.250.1"  # the one source address of the phones behind a NAT
 SERVER = "10.77.0.1"
 CLIENTS = "10.88.0.0/16"
 REPEAT = 3
-PHASES = ("storm", "nat", "firmware", "lockstep", "windowed")
+PHASES = ("storm", "nat", "firmware", "lockstep", "lockstep-same", "lockstep-split", "windowed")
+SINGLE = ("lockstep", "windowed")  # the 50 MB phases; a -same / -split suffix pins server and client (above)
+PLACEMENTS = {"same": ("0", "0"), "split": ("0", "1")}  # (server CPU, client CPU)
 
 # What the benchmark changes in bootstrapd's [tftp] defaults, per phase, and why (the README repeats it).
 OVERRIDES: dict[str, dict[str, int | float]] = {
@@ -81,25 +89,33 @@ def make_files(root: Path, seed: int = 77) -> dict[str, str]:
     return digests
 
 
-def _atftp(phone: Any, host: str, name: str, dest: Path, options: dict[str, str]) -> float:
+def _single(phase: str) -> tuple[str, str | None]:
+    """``lockstep-split`` -> ("lockstep", "split"); ``lockstep`` -> ("lockstep", None) (unpinned)."""
+    base, _, placement = phase.partition("-")
+    if base not in SINGLE or (placement and placement not in PLACEMENTS):
+        raise SystemExit(f"unknown phase {phase!r}")
+    return base, placement or None
+
+
+def _pin(pid: int, cpu: str) -> None:
+    """Pin every thread of ``pid`` and of its children (bootstrapd's transfer workers) to ``cpu``; children forked
+    later inherit it (tftpd-hpa's transfers)."""
+    for each in rounds.process_tree(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(each)], check=True, stdout=subprocess.DEVNULL)
+
+
+def _atftp(phone: Any, host: str, name: str, dest: Path, options: dict[str, str], cpu: str | None = None) -> float:
     argv = ["atftp", "--get", "-r", name, "-l", str(dest)]
     for key, value in options.items():
         argv += ["--option", f"{key} {value}"]
+    if cpu is not None:
+        argv = ["taskset", "-c", cpu, *argv]
     start = time.monotonic()
     result = phone.run([*argv, host], timeout=300)
     elapsed = time.monotonic() - start
     if result.returncode != 0:
         raise RuntimeError(f"atftp failed: {result.stderr}")
     return elapsed
-
-
-def _cpu_with_children(pid: int) -> float:
-    """utime + stime + cutime + cstime: tftpd-hpa forks a child per transfer, reaped (and so counted) at its end."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 class _TreeCpu:
@@ -148,9 +164,11 @@ class _Server:
         root = work / "root"
         self.app: Any = None
         self.log_tail = ""
-        if kind in ("bootstrapd", "bootstrapd-nojournal", "bootstrapd-nice"):
+        if kind in ("bootstrapd", "bootstrapd-nojournal", "bootstrapd-nice", "bootstrapd-loop"):
             state = work / f"state-{phase}"
             extra = "".join(f"{key} = {value}\n" for key, value in OVERRIDES.get(phase, {}).items())
+            if kind == "bootstrapd-loop":  # every transfer on the daemon's loop: no transfer workers
+                extra += "workers = 0\n"
             config = BASE_CONFIG.format(root=root, state=state) + "\n[tftp]\nenabled = true\n" + extra
             if kind == "bootstrapd-nojournal":  # the journal's cost: the same server with [journal] off
                 config += "\n[journal]\nenabled = false\n"
@@ -171,16 +189,17 @@ class _Server:
                                   f"--tftp-root={root}", "--interface=eth1", "--tftp-max=5000",
                                   "--conf-file=/dev/null", f"--pid-file={work / 'dnsmasq.pid'}"])
             ap.wait_udp_port(69)
-        self.cpu0 = _cpu_with_children(self.proc.pid)
         self.sched0 = _schedstat(self.proc.pid)
+        self.children0 = {p: _schedstat(p)[1] for p in rounds.process_tree(self.proc.pid)[1:]}
         self.tree = _TreeCpu(self.proc.pid)
-
-    def cpu(self) -> float:
-        return _cpu_with_children(self.proc.pid) - self.cpu0
 
     def waited(self) -> float:
         """Seconds the server's main thread (bootstrapd's event loop) was runnable but waiting for a CPU."""
         return _schedstat(self.proc.pid)[1] - self.sched0[1]
+
+    def children_waited(self) -> float:
+        """The same for the server's child processes (bootstrapd's transfer workers: their main threads), summed."""
+        return sum(_schedstat(p)[1] - self.children0.get(p, 0.0) for p in rounds.process_tree(self.proc.pid)[1:])
 
     def vmhwm_kb(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -229,22 +248,28 @@ def _phase(kind: str, phase: str, ap: Any, phone: Any, work: Path, digests: dict
                              timeout=450)
             result["blocks"] = result["ok"] * (FIRMWARE // BLKSIZE + 1)
         else:
-            options = {"blksize": str(BLKSIZE)} | ({"windowsize": "64"} if phase == "windowed" else {})
+            base, placement = _single(phase)
+            options = {"blksize": str(BLKSIZE)} | ({"windowsize": "64"} if base == "windowed" else {})
+            client_cpu = None
+            if placement is not None:
+                server_cpu, client_cpu = PLACEMENTS[placement]
+                _pin(server.proc.pid, server_cpu)
             dest = work / "big.out"
             try:
-                seconds = _atftp(phone, SERVER, "big.bin", dest, options)
+                seconds = _atftp(phone, SERVER, "big.bin", dest, options, client_cpu)
                 ok = hashlib.sha256(dest.read_bytes()).hexdigest() == digests["big.bin"]
                 result = {"seconds": seconds, "ok": ok, "blocks": BIG // BLKSIZE + 1}
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 result = {"seconds": float("nan"), "ok": False, "error": str(exc)[-300:], "blocks": 0}
             finally:
                 dest.unlink(missing_ok=True)
-        # tftpd-hpa ignores SIGCHLD, so the kernel keeps no CPU time of its forked children: sampled while they live.
-        tree = server.tree.total()
-        result["cpu_s"] = server.cpu() if kind != "tftpd-hpa" else tree
+        # tftpd-hpa ignores SIGCHLD, so the kernel keeps no CPU time of its forked children, and bootstrapd's
+        # transfer workers are reaped only when it stops: every server's process tree is sampled while it lives.
+        result["cpu_s"] = server.tree.total()
         if kind.startswith("bootstrapd"):
             result["vmhwm_kb"] = server.vmhwm_kb()
             result["runq_s"] = server.waited()
+            result["workers_runq_s"] = server.children_waited()
     finally:
         server.stop()
         result["log"] = server.log_tail
@@ -323,13 +348,20 @@ def report(results: dict[str, dict[str, list[Any]]], clients: int, repeat: int) 
         lines += rounds.table("  bootstrapd's event loop: seconds runnable but waiting for a CPU (runqueue)", "s",
                               {k: [r["runq_s"] for r in v] for k, v in runs.items() if k.startswith("bootstrapd")},
                               digits=1, higher_is_better=False)
+        lines += rounds.table("  bootstrapd's transfer workers: the same, summed over the workers", "s",
+                              {k: [r.get("workers_runq_s", 0.0) for r in v] for k, v in runs.items()
+                               if k.startswith("bootstrapd")}, digits=1, higher_is_better=False)
         for kind, v in runs.items():
             failures += [f"  firmware {kind} round {i + 1}: {r['failed']} of {FIRMWARE_CLIENTS} failed: {r['errors']}"
                          for i, r in enumerate(v) if r["failed"]]
         lines.append("")
-    for phase, title in (("lockstep", f"50 MB lock-step (atftp, blksize {BLKSIZE})"),
-                         ("windowed", f"50 MB windowsize 64 (atftp, blksize {BLKSIZE}; tftpd-hpa and dnsmasq "
-                          "answer lock-step)")):
+    where = {"": "", "-same": ", server and client pinned to one CPU",
+             "-split": ", server and client pinned to different CPUs"}
+    singles = [(base + suffix, title + placed) for base, title in (
+        ("lockstep", f"50 MB lock-step (atftp, blksize {BLKSIZE}"),
+        ("windowed", f"50 MB windowsize 64 (atftp, blksize {BLKSIZE}; tftpd-hpa and dnsmasq answer lock-step"))
+        for suffix, placed in where.items()]
+    for phase, title in ((phase, f"{title})") for phase, title in singles):
         if phase not in results:
             continue
         runs = results[phase]
@@ -378,11 +410,17 @@ def main() -> None:
     st.add_argument("--host", required=True)
     st.add_argument("--port", type=int, default=69)
     st.add_argument("--file", required=True)
+    ce = sub.add_parser("client-error")
+    ce.add_argument("--host", required=True)
+    ce.add_argument("--port", type=int, default=69)
+    ce.add_argument("--file", required=True)
+    ce.add_argument("--length", type=int, required=True, help="bytes of the ERROR's message")
     b = sub.add_parser("bench")
     b.add_argument("--clients", type=int, default=STORM_CLIENTS)
     b.add_argument("--servers", default="bootstrapd,tftpd-hpa,dnsmasq",
                    help="bootstrapd-nojournal is bootstrapd with [journal] off (the journal's cost), bootstrapd-nice "
-                        "its event loop at nice -10 (the run queue's share)")
+                        "its event loop at nice -10 (the run queue's share), bootstrapd-loop with [tftp] workers = 0 "
+                        "(every transfer on its one event loop)")
     b.add_argument("--phases", default=",".join(PHASES))
     b.add_argument("--repeat", type=int, default=REPEAT)
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -400,6 +438,8 @@ def main() -> None:
         print(json.dumps(probe(args.host, args.port, json.loads(args.cases))))
     elif args.command == "stranger":
         print(json.dumps(stranger_error(args.host, args.port, args.file)))
+    elif args.command == "client-error":
+        print(json.dumps(client_error(args.host, args.port, args.file, args.length)))
     else:
         if os.geteuid() != 0:
             raise SystemExit("the benchmark needs root (network namespaces)")
@@ -407,6 +447,9 @@ def main() -> None:
         repeat = getattr(args, "repeat", REPEAT)
         servers = getattr(args, "servers", "bootstrapd,tftpd-hpa,dnsmasq").split(",")
         phases = getattr(args, "phases", ",".join(PHASES)).split(",")
+        for phase in phases:
+            if phase not in ("storm", "nat", "firmware"):
+                _single(phase)  # (exits on an unknown phase before any lab is built)
         for setting in getattr(args, "set", []):
             key, _, value = setting.partition("=")
             for phase in PHASES:

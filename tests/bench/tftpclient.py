@@ -274,6 +274,29 @@ def _describe(data: bytes, addr: tuple[Any, ...]) -> dict[str, Any]:
     return reply
 
 
+def client_error(host: str, port: int, name: str, length: int, wait: float = 2.5) -> dict[str, Any]:
+    """Start a lock-step download, take DATA 1, then answer it with an ERROR carrying a ``length``-byte message: the
+    transfer must end there. Returns DATA 1's length and whatever the transfer's port sent within ``wait`` seconds
+    after the ERROR (a transfer still running retransmits DATA 1 after its 1 s timeout)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        sock.sendto(rrq(name), (host, port))
+        data, peer = sock.recvfrom(70000)
+        first = _describe(data, peer)
+        sock.sendto(struct.pack("!HH", ERROR, 0) + b"x" * length + b"\0", peer)
+        after = []
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                reply, addr = sock.recvfrom(70000)
+            except TimeoutError:
+                break
+            after.append(_describe(reply, addr))
+        return {"first": first, "after": after}
+
+
 def stranger_error(host: str, port: int, name: str, blksize: int = 512) -> dict[str, Any]:
     """Start a lock-step transfer, let a second socket (a stranger) send ERROR and a bogus ACK to the transfer's
     port, acknowledge a block never sent, then finish the transfer: returns what the stranger got and the digest of

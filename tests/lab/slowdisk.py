@@ -2,6 +2,8 @@
 
     SLOWDISK_DIRS=/srv/root/slow:/srv/root/uploads SLOWDISK_LOCK=/tmp/lock python -m tests.lab.slowdisk run ...
 
+(``python -m tests.lab.slowdisk worker FD`` is a TFTP transfer worker of such a daemon, on the same slow disk.)
+
 Every ``os.read``/``os.pread``/``os.sendfile`` of a file and every ``os.fsync`` whose path (the descriptor's, from
 /proc) lies under one of ``SLOWDISK_DIRS`` first takes a shared ``flock`` on ``SLOWDISK_LOCK``: while the test holds
 that lock exclusively, the call blocks exactly as it would on a disk or network mount that stopped answering,
@@ -100,6 +102,14 @@ def main() -> int:
     os.preadv = preadv
     os.fsync = fsync
     os.sendfile = sendfile
+    from bootstrapd.tftp import workers
+
+    # The daemon's TFTP transfer workers run on the same slow disk: started through this module too.
+    workers.WORKER_ARGV = ["-m", "tests.lab.slowdisk", "worker"]
+    if sys.argv[1:2] == ["worker"]:
+        from bootstrapd.tftp.worker import main as worker
+
+        return worker(sys.argv[1:])
     from bootstrapd.cli import main as bootstrapd
 
     return bootstrapd()

@@ -235,6 +235,18 @@ def test_error_from_stranger_during_transfer(env: Env, host: str) -> None:
     env.healthy(host)
 
 
+@pytest.mark.parametrize("host", [V4, V6])
+@pytest.mark.parametrize("length", [5, 2000])
+def test_error_from_client_ends_download(env: Env, host: str, length: int) -> None:
+    # A download's socket reads short datagrams (an ACK, an ERROR cut after 475 bytes of message: adapter.py,
+    # READ_BUFSIZE): an ERROR with a 2,000-byte message still ends the transfer, which then sends nothing more
+    # (still running, it would retransmit DATA 1 after its 1 s timeout).
+    result = env.bench("client-error", "--host", host, "--file", "s4k.cfg", "--length", str(length))
+    assert (result["first"]["opcode"], result["first"]["number"], result["first"]["len"]) == (3, 1, 516)
+    assert result["after"] == []
+    env.healthy(host)
+
+
 def test_thousand_concurrent_transfers(env: Env) -> None:
     files = {"y000000000000.boot": env.sha("y000000000000.boot")}
     result = env.bench("storm", "--host", V4, "--clients", "1000", "--files", json.dumps(files), "--options",
