@@ -301,8 +301,8 @@ def main() -> int:
                         help="TFTP: downloads at once (the blocks split between them; at most max_per_client, 8)")
     parser.add_argument("--journal", choices=["on", "off", "live"], default="on",
                         help="the phone journal: on (the default), off, or live (without its storm mode)")
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                        help="the daemon's event loop (run --event-loop; asyncio's own is its default)")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop",
+                        help="the daemon's event loop (run --event-loop; uvloop, the daemon's default when installed)")
     args = parser.parse_args()
     slow = args.tool == "callgrind"
     dhcp = args.workload.startswith("dhcp")
