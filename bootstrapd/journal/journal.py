@@ -10,7 +10,10 @@ Three places, each doing as little as it can:
   timer only collects them (the sink's list, bounded by ``max_pending``), and they are folded and written once
   the storm passes, or once the oldest is ``MAX_LAG`` seconds old or ``max_pending`` wait, whichever comes first.
   Nothing is lost and the work is the same; it no longer competes with the replies for the CPU while the phones
-  wait for them (measured: ``tests.bench.dhcp4 --journal-ab``, README "The journal's and the capture's cost");
+  wait for them (measured: ``tests.bench.dhcp4 --journal-ab``, README "The journal's and the capture's cost").
+  Meanwhile the cyclic garbage collector is held (``collector.Hold``): the events held are most of what a storm
+  allocates, and every 50,000 of them a collection walked them all with the loop stopped; it runs once the storm's
+  events are folded (or its bound is hit);
 - the writer thread: one transaction of the journal store per batch, pruned to the configured bounds. A shared
   store that cannot be reached (PostgreSQL down) keeps the batches, up to ``max_pending`` steps, and they are
   written once it is back (tried again every 0.5 s, doubling to 10 s).
@@ -34,6 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bootstrapd.collector import Hold
 from bootstrapd.events import Events
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.stage import Phone, fold
@@ -76,6 +80,7 @@ class Journal:
         self._scheduled = False  # a slice of the backlog is scheduled
         self._storm = False  # events came faster than storm_events a second over the last interval: folding waits
         self._ticked = 0.0  # monotonic time of the last tick
+        self.collector = Hold()  # automatic garbage collection held from a storm's start until it is folded
         self.stage_counts: dict[str, int] = {}
         self.batches = 0
         self.written = 0
@@ -118,6 +123,7 @@ class Journal:
             self._timer = None
         self._backlog.extend(self._take())
         self._process(whole=True)
+        self.collector.release()
         self._queue.put(None)
 
     def join(self) -> None:
@@ -144,7 +150,13 @@ class Journal:
         now, last = time.monotonic(), self._ticked
         self._ticked = now
         rate = self.settings.storm_events
-        self._storm = rate > 0 and last > 0 and len(taken) > rate * (now - last) and not self._overdue()
+        storming = rate > 0 and last > 0 and len(taken) > rate * (now - last)
+        overdue = storming and self._overdue()
+        self._storm = storming and not overdue
+        if self._storm:
+            self.collector.hold()
+        elif overdue:
+            self.collector.release()  # a storm that lasts: folded while it lasts, and collected as usual
         if not self._scheduled and not self._storm:
             self._process()
         self._timer = self._loop.call_later(self.settings.flush_interval, self._tick)
@@ -161,13 +173,14 @@ class Journal:
         """Events -> steps and phones, SLICE at a time (each slice a loop callback), or all at once."""
         backlog = self._backlog
         count = len(backlog) if whole else min(SLICE, len(backlog))
-        head = backlog[:count]
+        self._fold_events(backlog[:count])
         del backlog[:count]
-        self._fold_events(head)
         # Each slice is handed over on its own: its documents' encoding is bounded too (a phone touched in two
         # slices is written twice in the same transaction; the later document wins).
         self._hand_over()
-        if backlog and not self._scheduled:
+        if not backlog:
+            self.collector.release()  # the storm's events are steps now: collect what is due, once
+        elif not self._scheduled:
             assert self._loop is not None
             self._scheduled = True
             self._loop.call_soon(self._next_slice)

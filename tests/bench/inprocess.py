@@ -15,8 +15,10 @@ counts and take the difference per exchange (README, "Where the time goes").
 - ``journal, writer``: those batches written to a journal SQLite file in a temporary folder (the writer thread's
   work, here on the calling thread);
 - ``storm`` (only with ``--only storm``): the core and the journal together as the daemon runs them during a storm
-  (the journal holding the events, the daemon's garbage-collector settings), then the catch-up: CPU per exchange
-  in each, and the wall time the cyclic garbage collector took over both.
+  (the journal holding the events, the daemon's garbage-collector settings and the journal's hold on automatic
+  collection; ``--no-hold``: without the hold, as before it), then the catch-up: CPU per exchange in each, and the
+  cyclic garbage collector's passes in each (how many, their wall time together and the longest: a pause of the
+  loop, during which the requests queue and after which their replies leave in a burst).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from bootstrapd import collector
 from bootstrapd.clock import Now
 from bootstrapd.config import loads
 from bootstrapd.dhcp4 import codec
@@ -111,8 +114,11 @@ def journal(count: int) -> tuple[float, float]:
     return loop / count, writer / count
 
 
-def storm(count: int) -> tuple[float, float, float]:
-    """CPU seconds per DORA during a storm and in its catch-up, and the garbage collector's seconds per DORA."""
+Pauses = list[tuple[int, float]]  # the collector's passes: (generation, wall seconds)
+
+
+def storm(count: int, hold: bool = True) -> tuple[float, float, Pauses, Pauses]:
+    """CPU seconds per DORA during a storm and in its catch-up, and the garbage collector's passes in each."""
     settings = loads(BOOTSTRAPD.replace("@ROOT@", "/nonexistent").replace("@STATE@", "/nonexistent"))
     server = Dhcp4Server(settings.dhcp4, IPv4Address(SERVER), IPv4Network("10.78.0.0/16"))
     events = Events()
@@ -124,18 +130,17 @@ def storm(count: int) -> tuple[float, float, float]:
                  _message(codec.REQUEST, (0x020000000000 + i).to_bytes(6, "big"), i,
                           {**PARAMS, codec.SERVER_ID: IPv4Address(SERVER).packed,
                            codec.REQUESTED_IP: (first + i).to_bytes(4, "big")})) for i in range(count)]
-    collecting = [0.0, 0.0]
+    passes: Pauses = []
+    began = [0.0]
 
-    def timed(phase: str, _info: dict[str, int]) -> None:
+    def timed(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            collecting[1] = time.perf_counter()
+            began[0] = time.perf_counter()
         else:
-            collecting[0] += time.perf_counter() - collecting[1]
+            passes.append((info["generation"], time.perf_counter() - began[0]))
 
-    gc.collect()
-    gc.freeze()  # as the daemon does once it is serving (daemon.py)
     thresholds = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 100)
+    collector.settle()  # as the daemon does once it is serving (daemon.py)
     gc.callbacks.append(timed)
     try:
         source = (RELAY, 67)
@@ -148,17 +153,26 @@ def storm(count: int) -> tuple[float, float, float]:
                 events.emit("dhcp4." + reply.event["type"].lower(), **reply.event)
             if i % 500 == 499:  # a tick every 1,000 events, all in the storm: collected, not folded
                 journal._backlog.extend(journal._take())
+                if hold:
+                    journal.collector.hold()  # as the tick does in a storm
         during = time.process_time() - started
+        in_storm, passes[:] = passes[:], []
         started = time.process_time()
         journal._backlog.extend(journal._take())
-        journal._process(whole=True)
+        journal._process(whole=True)  # the catch-up; at its end the hold is released (what is due collected)
         after = time.process_time() - started
     finally:
+        journal.collector.release()
         gc.callbacks.remove(timed)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
     assert sum(p.steps for p in journal._phones.values()) == 2 * count
-    return during / count, after / count, collecting[0] / count
+    return during / count, after / count, in_storm, passes
+
+
+def _passes(passes: Pauses) -> str:
+    longest = max((seconds for _, seconds in passes), default=0.0)
+    return f"{len(passes)} passes, {1e3 * sum(s for _, s in passes):.1f} ms, longest {1e3 * longest:.1f} ms"
 
 
 def main() -> int:
@@ -166,13 +180,17 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10_000, help="DORA exchanges per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
     parser.add_argument("--only", choices=["core", "journal", "storm"], help="measure one of them")
+    parser.add_argument("--no-hold", action="store_true",
+                        help="storm: without the journal's hold on automatic garbage collection (the A/B)")
     args = parser.parse_args()
     print(f"CPU per DORA exchange, best of {args.repeat} runs of {args.count:,}:")
     if args.only == "storm":
-        runs = [storm(args.count) for _ in range(args.repeat)]
+        runs = [storm(args.count, hold=not args.no_hold) for _ in range(args.repeat)]
         print(f"  storm (core, events, journal collecting): {1e6 * min(r[0] for r in runs):6.1f} us")
         print(f"  its catch-up (the journal folding):       {1e6 * min(r[1] for r in runs):6.1f} us")
-        print(f"  the garbage collector over both (wall):   {1e6 * min(r[2] for r in runs):6.1f} us")
+        for name, passes in (("storm", [r[2] for r in runs]), ("catch-up", [r[3] for r in runs])):
+            shown = "; ".join(_passes(p) for p in passes)
+            print(f"  the garbage collector in the {name + ':':9} {shown} (wall; each run)")
         return 0
     if args.only != "journal":
         core = min(dhcp4_core(args.count) for _ in range(args.repeat))

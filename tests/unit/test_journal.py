@@ -374,3 +374,67 @@ def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatc
         journal._timer.cancel()
 
     asyncio.run(main())
+
+
+def test_a_storm_holds_the_garbage_collector_until_its_events_are_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No automatic collection while a storm's events are held (each pass walked them all with the loop stopped);
+    on again, with what is due collected, once they are folded; a storm that outlasts MAX_LAG releases it too."""
+    import gc
+    import time
+
+    from bootstrapd.journal import journal as module
+
+    async def main() -> None:
+        events = Events()
+        journal = Journal(JournalSettings(flush_interval=60), None, events, LeaseOwners())  # type: ignore[arg-type]
+        journal.start(asyncio.get_running_loop())
+        clock = [100.0]
+        monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+        def tick(events_in_it: int) -> None:
+            for _ in range(events_in_it):
+                journal.sink(*ack())
+            clock[0] += 1.0
+            assert journal._timer is not None
+            journal._timer.cancel()
+            journal._tick()
+
+        async def folded() -> None:
+            for _ in range(100):
+                if not journal._backlog:
+                    return
+                await asyncio.sleep(0)
+
+        storm = int(journal.settings.storm_events) + 1
+        try:
+            tick(0)
+            assert gc.isenabled() and not journal.collector.held  # quiet: the collector as usual
+            tick(storm)
+            assert journal._storm and journal.collector.held and not gc.isenabled()
+            tick(storm)
+            assert not gc.isenabled()
+            tick(1)  # the storm passed: held while its events are folded, slice by slice ...
+            assert not journal._storm and journal._backlog and not gc.isenabled()
+            await folded()
+            assert not journal._backlog and gc.isenabled() and not journal.collector.held  # ... then on again
+            assert journal._phones[MAC].steps == 2 * storm + 1 and journal.collector.holds == 1
+            # The bound: a storm whose oldest event is older than MAX_LAG is folded while it lasts, collected too.
+            tick(storm)
+            assert not gc.isenabled()
+            journal._backlog[0] = (journal._backlog[0][0] - module.MAX_LAG - 1, *journal._backlog[0][1:])
+            tick(storm)
+            assert not journal._storm and gc.isenabled() and not journal.collector.held
+            await folded()
+            assert journal._phones[MAC].steps == 4 * storm + 1
+            # Shutting down in a storm: everything folded and the collector on again.
+            tick(storm)
+            assert not gc.isenabled()
+            journal.finish()
+            assert gc.isenabled() and not journal._backlog and journal._phones[MAC].steps == 5 * storm + 1
+        finally:
+            journal.collector.release()
+            gc.enable()
+            if journal._timer is not None:
+                journal._timer.cancel()
+
+    asyncio.run(main())
