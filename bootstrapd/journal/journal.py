@@ -1,7 +1,8 @@
 """The phone journal: a subscriber of the event stream that keeps one record per phone, written in batches.
 
 Three places, each doing as little as it can:
-- the sink (any service's hot path): appends ``(time, kind, fields)`` to a list and returns; O(1), no formatting;
+- the sink (any service's hot path): appends the event's time, kind and fields to a list and returns; O(1), no
+  formatting, and no object the cyclic garbage collector tracks (see ``STRIDE``);
 - a loop timer every ``flush_interval``: takes the list, ties each request to a phone (its own MAC, else the lease
   on its address: ``ctx.owners``, where the pools live, with the event's own time as ``now``), turns events into
   steps (``steps.py``), folds each phone's stage (``stage.py``) and serializes the documents, in slices of
@@ -10,10 +11,7 @@ Three places, each doing as little as it can:
   timer only collects them (the sink's list, bounded by ``max_pending``), and they are folded and written once
   the storm passes, or once the oldest is ``MAX_LAG`` seconds old or ``max_pending`` wait, whichever comes first.
   Nothing is lost and the work is the same; it no longer competes with the replies for the CPU while the phones
-  wait for them (measured: ``tests.bench.dhcp4 --journal-ab``, README "The journal's and the capture's cost").
-  Meanwhile the cyclic garbage collector is held (``collector.Hold``): the events held are most of what a storm
-  allocates, and every 50,000 of them a collection walked them all with the loop stopped; it runs once the storm's
-  events are folded (or its bound is hit);
+  wait for them (measured: ``tests.bench.dhcp4 --journal-ab``, README "The journal's and the capture's cost");
 - the writer thread: one transaction of the journal store per batch, pruned to the configured bounds. A shared
   store that cannot be reached (PostgreSQL down) keeps the batches, up to ``max_pending`` steps, and they are
   written once it is back (tried again every 0.5 s, doubling to 10 s).
@@ -37,7 +35,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bootstrapd.collector import Hold
 from bootstrapd.events import Events
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.stage import Phone, fold
@@ -54,7 +51,12 @@ SLICE = 128  # events processed per loop callback (folded, encoded and queued: a
 MAX_LAG = 10.0  # seconds the journal waits at most during a storm before it folds anyway
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between writes to a shared store that is down (doubling)
 
-_Event = tuple[float, str, dict[str, Any]]
+STRIDE = 3  # items per event in the sink's list and the backlog: time, kind, fields, time, kind, fields …
+# Flat, not a tuple per event: a tuple is the one object of an event the cyclic garbage collector tracks (the
+# services' fields are dicts of strings, numbers and tuples of those, which it does not), so the tuples a storm held
+# set off a collection every 50,000 events (the daemon's threshold, daemon.py), each walking every one of them with
+# the loop stopped: 20-70 ms in which requests queued, their replies then leaving in one burst (README "The
+# journal's and the capture's cost"). Held flat, a storm's events cost the collector nothing.
 
 
 class Journal:
@@ -65,7 +67,7 @@ class Journal:
         self.events = events
         self.owners = owners
         self.expected = expected
-        self._pending: list[_Event] = []
+        self._pending: list[Any] = []  # flat: STRIDE items per event
         # Batches to write, flush markers (set once everything queued before them is written), None to stop.
         self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -76,11 +78,10 @@ class Journal:
         self._dirty: dict[str, Phone] = {}
         self._steps: list[dict[str, Any]] = []
         self._touched: dict[str, int] = {}
-        self._backlog: list[_Event] = []  # taken from the sink, not yet folded
+        self._backlog: list[Any] = []  # taken from the sink, not yet folded (flat, as the sink's list)
         self._scheduled = False  # a slice of the backlog is scheduled
         self._storm = False  # events came faster than storm_events a second over the last interval: folding waits
         self._ticked = 0.0  # monotonic time of the last tick
-        self.collector = Hold()  # automatic garbage collection held from a storm's start until it is folded
         self.stage_counts: dict[str, int] = {}
         self.batches = 0
         self.written = 0
@@ -93,10 +94,10 @@ class Journal:
         if kind not in RECORDED:
             return
         pending = self._pending
-        if len(pending) >= self.settings.max_pending:
+        if len(pending) >= STRIDE * self.settings.max_pending:
             self.events.counters["journal.dropped"] += 1
             return
-        pending.append((time.time(), kind, fields))
+        pending += (time.time(), kind, fields)  # the tuple is freed at once: nothing tracked is held
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -123,7 +124,6 @@ class Journal:
             self._timer = None
         self._backlog.extend(self._take())
         self._process(whole=True)
-        self.collector.release()
         self._queue.put(None)
 
     def join(self) -> None:
@@ -150,37 +150,31 @@ class Journal:
         now, last = time.monotonic(), self._ticked
         self._ticked = now
         rate = self.settings.storm_events
-        storming = rate > 0 and last > 0 and len(taken) > rate * (now - last)
-        overdue = storming and self._overdue()
-        self._storm = storming and not overdue
-        if self._storm:
-            self.collector.hold()
-        elif overdue:
-            self.collector.release()  # a storm that lasts: folded while it lasts, and collected as usual
+        self._storm = rate > 0 and last > 0 and len(taken) > rate * (now - last) and not self._overdue()
         if not self._scheduled and not self._storm:
             self._process()
         self._timer = self._loop.call_later(self.settings.flush_interval, self._tick)
 
     def _overdue(self) -> bool:
         backlog = self._backlog
-        return bool(backlog) and (len(backlog) >= self.settings.max_pending or time.time() - backlog[0][0] > MAX_LAG)
+        return bool(backlog) and (len(backlog) >= STRIDE * self.settings.max_pending
+                                  or time.time() - backlog[0] > MAX_LAG)
 
-    def _take(self) -> list[_Event]:
+    def _take(self) -> list[Any]:
         batch, self._pending = self._pending, []
         return batch
 
     def _process(self, whole: bool = False) -> None:
         """Events -> steps and phones, SLICE at a time (each slice a loop callback), or all at once."""
         backlog = self._backlog
-        count = len(backlog) if whole else min(SLICE, len(backlog))
-        self._fold_events(backlog[:count])
+        count = len(backlog) if whole else min(STRIDE * SLICE, len(backlog))
+        head = backlog[:count]
         del backlog[:count]
+        self._fold_events(head)
         # Each slice is handed over on its own: its documents' encoding is bounded too (a phone touched in two
         # slices is written twice in the same transaction; the later document wins).
         self._hand_over()
-        if not backlog:
-            self.collector.release()  # the storm's events are steps now: collect what is due, once
-        elif not self._scheduled:
+        if backlog and not self._scheduled:
             assert self._loop is not None
             self._scheduled = True
             self._loop.call_soon(self._next_slice)
@@ -190,12 +184,13 @@ class Journal:
         if not self._storm:  # a storm began: the next quiet tick carries on
             self._process()
 
-    def _fold_events(self, batch: list[_Event]) -> None:
+    def _fold_events(self, batch: list[Any]) -> None:
         mac_for = self.owners.mac_for
         phones, dirty, steps, touched = self._phones, self._dirty, self._steps, self._touched
         counts = self.stage_counts
         unknown = 0
-        for when, kind, fields in batch:
+        items = iter(batch)
+        for when, kind, fields in zip(items, items, items, strict=True):  # STRIDE items each
             mac = phone_of(kind, fields)
             if mac is None:
                 address = address_of(kind, fields)

@@ -15,10 +15,11 @@ counts and take the difference per exchange (README, "Where the time goes").
 - ``journal, writer``: those batches written to a journal SQLite file in a temporary folder (the writer thread's
   work, here on the calling thread);
 - ``storm`` (only with ``--only storm``): the core and the journal together as the daemon runs them during a storm
-  (the journal holding the events, the daemon's garbage-collector settings and the journal's hold on automatic
-  collection; ``--no-hold``: without the hold, as before it), then the catch-up: CPU per exchange in each, and the
-  cyclic garbage collector's passes in each (how many, their wall time together and the longest: a pause of the
-  loop, during which the requests queue and after which their replies leave in a burst).
+  (the journal holding the events, the daemon's garbage-collector settings), then the catch-up: CPU per exchange
+  in each, and the cyclic garbage collector's passes in each (how many, their wall time together and the longest:
+  a pause of the loop, during which the requests queue and after which their replies leave in a burst).
+  ``--tuples``: a second sink also holds every event as a ``(time, kind, fields)`` tuple, as the journal's sink did
+  before it held them flat (journal.py, ``STRIDE``): that change's A/B.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from bootstrapd import collector
 from bootstrapd.clock import Now
 from bootstrapd.config import loads
 from bootstrapd.dhcp4 import codec
@@ -117,7 +117,7 @@ def journal(count: int) -> tuple[float, float]:
 Pauses = list[tuple[int, float]]  # the collector's passes: (generation, wall seconds)
 
 
-def storm(count: int, hold: bool = True) -> tuple[float, float, Pauses, Pauses]:
+def storm(count: int, tuples: bool = False) -> tuple[float, float, Pauses, Pauses]:
     """CPU seconds per DORA during a storm and in its catch-up, and the garbage collector's passes in each."""
     settings = loads(BOOTSTRAPD.replace("@ROOT@", "/nonexistent").replace("@STATE@", "/nonexistent"))
     server = Dhcp4Server(settings.dhcp4, IPv4Address(SERVER), IPv4Network("10.78.0.0/16"))
@@ -125,6 +125,9 @@ def storm(count: int, hold: bool = True) -> tuple[float, float, Pauses, Pauses]:
     limits = JournalSettings(max_pending=10 * count, max_phones=10 * count, max_steps=10 * count)
     journal = Journal(limits, None, events, LeaseOwners())  # type: ignore[arg-type]
     events.subscribe(journal.sink)
+    held: list[tuple[float, str, dict[str, Any]]] = []
+    if tuples:
+        events.subscribe(lambda kind, fields: held.append((time.time(), kind, fields)))
     first = int(IPv4Address(FIRST))
     messages = [(_message(codec.DISCOVER, (0x020000000000 + i).to_bytes(6, "big"), i, PARAMS),
                  _message(codec.REQUEST, (0x020000000000 + i).to_bytes(6, "big"), i,
@@ -139,8 +142,10 @@ def storm(count: int, hold: bool = True) -> tuple[float, float, Pauses, Pauses]:
         else:
             passes.append((info["generation"], time.perf_counter() - began[0]))
 
+    gc.collect()
+    gc.freeze()  # as the daemon does once it is serving (daemon.py)
     thresholds = gc.get_threshold()
-    collector.settle()  # as the daemon does once it is serving (daemon.py)
+    gc.set_threshold(50_000, 20, 100)
     gc.callbacks.append(timed)
     try:
         source = (RELAY, 67)
@@ -153,16 +158,14 @@ def storm(count: int, hold: bool = True) -> tuple[float, float, Pauses, Pauses]:
                 events.emit("dhcp4." + reply.event["type"].lower(), **reply.event)
             if i % 500 == 499:  # a tick every 1,000 events, all in the storm: collected, not folded
                 journal._backlog.extend(journal._take())
-                if hold:
-                    journal.collector.hold()  # as the tick does in a storm
         during = time.process_time() - started
         in_storm, passes[:] = passes[:], []
+        held.clear()
         started = time.process_time()
         journal._backlog.extend(journal._take())
-        journal._process(whole=True)  # the catch-up; at its end the hold is released (what is due collected)
+        journal._process(whole=True)
         after = time.process_time() - started
     finally:
-        journal.collector.release()
         gc.callbacks.remove(timed)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
@@ -180,12 +183,12 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10_000, help="DORA exchanges per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
     parser.add_argument("--only", choices=["core", "journal", "storm"], help="measure one of them")
-    parser.add_argument("--no-hold", action="store_true",
-                        help="storm: without the journal's hold on automatic garbage collection (the A/B)")
+    parser.add_argument("--tuples", action="store_true",
+                        help="storm: also hold each event as a tuple, as the journal did before (the A/B)")
     args = parser.parse_args()
     print(f"CPU per DORA exchange, best of {args.repeat} runs of {args.count:,}:")
     if args.only == "storm":
-        runs = [storm(args.count, hold=not args.no_hold) for _ in range(args.repeat)]
+        runs = [storm(args.count, tuples=args.tuples) for _ in range(args.repeat)]
         print(f"  storm (core, events, journal collecting): {1e6 * min(r[0] for r in runs):6.1f} us")
         print(f"  its catch-up (the journal folding):       {1e6 * min(r[1] for r in runs):6.1f} us")
         for name, passes in (("storm", [r[2] for r in runs]), ("catch-up", [r[3] for r in runs])):
