@@ -52,11 +52,12 @@ MAX_LAG = 10.0  # seconds the journal waits at most during a storm before it fol
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between writes to a shared store that is down (doubling)
 
 STRIDE = 3  # items per event in the sink's list and the backlog: time, kind, fields, time, kind, fields …
-# Flat, not a tuple per event: a tuple is the one object of an event the cyclic garbage collector tracks (the
-# services' fields are dicts of strings, numbers and tuples of those, which it does not), so the tuples a storm held
-# set off a collection every 50,000 events (the daemon's threshold, daemon.py), each walking every one of them with
-# the loop stopped: 20-70 ms in which requests queued, their replies then leaving in one burst (README "The
-# journal's and the capture's cost"). Held flat, a storm's events cost the collector nothing.
+# Flat, not a tuple per event: the tuple was the one object of a DHCPv4 event the cyclic garbage collector tracks
+# (the server's fields are a dict of strings and of option-code tuples it caches, which the collector stops tracking
+# once a pass has seen them; DHCPv6's hold lists, tracked either way), and the tuples a storm held doubled the
+# collector's passes during it: each pass walks up to 50,000 objects (the daemon's threshold, daemon.py) with the
+# loop stopped, 20-100 ms in which requests queue and after which their replies leave in one burst (README "The
+# journal's and the capture's cost"). Held flat, a storm's DHCPv4 events cost the collector nothing.
 
 
 class Journal:
