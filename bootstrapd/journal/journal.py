@@ -54,10 +54,11 @@ RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between writes to a shared store t
 STRIDE = 3  # items per event in the sink's list and the backlog: time, kind, fields, time, kind, fields …
 # Flat, not a tuple per event: the tuple was the one object of a DHCPv4 event the cyclic garbage collector tracks
 # (the server's fields are a dict of strings and of option-code tuples it caches, which the collector stops tracking
-# once a pass has seen them; DHCPv6's hold lists, tracked either way), and the tuples a storm held doubled the
-# collector's passes during it: each pass walks up to 50,000 objects (the daemon's threshold, daemon.py) with the
-# loop stopped, 20-100 ms in which requests queue and after which their replies leave in one burst (README "The
-# journal's and the capture's cost"). Held flat, a storm's DHCPv4 events cost the collector nothing.
+# once a pass has seen them; DHCPv6's likewise: dhcp6/adapter.py, reply_event), and the tuples a storm held doubled
+# the collector's passes during it: each pass walks up to 50,000 objects (the daemon's threshold, daemon.py) with
+# the loop stopped, 20-100 ms in which requests queue and after which their replies leave in one burst (README "The
+# journal's and the capture's cost"). Held flat, a storm's DHCP events cost the collector nothing. Keep the events'
+# fields so: a list or an object of a class in them makes the dict tracked (tests/unit/test_journal.py checks).
 
 
 class Journal:

@@ -410,3 +410,39 @@ def test_a_storms_dhcp4_events_are_held_with_nothing_the_garbage_collector_track
     assert len(held) == 6 * module.STRIDE and [held[i] for i in range(1, len(held), 3)] == ["dhcp4.offer",
                                                                                           "dhcp4.ack"] * 3
     assert not [item for item in held if gc.is_tracked(item)]
+
+
+def test_a_storms_dhcp6_events_are_held_with_nothing_the_garbage_collector_tracks() -> None:
+    """The same for DHCPv6: the reply event's fields are strings and shared tuples (dhcp6/adapter.py, reply_event),
+    and the journal folds them into the same steps as before."""
+    import gc
+
+    from bootstrapd.dhcp6 import codec as codec6
+    from bootstrapd.dhcp6.adapter import reply_event
+    from bootstrapd.journal import journal as module
+    from tests.unit import test_dhcp6_server as v6
+
+    events = Events()
+    journal = Journal(JournalSettings(), None, events, LeaseOwners())  # type: ignore[arg-type]
+    events.subscribe(journal.sink)
+    core = v6.server()
+
+    def exchange(n: int) -> str:  # as the adapter emits them, once each reply has left
+        duid = b"\x00\x03\x00\x01\x00\x15\x65\x01\x02" + bytes([n])
+        advertise, out = v6.handle(core, v6.msg(codec6.SOLICIT, duid, v6.ia(), v6.oro(59)))
+        events.emit("dhcp6.reply", **reply_event(out))
+        offered = str(v6.ias(advertise)[0].addresses[0].address)
+        _, out = v6.handle(core, v6.msg(codec6.REQUEST, duid, v6.ia(1, offered), v6.oro(59),
+                                        server_id=v6.SERVER_DUID))
+        events.emit("dhcp6.reply", **reply_event(out))
+        return offered
+
+    exchange(0)
+    gc.collect()  # what a running daemon's collections did long before the storm (the shared tuples untracked)
+    offered = [exchange(n) for n in range(1, 4)]
+    held = journal._pending[2 * module.STRIDE:]
+    assert [held[i] for i in range(1, len(held), 3)] == ["dhcp6.reply"] * 6
+    assert not [item for item in held if gc.is_tracked(item)]
+    assert held[2]["address"] == offered[0] and held[2]["type"] == "advertise" and "addresses" not in held[2]
+    step = step_of("dhcp6.reply", held[5], 1.0)
+    assert step is not None and step["kind"] == "reply" and step["address6"] == offered[0]
