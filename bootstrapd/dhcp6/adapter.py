@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from ipaddress import IPv6Network
+from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
 from bootstrapd.clock import Now
@@ -46,6 +46,10 @@ def _shared(value: tuple[Any, ...]) -> tuple[Any, ...]:
     return kept
 
 
+def _text(address: IPv6Address) -> str:
+    return socket.inet_ntop(socket.AF_INET6, address.packed)
+
+
 def reply_event(out: Outgoing) -> dict[str, Any]:
     """The ``dhcp6.reply`` event's fields: strings and shared tuples, so a dict the cyclic garbage collector does not
     track once its passes have seen the shared tuples. The journal holds a storm's events until the storm passes,
@@ -58,12 +62,12 @@ def reply_event(out: Outgoing) -> dict[str, Any]:
         "mac": format_mac(out.mac) if out.mac else None,
         "type": out.kind,
         "request": out.request,
-        "address": socket.inet_ntop(socket.AF_INET6, addresses[0].packed) if addresses else None,
+        "address": _text(addresses[0]) if addresses else None,
         "options": _shared(tuple(out.options)),
         "classes": _shared(out.classes),
     }
     if len(addresses) > 1:
-        fields["addresses"] = tuple(socket.inet_ntop(socket.AF_INET6, a.packed) for a in addresses)
+        fields["addresses"] = tuple(_text(a) for a in addresses)
     return fields
 
 
@@ -182,7 +186,7 @@ class Dhcp6Service:
         """A reply that never left, for the journal (a sent one is the dhcp6.reply event)."""
         self.ctx.events.emit("dhcp6.withheld", duid=out.duid.hex() if out.duid else None,
                              mac=format_mac(out.mac) if out.mac else None, type=out.kind, request=out.request,
-                             address=out.addresses[0] if out.addresses else None, reason=reason)
+                             address=_text(out.addresses[0]) if out.addresses else None, reason=reason)
 
 
 __all__ = ["Dhcp6Service", "make_duid", "server_duid"]
