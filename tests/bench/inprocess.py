@@ -1,6 +1,6 @@
 """CPU per DORA exchange of the DHCPv4 core and of the phone journal, measured in one process (a developer tool).
 
-    python -m tests.bench.inprocess [--count N] [--repeat R] [--only core|journal|storm]
+    python -m tests.bench.inprocess [--count N] [--repeat R] [--only core|journal|storm|journal6]
 
 No lab, no sockets, no other process: the figures are the Python work alone, so on a machine shared with other
 sessions they move far less than a benchmark's (the best of ``--repeat`` runs is printed; CPU time, not wall time).
@@ -19,7 +19,10 @@ counts and take the difference per exchange (README, "Where the time goes").
   in each, and the cyclic garbage collector's passes in each (how many, their wall time together and the longest:
   a pause of the loop, during which the requests queue and after which their replies leave in a burst).
   ``--tuples``: a second sink also holds every event as a ``(time, kind, fields)`` tuple, as the journal's sink did
-  before it held them flat (journal.py, ``STRIDE``): that change's A/B.
+  before it held them flat (journal.py, ``STRIDE``): that change's A/B;
+- ``journal6`` (only with ``--only journal6``): the journal folding the two ``dhcp6.reply`` events of each SARR
+  exchange, their address as text (as the adapter emits it: dhcp6/adapter.py, ``reply_event``) and as an
+  ``IPv6Address`` object (as it did before), alternating.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import argparse
 import gc
 import tempfile
 import time
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -178,15 +181,42 @@ def _passes(passes: Pauses) -> str:
     return f"{len(passes)} passes, {1e3 * sum(s for _, s in passes):.1f} ms, longest {1e3 * longest:.1f} ms"
 
 
+def journal6(count: int, as_text: bool) -> float:
+    """CPU seconds per SARR exchange of the journal folding its two events (the catch-up after a storm)."""
+    limits = JournalSettings(max_pending=10 * count, max_phones=10 * count, max_steps=10 * count)
+    journal = Journal(limits, None, Events(), LeaseOwners())  # type: ignore[arg-type]
+    first = int(IPv6Address("fd77::1:0"))
+    for i in range(count):
+        address = IPv6Address(first + i)
+        mac = (0x001565000000 + i).to_bytes(6, "big")
+        for kind, request in (("advertise", "SOLICIT"), ("reply", "REQUEST")):
+            journal.sink("dhcp6.reply", {"duid": (b"\x00\x03\x00\x01" + mac).hex(), "mac": mac.hex(":"),
+                                         "type": kind, "request": request,
+                                         "address": str(address) if as_text else address, "options": (23, 59),
+                                         "classes": ()})
+    journal._backlog.extend(journal._take())
+    started = time.process_time()
+    journal._process(whole=True)
+    return (time.process_time() - started) / count
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=10_000, help="DORA exchanges per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
-    parser.add_argument("--only", choices=["core", "journal", "storm"], help="measure one of them")
+    parser.add_argument("--only", choices=["core", "journal", "storm", "journal6"], help="measure one of them")
     parser.add_argument("--tuples", action="store_true",
                         help="storm: also hold each event as a tuple, as the journal did before (the A/B)")
     args = parser.parse_args()
     print(f"CPU per DORA exchange, best of {args.repeat} runs of {args.count:,}:")
+    if args.only == "journal6":
+        text, objects = [], []
+        for _ in range(args.repeat):
+            text.append(journal6(args.count, as_text=True))
+            objects.append(journal6(args.count, as_text=False))
+        print(f"  journal6, addresses as text:          {1e6 * min(text):6.1f} us per SARR exchange")
+        print(f"  journal6, addresses as IPv6Address:   {1e6 * min(objects):6.1f} us per SARR exchange")
+        return 0
     if args.only == "storm":
         runs = [storm(args.count, tuples=args.tuples) for _ in range(args.repeat)]
         print(f"  storm (core, events, journal collecting): {1e6 * min(r[0] for r in runs):6.1f} us")
