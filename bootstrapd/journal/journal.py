@@ -1,7 +1,8 @@
 """The phone journal: a subscriber of the event stream that keeps one record per phone, written in batches.
 
 Three places, each doing as little as it can:
-- the sink (any service's hot path): appends ``(time, kind, fields)`` to a list and returns; O(1), no formatting;
+- the sink (any service's hot path): appends the event's time, kind and fields to a list and returns; O(1), no
+  formatting, and no object the cyclic garbage collector tracks (see ``STRIDE``);
 - a loop timer every ``flush_interval``: takes the list, ties each request to a phone (its own MAC, else the lease
   on its address: ``ctx.owners``, where the pools live, with the event's own time as ``now``), turns events into
   steps (``steps.py``), folds each phone's stage (``stage.py``) and serializes the documents, in slices of
@@ -50,7 +51,14 @@ SLICE = 128  # events processed per loop callback (folded, encoded and queued: a
 MAX_LAG = 10.0  # seconds the journal waits at most during a storm before it folds anyway
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between writes to a shared store that is down (doubling)
 
-_Event = tuple[float, str, dict[str, Any]]
+STRIDE = 3  # items per event in the sink's list and the backlog: time, kind, fields, time, kind, fields …
+# Flat, not a tuple per event: the tuple was the one object of a DHCPv4 event the cyclic garbage collector tracks
+# (the server's fields are a dict of strings and of option-code tuples it caches, which the collector stops tracking
+# once a pass has seen them; DHCPv6's likewise: dhcp6/adapter.py, reply_event), and the tuples a storm held doubled
+# the collector's passes during it: each pass walks up to 50,000 objects (the daemon's threshold, daemon.py) with
+# the loop stopped, 20-100 ms in which requests queue and after which their replies leave in one burst (README "The
+# journal's and the capture's cost"). Held flat, a storm's DHCP events cost the collector nothing. Keep the events'
+# fields so: a list or an object of a class in them makes the dict tracked (tests/unit/test_journal.py checks).
 
 
 class Journal:
@@ -61,7 +69,7 @@ class Journal:
         self.events = events
         self.owners = owners
         self.expected = expected
-        self._pending: list[_Event] = []
+        self._pending: list[Any] = []  # flat: STRIDE items per event
         # Batches to write, flush markers (set once everything queued before them is written), None to stop.
         self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -72,7 +80,7 @@ class Journal:
         self._dirty: dict[str, Phone] = {}
         self._steps: list[dict[str, Any]] = []
         self._touched: dict[str, int] = {}
-        self._backlog: list[_Event] = []  # taken from the sink, not yet folded
+        self._backlog: list[Any] = []  # taken from the sink, not yet folded (flat, as the sink's list)
         self._scheduled = False  # a slice of the backlog is scheduled
         self._storm = False  # events came faster than storm_events a second over the last interval: folding waits
         self._ticked = 0.0  # monotonic time of the last tick
@@ -88,10 +96,10 @@ class Journal:
         if kind not in RECORDED:
             return
         pending = self._pending
-        if len(pending) >= self.settings.max_pending:
+        if len(pending) >= STRIDE * self.settings.max_pending:
             self.events.counters["journal.dropped"] += 1
             return
-        pending.append((time.time(), kind, fields))
+        pending += (time.time(), kind, fields)  # the tuple is freed at once: nothing tracked is held
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -151,16 +159,17 @@ class Journal:
 
     def _overdue(self) -> bool:
         backlog = self._backlog
-        return bool(backlog) and (len(backlog) >= self.settings.max_pending or time.time() - backlog[0][0] > MAX_LAG)
+        return bool(backlog) and (len(backlog) >= STRIDE * self.settings.max_pending
+                                  or time.time() - backlog[0] > MAX_LAG)
 
-    def _take(self) -> list[_Event]:
+    def _take(self) -> list[Any]:
         batch, self._pending = self._pending, []
         return batch
 
     def _process(self, whole: bool = False) -> None:
         """Events -> steps and phones, SLICE at a time (each slice a loop callback), or all at once."""
         backlog = self._backlog
-        count = len(backlog) if whole else min(SLICE, len(backlog))
+        count = len(backlog) if whole else min(STRIDE * SLICE, len(backlog))
         head = backlog[:count]
         del backlog[:count]
         self._fold_events(head)
@@ -177,12 +186,13 @@ class Journal:
         if not self._storm:  # a storm began: the next quiet tick carries on
             self._process()
 
-    def _fold_events(self, batch: list[_Event]) -> None:
+    def _fold_events(self, batch: list[Any]) -> None:
         mac_for = self.owners.mac_for
         phones, dirty, steps, touched = self._phones, self._dirty, self._steps, self._touched
         counts = self.stage_counts
         unknown = 0
-        for when, kind, fields in batch:
+        items = iter(batch)
+        for when, kind, fields in zip(items, items, items, strict=True):  # STRIDE items each
             mac = phone_of(kind, fields)
             if mac is None:
                 address = address_of(kind, fields)

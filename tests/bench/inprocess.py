@@ -1,6 +1,6 @@
 """CPU per DORA exchange of the DHCPv4 core and of the phone journal, measured in one process (a developer tool).
 
-    python -m tests.bench.inprocess [--count N] [--repeat R] [--only core|journal|storm]
+    python -m tests.bench.inprocess [--count N] [--repeat R] [--only core|journal|storm|journal6]
 
 No lab, no sockets, no other process: the figures are the Python work alone, so on a machine shared with other
 sessions they move far less than a benchmark's (the best of ``--repeat`` runs is printed; CPU time, not wall time).
@@ -16,7 +16,13 @@ counts and take the difference per exchange (README, "Where the time goes").
   work, here on the calling thread);
 - ``storm`` (only with ``--only storm``): the core and the journal together as the daemon runs them during a storm
   (the journal holding the events, the daemon's garbage-collector settings), then the catch-up: CPU per exchange
-  in each, and the wall time the cyclic garbage collector took over both.
+  in each, and the cyclic garbage collector's passes in each (how many, their wall time together and the longest:
+  a pause of the loop, during which the requests queue and after which their replies leave in a burst).
+  ``--tuples``: a second sink also holds every event as a ``(time, kind, fields)`` tuple, as the journal's sink did
+  before it held them flat (journal.py, ``STRIDE``): that change's A/B;
+- ``journal6`` (only with ``--only journal6``): the journal folding the two ``dhcp6.reply`` events of each SARR
+  exchange, their address as text (as the adapter emits it: dhcp6/adapter.py, ``reply_event``) and as an
+  ``IPv6Address`` object (as it did before), alternating.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import argparse
 import gc
 import tempfile
 import time
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -111,26 +117,33 @@ def journal(count: int) -> tuple[float, float]:
     return loop / count, writer / count
 
 
-def storm(count: int) -> tuple[float, float, float]:
-    """CPU seconds per DORA during a storm and in its catch-up, and the garbage collector's seconds per DORA."""
+Pauses = list[tuple[int, float]]  # the collector's passes: (generation, wall seconds)
+
+
+def storm(count: int, tuples: bool = False) -> tuple[float, float, Pauses, Pauses]:
+    """CPU seconds per DORA during a storm and in its catch-up, and the garbage collector's passes in each."""
     settings = loads(BOOTSTRAPD.replace("@ROOT@", "/nonexistent").replace("@STATE@", "/nonexistent"))
     server = Dhcp4Server(settings.dhcp4, IPv4Address(SERVER), IPv4Network("10.78.0.0/16"))
     events = Events()
     limits = JournalSettings(max_pending=10 * count, max_phones=10 * count, max_steps=10 * count)
     journal = Journal(limits, None, events, LeaseOwners())  # type: ignore[arg-type]
     events.subscribe(journal.sink)
+    held: list[tuple[float, str, dict[str, Any]]] = []
+    if tuples:
+        events.subscribe(lambda kind, fields: held.append((time.time(), kind, fields)))
     first = int(IPv4Address(FIRST))
     messages = [(_message(codec.DISCOVER, (0x020000000000 + i).to_bytes(6, "big"), i, PARAMS),
                  _message(codec.REQUEST, (0x020000000000 + i).to_bytes(6, "big"), i,
                           {**PARAMS, codec.SERVER_ID: IPv4Address(SERVER).packed,
                            codec.REQUESTED_IP: (first + i).to_bytes(4, "big")})) for i in range(count)]
-    collecting = [0.0, 0.0]
+    passes: Pauses = []
+    began = [0.0]
 
-    def timed(phase: str, _info: dict[str, int]) -> None:
+    def timed(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            collecting[1] = time.perf_counter()
+            began[0] = time.perf_counter()
         else:
-            collecting[0] += time.perf_counter() - collecting[1]
+            passes.append((info["generation"], time.perf_counter() - began[0]))
 
     gc.collect()
     gc.freeze()  # as the daemon does once it is serving (daemon.py)
@@ -149,6 +162,8 @@ def storm(count: int) -> tuple[float, float, float]:
             if i % 500 == 499:  # a tick every 1,000 events, all in the storm: collected, not folded
                 journal._backlog.extend(journal._take())
         during = time.process_time() - started
+        in_storm, passes[:] = passes[:], []
+        held.clear()
         started = time.process_time()
         journal._backlog.extend(journal._take())
         journal._process(whole=True)
@@ -158,21 +173,57 @@ def storm(count: int) -> tuple[float, float, float]:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
     assert sum(p.steps for p in journal._phones.values()) == 2 * count
-    return during / count, after / count, collecting[0] / count
+    return during / count, after / count, in_storm, passes
+
+
+def _passes(passes: Pauses) -> str:
+    longest = max((seconds for _, seconds in passes), default=0.0)
+    return f"{len(passes)} passes, {1e3 * sum(s for _, s in passes):.1f} ms, longest {1e3 * longest:.1f} ms"
+
+
+def journal6(count: int, as_text: bool) -> float:
+    """CPU seconds per SARR exchange of the journal folding its two events (the catch-up after a storm)."""
+    limits = JournalSettings(max_pending=10 * count, max_phones=10 * count, max_steps=10 * count)
+    journal = Journal(limits, None, Events(), LeaseOwners())  # type: ignore[arg-type]
+    first = int(IPv6Address("fd77::1:0"))
+    for i in range(count):
+        address = IPv6Address(first + i)
+        mac = (0x001565000000 + i).to_bytes(6, "big")
+        for kind, request in (("advertise", "SOLICIT"), ("reply", "REQUEST")):
+            journal.sink("dhcp6.reply", {"duid": (b"\x00\x03\x00\x01" + mac).hex(), "mac": mac.hex(":"),
+                                         "type": kind, "request": request,
+                                         "address": str(address) if as_text else address, "options": (23, 59),
+                                         "classes": ()})
+    journal._backlog.extend(journal._take())
+    started = time.process_time()
+    journal._process(whole=True)
+    return (time.process_time() - started) / count
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=10_000, help="DORA exchanges per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
-    parser.add_argument("--only", choices=["core", "journal", "storm"], help="measure one of them")
+    parser.add_argument("--only", choices=["core", "journal", "storm", "journal6"], help="measure one of them")
+    parser.add_argument("--tuples", action="store_true",
+                        help="storm: also hold each event as a tuple, as the journal did before (the A/B)")
     args = parser.parse_args()
     print(f"CPU per DORA exchange, best of {args.repeat} runs of {args.count:,}:")
+    if args.only == "journal6":
+        text, objects = [], []
+        for _ in range(args.repeat):
+            text.append(journal6(args.count, as_text=True))
+            objects.append(journal6(args.count, as_text=False))
+        print(f"  journal6, addresses as text:          {1e6 * min(text):6.1f} us per SARR exchange")
+        print(f"  journal6, addresses as IPv6Address:   {1e6 * min(objects):6.1f} us per SARR exchange")
+        return 0
     if args.only == "storm":
-        runs = [storm(args.count) for _ in range(args.repeat)]
+        runs = [storm(args.count, tuples=args.tuples) for _ in range(args.repeat)]
         print(f"  storm (core, events, journal collecting): {1e6 * min(r[0] for r in runs):6.1f} us")
         print(f"  its catch-up (the journal folding):       {1e6 * min(r[1] for r in runs):6.1f} us")
-        print(f"  the garbage collector over both (wall):   {1e6 * min(r[2] for r in runs):6.1f} us")
+        for name, passes in (("storm", [r[2] for r in runs]), ("catch-up", [r[3] for r in runs])):
+            shown = "; ".join(_passes(p) for p in passes)
+            print(f"  the garbage collector in the {name + ':':9} {shown} (wall; each run)")
         return 0
     if args.only != "journal":
         core = min(dhcp4_core(args.count) for _ in range(args.repeat))

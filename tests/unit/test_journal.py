@@ -346,9 +346,9 @@ def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatc
         tick(0)  # the first tick only starts the clock
         storm = int(journal.settings.storm_events) + 1
         tick(storm)
-        assert journal._storm and len(journal._backlog) == storm and journal._queue.empty()
+        assert journal._storm and len(journal._backlog) == storm * module.STRIDE and journal._queue.empty()
         tick(storm)
-        assert len(journal._backlog) == 2 * storm and journal._queue.empty()
+        assert len(journal._backlog) == 2 * storm * module.STRIDE and journal._queue.empty()
         tick(1)  # the storm passed: everything is folded (a slice now, the rest in the callbacks that follow)
         assert not journal._storm
         for _ in range(100):
@@ -359,7 +359,7 @@ def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatc
         assert journal._phones[MAC].steps == 2 * storm + 1
         # A storm that lasts: an event older than MAX_LAG is folded all the same.
         journal.sink(*ack())
-        journal._pending[0] = (journal._pending[0][0] - module.MAX_LAG - 1, *journal._pending[0][1:])
+        journal._pending[0] -= module.MAX_LAG + 1  # its time
         tick(storm)
         assert not journal._storm
         for _ in range(100):
@@ -374,3 +374,75 @@ def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatc
         journal._timer.cancel()
 
     asyncio.run(main())
+
+
+
+def test_a_storms_dhcp4_events_are_held_with_nothing_the_garbage_collector_tracks() -> None:
+    """The sink holds an event as its time, kind and fields, flat, and the DHCPv4 server's fields are a dict the
+    collector does not track: a storm's held events never set off a collection (each pass walked every tracked
+    object held, with the loop stopped: README "The journal's and the capture's cost")."""
+    import gc
+
+    from bootstrapd.dhcp4 import codec
+    from bootstrapd.journal import journal as module
+    from tests.unit.clock_helpers import at
+    from tests.unit.dhcp4_helpers import SERVER, make_server, message
+    from tests.unit.dhcp4_helpers import mac as hw
+
+    events = Events()
+    journal = Journal(JournalSettings(), None, events, LeaseOwners())  # type: ignore[arg-type]
+    events.subscribe(journal.sink)
+    server = make_server()
+    params = {codec.PARAM_LIST: bytes([1, 3, 6, 66, 160])}
+
+    def dora(n: int) -> None:  # as the adapter emits them (dhcp4/adapter.py)
+        for kind, extra in ((codec.DISCOVER, {}), (codec.REQUEST, {codec.SERVER_ID: SERVER.packed,
+                                                                   codec.REQUESTED_IP: bytes([10, 77, 0, 100 + n])})):
+            reply = server.handle(message(kind, hw(n), options={**params, **extra}), ("0.0.0.0", 68), at(1000.0))
+            assert reply is not None and reply.event
+            events.emit("dhcp4." + reply.event["type"].lower(), **reply.event)
+
+    dora(0)
+    gc.collect()  # what a running daemon's collections did long before the storm (the cached option codes untracked)
+    for n in range(1, 4):
+        dora(n)
+    held = journal._pending[2 * module.STRIDE:]
+    assert len(held) == 6 * module.STRIDE and [held[i] for i in range(1, len(held), 3)] == ["dhcp4.offer",
+                                                                                          "dhcp4.ack"] * 3
+    assert not [item for item in held if gc.is_tracked(item)]
+
+
+def test_a_storms_dhcp6_events_are_held_with_nothing_the_garbage_collector_tracks() -> None:
+    """The same for DHCPv6: the reply event's fields are strings and shared tuples (dhcp6/adapter.py, reply_event),
+    and the journal folds them into the same steps as before."""
+    import gc
+
+    from bootstrapd.dhcp6 import codec as codec6
+    from bootstrapd.dhcp6.adapter import reply_event
+    from bootstrapd.journal import journal as module
+    from tests.unit import test_dhcp6_server as v6
+
+    events = Events()
+    journal = Journal(JournalSettings(), None, events, LeaseOwners())  # type: ignore[arg-type]
+    events.subscribe(journal.sink)
+    core = v6.server()
+
+    def exchange(n: int) -> str:  # as the adapter emits them, once each reply has left
+        duid = b"\x00\x03\x00\x01\x00\x15\x65\x01\x02" + bytes([n])
+        advertise, out = v6.handle(core, v6.msg(codec6.SOLICIT, duid, v6.ia(), v6.oro(59)))
+        events.emit("dhcp6.reply", **reply_event(out))
+        offered = str(v6.ias(advertise)[0].addresses[0].address)
+        _, out = v6.handle(core, v6.msg(codec6.REQUEST, duid, v6.ia(1, offered), v6.oro(59),
+                                        server_id=v6.SERVER_DUID))
+        events.emit("dhcp6.reply", **reply_event(out))
+        return offered
+
+    exchange(0)
+    gc.collect()  # what a running daemon's collections did long before the storm (the shared tuples untracked)
+    offered = [exchange(n) for n in range(1, 4)]
+    held = journal._pending[2 * module.STRIDE:]
+    assert [held[i] for i in range(1, len(held), 3)] == ["dhcp6.reply"] * 6
+    assert not [item for item in held if gc.is_tracked(item)]
+    assert held[2]["address"] == offered[0] and held[2]["type"] == "advertise" and "addresses" not in held[2]
+    step = step_of("dhcp6.reply", held[5], 1.0)
+    assert step is not None and step["kind"] == "reply" and step["address6"] == offered[0]
