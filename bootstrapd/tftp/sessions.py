@@ -22,6 +22,7 @@ import asyncio
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -76,6 +77,15 @@ class Sessions:
         self.sessions: set[Session] = set()
         self._stalled: set[Session] = set()  # streamed transfers waiting for their file's next chunk
         self.gso_supported = hasattr(socket.socket, "sendmsg")
+        # Seconds to poll for the next ACK when this loop runs exactly one lock-step transfer (a transfer worker's,
+        # [tftp] spin_us; 0 on the daemon's loop, which has other work): see _spin. How often it did, and found
+        # nothing:
+        self.spin = 0.0
+        # Its own clock, read on every poll: uvloop's loop.time() stays put within one round of the loop. The same
+        # base as asyncio's (the transfer's deadline is compared to it).
+        self.spin_clock: Callable[[], float] = time.monotonic
+        self.spins = 0
+        self.spin_misses = 0
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -114,10 +124,16 @@ class Sessions:
             try:
                 data, addr = recvfrom(bufsize)
             except (BlockingIOError, InterruptedError):
-                if i:
-                    session.backoff = min(2 * session.backoff + 1, 16)
-                    session.skip = session.backoff
-                break
+                # The one lock-step transfer of a transfer worker polls a little for the ACK of what it just sent.
+                received = None
+                if i and self.spin and transfer.windowsize == 1 and len(self.sessions) == 1 and not self._stalled:
+                    received = self._spin(session)
+                if received is None:
+                    if i:
+                        session.backoff = min(2 * session.backoff + 1, 16)
+                        session.skip = session.backoff
+                    break
+                data, addr = received
             except OSError:
                 self._count("tftp.socket_error")  # e.g. ICMP port unreachable from an earlier send
                 continue
@@ -146,6 +162,28 @@ class Sessions:
             if transfer.completion is not None and transfer.done:  # (no property call while it runs)
                 break
         self._after(session)
+
+    def _spin(self, session: Session) -> tuple[bytes, Address] | None:
+        """Poll the socket of the one lock-step transfer of this loop for up to :attr:`spin` seconds after its DATA
+        went out (never past the transfer's deadline: a retransmission is never late for it): the datagram, or
+        None (nothing came: the caller backs off, so a slow client is not polled for again for a while)."""
+        recvfrom, bufsize, clock = session.sock.recvfrom, session.bufsize, self.spin_clock
+        start = clock()
+        until = start + self.spin
+        deadline = session.started.transfer.deadline
+        if deadline is not None and deadline < until:
+            until = deadline
+        self.spins += 1
+        while clock() < until:
+            try:
+                return recvfrom(bufsize)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                self._count("tftp.socket_error")
+                return None
+        self.spin_misses += 1
+        return None
 
     def _fire(self, session: Session) -> None:
         session.timer = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import array
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -38,13 +39,14 @@ from bootstrapd.tftp.transfer import Limits, Negotiated, ReadTransfer, Source
 MAX_MESSAGE = 1 << 16  # a hand-over: the client, a file name of at most 256 characters, options
 
 
-def hand_over_message(number: int, transfer: ReadTransfer, local: tuple[Any, ...], size: int) -> bytes:
+def hand_over_message(number: int, transfer: ReadTransfer, local: tuple[Any, ...], size: int,
+                      spin: float = 0.0) -> bytes:
     """What the daemon sends with the two descriptors; :func:`transfer_from` reads it back."""
     negotiated = transfer.negotiated
     limits = transfer.limits
     return json.dumps({
         "id": number, "client": list(transfer.client), "local": list(local), "file": transfer.filename,
-        "size": size,
+        "size": size, "spin": spin,
         "negotiated": {"accepted": negotiated.accepted, "blksize": negotiated.blksize,
                        "windowsize": negotiated.windowsize, "timeout": negotiated.timeout},
         "limits": {"blksize_max": limits.blksize_max, "windowsize_max": limits.windowsize_max,
@@ -120,6 +122,10 @@ class Worker:
         opened = Opened(path="", size=int(message["size"]), data=None, fd=fds[1])
         transfer = transfer_from(message, PrefetchReader(opened, self.work, self.sessions.wake), now)
         started = Started(transfer, transfer.start(now), large=True)
+        # Polling for an ACK only pays with a CPU of its own to poll on: pinned to one CPU, it would hold back the
+        # very client (or the daemon) whose answer it waits for. (Checked per transfer: the affinity can change.)
+        spin = float(message.get("spin", 0.0))
+        self.sessions.spin = spin if spin > 0 and len(os.sched_getaffinity(0)) > 1 else 0.0
         self.sessions.begin(sock, started, tuple(message["local"]), note=message["id"])
 
     def _ended(self, session: Session) -> None:
