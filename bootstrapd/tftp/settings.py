@@ -31,7 +31,7 @@ class TftpSettings:
     # A transfer worker with exactly one lock-step download polls its socket for up to this many microseconds after
     # each DATA before it sleeps (sessions.py, Sessions.spin): the ACK of a phone on the LAN is usually back sooner
     # than a sleep and a cross-CPU wake-up take. 0: never. Never on the daemon's own loop.
-    spin_us: int = 0
+    spin_us: int = 100
 
 
 def default_workers(cpus: int | None = None) -> int:
@@ -68,7 +68,7 @@ def load_tftp(table: Table) -> TftpSettings:
         cache_size=table.integer("cache_size", 64 << 20, min=0),
         max_uploads=table.integer("max_uploads", 16, min=1, max=100_000),
         workers=table.integer("workers", default_workers(), min=0, max=64),
-        spin_us=table.integer("spin_us", 0, min=0, max=1000),
+        spin_us=table.integer("spin_us", 100, min=0, max=1000),
     )
     for key, instead in MOVED.items():
         if table.has(key):

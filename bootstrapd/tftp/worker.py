@@ -22,7 +22,6 @@ from __future__ import annotations
 import array
 import asyncio
 import json
-import os
 import signal
 import socket
 import sys
@@ -122,10 +121,7 @@ class Worker:
         opened = Opened(path="", size=int(message["size"]), data=None, fd=fds[1])
         transfer = transfer_from(message, PrefetchReader(opened, self.work, self.sessions.wake), now)
         started = Started(transfer, transfer.start(now), large=True)
-        # Polling for an ACK only pays with a CPU of its own to poll on: pinned to one CPU, it would hold back the
-        # very client (or the daemon) whose answer it waits for. (Checked per transfer: the affinity can change.)
-        spin = float(message.get("spin", 0.0))
-        self.sessions.spin = spin if spin > 0 and len(os.sched_getaffinity(0)) > 1 else 0.0
+        self.sessions.spin = max(0.0, float(message.get("spin", 0.0)))
         self.sessions.begin(sock, started, tuple(message["local"]), note=message["id"])
 
     def _ended(self, session: Session) -> None:
