@@ -123,13 +123,14 @@ class Sessions:
         if session.skip:
             session.skip -= 1
             drain = 1
+        polled = False  # the last datagram read was answered with one DATA: its ACK may be polled for
         for i in range(drain):
             try:
                 data, addr = recvfrom(bufsize)
             except (BlockingIOError, InterruptedError):
                 # The one lock-step transfer of a transfer worker polls a little for the ACK of what it just sent.
                 received = None
-                if i and self.spin and transfer.windowsize == 1 and len(self.sessions) == 1 and not self._stalled:
+                if polled and self.spin and len(self.sessions) == 1 and not self._stalled:
                     if session.spin_skip:
                         session.spin_skip -= 1
                     else:
@@ -150,6 +151,7 @@ class Sessions:
                 # An IPv4 address needs no normalising: compare it as it came (the hot path, one ACK per window).
                 if addr == client or normal(addr) == client:
                     out = transfer.from_client(data, now)
+                    polled = len(out) == 1 and transfer.windowsize == 1
                     if len(out) == 1:  # lock-step: one DATA, sent here without a further call
                         try:
                             sock.sendto(out[0], client)

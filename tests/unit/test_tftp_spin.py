@@ -205,3 +205,27 @@ def test_the_spin_us_key() -> None:
     for bad in ("-1", "1001"):
         with pytest.raises(ConfigError, match="spin_us"):
             loads(base + f"spin_us = {bad}\n")
+
+
+class Slow(Mem):
+    """A streamed file whose second block is still being read from the disk."""
+
+    def read(self, n: int) -> bytes | None:  # type: ignore[override]
+        return super().read(n) if self.offset == 0 else None
+
+
+def test_a_transfer_waiting_for_its_file_does_not_poll(loop: asyncio.AbstractEventLoop) -> None:
+    sessions, _, _ = make(loop, 50e-6)
+    peer = Peer()
+    negotiated = negotiate({}, LIMITS, len(DATA))
+    transfer = ReadTransfer(peer.client.getsockname(), "f", Slow(DATA), LIMITS, negotiated, loop.time())
+    session = sessions.begin(peer.server, Started(transfer, transfer.start(loop.time()), large=True),
+                             peer.server.getsockname())
+    clock = Clock(loop.time(), 10e-6)
+    sessions.spin_clock = clock
+    assert peer.block() == 1
+    peer.ack(1)
+    sessions._readable(session)
+    assert transfer.stalled and sessions.spins == 0 and clock.readings == 0  # nothing sent: no ACK to poll for
+    sessions.close_all()
+    peer.close()
