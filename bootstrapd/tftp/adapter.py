@@ -107,7 +107,8 @@ class TftpService:
         if settings.workers > 0:
             # Once it listens (a start that fails leaves no worker behind). Until a worker is ready, this loop
             # runs what would have gone to it; the daemon is ready only after this.
-            self.workers = TransferWorkers(self._loop, settings.workers, self._finished_elsewhere)
+            self.workers = TransferWorkers(self._loop, settings.workers, self._finished_elsewhere,
+                                           spin=settings.spin_us / 1e6)
             await self.workers.start()
 
     @staticmethod

@@ -28,6 +28,10 @@ class TftpSettings:
     upload_max_size: int = 1 << 20  # not a key of [tftp]: provisioning.upload_max_size, copied here by config.py
     max_uploads: int = 16  # concurrent uploads (each held in memory up to upload_max_size until its last block)
     workers: int = 0  # processes running large downloads (bootstrapd/tftp/workers.py); 0: all on the daemon's loop
+    # A transfer worker with exactly one lock-step download polls its socket for up to this many microseconds after
+    # each DATA before it sleeps (sessions.py, Sessions.spin): the ACK of a phone on the LAN is usually back sooner
+    # than a sleep and a cross-CPU wake-up take. 0: never. Never on the daemon's own loop.
+    spin_us: int = 100
 
 
 def default_workers(cpus: int | None = None) -> int:
@@ -64,6 +68,7 @@ def load_tftp(table: Table) -> TftpSettings:
         cache_size=table.integer("cache_size", 64 << 20, min=0),
         max_uploads=table.integer("max_uploads", 16, min=1, max=100_000),
         workers=table.integer("workers", default_workers(), min=0, max=64),
+        spin_us=table.integer("spin_us", 100, min=0, max=1000),
     )
     for key, instead in MOVED.items():
         if table.has(key):

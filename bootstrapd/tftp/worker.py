@@ -38,13 +38,14 @@ from bootstrapd.tftp.transfer import Limits, Negotiated, ReadTransfer, Source
 MAX_MESSAGE = 1 << 16  # a hand-over: the client, a file name of at most 256 characters, options
 
 
-def hand_over_message(number: int, transfer: ReadTransfer, local: tuple[Any, ...], size: int) -> bytes:
+def hand_over_message(number: int, transfer: ReadTransfer, local: tuple[Any, ...], size: int,
+                      spin: float = 0.0) -> bytes:
     """What the daemon sends with the two descriptors; :func:`transfer_from` reads it back."""
     negotiated = transfer.negotiated
     limits = transfer.limits
     return json.dumps({
         "id": number, "client": list(transfer.client), "local": list(local), "file": transfer.filename,
-        "size": size,
+        "size": size, "spin": spin,
         "negotiated": {"accepted": negotiated.accepted, "blksize": negotiated.blksize,
                        "windowsize": negotiated.windowsize, "timeout": negotiated.timeout},
         "limits": {"blksize_max": limits.blksize_max, "windowsize_max": limits.windowsize_max,
@@ -120,6 +121,7 @@ class Worker:
         opened = Opened(path="", size=int(message["size"]), data=None, fd=fds[1])
         transfer = transfer_from(message, PrefetchReader(opened, self.work, self.sessions.wake), now)
         started = Started(transfer, transfer.start(now), large=True)
+        self.sessions.spin = max(0.0, float(message.get("spin", 0.0)))
         self.sessions.begin(sock, started, tuple(message["local"]), note=message["id"])
 
     def _ended(self, session: Session) -> None:

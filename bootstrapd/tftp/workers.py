@@ -49,9 +49,10 @@ Finished = Callable[[int, dict[str, Any]], None]
 
 
 class TransferWorkers:
-    def __init__(self, loop: asyncio.AbstractEventLoop, count: int, finished: Finished) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int, finished: Finished, spin: float = 0.0) -> None:
         self.loop = loop
         self.count = count
+        self.spin = spin  # seconds a worker alone with one lock-step transfer polls for its ACK ([tftp] spin_us)
         self._finished = finished
         self.workers: list[_Worker] = []
         self._number = 0
@@ -104,7 +105,7 @@ class TransferWorkers:
         worker = min(candidates, key=lambda w: len(w.transfers))
         self._number += 1
         number = self._number
-        message = hand_over_message(number, transfer, local, size)
+        message = hand_over_message(number, transfer, local, size, self.spin)
         try:
             socket.send_fds(worker.conn, [message], [sock.fileno(), fd])
         except OSError:
