@@ -377,6 +377,33 @@ def test_during_a_storm_the_journal_collects_and_folds_once_it_passes(monkeypatc
 
 
 
+def test_a_storm_under_way_at_the_first_tick_is_a_storm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A floor booting with the daemon: the first interval is timed from start, so its events wait too (they were
+    folded at once, in the middle of the storm, for want of a previous tick to compare with)."""
+    import time
+
+    from bootstrapd.journal import journal as module
+
+    async def main() -> None:
+        clock = [100.0]
+        monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+        events = Events()
+        journal = Journal(JournalSettings(flush_interval=60), None, events, LeaseOwners())  # type: ignore[arg-type]
+        journal.start(asyncio.get_running_loop())
+        storm = int(journal.settings.storm_events) + 1
+        for _ in range(storm):
+            journal.sink(*ack())
+        clock[0] += 1.0
+        assert journal._timer is not None
+        journal._timer.cancel()
+        journal._tick()
+        assert journal._storm and len(journal._backlog) == storm * module.STRIDE and journal._queue.empty()
+        assert journal._timer is not None
+        journal._timer.cancel()
+
+    asyncio.run(main())
+
+
 def test_a_storms_dhcp4_events_are_held_with_nothing_the_garbage_collector_tracks() -> None:
     """The sink holds an event as its time, kind and fields, flat, and the DHCPv4 server's fields are a dict the
     collector does not track: a storm's held events never set off a collection (each pass walked every tracked
