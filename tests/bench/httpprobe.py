@@ -13,7 +13,9 @@ bench-http (:class:`tests.bench.http.Server`, the same namespaces, files and wrk
   (``nstat``: ListenOverflows/ListenDrops when the accept queue overflows).
 
 A server with a full accept queue, no voluntary switches and a run-queue wait is CPU-bound and shares the CPUs
-with wrk (and the kernel's work for both sides); one with idle CPU and voluntary switches stalls.
+with wrk (and the kernel's work for both sides). Voluntary switches are sleeps: in ``epoll_wait`` (``perf record -e
+sched:sched_switch -g -t <tid>``), with connections accepted whose request wrk has not written yet, wrk itself is
+short of CPU; anywhere else (a futex: the GIL, a lock) the server stalls.
 """
 
 from __future__ import annotations
