@@ -169,6 +169,9 @@ def test_any_event_fields_make_a_step_or_nothing(fields: dict[str, Any], kind: s
 def test_normal_mac_and_clean() -> None:
     assert normal_mac("00-15-65-AA-BB-CC") == MAC == normal_mac(OWN) == normal_mac(bytes.fromhex(OWN))
     assert normal_mac("nonsense") is None and normal_mac(None) is None
+    # The twelve-digit spelling of a User-Agent takes the short way; the others the long one, to the same MAC.
+    assert normal_mac(" 001565AABBCC\n") == normal_mac("0015.65aa.bbcc") == normal_mac("001565aabbcc") == MAC
+    assert normal_mac("00156500000g") is None and normal_mac("0015650000") is None
     assert clean("a\x00b") == "a?b"
 
 
