@@ -82,14 +82,14 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 
 
 def run_bootstrapd(ap: Node, phone: Node, workdir: Path, rates: tuple[int, ...], period: int,
-                   extra: str = "", name: str = "bootstrapd") -> tuple[int, float]:
+                   extra: str = "", name: str = "bootstrapd", loop: str = "auto") -> tuple[int, float]:
     text = BASE_CONFIG.format(root=workdir / "root", state=workdir / "state") + f"""
 [dhcp6]
 enabled = true
 range = "{POOL_FIRST}-{POOL_LAST}"
 """ + extra
     app = Appliance(ap, workdir, text)
-    app.start()
+    app.start("--event-loop", loop)
     assert app.proc
     try:
         return sweep(name, phone, rates, period, app.proc.pid)
@@ -101,6 +101,13 @@ def run_bootstrapd_nojournal(ap: Node, phone: Node, workdir: Path, rates: tuple[
                              period: int) -> tuple[int, float]:
     """bootstrapd with [journal] off: the journal's cost (issue #12) is bootstrapd against this, same rounds."""
     return run_bootstrapd(ap, phone, workdir, rates, period, "[journal]\nenabled = false\n", "no-journal")
+
+
+def run_bootstrapd_nojournal_asyncio(ap: Node, phone: Node, workdir: Path, rates: tuple[int, ...],
+                                     period: int) -> tuple[int, float]:
+    """The same on asyncio's standard loop (the default is uvloop when installed): what the loop costs DHCPv6."""
+    return run_bootstrapd(ap, phone, workdir, rates, period, "[journal]\nenabled = false\n", "nj-asyncio",
+                          "asyncio")
 
 
 def run_kea(ap: Node, phone: Node, workdir: Path, rates: tuple[int, ...], period: int) -> tuple[int, float]:
@@ -150,6 +157,7 @@ Runner = Callable[[Node, Node, Path, tuple[int, ...], int], tuple[int, float]]
 SERVERS: dict[str, tuple[str, Runner]] = {
     "bootstrapd": ("", run_bootstrapd),
     "bootstrapd-nojournal": ("", run_bootstrapd_nojournal),
+    "bootstrapd-nojournal-asyncio": ("", run_bootstrapd_nojournal_asyncio),
     "kea-dhcp6": ("kea-dhcp6", run_kea),
     "dnsmasq": ("dnsmasq", run_dnsmasq),
 }
@@ -159,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default=",".join(map(str, RATES)), help="offered rates to try, ascending")
     parser.add_argument("--period", type=int, default=PERIOD, help="seconds per rate")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="which servers to measure")
+    parser.add_argument("--servers", default=",".join(n for n in SERVERS if not n.endswith("-asyncio")),
+                        help="which servers to measure (bootstrapd-nojournal-asyncio: on the standard loop)")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="rounds, servers interleaved")
     args = parser.parse_args(argv)
     rates = tuple(int(r) for r in args.rates.split(","))
