@@ -130,6 +130,8 @@ class TftpService:
         # the one they started with.
         self.server.configure(settings.tftp, self.files)
         raise_nofile(settings.tftp.max_transfers + 256)
+        if self.workers is not None:  # the workers stay; spin_us travels with each hand-over, so it applies at once
+            self.workers.spin = settings.tftp.spin_us / 1e6
 
     async def stop(self) -> None:
         self._stopping = True

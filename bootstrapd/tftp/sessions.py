@@ -81,13 +81,12 @@ class Sessions:
         self._stalled: set[Session] = set()  # streamed transfers waiting for their file's next chunk
         self.gso_supported = hasattr(socket.socket, "sendmsg")
         # Seconds to poll for the next ACK when this loop runs exactly one lock-step transfer (a transfer worker's,
-        # [tftp] spin_us; 0 on the daemon's loop, which has other work): see _spin. How often it did, and found
-        # nothing:
+        # [tftp] spin_us; 0 on the daemon's loop, which has other work): see _spin.
         self.spin = 0.0
         # Its own clock, read on every poll: uvloop's loop.time() stays put within one round of the loop. The same
         # base as asyncio's (the transfer's deadline is compared to it).
         self.spin_clock: Callable[[], float] = time.monotonic
-        self.spins = 0
+        self.spins = 0  # polls made, and those that found nothing (read by the tests)
         self.spin_misses = 0
 
     def __len__(self) -> int:
