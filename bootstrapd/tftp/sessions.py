@@ -187,6 +187,7 @@ class Sessions:
         if deadline is not None and deadline < until:
             until = deadline
         self.spins += 1
+        self._count("tftp.ack_polls")  # a worker's counters reach the daemon's (/metrics) with each transfer's end
         while clock() < until:
             try:
                 received = recvfrom(bufsize)
@@ -198,6 +199,7 @@ class Sessions:
             session.spin_backoff = 0
             return received
         self.spin_misses += 1
+        self._count("tftp.ack_poll_misses")
         session.spin_backoff = min(2 * session.spin_backoff + 1, 255)
         session.spin_skip = session.spin_backoff
         return None

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import http as bench
+from tests.bench import rounds
 
 _STAT_NAMES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
@@ -40,7 +41,8 @@ def threads(pids: list[int]) -> dict[str, tuple[int, ...]]:
     for pid in pids:
         for tid in os.listdir(f"/proc/{pid}/task"):
             try:
-                run, wait = (int(x) for x in Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[:2])
+                ran, waited = rounds.schedstat(pid, tid)
+                run, wait = int(ran * 1e9), int(waited * 1e9)
                 status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
             except OSError:
                 continue  # the thread ended

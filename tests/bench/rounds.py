@@ -101,6 +101,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def schedstat(pid: int, tid: int | str | None = None) -> tuple[float, float]:
+    """Seconds a process (its main thread) or one of its threads ran on a CPU and seconds it waited, runnable,
+    for one (``/proc/PID[/task/TID]/schedstat``); zeros once it is gone."""
+    path = f"/proc/{pid}/schedstat" if tid is None else f"/proc/{pid}/task/{tid}/schedstat"
+    try:
+        ran, waited = Path(path).read_text().split()[:2]
+    except (OSError, ValueError):
+        return (0.0, 0.0)
+    return (int(ran) / 1e9, int(waited) / 1e9)
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (``ip netns exec`` execs, so the server is usually ``pid`` itself)."""
     out = [pid]

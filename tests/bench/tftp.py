@@ -146,15 +146,6 @@ class _TreeCpu:
         return sum(cpu - self.base.get(p, 0.0) for p, cpu in self.seen.items())
 
 
-def _schedstat(pid: int) -> tuple[float, float]:
-    """Seconds the task ran on a CPU and seconds it waited, runnable, for one (/proc/PID/schedstat)."""
-    try:
-        ran, waited = Path(f"/proc/{pid}/schedstat").read_text().split()[:2]
-    except (FileNotFoundError, ValueError):
-        return (0.0, 0.0)
-    return (int(ran) / 1e9, int(waited) / 1e9)
-
-
 class _Server:
     """One server under test, started fresh for each phase (a storm's leftovers must not slow the next phase)."""
 
@@ -189,17 +180,17 @@ class _Server:
                                   f"--tftp-root={root}", "--interface=eth1", "--tftp-max=5000",
                                   "--conf-file=/dev/null", f"--pid-file={work / 'dnsmasq.pid'}"])
             ap.wait_udp_port(69)
-        self.sched0 = _schedstat(self.proc.pid)
-        self.children0 = {p: _schedstat(p)[1] for p in rounds.process_tree(self.proc.pid)[1:]}
+        self.sched0 = rounds.schedstat(self.proc.pid)
+        self.children0 = {p: rounds.schedstat(p)[1] for p in rounds.process_tree(self.proc.pid)[1:]}
         self.tree = _TreeCpu(self.proc.pid)
 
     def waited(self) -> float:
         """Seconds the server's main thread (bootstrapd's event loop) was runnable but waiting for a CPU."""
-        return _schedstat(self.proc.pid)[1] - self.sched0[1]
+        return rounds.schedstat(self.proc.pid)[1] - self.sched0[1]
 
     def children_waited(self) -> float:
         """The same for the server's child processes (bootstrapd's transfer workers: their main threads), summed."""
-        return sum(_schedstat(p)[1] - self.children0.get(p, 0.0) for p in rounds.process_tree(self.proc.pid)[1:])
+        return sum(rounds.schedstat(p)[1] - self.children0.get(p, 0.0) for p in rounds.process_tree(self.proc.pid)[1:])
 
     def vmhwm_kb(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()

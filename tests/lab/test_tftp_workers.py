@@ -41,12 +41,12 @@ class Env:
     workers: int
 
 
-def _start(lab: Lab, workdir: Path, workers: int) -> Env:
+def _start(lab: Lab, workdir: Path, workers: int, extra: str = "") -> Env:
     require_tools("curl", "atftp")
     ap = lab.add_appliance()
     phone = lab.add_phone(ipv4="10.77.0.10/24")
     app = Appliance(ap, workdir, BASE_CONFIG.format(root=workdir / "root", state=workdir / "state") +
-                    CONFIG.format(workers=workers))
+                    CONFIG.format(workers=workers) + extra)
     rng = random.Random(11)
     files = {"fw.bin": rng.randbytes(3_000_000), "fw2.bin": rng.randbytes(1_500_001), "a.cfg": b"x = 1\n" * 100}
     for name, data in files.items():
@@ -184,3 +184,29 @@ def test_a_killed_worker_loses_its_transfer_and_is_started_again(env2: Env) -> N
     assert counters.get("tftp.transfer", 0) == 2, counters
     # (the download after it went to a new worker if that one had said it was ready, else to the loop)
     assert counters.get("tftp.handed_over", 0) in (1, 2), counters
+
+
+
+@pytest.mark.parametrize(("before", "after"), [("", "spin_us = 0\n"), ("spin_us = 0\n", "spin_us = 1000\n")],
+                         ids=["turned-off", "turned-on"])
+def test_a_reload_applies_spin_us_to_the_next_hand_over(lab: Lab, workdir: Path, before: str, after: str) -> None:
+    """The workers outlive a reload, so [tftp] spin_us travels with each hand-over: after a reload the one
+    lock-step download of a worker polls for its ACKs (``tftp.ack_polls``) exactly when the new value says so
+    (before the fix the workers kept the start-up value)."""
+    env = _start(lab, workdir, 1, before)
+    try:
+        config = env.app.config.read_text().replace(before, "")
+        env.app.write_config(config.replace("workers = 1\n", "workers = 1\n" + after))
+        env.app.reload()
+        env.app.wait_notify("READY=1")
+        _wait([_download(env, "fw.bin", "after.bin")])
+        _same(env, "fw.bin", "after.bin")
+        assert "configuration reloaded" in env.app.log(), env.app.log()[-2000:]
+    finally:
+        env.app.stop()
+    counters = _counters(env.app)
+    assert counters.get("tftp.handed_over", 0) == 1, counters
+    if after == "spin_us = 0\n":
+        assert counters.get("tftp.ack_polls", 0) == 0, counters
+    else:
+        assert counters.get("tftp.ack_polls", 0) >= 1, counters
