@@ -25,6 +25,7 @@ like any other (``keepalive_timeout``). It holds no admission meanwhile, only th
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import logging
@@ -90,9 +91,13 @@ class Acceptor:
             self.loop.add_reader(sock.fileno(), self._readable, sock)
 
     def _readable(self, listener: socket.socket) -> None:
+        # The C socket type, not socket.socket: the latter's accept() and close() are Python code (and look up the
+        # family and type as enums) on the path of every connection; a connection that needs a transport gets a
+        # socket.socket then (_adopt).
+        family, kind = int(listener.family), int(listener.type)
         for _ in range(BATCH):
             try:
-                sock, address = listener.accept()
+                fd, address = listener._accept()  # type: ignore[attr-defined]  # socket.accept() without its wrapper
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # the connection aborted before accept, or the process out of resources
@@ -102,10 +107,11 @@ class Acceptor:
                     self._pause()
                     return
                 continue
+            sock = _socket.socket(family, kind, 0, fd)  # owns fd from here; checks only that fd is a socket: it is
             host = str(address[0])
             self._serve(sock, host[7:] if host.startswith("::ffff:") else host)
 
-    def _serve(self, sock: socket.socket, host: str) -> None:
+    def _serve(self, sock: _socket.socket, host: str) -> None:
         fast = self.fast
         service = fast.service
         admission = service.admission
@@ -161,8 +167,9 @@ class Acceptor:
         # The socket's buffer did not take it all: the transport sends the rest (within send_timeout), then closes.
         self._adopt(sock, FastConnection(fast, host, rest=answer[sent:]))
 
-    def _adopt(self, sock: socket.socket, conn: FastConnection) -> None:
-        """A transport for ``sock`` with ``conn`` (admitted) as its protocol."""
+    def _adopt(self, accepted: _socket.socket, conn: FastConnection) -> None:
+        """A transport for ``accepted`` with ``conn`` (admitted) as its protocol."""
+        sock = socket.socket(accepted.family, accepted.type, 0, accepted.detach())
         task = self.loop.create_task(self._connect(sock, conn))
         self._adopting.add(task)
         task.add_done_callback(self._adopting.discard)
