@@ -22,8 +22,12 @@ Anything else is handed to aiohttp on the same connection, with the bytes read s
 PUT/POST, ranges, auth, routes, large or cold files, and every head this parser does not take (aiohttp then
 answers 400 to what is malformed, as before). HTTPS connections go to aiohttp from the start.
 
-Limits: the connection is admitted (:class:`bootstrapd.http.limits.Admission`) when it is made, exactly once
-whichever path answers it. Deadlines (the head within ``head_timeout`` of its first byte, ``keepalive_timeout``
+The plain-HTTP listeners are read by :mod:`bootstrapd.http.accept`, which answers with :meth:`FastServer.answer`
+a request complete at accept that asks to close, without a transport, and gives every other connection one with a
+:class:`FastConnection` fed what it read.
+
+Limits: the connection is admitted (:class:`bootstrapd.http.limits.Admission`) when it is accepted (or made, for a
+listener of ``loop.create_server``), exactly once whichever path answers it. Deadlines (the head within ``head_timeout`` of its first byte, ``keepalive_timeout``
 idle, ``send_timeout`` for an answer the client does not take) are checked by one periodic sweep over the fast
 connections (:class:`FastServer`), not by a timer per connection.
 """
