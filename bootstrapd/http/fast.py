@@ -27,9 +27,10 @@ a request complete at accept that asks to close, without a transport, and gives 
 :class:`FastConnection` fed what it read.
 
 Limits: the connection is admitted (:class:`bootstrapd.http.limits.Admission`) when it is accepted (or made, for a
-listener of ``loop.create_server``), exactly once whichever path answers it. Deadlines (the head within ``head_timeout`` of its first byte, ``keepalive_timeout``
-idle, ``send_timeout`` for an answer the client does not take) are checked by one periodic sweep over the fast
-connections (:class:`FastServer`), not by a timer per connection.
+listener of ``loop.create_server``), exactly once whichever path answers it. Deadlines (the head within
+``head_timeout`` of its first byte, ``keepalive_timeout`` idle, ``send_timeout`` for an answer the client does not
+take) are checked by one periodic sweep over the fast connections (:class:`FastServer`), not by a timer per
+connection.
 """
 
 from __future__ import annotations
