@@ -5,7 +5,11 @@ connection (PUT, Range, [[auth]]), a head that arrives in pieces, an oversized h
 from __future__ import annotations
 
 import base64
+import json
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -259,3 +263,28 @@ def test_admission_released_whatever_path(env: Env) -> None:
         _talk(env, seconds=0.0)  # connects, sends nothing, closes
     report = env.raw(env.phone, V4, 80, "hold", "16", b"GET /".hex())
     assert report["statuses"] == [None] * 16, report  # all 16 admitted: nothing left counted
+
+
+def test_stop_with_connections_open(env: Env) -> None:
+    # Connections in every state when the daemon stops: idle after a keep-alive answer (the fast path's), a head
+    # not complete yet, one handed to aiohttp (idle after a Range answer), one that sent nothing (accepted or still
+    # deferred by the kernel). The daemon exits cleanly and every client sees its connection end, long before its
+    # own 20 s.
+    chunks = [[_get("common.cfg", close=False)], [_get("common.cfg")[:10]],
+              [_get("common.cfg", "Range: bytes=0-1", close=False)], []]
+    clients = [env.phone.popen([sys.executable, "-m", "tests.lab.rawclient", V4, "80", "talk", "20",
+                                *(c.encode().hex() for c in chunk)], stdout=subprocess.PIPE, text=True)
+               for chunk in chunks]
+    try:
+        time.sleep(1.0)  # the clients start, connect and send (the silent one may still wait in the kernel's queue)
+        assert env.app.stop() == 0
+        for client in clients:
+            out, _ = client.communicate(timeout=15)
+            assert json.loads(out)["closed"], out
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        env.app.start()
+    env.healthy()
