@@ -20,7 +20,9 @@ the listening socket itself (``loop.add_reader``) and, for each connection it ac
 
 A client that connects and sends nothing is not accepted until the kernel's deferral ends (:data:`DEFER` seconds,
 about one SYN-ACK retransmission, whose ACK then queues the connection); from then on it is an idle connection
-like any other (``keepalive_timeout``). It holds no admission meanwhile, only the kernel's pending request.
+like any other (``keepalive_timeout``). It holds no admission meanwhile, only the kernel's pending request; and
+if the service stops meanwhile, closing the listener does not reset it (the kernel drops pending requests
+silently): the client learns it when it sends.
 """
 
 from __future__ import annotations

@@ -267,16 +267,16 @@ def test_admission_released_whatever_path(env: Env) -> None:
 
 def test_stop_with_connections_open(env: Env) -> None:
     # Connections in every state when the daemon stops: idle after a keep-alive answer (the fast path's), a head
-    # not complete yet, one handed to aiohttp (idle after a Range answer), one that sent nothing (accepted or still
-    # deferred by the kernel). The daemon exits cleanly and every client sees its connection end, long before its
-    # own 20 s.
+    # not complete yet, one handed to aiohttp (idle after a Range answer). The daemon exits cleanly and every client
+    # sees its connection end, long before its own 20 s. (A client that has sent nothing may still wait in the
+    # kernel's queue (TCP_DEFER_ACCEPT): closing the listener does not reset it; it learns it when it sends.)
     chunks = [[_get("common.cfg", close=False)], [_get("common.cfg")[:10]],
-              [_get("common.cfg", "Range: bytes=0-1", close=False)], []]
+              [_get("common.cfg", "Range: bytes=0-1", close=False)]]
     clients = [env.phone.popen([sys.executable, "-m", "tests.lab.rawclient", V4, "80", "talk", "20",
                                 *(c.encode().hex() for c in chunk)], stdout=subprocess.PIPE, text=True)
                for chunk in chunks]
     try:
-        time.sleep(1.0)  # the clients start, connect and send (the silent one may still wait in the kernel's queue)
+        time.sleep(1.0)  # the clients start, connect and send
         assert env.app.stop() == 0
         for client in clients:
             out, _ = client.communicate(timeout=15)
