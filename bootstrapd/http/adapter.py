@@ -6,9 +6,10 @@
   route (:mod:`bootstrapd.http.routes`: status page, API, metrics) or the tree (:mod:`bootstrapd.http.files`), then
   one ``http.request`` event: client, method, path, status, bytes, duration, user, and the phone's vendor, model,
   version and MAC when its User-Agent says them (:mod:`bootstrapd.http.event`).
-- On plain HTTP the common request (GET/HEAD of a small file in memory) is answered by the fast path
-  (:mod:`bootstrapd.http.fast`) without aiohttp's per-connection machinery; it hands every other connection to
-  aiohttp with what it read. HTTPS connections are aiohttp's from the start.
+- On plain HTTP the service accepts connections itself (:mod:`bootstrapd.http.accept`): the common request (GET/HEAD
+  of a small file in memory, not keep-alive) is answered at once by the fast path (:mod:`bootstrapd.http.fast`),
+  without a transport; other connections get one with the fast path's protocol, which hands what it does not
+  answer to aiohttp with what it read. HTTPS connections are aiohttp's from the start.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from bootstrapd.config import Settings
 from bootstrapd.credentials import CredentialError
+from bootstrapd.http.accept import Acceptor
 from bootstrapd.http.event import emit_request
 from bootstrapd.http.fast import SERVER, FastServer
 from bootstrapd.http.files import READ_METHODS, WRITE_METHODS, FileHandler, Outcome
@@ -63,6 +65,7 @@ class HttpService:
         self.servers: list[asyncio.Server] = []
         self.web: GuardedServer | None = None
         self.fast: FastServer | None = None
+        self.acceptor: Acceptor | None = None
         self.tls: ssl.SSLContext | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------------------
@@ -82,6 +85,7 @@ class HttpService:
                                  max_field_size=settings.max_header_size, access_log=None, handler_cancellation=True,
                                  tcp_keepalive=False)  # idle connections end by our own timers
         self.fast = FastServer(self, self.web)  # plain HTTP: the common request without aiohttp (fast.py)
+        self.acceptor = Acceptor(self.fast)
         iface = self.ctx.interface
         binds = interface_binds(iface)
         if not binds:
@@ -100,11 +104,13 @@ class HttpService:
                     errors.append(exc)
                     log.warning("http: cannot listen on [%s]:%d: %s", address, port, exc.strerror or exc)
                     continue
-                factory = self.web if context is not None else self.fast
-                server = await loop.create_server(factory, sock=sock, ssl=context, backlog=1024,
-                                                  ssl_handshake_timeout=settings.head_timeout if context else None)
+                if context is None:
+                    self.acceptor.listen(sock)  # plain HTTP: accepted and mostly answered without a transport
+                    continue
+                server = await loop.create_server(self.web, sock=sock, ssl=context, backlog=1024,
+                                                  ssl_handshake_timeout=settings.head_timeout)
                 self.servers.append(server)
-        if not self.servers:
+        if not self.servers and not self.acceptor.listeners:
             raise errors[0]
 
     def reload(self, settings: Settings) -> None:
@@ -126,6 +132,8 @@ class HttpService:
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
+        if self.acceptor is not None:
+            self.acceptor.close()
         if self.fast is not None:
             self.fast.close()
         if self.web is not None:

@@ -22,10 +22,15 @@ Anything else is handed to aiohttp on the same connection, with the bytes read s
 PUT/POST, ranges, auth, routes, large or cold files, and every head this parser does not take (aiohttp then
 answers 400 to what is malformed, as before). HTTPS connections go to aiohttp from the start.
 
-Limits: the connection is admitted (:class:`bootstrapd.http.limits.Admission`) when it is made, exactly once
-whichever path answers it. Deadlines (the head within ``head_timeout`` of its first byte, ``keepalive_timeout``
-idle, ``send_timeout`` for an answer the client does not take) are checked by one periodic sweep over the fast
-connections (:class:`FastServer`), not by a timer per connection.
+The plain-HTTP listeners are read by :mod:`bootstrapd.http.accept`, which answers with :meth:`FastServer.answer`
+a request complete at accept that asks to close, without a transport, and gives every other connection one with a
+:class:`FastConnection` fed what it read.
+
+Limits: the connection is admitted (:class:`bootstrapd.http.limits.Admission`) when it is accepted (or made, for a
+listener of ``loop.create_server``), exactly once whichever path answers it. Deadlines (the head within
+``head_timeout`` of its first byte, ``keepalive_timeout`` idle, ``send_timeout`` for an answer the client does not
+take) are checked by one periodic sweep over the fast connections (:class:`FastServer`), not by a timer per
+connection.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class FastServer:
         self._date_second = -1
         self._date = ""
         self._blocks: dict[tuple[str, str, float, bool, int], tuple[str, str]] = {}
+        self.closed = False
 
     def __call__(self) -> FastConnection:
         return FastConnection(self)
@@ -100,6 +106,7 @@ class FastServer:
 
     def close(self) -> None:
         """Close every connection still on the fast path (stopping); aiohttp's own are shut down by aiohttp."""
+        self.closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -219,10 +226,20 @@ _RATE_LIMITED = _block({"Retry-After": "1", "Content-Type": "text/plain; charset
 class FastConnection(asyncio.Protocol):
     """One plain-HTTP connection until it is closed or handed to aiohttp."""
 
-    def __init__(self, server: FastServer) -> None:
+    def __init__(self, server: FastServer, host: str | None = None, pending: bytes = b"", *,
+                 hand_over: bool = False, rest: bytes = b"") -> None:
+        """A connection of a listener's (``host`` None: admitted when made), or one the acceptor
+        (:mod:`bootstrapd.http.accept`) admitted for ``host`` and began: ``pending``, the bytes it read (to serve,
+        or with ``hand_over`` to give to aiohttp at once), or ``rest``, the part of its answer the socket did not
+        take (sent, then the connection closes)."""
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.host = ""
+        self.admitted = host is not None
+        self.host = host or ""
+        self.pending = pending
+        self.hand_over = hand_over
+        self.rest = rest
+        self.made = False
         self.buffer = b""
         self.deadline = 0.0  # loop time: the sweep acts on the connection from then on
         self.head_started: float | None = None  # loop time of the first byte of a head not complete yet
@@ -234,18 +251,33 @@ class FastConnection(asyncio.Protocol):
         self.idle_since = 0.0  # loop time of the last answer (keepalive_timeout)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made = True
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports: not subclasses, same methods
-        self.host = peer_host(transport)
         server = self.server
-        refused = server.service.admission.admit(self.host)
-        if refused is not None:
-            self.refused = True
-            self.transport.write(REFUSALS[refused])
-            self.transport.close()
-            return
+        if not self.admitted:
+            self.host = peer_host(transport)
+            refused = server.service.admission.admit(self.host)
+            if refused is not None:
+                self.refused = True
+                self.transport.write(REFUSALS[refused])
+                self.transport.close()
+                return
         self.idle_since = server.loop.time()
         self.deadline = self.idle_since + server.service.settings.keepalive_timeout
         server.track(self)
+        if self.rest:
+            self.transport.write(self.rest)
+            self.rest = b""
+            self.closing = True
+            self.transport.close()
+            self._watch_send()
+        elif self.hand_over:
+            self._hand_over(self.pending)
+        elif self.pending:
+            pending, self.pending = self.pending, b""
+            self.data_received(pending)
+        if server.closed and not self.handed:
+            self.close()  # made after the service began to stop
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.refused or self.handed:

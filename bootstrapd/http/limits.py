@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -54,25 +53,28 @@ class Admission:
         self.events = events
         self.settings = settings
         self.total = 0
-        self.per_client: Counter[str] = Counter()
+        # A plain dict, not a Counter: both are on the path of every connection, and Counter's deletion is Python.
+        self.per_client: dict[str, int] = {}
 
     def admit(self, host: str) -> int | None:
         """None when the connection may proceed (and is counted), else the status to refuse it with."""
-        if self.total >= self.settings.max_connections:
+        settings = self.settings
+        if self.total >= settings.max_connections:
             self.events.count("http.refused_busy")
             return 503
-        if self.per_client[host] >= self.settings.max_connections_per_client:
+        held = self.per_client.get(host, 0)
+        if held >= settings.max_connections_per_client:
             self.events.count("http.refused_client_connections")
             return 429
         self.total += 1
-        self.per_client[host] += 1
+        self.per_client[host] = held + 1
         return None
 
     def release(self, host: str) -> None:
         self.total -= 1
-        self.per_client[host] -= 1
-        if self.per_client[host] <= 0:
-            del self.per_client[host]
+        held = self.per_client.pop(host, 0) - 1
+        if held > 0:
+            self.per_client[host] = held
 
 
 class GuardedHandler(RequestHandler):

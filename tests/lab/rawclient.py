@@ -9,6 +9,10 @@
                                                                 closes or S seconds pass: every byte that came
     python -m tests.lab.rawclient HOST PORT stall HEX S [tls]   send a request, read nothing for S seconds, then
                                                                 read: how much came, and did the server close?
+    python -m tests.lab.rawclient HOST PORT fetch HEX B S       a receive buffer of B bytes (0: the default), the
+                                                                request, S seconds of not reading, then read: every
+                                                                byte, and did it end with a FIN or a reset?
+    python -m tests.lab.rawclient HOST PORT hold N [HEX]        as hold, each connection first sending HEX
 """
 
 from __future__ import annotations
@@ -92,11 +96,14 @@ def dribble(host: str, port: int, payload: bytes) -> dict[str, Any]:
             "answer": data[:100].decode("latin-1")}
 
 
-def hold(host: str, port: int, count: int) -> dict[str, Any]:
-    """Open ``count`` connections one after the other; what each has received (None: nothing, still open)."""
+def hold(host: str, port: int, count: int, prefix: bytes = b"") -> dict[str, Any]:
+    """Open ``count`` connections one after the other, each sending ``prefix`` (the start of a request: a server
+    that defers accepting until data comes takes it at once); what each has received (None: nothing, still open)."""
     socks = []
     for _ in range(count):
         socks.append(_connect(host, port))
+        if prefix:
+            socks[-1].sendall(prefix)
         time.sleep(0.02)
     time.sleep(0.5)
     statuses: list[Any] = []
@@ -197,6 +204,33 @@ def stall(host: str, port: int, payload: bytes, seconds: float, tls: bool) -> di
             "received": len(body)}
 
 
+def fetch(host: str, port: int, payload: bytes, rcvbuf: int, seconds: float) -> dict[str, Any]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(WAIT)
+    sock.connect((host, port))
+    sock.sendall(payload)
+    time.sleep(seconds)
+    data = b""
+    end = "timeout"
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            end = "reset"
+            break
+        if not chunk:
+            end = "fin"
+            break
+        data += chunk
+    sock.close()
+    return {"data": data.hex(), "end": end}
+
+
 def _ftp_reply(sock: socket.socket) -> str:
     data = b""
     sock.settimeout(10.0)
@@ -222,13 +256,15 @@ def main(argv: list[str]) -> None:
     elif mode == "dribble":
         report = dribble(host, port, bytes.fromhex(argv[3]))
     elif mode == "hold":
-        report = hold(host, port, int(argv[3]))
+        report = hold(host, port, int(argv[3]), bytes.fromhex(argv[4]) if len(argv) > 4 else b"")
     elif mode == "burst":
         report = burst(host, port, int(argv[3]), bytes.fromhex(argv[4]))
     elif mode == "talk":
         report = talk(host, port, float(argv[3]), [bytes.fromhex(a) for a in argv[4:]])
     elif mode == "ftp":
         report = ftp(host, port, argv[3:])
+    elif mode == "fetch":
+        report = fetch(host, port, bytes.fromhex(argv[3]), int(argv[4]), float(argv[5]))
     elif mode == "stall":
         report = stall(host, port, bytes.fromhex(argv[3]), float(argv[4]), argv[5:] == ["tls"])
     else:

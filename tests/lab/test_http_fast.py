@@ -5,7 +5,11 @@ connection (PUT, Range, [[auth]]), a head that arrives in pieces, an oversized h
 from __future__ import annotations
 
 import base64
+import json
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -212,3 +216,75 @@ def test_only_what_needs_aiohttp_is_handed_over(env: Env, loop: str) -> None:
 def _etag(env: Env) -> str:
     data, _ = _talk(env, _get("common.cfg", method="HEAD"))
     return _responses(data, ["HEAD"])[0][1]["etag"]
+
+
+def _fetch(env: Env, request: str, rcvbuf: int = 0, wait: float = 0.0) -> tuple[Response, str]:
+    report = env.raw(env.phone, V4, 80, "fetch", request.encode("latin-1").hex(), str(rcvbuf), str(wait))
+    (response,) = _responses(bytes.fromhex(report["data"]), [request.split()[0]])
+    return response, str(report["end"])
+
+
+def test_answered_at_accept_every_byte_then_fin(env: Env) -> None:
+    # A request that is complete when its connection is accepted and asks to close is answered there, without a
+    # transport (bootstrapd/http/accept.py): the client gets every byte and a FIN (everything it sent was read, so
+    # the close is no reset). A file larger than a fresh socket's send buffer, to a client that reads late: the
+    # socket takes part of the answer, a transport sends the rest, then the FIN.
+    big = bytes(range(256)) * 230  # 58,880 bytes: still answered from memory (under 64 KB)
+    (env.root / "big.cfg").write_bytes(big)
+    cases = [("common.cfg", 0, 0.0), ("big.cfg", 0, 0.0), ("big.cfg", 4096, 1.0)]
+    for name, rcvbuf, wait in cases:
+        (status, headers, body), end = _fetch(env, _get(name), rcvbuf, wait)
+        assert (status, end) == ("HTTP/1.1 200 OK", "fin") and headers["connection"] == "close", (name, rcvbuf)
+        assert body == (big if name == "big.cfg" else env.files[name]), name
+    for request in ("GET /common.cfg HTTP/1.0\r\n\r\n", _get("missing.cfg"), _get("common.cfg", method="HEAD")):
+        (status, _, body), end = _fetch(env, request)
+        assert end == "fin" and status.split()[1] in ("200", "404"), (request, status)
+
+
+def test_silent_client_is_closed(env: Env) -> None:
+    # A client that connects and sends nothing: the kernel passes the connection on after about a second
+    # (TCP_DEFER_ACCEPT), and the idle deadline (keepalive_timeout, 5 s in the lab) closes it, without an answer.
+    data, closed = _talk(env, seconds=15)
+    assert closed and data == b""
+    env.healthy()
+
+
+def test_admission_released_whatever_path(env: Env) -> None:
+    # More connections one after the other from one client than it may hold at once (16 in the lab), answered at
+    # accept, through a transport (keep-alive, hand-over to aiohttp, a head in two pieces), or ended by the client
+    # before its request: every one is released when it ends, so none is refused.
+    requests: list[tuple[str, ...]] = [(_get("common.cfg"),), (_get("common.cfg", close=False), _get("dir/sub.cfg")),
+                                       (_get("common.cfg", "Range: bytes=0-1"),), (_get("common.cfg")[:5],
+                                                                                   _get("common.cfg")[5:])]
+    for _ in range(6):
+        for chunks in requests:
+            data, closed = _talk(env, *chunks)
+            assert closed and data.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 206 ")), (chunks, data[:100])
+        _talk(env, seconds=0.0)  # connects, sends nothing, closes
+    report = env.raw(env.phone, V4, 80, "hold", "16", b"GET /".hex())
+    assert report["statuses"] == [None] * 16, report  # all 16 admitted: nothing left counted
+
+
+def test_stop_with_connections_open(env: Env) -> None:
+    # Connections in every state when the daemon stops: idle after a keep-alive answer (the fast path's), a head
+    # not complete yet, one handed to aiohttp (idle after a Range answer). The daemon exits cleanly and every client
+    # sees its connection end, long before its own 20 s. (A client that has sent nothing may still wait in the
+    # kernel's queue (TCP_DEFER_ACCEPT): closing the listener does not reset it; it learns it when it sends.)
+    chunks = [[_get("common.cfg", close=False)], [_get("common.cfg")[:10]],
+              [_get("common.cfg", "Range: bytes=0-1", close=False)]]
+    clients = [env.phone.popen([sys.executable, "-m", "tests.lab.rawclient", V4, "80", "talk", "20",
+                                *(c.encode().hex() for c in chunk)], stdout=subprocess.PIPE, text=True)
+               for chunk in chunks]
+    try:
+        time.sleep(1.0)  # the clients start, connect and send
+        assert env.app.stop() == 0
+        for client in clients:
+            out, _ = client.communicate(timeout=15)
+            assert json.loads(out)["closed"], out
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        env.app.start()
+    env.healthy()
