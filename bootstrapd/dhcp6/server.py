@@ -225,8 +225,8 @@ class Dhcp6Server:
             reply.options.append((codec.OPT_STATUS_CODE, StatusCode(codec.USE_MULTICAST, "use multicast").encode()))
             out.options = [c for c, _ in reply.options]
             return reply, out
-        ias = [IaNa.decode(v) for c, v in msg.options if c == codec.OPT_IA_NA]
-        others = [(c, v) for c, v in msg.options if c in (codec.OPT_IA_TA, codec.OPT_IA_PD)]
+        ias = msg.ia_na  # decoded once, by codec.parse
+        others = msg.ia_other
         # RFC 8415 13.1: only a link we have addresses for gets any; Confirm needs to know the link's prefixes.
         served = link is None or self._on_link(link)
         if not served:
@@ -265,7 +265,7 @@ class Dhcp6Server:
             return reply, out
         elif kind == codec.CONFIRM:
             addresses = [a.address for ia in ias for a in ia.addresses]
-            addresses += [a.address for c, v in others if c == codec.OPT_IA_TA for a in IaTa.decode(v).addresses]
+            addresses += [a.address for ta in others if isinstance(ta, IaTa) for a in ta.addresses]
             if not addresses or not served:
                 return None  # RFC 8415 18.3.3: nothing to confirm, or a link we cannot judge: no reply
             on_link = all(self._on_link(a) for a in addresses)
@@ -280,18 +280,17 @@ class Dhcp6Server:
         self._add_options(reply, msg, out, mac, config=True)
         return reply, out
 
-    def _unsupported_ias(self, reply: Message, others: list[Option], *, assigning: bool) -> None:
+    def _unsupported_ias(self, reply: Message, others: list[IaTa | IaPd], *, assigning: bool) -> None:
         """IA_TA and IA_PD: bootstrapd assigns no temporary addresses and delegates no prefixes. In an Advertise or
         Reply to Solicit/Request: NoAddrsAvail / NoPrefixAvail inside the IA (RFC 8415 18.3.1, 18.3.2; RFC 7550
         4.1); to Renew, Rebind, Release, Decline: NoBinding, as for any IA the server has no binding for."""
-        for code, value in others:
-            if code == codec.OPT_IA_TA:
-                ta = IaTa.decode(value)
+        for ia in others:
+            if isinstance(ia, IaTa):
                 status = StatusCode(codec.NO_ADDRS_AVAIL, "no temporary addresses") if assigning else \
                     StatusCode(codec.NO_BINDING, "no binding")
-                reply.options.append((codec.OPT_IA_TA, IaTa(ta.iaid, status=status).encode()))
+                reply.options.append((codec.OPT_IA_TA, IaTa(ia.iaid, status=status).encode()))
             else:
-                pd = IaPd.decode(value)
+                pd = ia
                 status = StatusCode(codec.NO_PREFIX_AVAIL, "no prefixes delegated") if assigning else \
                     StatusCode(codec.NO_BINDING, "no binding")
                 reply.options.append((codec.OPT_IA_PD, IaPd(pd.iaid, 0, 0, status).encode()))
@@ -402,8 +401,7 @@ class Dhcp6Server:
     # --- options ---------------------------------------------------------------------------------------------------
 
     def _classes(self, msg: Message, mac: bytes | None) -> tuple[str, ...]:
-        vendor_raw = msg.get(codec.OPT_VENDOR_CLASS)
-        vendor = codec.decode_vendor_class(vendor_raw) if vendor_raw is not None else None
+        vendor = msg.vendor_class  # decoded by codec.parse
         return tuple(m.name for m in self._matchers if m.matches(vendor, mac))
 
     def _configured(self, names: tuple[str, ...]) -> tuple[list[Option], str]:
@@ -441,9 +439,7 @@ class Dhcp6Server:
             out.classes = names
             options, url = self._configured(names)
             reply.options.extend(options)
-            oro_raw = msg.get(codec.OPT_ORO)
-            requested = codec.decode_oro(oro_raw) if oro_raw is not None else []
-            if url and (self.settings.force_bootfile_url or codec.OPT_BOOTFILE_URL in requested):
+            if url and (self.settings.force_bootfile_url or codec.OPT_BOOTFILE_URL in msg.oro):
                 reply.options.append((codec.OPT_BOOTFILE_URL, url.encode()))
         out.options = [c for c, _ in reply.options]
 
