@@ -105,6 +105,8 @@ class Message:
     ia_other: list[IaTa | IaPd] = field(default_factory=list, compare=False, repr=False)  # in wire order
     oro: list[int] = field(default_factory=list, compare=False, repr=False)
     vendor_class: tuple[int, list[bytes]] | None = field(default=None, compare=False, repr=False)
+    # Options already encoded, sent after ``options``: the server's per-configuration options, encoded once.
+    tail: bytes = field(default=b"", compare=False, repr=False)
 
     def get(self, code: int) -> bytes | None:
         return get_option(self.options, code)
@@ -112,7 +114,8 @@ class Message:
     def encode(self) -> bytes:
         if not 0 <= self.transaction_id < 1 << 24:
             raise ValueError("transaction id is 24 bits")
-        return bytes((self.msg_type,)) + self.transaction_id.to_bytes(3, "big") + encode_options(self.options)
+        return bytes((self.msg_type,)) + self.transaction_id.to_bytes(3, "big") + encode_options(self.options) + \
+            self.tail
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from typing import NamedTuple
 
 from bootstrapd.clock import Now
 from bootstrapd.dhcp6 import codec
@@ -57,6 +58,14 @@ class Outgoing:
     classes: tuple[str, ...] = ()
     exhausted: bool = False  # an IA got NoAddrsAvail
     unserved_link: IPv6Address | None = None  # relayed from a link bootstrapd has no addresses for
+
+
+class _Configured(NamedTuple):
+    """One class combination's options, as they follow a reply's own options on the wire."""
+
+    codes: tuple[int, ...]  # the option codes in ``encoded``, in order (for the dhcp6.reply event)
+    encoded: bytes
+    url: bytes  # the boot-file URL option (59) encoded, b"" when there is no URL
 
 
 def _key(duid: bytes, iaid: int) -> bytes:
@@ -116,7 +125,7 @@ class Dhcp6Server:
         # On-link prefixes for Confirm: the interface's, or else the /64 around the range.
         self.link_prefixes = tuple(link_prefixes) or (IPv6Network(f"{settings.range_start}/64", strict=False),)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-        self._option_cache: dict[tuple[str, ...], tuple[list[Option], str]] = {}
+        self._option_cache: dict[tuple[str, ...], _Configured] = {}
         self._matchers = [_Matcher(c) for c in settings.classes]
         self.t1, self.t2 = settings.renew_time, settings.rebind_time
         self._refresh = settings.information_refresh_time.to_bytes(4, "big")
@@ -308,13 +317,13 @@ class Dhcp6Server:
     def _on_link(self, address: IPv6Address) -> bool:
         return any(address in net for net in self.link_prefixes)
 
-    def _lease(self, key: bytes, address: int, state: str, expires: float) -> Lease6:
+    def _lease(self, key: bytes, address: int | IPv6Address, state: str, expires: float) -> Lease6:
         duid, iaid = _split_key(key)
-        return Lease6(IPv6Address(address), duid, iaid, expires, state,
-                      self._macs.get(duid) or codec.duid_mac(duid))
+        return Lease6(address if isinstance(address, IPv6Address) else IPv6Address(address), duid, iaid, expires,
+                      state, self._macs.get(duid) or codec.duid_mac(duid))
 
-    def _ia_with(self, iaid: int, address: int, preferred: int, valid: int) -> IaNa:
-        return IaNa(iaid, self.t1, self.t2, [IaAddress(IPv6Address(address), preferred, valid)])
+    def _ia_with(self, iaid: int, address: IPv6Address, preferred: int, valid: int) -> IaNa:
+        return IaNa(iaid, self.t1, self.t2, [IaAddress(address, preferred, valid)])
 
     def _assign(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, *, commit: bool) -> IaNa:
         key = _key(duid, ia.iaid)
@@ -335,18 +344,20 @@ class Dhcp6Server:
             out.exhausted = True
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
         settings = self.settings
+        # One address object for the reply, its lease and the event (immutable, so shared).
+        ip = IPv6Address(address)
         if commit:
             expires = now.wall + settings.valid_lifetime
             pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-            out.leases.append(self._lease(key, address, ACTIVE, expires))
+            out.leases.append(self._lease(key, ip, ACTIVE, expires))
         else:
             current = pool.holder(address)
             # An advertise must not shorten an active lease back to an offer.
             if not (current is not None and current.key == key and current.state == poolmod.ACTIVE
                     and current.expires > now.wall):
                 pool.bind(key, address, poolmod.OFFERED, now.mono + settings.offer_time, duid)
-        out.addresses.append(IPv6Address(address))
-        return self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
+        out.addresses.append(ip)
+        return self._ia_with(ia.iaid, ip, settings.preferred_lifetime, settings.valid_lifetime)
 
     def _extend(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, kind: int) -> IaNa:
         key = _key(duid, ia.iaid)
@@ -370,10 +381,11 @@ class Dhcp6Server:
                 return IaNa(ia.iaid, self.t1, self.t2, [IaAddress(a.address, 0, 0) for a in revoke])
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_BINDING, "no binding"))
         expires = now.wall + settings.valid_lifetime
+        ip = IPv6Address(address)
         pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-        out.leases.append(self._lease(key, address, ACTIVE, expires))
-        out.addresses.append(IPv6Address(address))
-        result = self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
+        out.leases.append(self._lease(key, ip, ACTIVE, expires))
+        out.addresses.append(ip)
+        result = self._ia_with(ia.iaid, ip, settings.preferred_lifetime, settings.valid_lifetime)
         for other in ia.addresses:
             if int(other.address) != address:
                 result.addresses.append(IaAddress(other.address, 0, 0))
@@ -404,8 +416,8 @@ class Dhcp6Server:
         vendor = msg.vendor_class  # decoded by codec.parse
         return tuple(m.name for m in self._matchers if m.matches(vendor, mac))
 
-    def _configured(self, names: tuple[str, ...]) -> tuple[list[Option], str]:
-        """Options every client of this class combination gets (cached), and its boot-file URL."""
+    def _configured(self, names: tuple[str, ...]) -> _Configured:
+        """Options every client of this class combination gets, and its boot-file URL: encoded once (cached)."""
         cached = self._option_cache.get(names)
         if cached is not None:
             return cached
@@ -428,7 +440,9 @@ class Dhcp6Server:
         for enterprise, subs in vendor.items():
             rendered = [(code, render(value, variables)) for code, value in subs]
             result.append((codec.OPT_VENDOR_OPTS, codec.encode_vendor_opts(enterprise, rendered)))
-        cached = (result, expand(url, variables))
+        expanded = expand(url, variables)
+        cached = _Configured(tuple(c for c, _ in result), codec.encode_options(result),
+                             codec.encode_options([(codec.OPT_BOOTFILE_URL, expanded.encode())]) if expanded else b"")
         if len(self._option_cache) < 4096:
             self._option_cache[names] = cached
         return cached
@@ -437,11 +451,17 @@ class Dhcp6Server:
         if config:
             names = self._classes(msg, mac)
             out.classes = names
-            options, url = self._configured(names)
-            reply.options.extend(options)
-            if url and (self.settings.force_bootfile_url or codec.OPT_BOOTFILE_URL in msg.oro):
-                reply.options.append((codec.OPT_BOOTFILE_URL, url.encode()))
-        out.options = [c for c, _ in reply.options]
+            configured = self._configured(names)
+            codes = [c for c, _ in reply.options]
+            codes += configured.codes
+            if configured.url and (self.settings.force_bootfile_url or codec.OPT_BOOTFILE_URL in msg.oro):
+                reply.tail = configured.encoded + configured.url
+                codes.append(codec.OPT_BOOTFILE_URL)
+            else:
+                reply.tail = configured.encoded
+            out.options = codes
+        else:
+            out.options = [c for c, _ in reply.options]
 
     # --- introspection ---------------------------------------------------------------------------------------------
 
