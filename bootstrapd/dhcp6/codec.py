@@ -261,9 +261,10 @@ class IaNa:
         if len(data) < _IA.size:
             raise Dhcp6Error("IA_NA option shorter than 12 bytes")
         iaid, t1, t2 = _IA.unpack_from(data)
-        ia = cls(iaid, t1, t2)
-        ia.addresses, ia.status, ia.options = _ia_contents(data, _IA.size)
-        return ia
+        if len(data) == _IA.size:  # a Solicit's IA: nothing inside
+            return cls(iaid, t1, t2)
+        addresses, status, options = _ia_contents(data, _IA.size)
+        return cls(iaid, t1, t2, addresses, status, options)
 
 
 def _encode_ia_contents(addresses: list[IaAddress], status: StatusCode | None, others: list[Option]) -> bytes:

@@ -60,6 +60,13 @@ class Outgoing:
     unserved_link: IPv6Address | None = None  # relayed from a link bootstrapd has no addresses for
 
 
+# Built once, not per message (a tuple of module attributes in the condition is built each time it is evaluated).
+_CLIENT_KINDS = frozenset((codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RENEW, codec.REBIND, codec.RELEASE,
+                           codec.DECLINE, codec.INFORMATION_REQUEST))
+_MULTICAST_ONLY = frozenset((codec.SOLICIT, codec.CONFIRM, codec.REBIND, codec.INFORMATION_REQUEST))
+_NO_SERVER_ID = frozenset((codec.SOLICIT, codec.REBIND, codec.CONFIRM))
+
+
 class _Configured(NamedTuple):
     """One class combination's options, as they follow a reply's own options on the wire."""
 
@@ -145,6 +152,14 @@ class Dhcp6Server:
         """``unicast``: the datagram was addressed to one of our unicast addresses rather than to ff02::1:2
         (RFC 8415 16); it matters only for a client's own messages, not for a relay's."""
         message = codec.parse(data)
+        if isinstance(message, Message):  # a client's own message, the usual case: no relay chain to walk
+            result = self._dispatch(message, now, None, source, unicast=unicast, link=None)
+            if result is None:
+                return None
+            reply, out = result
+            out.data = reply.encode()
+            out.destination = (source, CLIENT_PORT)
+            return out
         relays: list[RelayMessage] = []  # outermost first
         inner: Message | RelayMessage = message
         while isinstance(inner, RelayMessage):
@@ -152,26 +167,22 @@ class Dhcp6Server:
                 raise Dhcp6Error("relay-reply sent to a server")
             relays.append(inner)
             inner = inner.inner
-        link_mac = self._relay_mac(relays[-1]) if relays else None
+        link_mac = self._relay_mac(relays[-1])
         link = self._client_link(relays)
-        result = self._dispatch(inner, now, link_mac, source, unicast=unicast and not relays, link=link)
+        result = self._dispatch(inner, now, link_mac, source, unicast=False, link=link)
         if result is None:
             return None
         reply, out = result
-        if relays:
-            wrapped: Message | RelayMessage = reply
-            for relay in reversed(relays):
-                options: list[Option] = []
-                interface_id = relay.get(codec.OPT_INTERFACE_ID)
-                if interface_id is not None:
-                    options.append((codec.OPT_INTERFACE_ID, interface_id))
-                wrapped = RelayMessage(codec.RELAY_REPL, relay.hop_count, relay.link_address, relay.peer_address,
-                                       wrapped, options)
-            out.data = wrapped.encode()
-            out.destination = (source, SERVER_PORT)
-        else:
-            out.data = reply.encode()
-            out.destination = (source, CLIENT_PORT)
+        wrapped: Message | RelayMessage = reply
+        for relay in reversed(relays):
+            options: list[Option] = []
+            interface_id = relay.get(codec.OPT_INTERFACE_ID)
+            if interface_id is not None:
+                options.append((codec.OPT_INTERFACE_ID, interface_id))
+            wrapped = RelayMessage(codec.RELAY_REPL, relay.hop_count, relay.link_address, relay.peer_address,
+                                   wrapped, options)
+        out.data = wrapped.encode()
+        out.destination = (source, SERVER_PORT)
         return out
 
     @staticmethod
@@ -194,11 +205,10 @@ class Dhcp6Server:
     def _dispatch(self, msg: Message, now: Now, link_mac: bytes | None, source: str, *, unicast: bool,
                   link: IPv6Address | None) -> tuple[Message, Outgoing] | None:
         kind = msg.msg_type
-        if kind not in (codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RENEW, codec.REBIND, codec.RELEASE,
-                        codec.DECLINE, codec.INFORMATION_REQUEST):
+        if kind not in _CLIENT_KINDS:
             raise Dhcp6Error(f"{codec.MESSAGE_NAMES.get(kind, kind)} is not a client message")
         name = codec.MESSAGE_NAMES[kind]
-        if unicast and kind in (codec.SOLICIT, codec.CONFIRM, codec.REBIND, codec.INFORMATION_REQUEST):
+        if unicast and kind in _MULTICAST_ONLY:
             raise Dhcp6Error(f"{name} sent to a unicast address (RFC 8415 16: discarded)")
         client_id = msg.get(codec.OPT_CLIENTID)
         server_id = msg.get(codec.OPT_SERVERID)
@@ -208,7 +218,7 @@ class Dhcp6Server:
         else:
             if client_id is None:
                 raise Dhcp6Error(f"{name} without a client ID")
-            if kind in (codec.SOLICIT, codec.REBIND, codec.CONFIRM):
+            if kind in _NO_SERVER_ID:
                 if server_id is not None:
                     raise Dhcp6Error(f"{name} carrying a server ID")
             elif server_id != self.server_duid:
