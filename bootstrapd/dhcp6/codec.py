@@ -270,7 +270,8 @@ class IaNa:
 def _encode_ia_contents(addresses: list[IaAddress], status: StatusCode | None, others: list[Option]) -> bytes:
     if status is None and not others and len(addresses) == 1:  # the usual IA: one address, nothing else
         value = addresses[0].encode()
-        return _HEAD.pack(OPT_IAADDR, len(value)) + value
+        if len(value) <= 0xFFFF:  # (longer: encode_options below raises the ValueError)
+            return _HEAD.pack(OPT_IAADDR, len(value)) + value
     inner: list[Option] = [(OPT_IAADDR, a.encode()) for a in addresses]
     if status is not None:
         inner.append((OPT_STATUS_CODE, status.encode()))
