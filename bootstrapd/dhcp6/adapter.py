@@ -137,7 +137,9 @@ class Dhcp6Service:
             self.endpoint = None
 
     def _received(self, data: bytes, addr: Address, destination: bytes | None) -> None:
-        host = str(addr[0]).split("%", 1)[0]
+        host: str = addr[0]  # a "%scope" suffix, if the text has one, is dropped (the scope is addr[3])
+        if "%" in host:
+            host = host.split("%", 1)[0]
         # RFC 8415 16: sent to our unicast address rather than to ff02::1:2 (multicast addresses start with 0xff).
         unicast = destination is not None and destination[0] != 0xFF
         out = self.core.handle(data, host, Now(time.time(), time.monotonic()), unicast=unicast)

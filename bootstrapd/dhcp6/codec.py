@@ -92,11 +92,21 @@ _IAADDR = struct.Struct("!16sII")
 
 @dataclass(slots=True)
 class Message:
-    """A client/server message: type, 24-bit transaction id, options in order."""
+    """A client/server message: type, 24-bit transaction id, options in order.
+
+    :func:`parse` also keeps what it decoded to check the options (the IAs, the option request, the vendor class),
+    so the server reads each nested option list once; a message built by hand has them empty. They are not
+    compared: a parsed message equals the one it was encoded from."""
 
     msg_type: int
     transaction_id: int
     options: list[Option] = field(default_factory=list)
+    ia_na: list[IaNa] = field(default_factory=list, compare=False, repr=False)
+    ia_other: list[IaTa | IaPd] = field(default_factory=list, compare=False, repr=False)  # in wire order
+    oro: list[int] = field(default_factory=list, compare=False, repr=False)
+    vendor_class: tuple[int, list[bytes]] | None = field(default=None, compare=False, repr=False)
+    # Options already encoded, sent after ``options``: the server's per-configuration options, encoded once.
+    tail: bytes = field(default=b"", compare=False, repr=False)
 
     def get(self, code: int) -> bytes | None:
         return get_option(self.options, code)
@@ -104,7 +114,8 @@ class Message:
     def encode(self) -> bytes:
         if not 0 <= self.transaction_id < 1 << 24:
             raise ValueError("transaction id is 24 bits")
-        return bytes((self.msg_type,)) + self.transaction_id.to_bytes(3, "big") + encode_options(self.options)
+        return bytes((self.msg_type,)) + self.transaction_id.to_bytes(3, "big") + encode_options(self.options) + \
+            self.tail
 
 
 @dataclass(slots=True)
@@ -136,29 +147,35 @@ class RelayMessage:
 
 
 def parse_options(data: bytes, start: int = 0, end: int | None = None) -> list[Option]:
+    if type(data) is not bytes:
+        data = bytes(data)  # once, so that every value sliced out of it is bytes
     end = len(data) if end is None else end
     out: list[Option] = []
+    append = out.append
+    unpack_from = _HEAD.unpack_from
     pos = start
     while pos < end:
         if end - pos < 4:
             raise Dhcp6Error(f"truncated option header at byte {pos}")
-        code, length = _HEAD.unpack_from(data, pos)
+        code, length = unpack_from(data, pos)
         pos += 4
-        if pos + length > end:
+        stop = pos + length
+        if stop > end:
             raise Dhcp6Error(f"option {code} length {length} runs past the end")
-        out.append((code, bytes(data[pos:pos + length])))
-        pos += length
+        append((code, data[pos:stop]))
+        pos = stop
     return out
 
 
 def encode_options(options: list[Option]) -> bytes:
-    parts = []
-    for code, value in options:
-        if len(value) > 0xFFFF:
-            raise ValueError(f"option {code} is longer than 65535 bytes")
-        parts.append(_HEAD.pack(code, len(value)))
-        parts.append(value)
-    return b"".join(parts)
+    pack = _HEAD.pack
+    try:
+        return b"".join([pack(code, len(value)) + value for code, value in options])
+    except struct.error:  # a length (or a code) that does not fit its 16-bit field
+        for code, value in options:
+            if len(value) > 0xFFFF:
+                raise ValueError(f"option {code} is longer than 65535 bytes") from None
+        raise
 
 
 def get_option(options: list[Option], code: int) -> bytes | None:
@@ -215,14 +232,16 @@ class IaAddress:
     options: list[Option] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        return _IAADDR.pack(self.address.packed, self.preferred, self.valid) + encode_options(self.options)
+        head = _IAADDR.pack(self.address.packed, self.preferred, self.valid)
+        return head + encode_options(self.options) if self.options else head
 
     @classmethod
     def decode(cls, data: bytes) -> IaAddress:
         if len(data) < _IAADDR.size:
             raise Dhcp6Error("IAADDR option shorter than 24 bytes")
         packed, preferred, valid = _IAADDR.unpack_from(data)
-        return cls(IPv6Address(packed), preferred, valid, parse_options(data, _IAADDR.size))
+        return cls(IPv6Address(packed), preferred, valid,
+                   parse_options(data, _IAADDR.size) if len(data) > _IAADDR.size else [])
 
 
 @dataclass(slots=True)
@@ -242,12 +261,17 @@ class IaNa:
         if len(data) < _IA.size:
             raise Dhcp6Error("IA_NA option shorter than 12 bytes")
         iaid, t1, t2 = _IA.unpack_from(data)
-        ia = cls(iaid, t1, t2)
-        ia.addresses, ia.status, ia.options = _ia_contents(data, _IA.size)
-        return ia
+        if len(data) == _IA.size:  # a Solicit's IA: nothing inside
+            return cls(iaid, t1, t2)
+        addresses, status, options = _ia_contents(data, _IA.size)
+        return cls(iaid, t1, t2, addresses, status, options)
 
 
 def _encode_ia_contents(addresses: list[IaAddress], status: StatusCode | None, others: list[Option]) -> bytes:
+    if status is None and not others and len(addresses) == 1:  # the usual IA: one address, nothing else
+        value = addresses[0].encode()
+        if len(value) <= 0xFFFF:  # (longer: encode_options below raises the ValueError)
+            return _HEAD.pack(OPT_IAADDR, len(value)) + value
     inner: list[Option] = [(OPT_IAADDR, a.encode()) for a in addresses]
     if status is not None:
         inner.append((OPT_STATUS_CODE, status.encode()))
@@ -420,26 +444,33 @@ _CLIENT_TYPES = {SOLICIT, REQUEST, CONFIRM, RENEW, REBIND, RELEASE, DECLINE, INF
 _SERVER_TYPES = {ADVERTISE, REPLY, RECONFIGURE}
 
 
-def _check_options(msg_type: int, options: list[Option]) -> None:
-    """Structural checks of the options the server relies on; all raise Dhcp6Error."""
+def _check_options(message: Message) -> None:
+    """Structural checks of the options the server relies on; all raise Dhcp6Error. What they decode is kept in
+    ``message`` (its IAs, option request and vendor class: the first of each, as ``get`` finds)."""
+    msg_type, options = message.msg_type, message.options
+    ia_na, ia_other = message.ia_na, message.ia_other
     seen_ia = False
     ias = 0
+    oro: list[int] | None = None
+    vendor_class: tuple[int, list[bytes]] | None = None
     for code, value in options:
-        if code in (OPT_CLIENTID, OPT_SERVERID):
+        if code == OPT_CLIENTID or code == OPT_SERVERID:
             check_duid(value, "client ID" if code == OPT_CLIENTID else "server ID")
-        elif code in (OPT_IA_NA, OPT_IA_TA, OPT_IA_PD):
+        elif code == OPT_IA_NA or code == OPT_IA_TA or code == OPT_IA_PD:
             ias += 1
             if ias > MAX_IAS:
                 raise Dhcp6Error(f"more than {MAX_IAS} IA options")
             if code == OPT_IA_NA:
-                IaNa.decode(value)
+                ia_na.append(IaNa.decode(value))
             elif code == OPT_IA_TA:
-                IaTa.decode(value)
+                ia_other.append(IaTa.decode(value))
             else:
-                IaPd.decode(value)
+                ia_other.append(IaPd.decode(value))
             seen_ia = True
         elif code == OPT_ORO:
-            decode_oro(value)
+            decoded = decode_oro(value)
+            if oro is None:
+                oro = decoded
         elif code == OPT_ELAPSED_TIME and len(value) != 2:
             raise Dhcp6Error("elapsed time option must be 2 bytes")
         elif code == OPT_RAPID_COMMIT and value:
@@ -447,7 +478,9 @@ def _check_options(msg_type: int, options: list[Option]) -> None:
         elif code == OPT_USER_CLASS:
             decode_user_class(value)
         elif code == OPT_VENDOR_CLASS:
-            decode_vendor_class(value)
+            vendor = decode_vendor_class(value)
+            if vendor_class is None:
+                vendor_class = vendor
         elif code == OPT_VENDOR_OPTS:
             decode_vendor_opts(value)
         elif code == OPT_STATUS_CODE:
@@ -456,6 +489,8 @@ def _check_options(msg_type: int, options: list[Option]) -> None:
             raise Dhcp6Error("relay message option inside a client/server message")
     if msg_type == INFORMATION_REQUEST and seen_ia:
         raise Dhcp6Error("information-request carrying an IA")
+    message.oro = oro or []
+    message.vendor_class = vendor_class
 
 
 def parse(data: bytes) -> Message | RelayMessage:
@@ -487,6 +522,6 @@ def _parse(data: bytes, depth: int) -> Message | RelayMessage:
         raise Dhcp6Error(f"unknown message type {msg_type}")
     if len(data) < 4:
         raise Dhcp6Error("message shorter than 4 bytes")
-    options = parse_options(data, 4)
-    _check_options(msg_type, options)
-    return Message(msg_type, int.from_bytes(data[1:4], "big"), options)
+    message = Message(msg_type, int.from_bytes(data[1:4], "big"), parse_options(data, 4))
+    _check_options(message)
+    return message

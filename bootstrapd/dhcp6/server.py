@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from typing import NamedTuple
 
 from bootstrapd.clock import Now
 from bootstrapd.dhcp6 import codec
@@ -57,6 +58,21 @@ class Outgoing:
     classes: tuple[str, ...] = ()
     exhausted: bool = False  # an IA got NoAddrsAvail
     unserved_link: IPv6Address | None = None  # relayed from a link bootstrapd has no addresses for
+
+
+# Built once, not per message (a tuple of module attributes in the condition is built each time it is evaluated).
+_CLIENT_KINDS = frozenset((codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RENEW, codec.REBIND, codec.RELEASE,
+                           codec.DECLINE, codec.INFORMATION_REQUEST))
+_MULTICAST_ONLY = frozenset((codec.SOLICIT, codec.CONFIRM, codec.REBIND, codec.INFORMATION_REQUEST))
+_NO_SERVER_ID = frozenset((codec.SOLICIT, codec.REBIND, codec.CONFIRM))
+
+
+class _Configured(NamedTuple):
+    """One class combination's options, as they follow a reply's own options on the wire."""
+
+    codes: tuple[int, ...]  # the option codes in ``encoded``, in order (for the dhcp6.reply event)
+    encoded: bytes
+    url: bytes  # the boot-file URL option (59) encoded, b"" when there is no URL
 
 
 def _key(duid: bytes, iaid: int) -> bytes:
@@ -116,7 +132,7 @@ class Dhcp6Server:
         # On-link prefixes for Confirm: the interface's, or else the /64 around the range.
         self.link_prefixes = tuple(link_prefixes) or (IPv6Network(f"{settings.range_start}/64", strict=False),)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-        self._option_cache: dict[tuple[str, ...], tuple[list[Option], str]] = {}
+        self._option_cache: dict[tuple[str, ...], _Configured] = {}
         self._matchers = [_Matcher(c) for c in settings.classes]
         self.t1, self.t2 = settings.renew_time, settings.rebind_time
         self._refresh = settings.information_refresh_time.to_bytes(4, "big")
@@ -136,6 +152,14 @@ class Dhcp6Server:
         """``unicast``: the datagram was addressed to one of our unicast addresses rather than to ff02::1:2
         (RFC 8415 16); it matters only for a client's own messages, not for a relay's."""
         message = codec.parse(data)
+        if isinstance(message, Message):  # a client's own message, the usual case: no relay chain to walk
+            result = self._dispatch(message, now, None, source, unicast=unicast, link=None)
+            if result is None:
+                return None
+            reply, out = result
+            out.data = reply.encode()
+            out.destination = (source, CLIENT_PORT)
+            return out
         relays: list[RelayMessage] = []  # outermost first
         inner: Message | RelayMessage = message
         while isinstance(inner, RelayMessage):
@@ -143,26 +167,22 @@ class Dhcp6Server:
                 raise Dhcp6Error("relay-reply sent to a server")
             relays.append(inner)
             inner = inner.inner
-        link_mac = self._relay_mac(relays[-1]) if relays else None
+        link_mac = self._relay_mac(relays[-1])
         link = self._client_link(relays)
-        result = self._dispatch(inner, now, link_mac, source, unicast=unicast and not relays, link=link)
+        result = self._dispatch(inner, now, link_mac, source, unicast=False, link=link)
         if result is None:
             return None
         reply, out = result
-        if relays:
-            wrapped: Message | RelayMessage = reply
-            for relay in reversed(relays):
-                options: list[Option] = []
-                interface_id = relay.get(codec.OPT_INTERFACE_ID)
-                if interface_id is not None:
-                    options.append((codec.OPT_INTERFACE_ID, interface_id))
-                wrapped = RelayMessage(codec.RELAY_REPL, relay.hop_count, relay.link_address, relay.peer_address,
-                                       wrapped, options)
-            out.data = wrapped.encode()
-            out.destination = (source, SERVER_PORT)
-        else:
-            out.data = reply.encode()
-            out.destination = (source, CLIENT_PORT)
+        wrapped: Message | RelayMessage = reply
+        for relay in reversed(relays):
+            options: list[Option] = []
+            interface_id = relay.get(codec.OPT_INTERFACE_ID)
+            if interface_id is not None:
+                options.append((codec.OPT_INTERFACE_ID, interface_id))
+            wrapped = RelayMessage(codec.RELAY_REPL, relay.hop_count, relay.link_address, relay.peer_address,
+                                   wrapped, options)
+        out.data = wrapped.encode()
+        out.destination = (source, SERVER_PORT)
         return out
 
     @staticmethod
@@ -185,11 +205,10 @@ class Dhcp6Server:
     def _dispatch(self, msg: Message, now: Now, link_mac: bytes | None, source: str, *, unicast: bool,
                   link: IPv6Address | None) -> tuple[Message, Outgoing] | None:
         kind = msg.msg_type
-        if kind not in (codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RENEW, codec.REBIND, codec.RELEASE,
-                        codec.DECLINE, codec.INFORMATION_REQUEST):
+        if kind not in _CLIENT_KINDS:
             raise Dhcp6Error(f"{codec.MESSAGE_NAMES.get(kind, kind)} is not a client message")
         name = codec.MESSAGE_NAMES[kind]
-        if unicast and kind in (codec.SOLICIT, codec.CONFIRM, codec.REBIND, codec.INFORMATION_REQUEST):
+        if unicast and kind in _MULTICAST_ONLY:
             raise Dhcp6Error(f"{name} sent to a unicast address (RFC 8415 16: discarded)")
         client_id = msg.get(codec.OPT_CLIENTID)
         server_id = msg.get(codec.OPT_SERVERID)
@@ -199,7 +218,7 @@ class Dhcp6Server:
         else:
             if client_id is None:
                 raise Dhcp6Error(f"{name} without a client ID")
-            if kind in (codec.SOLICIT, codec.REBIND, codec.CONFIRM):
+            if kind in _NO_SERVER_ID:
                 if server_id is not None:
                     raise Dhcp6Error(f"{name} carrying a server ID")
             elif server_id != self.server_duid:
@@ -225,8 +244,8 @@ class Dhcp6Server:
             reply.options.append((codec.OPT_STATUS_CODE, StatusCode(codec.USE_MULTICAST, "use multicast").encode()))
             out.options = [c for c, _ in reply.options]
             return reply, out
-        ias = [IaNa.decode(v) for c, v in msg.options if c == codec.OPT_IA_NA]
-        others = [(c, v) for c, v in msg.options if c in (codec.OPT_IA_TA, codec.OPT_IA_PD)]
+        ias = msg.ia_na  # decoded once, by codec.parse
+        others = msg.ia_other
         # RFC 8415 13.1: only a link we have addresses for gets any; Confirm needs to know the link's prefixes.
         served = link is None or self._on_link(link)
         if not served:
@@ -265,7 +284,7 @@ class Dhcp6Server:
             return reply, out
         elif kind == codec.CONFIRM:
             addresses = [a.address for ia in ias for a in ia.addresses]
-            addresses += [a.address for c, v in others if c == codec.OPT_IA_TA for a in IaTa.decode(v).addresses]
+            addresses += [a.address for ta in others if isinstance(ta, IaTa) for a in ta.addresses]
             if not addresses or not served:
                 return None  # RFC 8415 18.3.3: nothing to confirm, or a link we cannot judge: no reply
             on_link = all(self._on_link(a) for a in addresses)
@@ -280,18 +299,17 @@ class Dhcp6Server:
         self._add_options(reply, msg, out, mac, config=True)
         return reply, out
 
-    def _unsupported_ias(self, reply: Message, others: list[Option], *, assigning: bool) -> None:
+    def _unsupported_ias(self, reply: Message, others: list[IaTa | IaPd], *, assigning: bool) -> None:
         """IA_TA and IA_PD: bootstrapd assigns no temporary addresses and delegates no prefixes. In an Advertise or
         Reply to Solicit/Request: NoAddrsAvail / NoPrefixAvail inside the IA (RFC 8415 18.3.1, 18.3.2; RFC 7550
         4.1); to Renew, Rebind, Release, Decline: NoBinding, as for any IA the server has no binding for."""
-        for code, value in others:
-            if code == codec.OPT_IA_TA:
-                ta = IaTa.decode(value)
+        for ia in others:
+            if isinstance(ia, IaTa):
                 status = StatusCode(codec.NO_ADDRS_AVAIL, "no temporary addresses") if assigning else \
                     StatusCode(codec.NO_BINDING, "no binding")
-                reply.options.append((codec.OPT_IA_TA, IaTa(ta.iaid, status=status).encode()))
+                reply.options.append((codec.OPT_IA_TA, IaTa(ia.iaid, status=status).encode()))
             else:
-                pd = IaPd.decode(value)
+                pd = ia
                 status = StatusCode(codec.NO_PREFIX_AVAIL, "no prefixes delegated") if assigning else \
                     StatusCode(codec.NO_BINDING, "no binding")
                 reply.options.append((codec.OPT_IA_PD, IaPd(pd.iaid, 0, 0, status).encode()))
@@ -309,13 +327,13 @@ class Dhcp6Server:
     def _on_link(self, address: IPv6Address) -> bool:
         return any(address in net for net in self.link_prefixes)
 
-    def _lease(self, key: bytes, address: int, state: str, expires: float) -> Lease6:
+    def _lease(self, key: bytes, address: int | IPv6Address, state: str, expires: float) -> Lease6:
         duid, iaid = _split_key(key)
-        return Lease6(IPv6Address(address), duid, iaid, expires, state,
-                      self._macs.get(duid) or codec.duid_mac(duid))
+        return Lease6(address if isinstance(address, IPv6Address) else IPv6Address(address), duid, iaid, expires,
+                      state, self._macs.get(duid) or codec.duid_mac(duid))
 
-    def _ia_with(self, iaid: int, address: int, preferred: int, valid: int) -> IaNa:
-        return IaNa(iaid, self.t1, self.t2, [IaAddress(IPv6Address(address), preferred, valid)])
+    def _ia_with(self, iaid: int, address: IPv6Address, preferred: int, valid: int) -> IaNa:
+        return IaNa(iaid, self.t1, self.t2, [IaAddress(address, preferred, valid)])
 
     def _assign(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, *, commit: bool) -> IaNa:
         key = _key(duid, ia.iaid)
@@ -336,18 +354,20 @@ class Dhcp6Server:
             out.exhausted = True
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
         settings = self.settings
+        # One address object for the reply, its lease and the event (immutable, so shared).
+        ip = IPv6Address(address)
         if commit:
             expires = now.wall + settings.valid_lifetime
             pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-            out.leases.append(self._lease(key, address, ACTIVE, expires))
+            out.leases.append(self._lease(key, ip, ACTIVE, expires))
         else:
             current = pool.holder(address)
             # An advertise must not shorten an active lease back to an offer.
             if not (current is not None and current.key == key and current.state == poolmod.ACTIVE
                     and current.expires > now.wall):
                 pool.bind(key, address, poolmod.OFFERED, now.mono + settings.offer_time, duid)
-        out.addresses.append(IPv6Address(address))
-        return self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
+        out.addresses.append(ip)
+        return self._ia_with(ia.iaid, ip, settings.preferred_lifetime, settings.valid_lifetime)
 
     def _extend(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, kind: int) -> IaNa:
         key = _key(duid, ia.iaid)
@@ -371,10 +391,11 @@ class Dhcp6Server:
                 return IaNa(ia.iaid, self.t1, self.t2, [IaAddress(a.address, 0, 0) for a in revoke])
             return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_BINDING, "no binding"))
         expires = now.wall + settings.valid_lifetime
+        ip = IPv6Address(address)
         pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-        out.leases.append(self._lease(key, address, ACTIVE, expires))
-        out.addresses.append(IPv6Address(address))
-        result = self._ia_with(ia.iaid, address, settings.preferred_lifetime, settings.valid_lifetime)
+        out.leases.append(self._lease(key, ip, ACTIVE, expires))
+        out.addresses.append(ip)
+        result = self._ia_with(ia.iaid, ip, settings.preferred_lifetime, settings.valid_lifetime)
         for other in ia.addresses:
             if int(other.address) != address:
                 result.addresses.append(IaAddress(other.address, 0, 0))
@@ -402,12 +423,11 @@ class Dhcp6Server:
     # --- options ---------------------------------------------------------------------------------------------------
 
     def _classes(self, msg: Message, mac: bytes | None) -> tuple[str, ...]:
-        vendor_raw = msg.get(codec.OPT_VENDOR_CLASS)
-        vendor = codec.decode_vendor_class(vendor_raw) if vendor_raw is not None else None
+        vendor = msg.vendor_class  # decoded by codec.parse
         return tuple(m.name for m in self._matchers if m.matches(vendor, mac))
 
-    def _configured(self, names: tuple[str, ...]) -> tuple[list[Option], str]:
-        """Options every client of this class combination gets (cached), and its boot-file URL."""
+    def _configured(self, names: tuple[str, ...]) -> _Configured:
+        """Options every client of this class combination gets, and its boot-file URL: encoded once (cached)."""
         cached = self._option_cache.get(names)
         if cached is not None:
             return cached
@@ -430,7 +450,9 @@ class Dhcp6Server:
         for enterprise, subs in vendor.items():
             rendered = [(code, render(value, variables)) for code, value in subs]
             result.append((codec.OPT_VENDOR_OPTS, codec.encode_vendor_opts(enterprise, rendered)))
-        cached = (result, expand(url, variables))
+        expanded = expand(url, variables)
+        cached = _Configured(tuple(c for c, _ in result), codec.encode_options(result),
+                             codec.encode_options([(codec.OPT_BOOTFILE_URL, expanded.encode())]) if expanded else b"")
         if len(self._option_cache) < 4096:
             self._option_cache[names] = cached
         return cached
@@ -439,13 +461,17 @@ class Dhcp6Server:
         if config:
             names = self._classes(msg, mac)
             out.classes = names
-            options, url = self._configured(names)
-            reply.options.extend(options)
-            oro_raw = msg.get(codec.OPT_ORO)
-            requested = codec.decode_oro(oro_raw) if oro_raw is not None else []
-            if url and (self.settings.force_bootfile_url or codec.OPT_BOOTFILE_URL in requested):
-                reply.options.append((codec.OPT_BOOTFILE_URL, url.encode()))
-        out.options = [c for c, _ in reply.options]
+            configured = self._configured(names)
+            codes = [c for c, _ in reply.options]
+            codes += configured.codes
+            if configured.url and (self.settings.force_bootfile_url or codec.OPT_BOOTFILE_URL in msg.oro):
+                reply.tail = configured.encoded + configured.url
+                codes.append(codec.OPT_BOOTFILE_URL)
+            else:
+                reply.tail = configured.encoded
+            out.options = codes
+        else:
+            out.options = [c for c, _ in reply.options]
 
     # --- introspection ---------------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """CPU per DORA exchange of the DHCPv4 core and of the phone journal, measured in one process (a developer tool).
 
-    python -m tests.bench.inprocess [--count N] [--repeat R] [--only core|journal|storm|journal6]
+    python -m tests.bench.inprocess [--count N] [--repeat R] [--only core|journal|storm|journal6|dhcp6]
 
 No lab, no sockets, no other process: the figures are the Python work alone, so on a machine shared with other
 sessions they move far less than a benchmark's (the best of ``--repeat`` runs is printed; CPU time, not wall time).
@@ -20,6 +20,9 @@ counts and take the difference per exchange (README, "Where the time goes").
   a pause of the loop, during which the requests queue and after which their replies leave in a burst).
   ``--tuples``: a second sink also holds every event as a ``(time, kind, fields)`` tuple, as the journal's sink did
   before it held them flat (journal.py, ``STRIDE``): that change's A/B;
+- ``dhcp6`` (only with ``--only dhcp6``): :meth:`Dhcp6Server.handle` for a Solicit and its Request from a new client
+  each time, as perfdhcp -6 sends them in ``make bench-dhcp6`` (a DUID-LLT, one IA_NA, elapsed time, an option
+  request for DNS servers; the Request with the Server ID and the advertised address), that benchmark's pool;
 - ``journal6`` (only with ``--only journal6``): the journal folding the two ``dhcp6.reply`` events of each SARR
   exchange, their address as text (as the adapter emits it: dhcp6/adapter.py, ``reply_event``) and as an
   ``IPv6Address`` object (as it did before), alternating.
@@ -39,6 +42,8 @@ from bootstrapd.clock import Now
 from bootstrapd.config import loads
 from bootstrapd.dhcp4 import codec
 from bootstrapd.dhcp4.server import Dhcp4Server
+from bootstrapd.dhcp6 import codec as codec6
+from bootstrapd.dhcp6.server import Dhcp6Server
 from bootstrapd.events import Events
 from bootstrapd.journal.journal import Journal
 from bootstrapd.journal.settings import JournalSettings
@@ -75,6 +80,54 @@ def dhcp4_core(count: int) -> float:
         server.handle(discover, source, now)
         ack = server.handle(request, source, now)
         assert ack is not None and ack.commit, "every REQUEST must be ACKed"
+    return (time.process_time() - started) / count
+
+
+SERVER_DUID6 = b"\x00\x01\x00\x01\x2c\x00\x00\x01\x02\x00\x00\x00\x00\x01"
+DHCP6_CONFIG = """
+[server]
+interface = "eth1"
+root = "/nonexistent"
+state_dir = "/nonexistent"
+url = "tftp://{ipv4}/"
+
+[dhcp4]
+enabled = false
+
+[dhcp6]
+enabled = true
+range = "fd77::1:0-fd77::10:ffff"
+"""
+
+
+def _dhcp6_pair(i: int) -> tuple[bytes, bytes]:
+    """A Solicit and its Request as perfdhcp -6 sends them (the Request for the address the core will advertise:
+    the pool's i-th, a new client every time)."""
+    duid = b"\x00\x01\x00\x01\x2c\x00\x00\x02" + (0x020000000000 + i).to_bytes(6, "big")
+    iaid = (1).to_bytes(4, "big")
+    common = [(codec6.OPT_CLIENTID, duid), (codec6.OPT_ELAPSED_TIME, b"\x00\x00"),
+              (codec6.OPT_ORO, codec6.encode_oro([codec6.OPT_DNS_SERVERS]))]
+    solicit = codec6.Message(codec6.SOLICIT, i & 0xFFFFFF, [
+        *common, (codec6.OPT_IA_NA, iaid + bytes(8))]).encode()
+    ia = codec6.IaNa(1, 0, 0, [codec6.IaAddress(IPv6Address(int(IPv6Address("fd77::1:0")) + i), 3600, 7200)])
+    request = codec6.Message(codec6.REQUEST, (i + 1) & 0xFFFFFF, [
+        *common, (codec6.OPT_SERVERID, SERVER_DUID6), (codec6.OPT_IA_NA, ia.encode())]).encode()
+    return solicit, request
+
+
+def dhcp6_core(count: int) -> float:
+    """CPU seconds per Solicit/Advertise/Request/Reply of the DHCPv6 core alone."""
+    settings = loads(DHCP6_CONFIG)
+    server = Dhcp6Server(settings.dhcp6, SERVER_DUID6,
+                         variables={"ipv4": "10.77.0.1", "ipv6": "fd77::1", "interface": "eth1"})
+    messages = [_dhcp6_pair(i) for i in range(count)]
+    source = "fe80::2"
+    started = time.process_time()
+    for i, (solicit, request) in enumerate(messages):
+        now = Now(1000.0 + i * 1e-4, 10.0 + i * 1e-4)
+        server.handle(solicit, source, now)
+        reply = server.handle(request, source, now)
+        assert reply is not None and reply.leases, "every Request must get its address"
     return (time.process_time() - started) / count
 
 
@@ -204,11 +257,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=10_000, help="DORA exchanges per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
-    parser.add_argument("--only", choices=["core", "journal", "storm", "journal6"], help="measure one of them")
+    parser.add_argument("--only", choices=["core", "journal", "storm", "journal6", "dhcp6"], help="measure one of them")
     parser.add_argument("--tuples", action="store_true",
                         help="storm: also hold each event as a tuple, as the journal did before (the A/B)")
     args = parser.parse_args()
     print(f"CPU per DORA exchange, best of {args.repeat} runs of {args.count:,}:")
+    if args.only == "dhcp6":
+        core6 = min(dhcp6_core(args.count) for _ in range(args.repeat))
+        print(f"  dhcp6 core (Solicit + Request):       {1e6 * core6:6.1f} us per SARR exchange")
+        return 0
     if args.only == "journal6":
         text, objects = [], []
         for _ in range(args.repeat):

@@ -296,7 +296,9 @@ def main() -> int:
     parser.add_argument("workload", choices=["dhcp4", "dhcp6", "tftp", "tftp-window", "http", "http-big"])
     parser.add_argument("tool", choices=["cpu", "cprofile", "perf", "strace", "callgrind", "pyspy"])
     parser.add_argument("--count", type=int, default=0, help="exchanges or blocks (default by tool)")
-    parser.add_argument("--rate", type=int, default=2000, help="DHCP: offered exchanges/s")
+    parser.add_argument("--rate", type=int, default=0,
+                        help="DHCP: offered exchanges/s (default 2,000, under cprofile/strace 250, callgrind 10; "
+                             "a rate given is used as it is)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="TFTP: downloads at once (the blocks split between them; at most max_per_client, 8)")
     parser.add_argument("--journal", choices=["on", "off", "live"], default="on",
@@ -310,7 +312,7 @@ def main() -> int:
     count = args.count or default
     # Under a profiler the daemon is slower: offer what it still answers, so the profile is of exchanges, not of
     # perfdhcp's retransmissions.
-    rate = min(args.rate, 10 if slow else 250 if args.tool in ("cprofile", "strace") else args.rate)
+    rate = args.rate or (10 if slow else 250 if args.tool in ("cprofile", "strace") else 2000)
     for tool in {"perf": "perf", "strace": "strace", "callgrind": "valgrind"}.get(args.tool, "").split():
         if not shutil.which(tool):
             print(f"{tool} is needed", file=sys.stderr)

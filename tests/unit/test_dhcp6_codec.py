@@ -69,6 +69,29 @@ def test_relay_round_trip(msg: Message | RelayMessage) -> None:
     assert codec.parse(data).encode() == data
 
 
+@given(messages())
+def test_parse_keeps_what_it_decoded(msg: Message) -> None:
+    """The server reads the IAs, the option request and the vendor class parse() decoded: they must be what decoding
+    the options themselves gives (the first option request and vendor class, as ``get`` finds them)."""
+    parsed = codec.parse(msg.encode())
+    assert isinstance(parsed, Message)
+    assert parsed.ia_na == [IaNa.decode(v) for c, v in msg.options if c == codec.OPT_IA_NA]
+    assert parsed.ia_other == [IaTa.decode(v) if c == codec.OPT_IA_TA else IaPd.decode(v)
+                               for c, v in msg.options if c in (codec.OPT_IA_TA, codec.OPT_IA_PD)]
+    oro = msg.get(codec.OPT_ORO)
+    assert parsed.oro == (codec.decode_oro(oro) if oro is not None else [])
+    vendor = msg.get(codec.OPT_VENDOR_CLASS)
+    assert parsed.vendor_class == (codec.decode_vendor_class(vendor) if vendor is not None else None)
+
+
+def test_tail_follows_the_options_on_the_wire() -> None:
+    options = [(codec.OPT_CLIENTID, DUID), (300, b"x"), (codec.OPT_BOOTFILE_URL, b"tftp://[fd77::1]/")]
+    whole = Message(codec.REPLY, 7, options).encode()
+    split = Message(codec.REPLY, 7, options[:1], tail=codec.encode_options(options[1:])).encode()
+    assert split == whole
+    assert codec.parse(split) == Message(codec.REPLY, 7, options)
+
+
 @given(_ia())
 def test_ia_na_round_trip(ia: IaNa) -> None:
     assert IaNa.decode(ia.encode()) == ia
