@@ -324,3 +324,34 @@ def _message(packet: Packet, options: bytes, file: bytes, sname: bytes) -> bytes
     if len(message) < MIN_SIZE:
         message += b"\0" * (MIN_SIZE - len(message))
     return message
+
+
+# The header fields a reply takes from its request and its address (xid, secs, flags, ciaddr, yiaddr, siaddr,
+# giaddr, chaddr): bytes 4 to 44 of the message, the same fields _HEADER packs there.
+_PER_CLIENT = struct.Struct("!IHH4s4s4s4s16s")
+_PER_CLIENT_END = 4 + _PER_CLIENT.size  # 44
+
+
+class Template:
+    """A reply encoded once and reused for every client it fits: the options field, the fitting into file and
+    sname, the padding, what was left out all come from :func:`encode_reply` on a model packet; per reply only the
+    per-client header fields are written (:meth:`reply`). Valid for replies whose options are the model's exactly
+    (no per-client option: no client identifier to echo, no option 82, no per-host option)."""
+
+    __slots__ = ("_first", "_rest", "_siaddr", "left_out")
+
+    def __init__(self, model: Packet, *, max_size: int, extra: Sequence[Option] = (), extra_wire: bytes | None = None,
+                 head_wire: bytes | None = None) -> None:
+        data, self.left_out = encode_reply(model, max_size=max_size, extra=extra, extra_wire=extra_wire,
+                                           head_wire=head_wire)
+        self._first = data[:4]  # op, htype, hlen, hops
+        self._siaddr = model.siaddr
+        self._rest = data[_PER_CLIENT_END:]  # sname, file, the cookie, the options, END, the padding
+
+    def reply(self, xid: int, flags: int, ciaddr: bytes, yiaddr: bytes, giaddr: bytes, chaddr: bytes) -> bytes:
+        """The message for one client (``chaddr`` as decoded: 16 bytes; addresses 4 bytes; secs is 0 in a reply)."""
+        try:
+            fields = _PER_CLIENT.pack(xid, 0, flags, ciaddr, yiaddr, self._siaddr, giaddr, chaddr)
+        except struct.error as exc:
+            raise Dhcp4Error(f"cannot encode: {exc}") from None
+        return self._first + fields + self._rest

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
-from typing import Any
+from typing import Any, NamedTuple
 
 from bootstrapd.clock import Now
 from bootstrapd.dhcp4 import codec
@@ -42,11 +42,17 @@ class Reply:
 
 @dataclass(slots=True)
 class _ClientInfo:
+    kind: int  # the request's message type
     mac: bytes
     key: bytes
     classes: tuple[str, ...]
     vendor_class: str | None
     hostname: str | None
+
+
+class _Template(NamedTuple):
+    message: codec.Template
+    codes: tuple[int, ...]  # the configured options it carries, sorted (for its event)
 
 
 def client_key(mac: bytes, client_id: bytes | None) -> bytes:
@@ -123,6 +129,7 @@ class Dhcp4Server:
         )
         self.siaddr = settings.next_server.packed if settings.next_server else self.server_id
         self._heads: dict[tuple[int, bool], tuple[dict[int, bytes], bytes]] = {}  # see _head
+        self._templates: dict[tuple[int, bool, tuple[str, ...], bytes, int], _Template] = {}  # see _reply
         self.boot_file = settings.boot_file.encode().ljust(128, b"\0") if settings.boot_file else bytes(128)
 
     def _on_network(self, address: int) -> bool:
@@ -149,6 +156,7 @@ class Dhcp4Server:
         vendor = packet.vendor_class()
         classes = self.classifier.classify(vendor, packet.options.get(codec.USER_CLASS), mac)
         info = _ClientInfo(
+            kind=kind,
             mac=mac,
             key=client_key(mac, client_id),
             classes=classes,
@@ -363,64 +371,101 @@ class Dhcp4Server:
 
     def _reply(self, packet: Packet, info: _ClientInfo, kind: int, address: int | None,
                source: tuple[str, int] | None = None) -> Reply:
-        template = self._heads.get((kind, address is not None))
-        if template is None:
-            template = self._heads[(kind, address is not None)] = self._head(kind, address is not None)
-        options, head = template
+        options = packet.options
+        host = self.hosts.get(info.mac)
+        hostname = host.hostname if host is not None else None
+        client_id = options.get(codec.CLIENT_ID)
+        relay = options.get(codec.RELAY_AGENT)
+        requested = options.get(codec.PARAM_LIST, b"")
+        limit = packet.max_size()
+        if limit > self.mtu:
+            limit = self.mtu
+        yiaddr = address.to_bytes(4, "big") if address is not None else codec.ZERO
+        # RFC 2131 table 3: ciaddr is the client's in an ACK (and an INFORM's ACK), 0 in an OFFER.
+        ciaddr = packet.ciaddr if kind == codec.ACK else codec.ZERO
+        if not hostname and client_id is None and relay is None and info.mac not in self.host_options:
+            # Nothing in this reply is the client's own but its header fields: the reply of every client of these
+            # classes with this option 55 and size is one template (a boot storm of one model: one dict lookup).
+            key = (kind, address is not None, info.classes, requested, limit)
+            template = self._templates.get(key)
+            if template is None:
+                template = self._template(key)
+            data = template.message.reply(packet.xid, packet.flags, ciaddr, yiaddr, packet.giaddr, packet.chaddr)
+            codes, left_out = template.codes, template.message.left_out
+        else:
+            data, codes, left_out = self._encoded(packet, info, kind, address is not None, hostname, client_id,
+                                                  relay, requested, limit, ciaddr, yiaddr)
+        destination, link = self._destination(packet, yiaddr if address is not None else None, source)
+        event: dict[str, Any] = {
+            "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
+            "request": codec.TYPE_NAMES[info.kind],
+            "mac": format_mac(info.mac),
+            "address": codec.ntoa(yiaddr) if address is not None else None,
+            "classes": info.classes,
+            "vendor_class": info.vendor_class,
+            "options": codes,
+        }
+        if left_out:
+            # What the client does not get, and why: the event (and a rate-limited warning) say exactly.
+            self._count("options_left_out")
+            event["left_out"] = left_out
+            event["max_size"] = limit
+        return Reply(data, destination, link, event=event)
+
+    def _configured(self, info: _ClientInfo) -> OptionSet:
+        configured = self.classifier.options(info.classes)
+        if self.host_options:
+            configured = self._with_host_options(info, configured)
+        return configured
+
+    def _template(self, key: tuple[int, bool, tuple[str, ...], bytes, int]) -> _Template:
+        kind, times, classes, requested, limit = key
+        ordered = self.classifier.options(classes).ordered(requested)
+        options, head = self._head(kind, times)
+        model = Packet(op=codec.BOOTREPLY, siaddr=self.siaddr, file=self.boot_file, options=dict(options))
+        message = codec.Template(model, max_size=limit, extra=ordered.items, extra_wire=ordered.wire, head_wire=head)
+        left_out = message.left_out
+        codes = tuple(code for code in ordered.codes if code not in left_out) if left_out else ordered.codes
+        template = _Template(message, codes)
+        if len(self._templates) < 1024:  # bounded: option 55 and 57 come from the wire
+            self._templates[key] = template
+        return template
+
+    def _encoded(self, packet: Packet, info: _ClientInfo, kind: int, times: bool, hostname: str | None,
+                 client_id: bytes | None, relay: bytes | None, requested: bytes, limit: int, ciaddr: bytes,
+                 yiaddr: bytes) -> tuple[bytes, tuple[int, ...], tuple[int, ...]]:
+        """A reply with options of the client's own (its identifier echoed, option 82, a host's name or options):
+        encoded for it alone."""
+        options, head = self._head(kind, times)
         options = dict(options)
         extra: list[codec.Option] = []
-        host = self._reservation(info.mac)
-        if host is not None and host.hostname:
-            extra.append((codec.HOSTNAME, host.hostname.encode()))
-        client_id = packet.options.get(codec.CLIENT_ID)
+        if hostname:
+            extra.append((codec.HOSTNAME, hostname.encode()))
         if client_id is not None:
             extra.append((codec.CLIENT_ID, client_id))  # RFC 6842: echoed unchanged
         if extra:
             options.update(extra)
             head += codec.encode_options(extra)
         reply = Packet(op=codec.BOOTREPLY, xid=packet.xid, flags=packet.flags, giaddr=packet.giaddr,
-                       chaddr=packet.chaddr, ciaddr=packet.ciaddr if address is None else codec.ZERO,
-                       siaddr=self.siaddr, file=self.boot_file)
-        if address is not None:
-            reply.yiaddr = address.to_bytes(4, "big")
-            if kind == codec.ACK:
-                reply.ciaddr = packet.ciaddr
-        reply.options = options
-        configured = self.classifier.options(info.classes)
-        if self.host_options:
-            configured = self._with_host_options(info, configured)
-        ordered = configured.ordered(packet.options.get(codec.PARAM_LIST, b""))
-        limit = packet.max_size()
-        if limit > self.mtu:
-            limit = self.mtu
+                       chaddr=packet.chaddr, ciaddr=ciaddr, yiaddr=yiaddr, siaddr=self.siaddr, file=self.boot_file,
+                       options=options)
+        ordered = self._configured(info).ordered(requested)
         data, left_out = codec.encode_reply(reply, max_size=limit, extra=ordered.items, extra_wire=ordered.wire,
-                                            relay=packet.options.get(codec.RELAY_AGENT), head_wire=head)
-        destination, link = self._destination(packet, address, source)
-        event: dict[str, Any] = {
-            "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
-            "request": codec.TYPE_NAMES.get(packet.msg_type(), "?"),
-            "mac": format_mac(info.mac),
-            "address": codec.ntoa(address.to_bytes(4, "big")) if address is not None else None,
-            "classes": info.classes,
-            "vendor_class": info.vendor_class,
-            "options": ordered.codes,
-        }
-        if left_out:
-            # What the client does not get, and why: the event (and a rate-limited warning) say exactly.
-            self._count("options_left_out")
-            event["options"] = tuple(code for code in ordered.codes if code not in left_out)
-            event["left_out"] = left_out
-            event["max_size"] = limit
-        return Reply(data, destination, link, event=event)
+                                            relay=relay, head_wire=head)
+        codes = tuple(code for code in ordered.codes if code not in left_out) if left_out else ordered.codes
+        return data, codes, left_out
 
     def _head(self, kind: int, times: bool) -> tuple[dict[int, bytes], bytes]:
         """A reply's own first options (message type, server id, the lease times) and their encoding, built once."""
-        options = {codec.MESSAGE_TYPE: bytes((kind,)), codec.SERVER_ID: self.server_id}
-        if times:
-            options[codec.LEASE_TIME], options[codec.RENEWAL_TIME], options[codec.REBINDING_TIME] = self._timers
-        return options, codec.encode_options(options)
+        head = self._heads.get((kind, times))
+        if head is None:
+            options = {codec.MESSAGE_TYPE: bytes((kind,)), codec.SERVER_ID: self.server_id}
+            if times:
+                options[codec.LEASE_TIME], options[codec.RENEWAL_TIME], options[codec.REBINDING_TIME] = self._timers
+            head = self._heads[(kind, times)] = (options, codec.encode_options(options))
+        return head
 
-    def _destination(self, packet: Packet, address: int | None,
+    def _destination(self, packet: Packet, address: bytes | None,
                      source: tuple[str, int] | None) -> tuple[tuple[str, int], bytes | None]:
         """RFC 2131 4.1: relay, then ciaddr, then the broadcast flag, else unicast to yiaddr at chaddr."""
         if packet.giaddr != codec.ZERO:
@@ -434,7 +479,7 @@ class Dhcp4Server:
             return (BROADCAST, CLIENT_PORT), None
         if packet.broadcast:
             return (BROADCAST, CLIENT_PORT), None
-        return (codec.ntoa(address.to_bytes(4, "big")), CLIENT_PORT), packet.mac
+        return (codec.ntoa(address), CLIENT_PORT), packet.mac
 
     # -- introspection --------------------------------------------------------------------------------------------
     def lease_for(self, mac: bytes, client_id: bytes | None = None) -> Binding | None:
