@@ -254,8 +254,7 @@ def encode_reply(packet: Packet, *, max_size: int = 1500, extra: Sequence[Option
     """
     head = head_wire if head_wire is not None else encode_options(packet.options)
     body = extra_wire if extra_wire is not None else encode_options(extra) if extra else b""
-    relay_tlv = bytes((RELAY_AGENT, len(relay))) + relay if relay is not None and len(relay) <= 255 else \
-        encode_options(((RELAY_AGENT, relay),)) if relay is not None else b""
+    relay_tlv = _relay_tlv(relay)
     if len(head) + len(body) + len(relay_tlv) <= max_size - _FIXED:
         return _message(packet, head + body + relay_tlv, packet.file, packet.sname), ()
     return _fitted(packet, [*packet.options.items(), *extra], relay_tlv, max_size - _FIXED)
@@ -330,28 +329,59 @@ def _message(packet: Packet, options: bytes, file: bytes, sname: bytes) -> bytes
 # giaddr, chaddr): bytes 4 to 44 of the message, the same fields _HEADER packs there.
 _PER_CLIENT = struct.Struct("!IHH4s4s4s4s16s")
 _PER_CLIENT_END = 4 + _PER_CLIENT.size  # 44
+_END = bytes((END,))
 
 
 class Template:
-    """A reply encoded once and reused for every client it fits: the options field, the fitting into file and
-    sname, the padding, what was left out all come from :func:`encode_reply` on a model packet; per reply only the
-    per-client header fields are written (:meth:`reply`). Valid for replies whose options are the model's exactly
-    (no per-client option: no client identifier to echo, no option 82, no per-host option)."""
+    """A reply encoded once and reused for every client it fits.
 
-    __slots__ = ("_first", "_rest", "_siaddr", "left_out")
+    The model's encoding comes from :func:`encode_reply` (the fitting into file and sname, the padding, what was
+    left out); per reply only the header fields of the client's own are written, and the options of its own (its
+    identifier echoed, a host name: ``own``, right after the model's head; option 82 last) are put where
+    :func:`encode_reply` puts them. :meth:`reply` says None when they do not fit the model's room as it is: the
+    caller then encodes that reply with :func:`encode_reply`.
+    """
+
+    __slots__ = ("_first", "_head", "_rest", "_siaddr", "_spare", "_wire", "left_out")
 
     def __init__(self, model: Packet, *, max_size: int, extra: Sequence[Option] = (), extra_wire: bytes | None = None,
                  head_wire: bytes | None = None) -> None:
-        data, self.left_out = encode_reply(model, max_size=max_size, extra=extra, extra_wire=extra_wire,
-                                           head_wire=head_wire)
+        head = head_wire if head_wire is not None else encode_options(model.options)
+        wire = extra_wire if extra_wire is not None else encode_options(extra) if extra else b""
+        data, self.left_out = encode_reply(model, max_size=max_size, extra=extra, extra_wire=wire, head_wire=head)
         self._first = data[:4]  # op, htype, hlen, hops
         self._siaddr = model.siaddr
         self._rest = data[_PER_CLIENT_END:]  # sname, file, the cookie, the options, END, the padding
+        self._head = data[_PER_CLIENT_END: HEADER_SIZE + len(MAGIC) + len(head)]  # ... up to the head's end
+        self._wire = wire
+        # The room left for options of the client's own: encode_reply's test for a message that needs no fitting
+        # (negative: the model itself did not fit as it is, see _fitted).
+        self._spare = max_size - _FIXED - len(head) - len(wire)
 
-    def reply(self, xid: int, flags: int, ciaddr: bytes, yiaddr: bytes, giaddr: bytes, chaddr: bytes) -> bytes:
-        """The message for one client (``chaddr`` as decoded: 16 bytes; addresses 4 bytes; secs is 0 in a reply)."""
+    def reply(self, xid: int, flags: int, ciaddr: bytes, yiaddr: bytes, giaddr: bytes, chaddr: bytes,
+              own: bytes = b"", relay: bytes | None = None) -> bytes | None:
+        """The message for one client (``chaddr`` as decoded: 16 bytes; addresses 4 bytes; secs is 0 in a reply),
+        or None when ``own`` (encoded options) and ``relay`` (an option 82 to echo) do not fit it."""
         try:
             fields = _PER_CLIENT.pack(xid, 0, flags, ciaddr, yiaddr, self._siaddr, giaddr, chaddr)
         except struct.error as exc:
             raise Dhcp4Error(f"cannot encode: {exc}") from None
-        return self._first + fields + self._rest
+        if not own and relay is None:
+            return self._first + fields + self._rest
+        relay_tlv = _relay_tlv(relay)
+        if len(own) + len(relay_tlv) > self._spare:
+            return None
+        message = b"".join((self._first, fields, self._head, own, self._wire, relay_tlv, _END))
+        if len(message) < MIN_SIZE:
+            message += bytes(MIN_SIZE - len(message))
+        return message
+
+
+def tlv(code: int, value: bytes) -> bytes:
+    """One option's encoding (:func:`encode_options` of a single option, without its loop)."""
+    size = len(value)
+    return bytes((code, size)) + value if size <= 255 else encode_options(((code, value),))
+
+
+def _relay_tlv(relay: bytes | None) -> bytes:
+    return b"" if relay is None else tlv(RELAY_AGENT, relay)

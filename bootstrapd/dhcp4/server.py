@@ -45,6 +45,7 @@ class _ClientInfo:
     kind: int  # the request's message type
     mac: bytes
     key: bytes
+    host: Host4 | None  # its reservation (looked up once per message)
     classes: tuple[str, ...]
     vendor_class: str | None
     hostname: str | None
@@ -129,6 +130,7 @@ class Dhcp4Server:
         )
         self.siaddr = settings.next_server.packed if settings.next_server else self.server_id
         self._heads: dict[tuple[int, bool], tuple[dict[int, bytes], bytes]] = {}  # see _head
+        self._relays: dict[bytes, tuple[str, int]] = {}  # giaddr -> where its replies go
         self._templates: dict[tuple[int, bool, tuple[str, ...], bytes, int], _Template] = {}  # see _reply
         self.boot_file = settings.boot_file.encode().ljust(128, b"\0") if settings.boot_file else bytes(128)
 
@@ -159,6 +161,7 @@ class Dhcp4Server:
             kind=kind,
             mac=mac,
             key=client_key(mac, client_id),
+            host=self.hosts.get(mac),
             classes=classes,
             vendor_class=sys.intern(codec.printable(vendor, 255)) if vendor else None,
             hostname=packet.hostname(),
@@ -176,15 +179,12 @@ class Dhcp4Server:
         raise Dhcp4Error(f"unexpected message type {codec.TYPE_NAMES.get(kind, kind)} from a client")
 
     # -- address choice -------------------------------------------------------------------------------------------
-    def _reservation(self, mac: bytes) -> Host4 | None:
-        return self.hosts.get(mac)
-
     def _refusal(self, address: int, info: _ClientInfo, now: Now) -> str | None:
         """Why ``info`` may not hold ``address`` (None: it may): the checks of a new binding, which a renewal,
         a rebinding and an INIT-REBOOT pass too. On the hot path (every SELECTING REQUEST): keep it lean."""
         if address & self._netmask != self._netaddr:
             return "wrong network"
-        host = self.hosts.get(info.mac)
+        host = info.host
         if host is not None and int(host.address) != address:
             return "this client has a reservation for another address"
         if not self.pool.can_take(info.mac, info.key, now):
@@ -201,7 +201,7 @@ class Dhcp4Server:
         return None
 
     def _choose(self, packet: Packet, info: _ClientInfo, now: Now) -> int | None:
-        host = self._reservation(info.mac)
+        host = info.host
         if host is not None:
             address = int(host.address)
             return address if self.pool.available(address, info.key, now) else None
@@ -220,7 +220,7 @@ class Dhcp4Server:
     # -- messages ---------------------------------------------------------------------------------------------------
     def _discover(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         reclaimed: Binding | None = None
-        if self._reservation(info.mac) is None and not self.pool.can_take(info.mac, info.key, now):
+        if info.host is None and not self.pool.can_take(info.mac, info.key, now):
             # This MAC already holds its share under other client identifiers: the newest identity replaces the
             # oldest (a phone reset with a new client-id is still served); only quarantines are never reclaimed.
             reclaimed = self.pool.reclaim_oldest(info.mac, now)
@@ -230,7 +230,7 @@ class Dhcp4Server:
             self._count("client_reclaimed")
         address = self._choose(packet, info, now)
         if address is None:
-            host = self._reservation(info.mac)
+            host = info.host
             if host is not None:
                 # Its address is held by another client (the reservation is newer than that lease): that client's
                 # next renewal is refused, which frees the address; at the latest it is free when the lease ends.
@@ -275,7 +275,7 @@ class Dhcp4Server:
         # RFC 2131 4.3.2. Whether the address is still right for this client is decided by the same checks as a new
         # binding: the subnet, the range or a reservation for this MAC, the reservation's owner, a decline, the
         # MAC's share. We "know" a client we have a binding or a reservation for.
-        known = self.pool.binding(info.key) is not None or info.mac in self.hosts
+        known = self.pool.binding(info.key) is not None or info.host is not None
         why = self._refusal(address, info, now)
         if why is None:
             if not known and not self.settings.authoritative:
@@ -287,7 +287,7 @@ class Dhcp4Server:
 
     def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: Now) -> Reply:
         binding = self.pool.bind(info.key, address, ACTIVE, now.wall + self.lease_time, info.mac)
-        host = self._reservation(info.mac)
+        host = info.host
         hostname = (host.hostname if host and host.hostname else None) or info.hostname
         binding.info = (info.mac, packet.client_id(), hostname, info.vendor_class)
         reply = self._reply(packet, info, codec.ACK, address)
@@ -372,7 +372,7 @@ class Dhcp4Server:
     def _reply(self, packet: Packet, info: _ClientInfo, kind: int, address: int | None,
                source: tuple[str, int] | None = None) -> Reply:
         options = packet.options
-        host = self.hosts.get(info.mac)
+        host = info.host
         hostname = host.hostname if host is not None else None
         client_id = options.get(codec.CLIENT_ID)
         relay = options.get(codec.RELAY_AGENT)
@@ -383,16 +383,24 @@ class Dhcp4Server:
         yiaddr = address.to_bytes(4, "big") if address is not None else codec.ZERO
         # RFC 2131 table 3: ciaddr is the client's in an ACK (and an INFORM's ACK), 0 in an OFFER.
         ciaddr = packet.ciaddr if kind == codec.ACK else codec.ZERO
-        if not hostname and client_id is None and relay is None and info.mac not in self.host_options:
-            # Nothing in this reply is the client's own but its header fields: the reply of every client of these
-            # classes with this option 55 and size is one template (a boot storm of one model: one dict lookup).
+        data: bytes | None = None
+        if info.mac not in self.host_options:
+            # Nothing configured for this client alone: its reply is the template of every client of these classes
+            # with this option 55 and size (a boot storm of one model: one dict lookup), with its own header fields
+            # and the options it brought (its identifier, echoed: RFC 6842; option 82) put in.
             key = (kind, address is not None, info.classes, requested, limit)
             template = self._templates.get(key)
             if template is None:
                 template = self._template(key)
-            data = template.message.reply(packet.xid, packet.flags, ciaddr, yiaddr, packet.giaddr, packet.chaddr)
+            own = b""
+            if hostname:
+                own = codec.tlv(codec.HOSTNAME, hostname.encode())
+            if client_id is not None:
+                own += codec.tlv(codec.CLIENT_ID, client_id)
+            data = template.message.reply(packet.xid, packet.flags, ciaddr, yiaddr, packet.giaddr, packet.chaddr,
+                                          own, relay)
             codes, left_out = template.codes, template.message.left_out
-        else:
+        if data is None:  # a host's own options, or the client's do not fit the template: encoded for it alone
             data, codes, left_out = self._encoded(packet, info, kind, address is not None, hostname, client_id,
                                                   relay, requested, limit, ciaddr, yiaddr)
         destination, link = self._destination(packet, yiaddr if address is not None else None, source)
@@ -434,8 +442,7 @@ class Dhcp4Server:
     def _encoded(self, packet: Packet, info: _ClientInfo, kind: int, times: bool, hostname: str | None,
                  client_id: bytes | None, relay: bytes | None, requested: bytes, limit: int, ciaddr: bytes,
                  yiaddr: bytes) -> tuple[bytes, tuple[int, ...], tuple[int, ...]]:
-        """A reply with options of the client's own (its identifier echoed, option 82, a host's name or options):
-        encoded for it alone."""
+        """A reply encoded for this client alone (:func:`codec.encode_reply`)."""
         options, head = self._head(kind, times)
         options = dict(options)
         extra: list[codec.Option] = []
@@ -468,8 +475,14 @@ class Dhcp4Server:
     def _destination(self, packet: Packet, address: bytes | None,
                      source: tuple[str, int] | None) -> tuple[tuple[str, int], bytes | None]:
         """RFC 2131 4.1: relay, then ciaddr, then the broadcast flag, else unicast to yiaddr at chaddr."""
-        if packet.giaddr != codec.ZERO:
-            return (codec.ntoa(packet.giaddr), SERVER_PORT), None
+        giaddr = packet.giaddr
+        if giaddr != codec.ZERO:
+            relay = self._relays.get(giaddr)
+            if relay is None:
+                relay = (codec.ntoa(giaddr), SERVER_PORT)
+                if len(self._relays) < 256:  # a site has a handful of relays; giaddr comes from the wire
+                    self._relays[giaddr] = relay
+            return relay, None
         if packet.ciaddr != codec.ZERO:
             return (codec.ntoa(packet.ciaddr), CLIENT_PORT), None
         if address is None:
