@@ -70,7 +70,8 @@ class Packet:
 
     @property
     def mac(self) -> bytes:
-        return self.chaddr[: min(self.hlen, 16)]
+        hlen = self.hlen
+        return self.chaddr[:hlen if hlen <= 16 else 16]
 
     @property
     def broadcast(self) -> bool:

@@ -44,11 +44,11 @@ class Reply:
 class _ClientInfo:
     kind: int  # the request's message type
     mac: bytes
+    client_id: bytes | None
     key: bytes
     host: Host4 | None  # its reservation (looked up once per message)
     classes: tuple[str, ...]
     vendor_class: str | None
-    hostname: str | None
 
 
 class _Template(NamedTuple):
@@ -134,9 +134,6 @@ class Dhcp4Server:
         self._templates: dict[tuple[int, bool, tuple[str, ...], bytes, int], _Template] = {}  # see _reply
         self.boot_file = settings.boot_file.encode().ljust(128, b"\0") if settings.boot_file else bytes(128)
 
-    def _on_network(self, address: int) -> bool:
-        return address & self._netmask == self._netaddr
-
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
@@ -148,7 +145,8 @@ class Dhcp4Server:
         kind = packet.msg_type()
         if kind == 0:
             raise Dhcp4Error("BOOTP without a DHCP message type is not served")
-        if packet.giaddr != codec.ZERO and not self._on_network(int.from_bytes(packet.giaddr, "big")):
+        giaddr = packet.giaddr
+        if giaddr != codec.ZERO and int.from_bytes(giaddr, "big") & self._netmask != self._netaddr:
             raise Dhcp4Error(f"relay {codec.ntoa(packet.giaddr)} is not on a served subnet")
         mac = packet.mac
         if not self.limiter.allow(mac, now.mono):
@@ -157,15 +155,8 @@ class Dhcp4Server:
         client_id = packet.client_id()
         vendor = packet.vendor_class()
         classes = self.classifier.classify(vendor, packet.options.get(codec.USER_CLASS), mac)
-        info = _ClientInfo(
-            kind=kind,
-            mac=mac,
-            key=client_key(mac, client_id),
-            host=self.hosts.get(mac),
-            classes=classes,
-            vendor_class=sys.intern(codec.printable(vendor, 255)) if vendor else None,
-            hostname=packet.hostname(),
-        )
+        info = _ClientInfo(kind, mac, client_id, client_key(mac, client_id), self.hosts.get(mac), classes,
+                           sys.intern(codec.printable(vendor, 255)) if vendor else None)
         if kind == codec.DISCOVER:
             return self._discover(packet, info, now)
         if kind == codec.REQUEST:
@@ -288,8 +279,8 @@ class Dhcp4Server:
     def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: Now) -> Reply:
         binding = self.pool.bind(info.key, address, ACTIVE, now.wall + self.lease_time, info.mac)
         host = info.host
-        hostname = (host.hostname if host and host.hostname else None) or info.hostname
-        binding.info = (info.mac, packet.client_id(), hostname, info.vendor_class)
+        hostname = (host.hostname if host and host.hostname else None) or packet.hostname()
+        binding.info = (info.mac, info.client_id, hostname, info.vendor_class)
         reply = self._reply(packet, info, codec.ACK, address)
         reply.commit.append(self._lease(binding))
         return reply
@@ -338,7 +329,7 @@ class Dhcp4Server:
         quarantined = self.pool.decline(int(requested), now.wall + self.settings.decline_time, info.mac)
         self._count("declined")
         # The client identifier goes with it: in a shared store only the holder's own row may become a quarantine.
-        lease = Lease4(IPv4Address(quarantined.address), info.mac, packet.client_id(), quarantined.expires, DECLINED)
+        lease = Lease4(IPv4Address(quarantined.address), info.mac, info.client_id, quarantined.expires, DECLINED)
         return Reply(None, commit=[lease],
                      event={"type": "DECLINE", "mac": format_mac(info.mac), "address": str(requested)})
 
@@ -374,7 +365,7 @@ class Dhcp4Server:
         options = packet.options
         host = info.host
         hostname = host.hostname if host is not None else None
-        client_id = options.get(codec.CLIENT_ID)
+        client_id = info.client_id
         relay = options.get(codec.RELAY_AGENT)
         requested = options.get(codec.PARAM_LIST, b"")
         limit = packet.max_size()
