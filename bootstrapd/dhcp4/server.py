@@ -409,7 +409,7 @@ class Dhcp4Server:
             self._count("options_left_out")
             event["left_out"] = left_out
             event["max_size"] = limit
-        return Reply(data, destination, link, event=event)
+        return Reply(data, destination, link, [], event)
 
     def _configured(self, info: _ClientInfo) -> OptionSet:
         configured = self.classifier.options(info.classes)
