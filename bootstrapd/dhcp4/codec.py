@@ -145,27 +145,28 @@ def printable(raw: bytes, limit: int = 64) -> str:
     return text if text.isprintable() else "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-def _parse_options(data: bytes, start: int, end: int, out: dict[int, bytes]) -> None:
+def _parse_options(data: bytes, start: int, out: dict[int, bytes]) -> None:
+    """The options from ``start`` to the end of ``data`` (the message, or a file or sname field alone)."""
+    end = len(data)
     i = start
-    while i < end:
-        code = data[i]
-        if code == PAD:
-            i += 1
-            continue
-        if code == END:
-            return
-        if i + 1 >= end:
-            raise Dhcp4Error(f"option {code} truncated before its length")
-        length = data[i + 1]
-        value_end = i + 2 + length
-        if value_end > end:
-            raise Dhcp4Error(f"option {code} of length {length} runs past the end")
-        value = data[i + 2: value_end]
-        if code in out:
-            _concatenate(out, code, value)  # RFC 3396: split options are concatenated
-        else:
-            out[code] = value
-        i = value_end
+    try:
+        while i < end:
+            code = data[i]
+            if code == PAD:
+                i += 1
+                continue
+            if code == END:
+                return
+            value_end = i + 2 + data[i + 1]  # an IndexError: no room for the length
+            if value_end > end:
+                raise Dhcp4Error(f"option {code} of length {data[i + 1]} runs past the end")
+            if code in out:
+                _concatenate(out, code, data[i + 2: value_end])  # RFC 3396: split options are concatenated
+            else:
+                out[code] = data[i + 2: value_end]
+            i = value_end
+    except IndexError:
+        raise Dhcp4Error(f"option {data[end - 1]} truncated before its length") from None
     # Options without an END option are tolerated (many clients omit it when the field is full).
 
 
@@ -189,16 +190,16 @@ def decode(data: bytes) -> Packet:
     if data[HEADER_SIZE: HEADER_SIZE + 4] != MAGIC:
         raise Dhcp4Error("no DHCP magic cookie (plain BOOTP is not served)")
     options: dict[int, bytes] = {}
-    _parse_options(data, HEADER_SIZE + 4, len(data), options)
+    _parse_options(data, HEADER_SIZE + 4, options)
     overload = options.get(OVERLOAD)
     if overload is not None:
         if len(overload) != 1 or overload[0] not in (1, 2, 3):
             raise Dhcp4Error("bad option overload value")
         extra: dict[int, bytes] = {}
         if overload[0] & 1:
-            _parse_options(file, 0, len(file), extra)
+            _parse_options(file, 0, extra)
         if overload[0] & 2:
-            _parse_options(sname, 0, len(sname), extra)
+            _parse_options(sname, 0, extra)
         for code, value in extra.items():
             if code in options:
                 _concatenate(options, code, value)
