@@ -56,6 +56,11 @@ class _Template(NamedTuple):
     codes: tuple[int, ...]  # the configured options it carries, sorted (for its event)
 
 
+def _sent(codes: tuple[int, ...], left_out: tuple[int, ...]) -> tuple[int, ...]:
+    """The configured option codes a reply carries (for its event)."""
+    return tuple(code for code in codes if code not in left_out) if left_out else codes
+
+
 def client_key(mac: bytes, client_id: bytes | None) -> bytes:
     """Leases are keyed by the client identifier when sent (RFC 2131 4.2), else by hardware type + MAC."""
     return b"c" + client_id if client_id else b"m\x01" + mac
@@ -423,9 +428,7 @@ class Dhcp4Server:
         options, head = self._head(kind, times)
         model = Packet(op=codec.BOOTREPLY, siaddr=self.siaddr, file=self.boot_file, options=dict(options))
         message = codec.Template(model, max_size=limit, extra=ordered.items, extra_wire=ordered.wire, head_wire=head)
-        left_out = message.left_out
-        codes = tuple(code for code in ordered.codes if code not in left_out) if left_out else ordered.codes
-        template = _Template(message, codes)
+        template = _Template(message, _sent(ordered.codes, message.left_out))
         if len(self._templates) < 1024:  # bounded: option 55 and 57 come from the wire
             self._templates[key] = template
         return template
@@ -450,8 +453,7 @@ class Dhcp4Server:
         ordered = self._configured(info).ordered(requested)
         data, left_out = codec.encode_reply(reply, max_size=limit, extra=ordered.items, extra_wire=ordered.wire,
                                             relay=relay, head_wire=head)
-        codes = tuple(code for code in ordered.codes if code not in left_out) if left_out else ordered.codes
-        return data, codes, left_out
+        return data, _sent(ordered.codes, left_out), left_out
 
     def _head(self, kind: int, times: bool) -> tuple[dict[int, bytes], bytes]:
         """A reply's own first options (message type, server id, the lease times) and their encoding, built once."""
