@@ -196,7 +196,9 @@ class Dhcp4Server:
                 "address held by another client"
         return None
 
-    def _choose(self, packet: Packet, info: _ClientInfo, now: Now) -> int | None:
+    def _choose(self, packet: Packet, info: _ClientInfo, now: Now, may_take: bool = False) -> int | None:
+        """The address to offer (None: none); ``may_take``: the caller has just found that the client may take
+        another address (Pool.can_take)."""
         host = info.host
         if host is not None:
             address = int(host.address)
@@ -209,14 +211,15 @@ class Dhcp4Server:
             address = int.from_bytes(wanted, "big")
             if self._refusal(address, info, now) is None:
                 return address
-        if not self.pool.can_take(info.mac, info.key, now):
+        if not may_take and not self.pool.can_take(info.mac, info.key, now):
             return None
         return self.pool.allocate(info.key, now)
 
     # -- messages ---------------------------------------------------------------------------------------------------
     def _discover(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         reclaimed: Binding | None = None
-        if info.host is None and not self.pool.can_take(info.mac, info.key, now):
+        may_take = info.host is None and self.pool.can_take(info.mac, info.key, now)
+        if info.host is None and not may_take:
             # This MAC already holds its share under other client identifiers: the newest identity replaces the
             # oldest (a phone reset with a new client-id is still served); only quarantines are never reclaimed.
             reclaimed = self.pool.reclaim_oldest(info.mac, now)
@@ -224,7 +227,7 @@ class Dhcp4Server:
                 self._count("client_limit")  # not an exhausted pool: no warning
                 return None
             self._count("client_reclaimed")
-        address = self._choose(packet, info, now)
+        address = self._choose(packet, info, now, may_take)
         if address is None:
             host = info.host
             if host is not None:
