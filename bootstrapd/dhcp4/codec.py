@@ -70,7 +70,8 @@ class Packet:
 
     @property
     def mac(self) -> bytes:
-        return self.chaddr[: min(self.hlen, 16)]
+        hlen = self.hlen
+        return self.chaddr[:hlen if hlen <= 16 else 16]
 
     @property
     def broadcast(self) -> bool:
@@ -144,27 +145,28 @@ def printable(raw: bytes, limit: int = 64) -> str:
     return text if text.isprintable() else "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-def _parse_options(data: bytes, start: int, end: int, out: dict[int, bytes]) -> None:
+def _parse_options(data: bytes, start: int, out: dict[int, bytes]) -> None:
+    """The options from ``start`` to the end of ``data`` (the message, or a file or sname field alone)."""
+    end = len(data)
     i = start
-    while i < end:
-        code = data[i]
-        if code == PAD:
-            i += 1
-            continue
-        if code == END:
-            return
-        if i + 1 >= end:
-            raise Dhcp4Error(f"option {code} truncated before its length")
-        length = data[i + 1]
-        value_end = i + 2 + length
-        if value_end > end:
-            raise Dhcp4Error(f"option {code} of length {length} runs past the end")
-        value = data[i + 2: value_end]
-        if code in out:
-            _concatenate(out, code, value)  # RFC 3396: split options are concatenated
-        else:
-            out[code] = value
-        i = value_end
+    try:
+        while i < end:
+            code = data[i]
+            if code == PAD:
+                i += 1
+                continue
+            if code == END:
+                return
+            value_end = i + 2 + data[i + 1]  # an IndexError: no room for the length
+            if value_end > end:
+                raise Dhcp4Error(f"option {code} of length {data[i + 1]} runs past the end")
+            if code in out:
+                _concatenate(out, code, data[i + 2: value_end])  # RFC 3396: split options are concatenated
+            else:
+                out[code] = data[i + 2: value_end]
+            i = value_end
+    except IndexError:
+        raise Dhcp4Error(f"option {data[end - 1]} truncated before its length") from None
     # Options without an END option are tolerated (many clients omit it when the field is full).
 
 
@@ -188,16 +190,16 @@ def decode(data: bytes) -> Packet:
     if data[HEADER_SIZE: HEADER_SIZE + 4] != MAGIC:
         raise Dhcp4Error("no DHCP magic cookie (plain BOOTP is not served)")
     options: dict[int, bytes] = {}
-    _parse_options(data, HEADER_SIZE + 4, len(data), options)
+    _parse_options(data, HEADER_SIZE + 4, options)
     overload = options.get(OVERLOAD)
     if overload is not None:
         if len(overload) != 1 or overload[0] not in (1, 2, 3):
             raise Dhcp4Error("bad option overload value")
         extra: dict[int, bytes] = {}
         if overload[0] & 1:
-            _parse_options(file, 0, len(file), extra)
+            _parse_options(file, 0, extra)
         if overload[0] & 2:
-            _parse_options(sname, 0, len(sname), extra)
+            _parse_options(sname, 0, extra)
         for code, value in extra.items():
             if code in options:
                 _concatenate(options, code, value)
@@ -254,8 +256,7 @@ def encode_reply(packet: Packet, *, max_size: int = 1500, extra: Sequence[Option
     """
     head = head_wire if head_wire is not None else encode_options(packet.options)
     body = extra_wire if extra_wire is not None else encode_options(extra) if extra else b""
-    relay_tlv = bytes((RELAY_AGENT, len(relay))) + relay if relay is not None and len(relay) <= 255 else \
-        encode_options(((RELAY_AGENT, relay),)) if relay is not None else b""
+    relay_tlv = _relay_tlv(relay)
     if len(head) + len(body) + len(relay_tlv) <= max_size - _FIXED:
         return _message(packet, head + body + relay_tlv, packet.file, packet.sname), ()
     return _fitted(packet, [*packet.options.items(), *extra], relay_tlv, max_size - _FIXED)
@@ -324,3 +325,65 @@ def _message(packet: Packet, options: bytes, file: bytes, sname: bytes) -> bytes
     if len(message) < MIN_SIZE:
         message += b"\0" * (MIN_SIZE - len(message))
     return message
+
+
+# The header fields a reply takes from its request and its address (xid, secs, flags, ciaddr, yiaddr, siaddr,
+# giaddr, chaddr): bytes 4 to 44 of the message, the same fields _HEADER packs there.
+_PER_CLIENT = struct.Struct("!IHH4s4s4s4s16s")
+_PER_CLIENT_END = 4 + _PER_CLIENT.size  # 44
+_END = bytes((END,))
+
+
+class Template:
+    """A reply encoded once and reused for every client it fits.
+
+    The model's encoding comes from :func:`encode_reply` (the fitting into file and sname, the padding, what was
+    left out); per reply only the header fields of the client's own are written, and the options of its own (its
+    identifier echoed, a host name: ``own``, right after the model's head; option 82 last) are put where
+    :func:`encode_reply` puts them. :meth:`reply` says None when they do not fit the model's room as it is: the
+    caller then encodes that reply with :func:`encode_reply`.
+    """
+
+    __slots__ = ("_first", "_head", "_rest", "_siaddr", "_spare", "_wire", "left_out")
+
+    def __init__(self, model: Packet, *, max_size: int, extra: Sequence[Option] = (), extra_wire: bytes | None = None,
+                 head_wire: bytes | None = None) -> None:
+        head = head_wire if head_wire is not None else encode_options(model.options)
+        wire = extra_wire if extra_wire is not None else encode_options(extra) if extra else b""
+        data, self.left_out = encode_reply(model, max_size=max_size, extra=extra, extra_wire=wire, head_wire=head)
+        self._first = data[:4]  # op, htype, hlen, hops
+        self._siaddr = model.siaddr
+        self._rest = data[_PER_CLIENT_END:]  # sname, file, the cookie, the options, END, the padding
+        self._head = data[_PER_CLIENT_END: HEADER_SIZE + len(MAGIC) + len(head)]  # ... up to the head's end
+        self._wire = wire
+        # The room left for options of the client's own: encode_reply's test for a message that needs no fitting
+        # (negative: the model itself did not fit as it is, see _fitted).
+        self._spare = max_size - _FIXED - len(head) - len(wire)
+
+    def reply(self, xid: int, flags: int, ciaddr: bytes, yiaddr: bytes, giaddr: bytes, chaddr: bytes,
+              own: bytes = b"", relay: bytes | None = None) -> bytes | None:
+        """The message for one client (``chaddr`` as decoded: 16 bytes; addresses 4 bytes; secs is 0 in a reply),
+        or None when ``own`` (encoded options) and ``relay`` (an option 82 to echo) do not fit it."""
+        try:
+            fields = _PER_CLIENT.pack(xid, 0, flags, ciaddr, yiaddr, self._siaddr, giaddr, chaddr)
+        except struct.error as exc:
+            raise Dhcp4Error(f"cannot encode: {exc}") from None
+        if not own and relay is None:
+            return self._first + fields + self._rest
+        relay_tlv = _relay_tlv(relay)
+        if len(own) + len(relay_tlv) > self._spare:
+            return None
+        message = b"".join((self._first, fields, self._head, own, self._wire, relay_tlv, _END))
+        if len(message) < MIN_SIZE:
+            message += bytes(MIN_SIZE - len(message))
+        return message
+
+
+def tlv(code: int, value: bytes) -> bytes:
+    """One option's encoding (:func:`encode_options` of a single option, without its loop)."""
+    size = len(value)
+    return bytes((code, size)) + value if size <= 255 else encode_options(((code, value),))
+
+
+def _relay_tlv(relay: bytes | None) -> bytes:
+    return b"" if relay is None else tlv(RELAY_AGENT, relay)

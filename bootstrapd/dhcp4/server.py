@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
-from typing import Any
+from typing import Any, NamedTuple
 
 from bootstrapd.clock import Now
 from bootstrapd.dhcp4 import codec
@@ -42,11 +42,23 @@ class Reply:
 
 @dataclass(slots=True)
 class _ClientInfo:
+    kind: int  # the request's message type
     mac: bytes
+    client_id: bytes | None
     key: bytes
+    host: Host4 | None  # its reservation (looked up once per message)
     classes: tuple[str, ...]
     vendor_class: str | None
-    hostname: str | None
+
+
+class _Template(NamedTuple):
+    message: codec.Template
+    codes: tuple[int, ...]  # the configured options it carries, sorted (for its event)
+
+
+def _sent(codes: tuple[int, ...], left_out: tuple[int, ...]) -> tuple[int, ...]:
+    """The configured option codes a reply carries (for its event)."""
+    return tuple(code for code in codes if code not in left_out) if left_out else codes
 
 
 def client_key(mac: bytes, client_id: bytes | None) -> bytes:
@@ -123,10 +135,9 @@ class Dhcp4Server:
         )
         self.siaddr = settings.next_server.packed if settings.next_server else self.server_id
         self._heads: dict[tuple[int, bool], tuple[dict[int, bytes], bytes]] = {}  # see _head
+        self._relays: dict[bytes, tuple[str, int]] = {}  # giaddr -> where its replies go
+        self._templates: dict[tuple[int, bool, tuple[str, ...], bytes, int], _Template] = {}  # see _reply
         self.boot_file = settings.boot_file.encode().ljust(128, b"\0") if settings.boot_file else bytes(128)
-
-    def _on_network(self, address: int) -> bool:
-        return address & self._netmask == self._netaddr
 
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
@@ -139,7 +150,8 @@ class Dhcp4Server:
         kind = packet.msg_type()
         if kind == 0:
             raise Dhcp4Error("BOOTP without a DHCP message type is not served")
-        if packet.giaddr != codec.ZERO and not self._on_network(int.from_bytes(packet.giaddr, "big")):
+        giaddr = packet.giaddr
+        if giaddr != codec.ZERO and int.from_bytes(giaddr, "big") & self._netmask != self._netaddr:
             raise Dhcp4Error(f"relay {codec.ntoa(packet.giaddr)} is not on a served subnet")
         mac = packet.mac
         if not self.limiter.allow(mac, now.mono):
@@ -148,13 +160,8 @@ class Dhcp4Server:
         client_id = packet.client_id()
         vendor = packet.vendor_class()
         classes = self.classifier.classify(vendor, packet.options.get(codec.USER_CLASS), mac)
-        info = _ClientInfo(
-            mac=mac,
-            key=client_key(mac, client_id),
-            classes=classes,
-            vendor_class=sys.intern(codec.printable(vendor, 255)) if vendor else None,
-            hostname=packet.hostname(),
-        )
+        info = _ClientInfo(kind, mac, client_id, client_key(mac, client_id), self.hosts.get(mac), classes,
+                           sys.intern(codec.printable(vendor, 255)) if vendor else None)
         if kind == codec.DISCOVER:
             return self._discover(packet, info, now)
         if kind == codec.REQUEST:
@@ -168,15 +175,12 @@ class Dhcp4Server:
         raise Dhcp4Error(f"unexpected message type {codec.TYPE_NAMES.get(kind, kind)} from a client")
 
     # -- address choice -------------------------------------------------------------------------------------------
-    def _reservation(self, mac: bytes) -> Host4 | None:
-        return self.hosts.get(mac)
-
     def _refusal(self, address: int, info: _ClientInfo, now: Now) -> str | None:
         """Why ``info`` may not hold ``address`` (None: it may): the checks of a new binding, which a renewal,
         a rebinding and an INIT-REBOOT pass too. On the hot path (every SELECTING REQUEST): keep it lean."""
         if address & self._netmask != self._netaddr:
             return "wrong network"
-        host = self.hosts.get(info.mac)
+        host = info.host
         if host is not None and int(host.address) != address:
             return "this client has a reservation for another address"
         if not self.pool.can_take(info.mac, info.key, now):
@@ -192,8 +196,10 @@ class Dhcp4Server:
                 "address held by another client"
         return None
 
-    def _choose(self, packet: Packet, info: _ClientInfo, now: Now) -> int | None:
-        host = self._reservation(info.mac)
+    def _choose(self, packet: Packet, info: _ClientInfo, now: Now, may_take: bool = False) -> int | None:
+        """The address to offer (None: none); ``may_take``: the caller has just found that the client may take
+        another address (Pool.can_take)."""
+        host = info.host
         if host is not None:
             address = int(host.address)
             return address if self.pool.available(address, info.key, now) else None
@@ -205,14 +211,15 @@ class Dhcp4Server:
             address = int.from_bytes(wanted, "big")
             if self._refusal(address, info, now) is None:
                 return address
-        if not self.pool.can_take(info.mac, info.key, now):
+        if not may_take and not self.pool.can_take(info.mac, info.key, now):
             return None
         return self.pool.allocate(info.key, now)
 
     # -- messages ---------------------------------------------------------------------------------------------------
     def _discover(self, packet: Packet, info: _ClientInfo, now: Now) -> Reply | None:
         reclaimed: Binding | None = None
-        if self._reservation(info.mac) is None and not self.pool.can_take(info.mac, info.key, now):
+        may_take = info.host is None and self.pool.can_take(info.mac, info.key, now)
+        if info.host is None and not may_take:
             # This MAC already holds its share under other client identifiers: the newest identity replaces the
             # oldest (a phone reset with a new client-id is still served); only quarantines are never reclaimed.
             reclaimed = self.pool.reclaim_oldest(info.mac, now)
@@ -220,9 +227,9 @@ class Dhcp4Server:
                 self._count("client_limit")  # not an exhausted pool: no warning
                 return None
             self._count("client_reclaimed")
-        address = self._choose(packet, info, now)
+        address = self._choose(packet, info, now, may_take)
         if address is None:
-            host = self._reservation(info.mac)
+            host = info.host
             if host is not None:
                 # Its address is held by another client (the reservation is newer than that lease): that client's
                 # next renewal is refused, which frees the address; at the latest it is free when the lease ends.
@@ -267,7 +274,7 @@ class Dhcp4Server:
         # RFC 2131 4.3.2. Whether the address is still right for this client is decided by the same checks as a new
         # binding: the subnet, the range or a reservation for this MAC, the reservation's owner, a decline, the
         # MAC's share. We "know" a client we have a binding or a reservation for.
-        known = self.pool.binding(info.key) is not None or info.mac in self.hosts
+        known = self.pool.binding(info.key) is not None or info.host is not None
         why = self._refusal(address, info, now)
         if why is None:
             if not known and not self.settings.authoritative:
@@ -279,9 +286,9 @@ class Dhcp4Server:
 
     def _ack(self, packet: Packet, info: _ClientInfo, address: int, now: Now) -> Reply:
         binding = self.pool.bind(info.key, address, ACTIVE, now.wall + self.lease_time, info.mac)
-        host = self._reservation(info.mac)
-        hostname = (host.hostname if host and host.hostname else None) or info.hostname
-        binding.info = (info.mac, packet.client_id(), hostname, info.vendor_class)
+        host = info.host
+        hostname = (host.hostname if host and host.hostname else None) or packet.hostname()
+        binding.info = (info.mac, info.client_id, hostname, info.vendor_class)
         reply = self._reply(packet, info, codec.ACK, address)
         reply.commit.append(self._lease(binding))
         return reply
@@ -330,7 +337,7 @@ class Dhcp4Server:
         quarantined = self.pool.decline(int(requested), now.wall + self.settings.decline_time, info.mac)
         self._count("declined")
         # The client identifier goes with it: in a shared store only the holder's own row may become a quarantine.
-        lease = Lease4(IPv4Address(quarantined.address), info.mac, packet.client_id(), quarantined.expires, DECLINED)
+        lease = Lease4(IPv4Address(quarantined.address), info.mac, info.client_id, quarantined.expires, DECLINED)
         return Reply(None, commit=[lease],
                      event={"type": "DECLINE", "mac": format_mac(info.mac), "address": str(requested)})
 
@@ -363,68 +370,115 @@ class Dhcp4Server:
 
     def _reply(self, packet: Packet, info: _ClientInfo, kind: int, address: int | None,
                source: tuple[str, int] | None = None) -> Reply:
-        template = self._heads.get((kind, address is not None))
-        if template is None:
-            template = self._heads[(kind, address is not None)] = self._head(kind, address is not None)
-        options, head = template
+        options = packet.options
+        host = info.host
+        hostname = host.hostname if host is not None else None
+        client_id = info.client_id
+        relay = options.get(codec.RELAY_AGENT)
+        requested = options.get(codec.PARAM_LIST, b"")
+        limit = packet.max_size()
+        if limit > self.mtu:
+            limit = self.mtu
+        yiaddr = address.to_bytes(4, "big") if address is not None else codec.ZERO
+        # RFC 2131 table 3: ciaddr is the client's in an ACK (and an INFORM's ACK), 0 in an OFFER.
+        ciaddr = packet.ciaddr if kind == codec.ACK else codec.ZERO
+        data: bytes | None = None
+        if info.mac not in self.host_options:
+            # Nothing configured for this client alone: its reply is the template of every client of these classes
+            # with this option 55 and size (a boot storm of one model: one dict lookup), with its own header fields
+            # and the options it brought (its identifier, echoed: RFC 6842; option 82) put in.
+            key = (kind, address is not None, info.classes, requested, limit)
+            template = self._templates.get(key)
+            if template is None:
+                template = self._template(key)
+            own = b""
+            if hostname:
+                own = codec.tlv(codec.HOSTNAME, hostname.encode())
+            if client_id is not None:
+                own += codec.tlv(codec.CLIENT_ID, client_id)
+            data = template.message.reply(packet.xid, packet.flags, ciaddr, yiaddr, packet.giaddr, packet.chaddr,
+                                          own, relay)
+            codes, left_out = template.codes, template.message.left_out
+        if data is None:  # a host's own options, or the client's do not fit the template: encoded for it alone
+            data, codes, left_out = self._encoded(packet, info, kind, address is not None, hostname, client_id,
+                                                  relay, requested, limit, ciaddr, yiaddr)
+        destination, link = self._destination(packet, yiaddr if address is not None else None, source)
+        event: dict[str, Any] = {
+            "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
+            "request": codec.TYPE_NAMES[info.kind],
+            "mac": format_mac(info.mac),
+            "address": codec.ntoa(yiaddr) if address is not None else None,
+            "classes": info.classes,
+            "vendor_class": info.vendor_class,
+            "options": codes,
+        }
+        if left_out:
+            # What the client does not get, and why: the event (and a rate-limited warning) say exactly.
+            self._count("options_left_out")
+            event["left_out"] = left_out
+            event["max_size"] = limit
+        return Reply(data, destination, link, [], event)
+
+    def _configured(self, info: _ClientInfo) -> OptionSet:
+        configured = self.classifier.options(info.classes)
+        if self.host_options:
+            configured = self._with_host_options(info, configured)
+        return configured
+
+    def _template(self, key: tuple[int, bool, tuple[str, ...], bytes, int]) -> _Template:
+        kind, times, classes, requested, limit = key
+        ordered = self.classifier.options(classes).ordered(requested)
+        options, head = self._head(kind, times)
+        model = Packet(op=codec.BOOTREPLY, siaddr=self.siaddr, file=self.boot_file, options=dict(options))
+        message = codec.Template(model, max_size=limit, extra=ordered.items, extra_wire=ordered.wire, head_wire=head)
+        template = _Template(message, _sent(ordered.codes, message.left_out))
+        if len(self._templates) < 1024:  # bounded: option 55 and 57 come from the wire
+            self._templates[key] = template
+        return template
+
+    def _encoded(self, packet: Packet, info: _ClientInfo, kind: int, times: bool, hostname: str | None,
+                 client_id: bytes | None, relay: bytes | None, requested: bytes, limit: int, ciaddr: bytes,
+                 yiaddr: bytes) -> tuple[bytes, tuple[int, ...], tuple[int, ...]]:
+        """A reply encoded for this client alone (:func:`codec.encode_reply`)."""
+        options, head = self._head(kind, times)
         options = dict(options)
         extra: list[codec.Option] = []
-        host = self._reservation(info.mac)
-        if host is not None and host.hostname:
-            extra.append((codec.HOSTNAME, host.hostname.encode()))
-        client_id = packet.options.get(codec.CLIENT_ID)
+        if hostname:
+            extra.append((codec.HOSTNAME, hostname.encode()))
         if client_id is not None:
             extra.append((codec.CLIENT_ID, client_id))  # RFC 6842: echoed unchanged
         if extra:
             options.update(extra)
             head += codec.encode_options(extra)
         reply = Packet(op=codec.BOOTREPLY, xid=packet.xid, flags=packet.flags, giaddr=packet.giaddr,
-                       chaddr=packet.chaddr, ciaddr=packet.ciaddr if address is None else codec.ZERO,
-                       siaddr=self.siaddr, file=self.boot_file)
-        if address is not None:
-            reply.yiaddr = address.to_bytes(4, "big")
-            if kind == codec.ACK:
-                reply.ciaddr = packet.ciaddr
-        reply.options = options
-        configured = self.classifier.options(info.classes)
-        if self.host_options:
-            configured = self._with_host_options(info, configured)
-        ordered = configured.ordered(packet.options.get(codec.PARAM_LIST, b""))
-        limit = packet.max_size()
-        if limit > self.mtu:
-            limit = self.mtu
+                       chaddr=packet.chaddr, ciaddr=ciaddr, yiaddr=yiaddr, siaddr=self.siaddr, file=self.boot_file,
+                       options=options)
+        ordered = self._configured(info).ordered(requested)
         data, left_out = codec.encode_reply(reply, max_size=limit, extra=ordered.items, extra_wire=ordered.wire,
-                                            relay=packet.options.get(codec.RELAY_AGENT), head_wire=head)
-        destination, link = self._destination(packet, address, source)
-        event: dict[str, Any] = {
-            "type": codec.TYPE_NAMES[kind] if address is not None else "INFORM",
-            "request": codec.TYPE_NAMES.get(packet.msg_type(), "?"),
-            "mac": format_mac(info.mac),
-            "address": codec.ntoa(address.to_bytes(4, "big")) if address is not None else None,
-            "classes": info.classes,
-            "vendor_class": info.vendor_class,
-            "options": ordered.codes,
-        }
-        if left_out:
-            # What the client does not get, and why: the event (and a rate-limited warning) say exactly.
-            self._count("options_left_out")
-            event["options"] = tuple(code for code in ordered.codes if code not in left_out)
-            event["left_out"] = left_out
-            event["max_size"] = limit
-        return Reply(data, destination, link, event=event)
+                                            relay=relay, head_wire=head)
+        return data, _sent(ordered.codes, left_out), left_out
 
     def _head(self, kind: int, times: bool) -> tuple[dict[int, bytes], bytes]:
         """A reply's own first options (message type, server id, the lease times) and their encoding, built once."""
-        options = {codec.MESSAGE_TYPE: bytes((kind,)), codec.SERVER_ID: self.server_id}
-        if times:
-            options[codec.LEASE_TIME], options[codec.RENEWAL_TIME], options[codec.REBINDING_TIME] = self._timers
-        return options, codec.encode_options(options)
+        head = self._heads.get((kind, times))
+        if head is None:
+            options = {codec.MESSAGE_TYPE: bytes((kind,)), codec.SERVER_ID: self.server_id}
+            if times:
+                options[codec.LEASE_TIME], options[codec.RENEWAL_TIME], options[codec.REBINDING_TIME] = self._timers
+            head = self._heads[(kind, times)] = (options, codec.encode_options(options))
+        return head
 
-    def _destination(self, packet: Packet, address: int | None,
+    def _destination(self, packet: Packet, address: bytes | None,
                      source: tuple[str, int] | None) -> tuple[tuple[str, int], bytes | None]:
         """RFC 2131 4.1: relay, then ciaddr, then the broadcast flag, else unicast to yiaddr at chaddr."""
-        if packet.giaddr != codec.ZERO:
-            return (codec.ntoa(packet.giaddr), SERVER_PORT), None
+        giaddr = packet.giaddr
+        if giaddr != codec.ZERO:
+            relay = self._relays.get(giaddr)
+            if relay is None:
+                relay = (codec.ntoa(giaddr), SERVER_PORT)
+                if len(self._relays) < 256:  # a site has a handful of relays; giaddr comes from the wire
+                    self._relays[giaddr] = relay
+            return relay, None
         if packet.ciaddr != codec.ZERO:
             return (codec.ntoa(packet.ciaddr), CLIENT_PORT), None
         if address is None:
@@ -434,7 +488,7 @@ class Dhcp4Server:
             return (BROADCAST, CLIENT_PORT), None
         if packet.broadcast:
             return (BROADCAST, CLIENT_PORT), None
-        return (codec.ntoa(address.to_bytes(4, "big")), CLIENT_PORT), packet.mac
+        return (codec.ntoa(address), CLIENT_PORT), packet.mac
 
     # -- introspection --------------------------------------------------------------------------------------------
     def lease_for(self, mac: bytes, client_id: bytes | None = None) -> Binding | None:

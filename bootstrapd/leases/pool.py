@@ -145,7 +145,8 @@ class Pool:
         return oldest
 
     def _place(self, binding: Binding) -> None:
-        self._remove(binding.address)
+        if binding.address in self.by_address:
+            self._remove(binding.address)
         self.by_address[binding.address] = binding
         if binding.owner:
             owned = self.by_owner.get(binding.owner)
@@ -227,7 +228,7 @@ class Pool:
                 old.owner = owner
                 self._place(old)
             return old
-        binding = Binding(address, key, state, expires, owner=owner)
+        binding = Binding(address, key, state, expires, None, owner)
         self._place(binding)
         self.by_key[key] = binding
         return binding

@@ -26,7 +26,9 @@ class RateLimiter:
             self._buckets[key] = (self.burst - 1.0, mono)
             return True
         tokens, last = bucket
-        tokens = min(self.burst, tokens + (mono - last) * self.rate)
+        tokens += (mono - last) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
         if tokens < 1.0:
             self._buckets[key] = (tokens, mono)
             self.refused += 1

@@ -8,7 +8,8 @@ For instruction counts, which do not move with the machine's load at all, run it
 counts and take the difference per exchange (README, "Where the time goes").
 
 - ``dhcp4 core``: :meth:`Dhcp4Server.handle` for a DISCOVER and its REQUEST from a new client each time (relayed, an
-  option 55 like perfdhcp's), the pool and the configuration of ``make bench-dhcp4``;
+  option 55 like perfdhcp's; ``--client-id``: an option 61 too, like perfdhcp's), the pool and the configuration of
+  ``make bench-dhcp4``;
 - ``journal, loop side``: the two events of such an exchange through the journal's sink, then folded into steps and
   the phone's stage and encoded for the writer (``Journal._process``), in batches of 1,000 events (4,000 events a
   second at the 0.25 s flush interval);
@@ -62,16 +63,18 @@ def _message(kind: int, mac: bytes, xid: int, options: dict[int, bytes]) -> byte
     return codec.encode(packet)
 
 
-def dhcp4_core(count: int) -> float:
-    """CPU seconds per DORA of the core alone."""
+def dhcp4_core(count: int, client_id: bool = False) -> float:
+    """CPU seconds per DORA of the core alone (``client_id``: each message carries an option 61, echoed in the
+    replies, as perfdhcp's and most phones' do)."""
     settings = loads(BOOTSTRAPD.replace("@ROOT@", "/nonexistent").replace("@STATE@", "/nonexistent"))
     server = Dhcp4Server(settings.dhcp4, IPv4Address(SERVER), IPv4Network("10.78.0.0/16"))
     first = int(IPv4Address(FIRST))
     messages = []
     for i in range(count):
         mac = (0x020000000000 + i).to_bytes(6, "big")
-        messages.append((_message(codec.DISCOVER, mac, i, PARAMS),
-                         _message(codec.REQUEST, mac, i, {**PARAMS, codec.SERVER_ID: IPv4Address(SERVER).packed,
+        options = {**PARAMS, codec.CLIENT_ID: b"\x01" + mac} if client_id else PARAMS
+        messages.append((_message(codec.DISCOVER, mac, i, options),
+                         _message(codec.REQUEST, mac, i, {**options, codec.SERVER_ID: IPv4Address(SERVER).packed,
                                                           codec.REQUESTED_IP: (first + i).to_bytes(4, "big")})))
     source = (RELAY, 67)
     started = time.process_time()
@@ -258,6 +261,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10_000, help="DORA exchanges per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
     parser.add_argument("--only", choices=["core", "journal", "storm", "journal6", "dhcp6"], help="measure one of them")
+    parser.add_argument("--client-id", action="store_true",
+                        help="core: every message with a client identifier (option 61), as perfdhcp sends")
     parser.add_argument("--tuples", action="store_true",
                         help="storm: also hold each event as a tuple, as the journal did before (the A/B)")
     args = parser.parse_args()
@@ -283,7 +288,7 @@ def main() -> int:
             print(f"  the garbage collector in the {name + ':':9} {shown} (wall; each run)")
         return 0
     if args.only != "journal":
-        core = min(dhcp4_core(args.count) for _ in range(args.repeat))
+        core = min(dhcp4_core(args.count, args.client_id) for _ in range(args.repeat))
         print(f"  dhcp4 core (DISCOVER + REQUEST):      {1e6 * core:6.1f} us")
     if args.only != "core":
         sides = [journal(args.count) for _ in range(args.repeat)]

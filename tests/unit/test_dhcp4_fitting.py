@@ -152,3 +152,40 @@ def test_every_reply_fits_decodes_and_accounts_for_every_option(configured: dict
         big_enough = [c for c in first if c in left_out and len(configured[c]) <= min(
             len(configured[u]) for u in unrequested_sent)]
         assert not big_enough
+
+
+@settings(max_examples=400, deadline=None)
+@given(configured=option_sets, requested=st.lists(st.integers(1, 254), max_size=20),
+       max_size=st.integers(576, 1500), agent=st.none() | st.binary(min_size=0, max_size=255),
+       client_id=st.none() | st.binary(min_size=2, max_size=255), hostname=st.none() | st.binary(max_size=64),
+       file_used=st.booleans(), xid=st.integers(0, 2**32 - 1), flags=st.integers(0, 65535),
+       addresses=st.lists(st.binary(min_size=4, max_size=4), min_size=3, max_size=3),
+       hw=st.binary(min_size=16, max_size=16))
+def test_a_template_reply_is_the_bytes_encode_reply_gives(configured: dict[int, bytes], requested: list[int],
+                                                          max_size: int, agent: bytes | None,
+                                                          client_id: bytes | None, hostname: bytes | None,
+                                                          file_used: bool, xid: int, flags: int,
+                                                          addresses: list[bytes], hw: bytes) -> None:
+    """The server's replies are templates (one per reply type, option 55 and size) with the client's header fields
+    and own options put in: every one must be the message encode_reply builds for that client, or None (the server
+    then encodes it with encode_reply itself)."""
+    head = {codec.MESSAGE_TYPE: b"\x05", codec.SERVER_ID: b"\x0a\x4d\x00\x01", codec.LEASE_TIME: bytes(4),
+            codec.RENEWAL_TIME: bytes(4), codec.REBINDING_TIME: bytes(4)}
+    siaddr = b"\x0a\x4d\x00\x02"
+    file = b"boot.file".ljust(128, b"\0") if file_used else bytes(128)
+    first = [c for c in dict.fromkeys(requested) if c in configured]
+    extra = [(c, configured[c]) for c in first] + [(c, v) for c, v in sorted(configured.items()) if c not in first]
+    template = codec.Template(Packet(op=codec.BOOTREPLY, siaddr=siaddr, file=file, options=dict(head)),
+                              max_size=max_size, extra=extra)
+    own = [(code, value) for code, value in ((codec.HOSTNAME, hostname), (codec.CLIENT_ID, client_id))
+           if value is not None]
+    ciaddr, yiaddr, giaddr = addresses
+    data = template.reply(xid, flags, ciaddr, yiaddr, giaddr, hw, codec.encode_options(own), agent)
+    reply = Packet(op=codec.BOOTREPLY, xid=xid, flags=flags, ciaddr=ciaddr, yiaddr=yiaddr, siaddr=siaddr,
+                   giaddr=giaddr, chaddr=hw, file=file, options={**head, **dict(own)})
+    expected, left_out = codec.encode_reply(reply, max_size=max_size, extra=extra, relay=agent)
+    if data is None:
+        assert own or agent is not None  # only the client's own options can make a template not fit
+    else:
+        assert data == expected
+        assert template.left_out == left_out if not own and agent is None else left_out == ()

@@ -117,6 +117,33 @@ def test_client_id_is_echoed_and_keys_the_lease() -> None:
     assert ip(again) == ip(ack)
 
 
+def test_clients_of_one_model_share_a_reply_template_but_each_gets_its_own_fields_and_options() -> None:
+    """Replies are built from one template per reply type, option 55 and size: what is the client's own (xid,
+    flags, chaddr, giaddr, yiaddr, its identifier, its option 82) must never leak from one client's reply into
+    another's."""
+    server = make_server()
+    params = {codec.PARAM_LIST: bytes([1, 3, 6, 66])}
+    asked = [
+        (mac(1), 0x1111, "0.0.0.0", 0x8000, {**params, codec.CLIENT_ID: b"\x01first"}),
+        (mac(2), 0x2222, "10.77.0.5", 0, {**params, codec.RELAY_AGENT: b"\x01\x04port"}),
+        (mac(3), 0x3333, "0.0.0.0", 0, dict(params)),
+    ]
+    offers = []
+    for hw, xid, giaddr, flags, options in asked:
+        reply = server.handle(message(codec.DISCOVER, hw, xid=xid, giaddr=giaddr, flags=flags, options=options),
+                              (giaddr, 67) if giaddr != "0.0.0.0" else SRC, at(1000.0))
+        assert reply is not None and reply.data is not None
+        offers.append(codec.decode(reply.data))
+    assert [p.xid for p in offers] == [0x1111, 0x2222, 0x3333]
+    assert [p.mac for p in offers] == [mac(1), mac(2), mac(3)]
+    assert [p.flags for p in offers] == [0x8000, 0, 0]
+    assert [str(IPv4Address(p.giaddr)) for p in offers] == ["0.0.0.0", "10.77.0.5", "0.0.0.0"]
+    assert len({p.yiaddr for p in offers}) == 3
+    assert [p.options.get(codec.CLIENT_ID) for p in offers] == [b"\x01first", None, None]
+    assert [p.options.get(codec.RELAY_AGENT) for p in offers] == [None, b"\x01\x04port", None]
+    assert all(p.options[66] == b"tftp://10.77.0.1/" and p.msg_type() == codec.OFFER for p in offers)
+
+
 def test_returning_client_gets_its_previous_address_even_after_expiry() -> None:
     server = make_server()
     first = dora(server, mac(1))
