@@ -275,10 +275,10 @@ def main() -> int:
     if args.only == "http":
         print(f"The journal per http.request event, best of {args.repeat} runs of {args.count:,} requests:")
         for phones in (1, 1000):
-            runs = [http(args.count, phones) for _ in range(args.repeat)]
-            emitted, folded, written = (1e6 * min(r[i] for r in runs) for i in range(3))
+            measured = [http(args.count, phones) for _ in range(args.repeat)]
+            emitted, folded, written = (1e6 * min(r[i] for r in measured) for i in range(3))
             print(f"  {phones:5,} phone(s): emit + hold {emitted:5.1f} us, fold + encode {folded:5.1f} us, "
-                  f"writer {written:5.1f} us, held {min(r[3] for r in runs):5.0f} bytes per event")
+                  f"writer {written:5.1f} us, held {min(r[3] for r in measured):5.0f} bytes per event")
         return 0
     print(f"CPU per DORA exchange, best of {args.repeat} runs of {args.count:,}:")
     if args.only == "journal6":
