@@ -65,7 +65,7 @@ def clean(value: object, limit: int = TEXT_MAX) -> str:
 
 def normal_mac(value: object) -> str | None:
     """``00:15:65:aa:bb:cc`` from any common spelling (bytes, ``001565AABBCC``, ``00-15-65-…``), else None."""
-    if value.__class__ is str and _CANONICAL.match(value):  # type: ignore[arg-type]
+    if value.__class__ is str and len(value) == 17 and _CANONICAL.match(value):  # type: ignore[arg-type]
         return value  # type: ignore[return-value]  # the DHCP servers' own spelling: most events
     if isinstance(value, bytes | bytearray):
         return bytes(value).hex(":") if len(value) == 6 else None
@@ -369,11 +369,12 @@ _BUILDERS: dict[str, _Builder] = {
 RECORDED = frozenset({"dhcp4.offer", "dhcp4.ack", "dhcp4.nak", "dhcp4.inform", "dhcp4.decline", "dhcp4.release",
                       "dhcp4.exhausted", "dhcp4.reserved_in_use", "dhcp4.withheld", "dhcp6.reply", "dhcp6.withheld",
                       "pnp.answer", "tftp.transfer", "http.request", "ftp.transfer", "ftp.login", "resync.sent"})
+_BUILDER_OF = {kind: _BUILDERS[kind.split(".", 1)[0]] for kind in RECORDED}  # every recorded kind has one
 
 
 def step_of(kind: str, fields: dict[str, Any], now: float) -> Step | None:
     """The step an event is, or None for events that are not about a phone's provisioning."""
-    if kind not in RECORDED or (kind == "http.request" and fields.get("outcome") == "route"):
+    builder = _BUILDER_OF.get(kind)
+    if builder is None or (kind == "http.request" and fields.get("outcome") == "route"):
         return None  # a route is the status page or the API, not a phone's file
-    builder = _BUILDERS.get(kind.split(".", 1)[0])
-    return builder(kind, fields, now) if builder else None
+    return builder(kind, fields, now)

@@ -515,7 +515,9 @@ def test_a_storms_http_requests_are_held_packed_and_folded_into_the_same_steps(m
     gc.collect()
     held = journal._pending
     assert "http.request" not in held and len(journal._layouts) == 3
-    assert not [item for item in held if gc.is_tracked(item) and item.__class__ is not dict]  # ack()'s has lists
+    shared = {id(layout) for layout in journal._layouts.values()}  # three tuples, however many events
+    assert not [item for item in held if gc.is_tracked(item) and item.__class__ is not dict  # ack()'s has lists
+                and id(item) not in shared]
     journal._backlog.extend(journal._take())
     assert journal._backlog_events == count
     journal._scheduled = True  # a slice at a time, as the loop would (no loop here)
