@@ -78,6 +78,7 @@ class Journal:
         self._pending: list[Any] = []  # flat: STRIDE items per event, or a packed event's (see PACKED)
         self._held = 0  # events in _pending
         self._layouts: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+        self._last_layout: tuple[str, tuple[str, ...]] = ("", ())  # the last packed event's
         # Batches to write, flush markers (set once everything queued before them is written), None to stop.
         self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -111,16 +112,21 @@ class Journal:
             return
         self._held += 1
         if kind in PACKED:
-            layout = (kind, tuple(fields))
-            self._pending += (time.time(), self._layouts.get(layout) or self._layout(layout), *fields.values())
+            names, layout = tuple(fields), self._last_layout
+            if layout[1] != names or layout[0] != kind:  # the same names as the last one's, nearly always
+                layout = self._layout((kind, names))
+            self._pending += (time.time(), layout, *fields.values())
         else:
             self._pending += (time.time(), kind, fields)  # the tuple is freed at once: nothing tracked is held
 
     def _layout(self, layout: tuple[str, tuple[str, ...]]) -> tuple[str, tuple[str, ...]]:
-        if len(self._layouts) >= LAYOUTS_KEPT:
-            self._layouts.clear()  # events held keep theirs
-        self._layouts[layout] = layout
-        return layout
+        known = self._layouts.get(layout)
+        if known is None:
+            if len(self._layouts) >= LAYOUTS_KEPT:
+                self._layouts.clear()  # events held keep theirs
+            known = self._layouts[layout] = layout
+        self._last_layout = known
+        return known
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def load(self) -> None:
