@@ -48,6 +48,7 @@ Expected = Callable[[str, str | None], Sequence[str] | None]
 """The provisioning model's download list for a phone (MAC, model), or None when it does not know."""
 
 SLICE = 128  # events processed per loop callback (folded, encoded and queued: about 1-2 ms)
+COMPACT = 1 << 16  # items of the backlog folded before they are deleted from it (see _process)
 MAX_LAG = 10.0  # seconds the journal waits at most during a storm before it folds anyway
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between writes to a shared store that is down (doubling)
 
@@ -205,13 +206,14 @@ class Journal:
         """Events -> steps and phones, SLICE at a time (each slice a loop callback), or all at once."""
         backlog = self._backlog
         end = self._fold_events(backlog, self._folded, len(backlog) if whole else SLICE)  # an event: 2+ items
-        # The folded head goes once the backlog is done, or once it is most of the list: deleting it after every
+        # The folded head goes once the backlog is done, else COMPACT items at a time: deleting it after every
         # slice moved the whole rest each time, quadratic in a storm's backlog (140,000 http.request events held
-        # packed, 15 items each: 7 us per request in tests.bench.profile http cpu).
+        # packed, 15 items each: 7 us per request in tests.bench.profile http cpu), and keeping it all until the
+        # end kept what it holds alive (20 MiB more at the storm's peak).
         if end >= len(backlog):
             backlog.clear()
             end = 0
-        elif end > len(backlog) // 2:
+        elif end >= COMPACT or end > len(backlog) // 2:
             del backlog[:end]
             end = 0
         self._folded = end
