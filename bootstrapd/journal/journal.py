@@ -2,7 +2,8 @@
 
 Three places, each doing as little as it can:
 - the sink (any service's hot path): appends the event's time, kind and fields to a list and returns; O(1), no
-  formatting, and no object the cyclic garbage collector tracks (see ``STRIDE``);
+  formatting, and no object the cyclic garbage collector tracks (see ``STRIDE``); an ``http.request``, one per
+  request of a boot storm, is held packed: its values, not its dict (see ``PACKED``);
 - a loop timer every ``flush_interval``: takes the list, ties each request to a phone (its own MAC, else the lease
   on its address: ``ctx.owners``, where the pools live, with the event's own time as ``now``), turns events into
   steps (``steps.py``), folds each phone's stage (``stage.py``) and serializes the documents, in slices of
