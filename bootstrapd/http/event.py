@@ -37,4 +37,4 @@ def emit_request(events: Events, client: str, method: str, path: str, status: in
             phone = None
         if phone is not None:
             fields.update(vendor=phone.vendor, model=phone.model, version=phone.version, mac=phone.mac)
-    events.emit("http.request", **fields)
+    events.publish("http.request", fields)

@@ -155,16 +155,25 @@ def _recompute(phone: Phone) -> None:
 
 
 def _served(phone: Phone, name: str, kind: str) -> None:
-    low = name.lower()
-    if low in (n.lower() for n in phone.served):
-        phone.served = [n for n in phone.served if n.lower() != low]
-    phone.served.append(name)
-    del phone.served[:-FILES_KEPT]
-    phone.failed.pop(name, None)
-    phone.done = phone.is_done()
-    # A boot file that was not found is made good by any later download (the guide's fallbacks).
-    for other in [n for n in phone.failed if n.lower().endswith(".boot") and "not found" in phone.failed[n]]:
-        del phone.failed[other]
+    served = phone.served
+    if not served or served[-1] != name:  # the same file again (a phone polling it): its place is already last
+        low = name.lower()
+        again = False
+        for other in served:
+            if other.lower() == low:
+                again = True
+                break
+        if again:
+            phone.served = served = [n for n in served if n.lower() != low]
+        served.append(name)
+        del served[:-FILES_KEPT]
+        if not again:  # a name served before leaves the set of names served, so "done", as it was
+            phone.done = phone.is_done()
+    if phone.failed:
+        phone.failed.pop(name, None)
+        # A boot file that was not found is made good by any later download (the guide's fallbacks).
+        for other in [n for n in phone.failed if n.lower().endswith(".boot") and "not found" in phone.failed[n]]:
+            del phone.failed[other]
     if kind == "boot":
         phone.boot = True
     elif kind == "config":

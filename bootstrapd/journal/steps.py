@@ -65,18 +65,29 @@ def clean(value: object, limit: int = TEXT_MAX) -> str:
 
 def normal_mac(value: object) -> str | None:
     """``00:15:65:aa:bb:cc`` from any common spelling (bytes, ``001565AABBCC``, ``00-15-65-…``), else None."""
-    if value.__class__ is str and _CANONICAL.match(value):  # type: ignore[arg-type]
+    if value.__class__ is str and len(value) == 17 and _CANONICAL.match(value):  # type: ignore[arg-type]
         return value  # type: ignore[return-value]  # the DHCP servers' own spelling: most events
     if isinstance(value, bytes | bytearray):
         return bytes(value).hex(":") if len(value) == 6 else None
     if not isinstance(value, str):
         return None
+    known = _MACS.get(value)
+    if known is not None:
+        return known  # an HTTP User-Agent's MAC: every request of a phone names the same one
     digits = value
     if not _MAC12.match(digits):  # twelve lower-case digits already: an HTTP User-Agent's MAC, every request's
         digits = value.strip().lower().replace(":", "").replace("-", "").replace(".", "")
         if not _MAC12.match(digits):
             return None
-    return bytes.fromhex(digits).hex(":")  # in C: a storm folds one of these per request
+    mac = bytes.fromhex(digits).hex(":")
+    if len(_MACS) >= MACS_KEPT:  # spellings from the wire: bounded
+        _MACS.clear()
+    _MACS[value] = mac
+    return mac
+
+
+MACS_KEPT = 65536
+_MACS: dict[str, str] = {}  # a spelling seen -> its canonical MAC
 
 
 def file_kind(name: str) -> str:
@@ -207,18 +218,45 @@ def _directory(path: str) -> str:
 SERVED = frozenset({"ok", "served", "stored", "not_modified", "partial"})
 
 
+def _name_of(file: object, path: object) -> tuple[str, str]:
+    """The file a transfer event names (its ``file``, else its request ``path`` without the query), cleaned, and
+    its :func:`file_kind`; remembered per name: a boot storm asks for a few names thousands of times."""
+    source, is_path = (file, False) if file else (path or "", True)
+    memo = _PATHS if is_path else _FILES
+    known = memo.get(source) if source.__class__ is str else None
+    if known is None:
+        name = clean(str(source).split("?", 1)[0].lstrip("/") if is_path else source, 200)
+        known = (name, file_kind(name))
+        if source.__class__ is str:
+            if len(memo) >= NAMES_KEPT:  # names from the wire: bounded (a scan of random names clears it)
+                memo.clear()
+            memo[source] = known  # type: ignore[index]
+    return known
+
+
+NAMES_KEPT = 4096
+_FILES: dict[str, tuple[str, str]] = {}
+_PATHS: dict[str, tuple[str, str]] = {}
+
+
+_READS = ("GET", "HEAD", "RETR", "")  # the methods of nearly every request, which are no upload (compared, not hashed)
+_IDENTITY = (("vendor", "vendor"), ("model", "model"), ("firmware", "firmware"), ("version", "firmware"),
+             ("user", "user"))  # event field -> step fact, in this order (a later one wins)
+
+
 def _transfer(proto: str, f: dict[str, Any], now: float) -> Step:
-    name = clean(f.get("file") or str(f.get("path") or "").split("?", 1)[0].lstrip("/"), 200)
+    name, kind = _name_of(f.get("file"), f.get("path"))
     outcome = clean(f.get("outcome") or "ok", 40)
     status = f.get("status")
-    write = bool(f.get("write")) or str(f.get("method") or f.get("command") or "").upper() in ("PUT", "STOR")
+    method = f.get("method") or f.get("command") or ""
+    write = bool(f.get("write")) or (method not in _READS and str(method).upper() in ("PUT", "STOR"))
     if status == 401:
         outcome = "unauthorized"  # whatever the service called it (auth_required, bad credentials …)
     elif isinstance(status, int) and status >= 400 and outcome in SERVED:
         outcome = {403: "forbidden", 404: "not_found"}.get(status, f"http_{status}")
     if outcome in SERVED:
         outcome = "ok"
-    facts: dict[str, Any] = {"file": name, "file_kind": file_kind(name), "outcome": outcome,
+    facts: dict[str, Any] = {"file": name, "file_kind": kind, "outcome": outcome,
                              "bytes": int(f.get("bytes") or 0), "duration": float(f.get("duration") or 0.0)}
     if isinstance(status, int):
         facts["status"] = status
@@ -226,9 +264,10 @@ def _transfer(proto: str, f: dict[str, Any], now: float) -> Step:
         facts["write"] = True
     if f.get("retransmits"):
         facts["retransmits"] = int(f["retransmits"])
-    for key in ("vendor", "model", "firmware", "version", "user"):
-        if f.get(key):
-            facts["firmware" if key == "version" else key] = clean(f[key], 60)
+    for key, fact in _IDENTITY:
+        value = f.get(key)
+        if value:
+            facts[fact] = clean(value, 60)
     verb = "upload" if write else "get"
     if outcome == "ok":
         return _step(now, proto, verb, facts)
@@ -330,11 +369,12 @@ _BUILDERS: dict[str, _Builder] = {
 RECORDED = frozenset({"dhcp4.offer", "dhcp4.ack", "dhcp4.nak", "dhcp4.inform", "dhcp4.decline", "dhcp4.release",
                       "dhcp4.exhausted", "dhcp4.reserved_in_use", "dhcp4.withheld", "dhcp6.reply", "dhcp6.withheld",
                       "pnp.answer", "tftp.transfer", "http.request", "ftp.transfer", "ftp.login", "resync.sent"})
+_BUILDER_OF = {kind: _BUILDERS[kind.split(".", 1)[0]] for kind in RECORDED}  # every recorded kind has one
 
 
 def step_of(kind: str, fields: dict[str, Any], now: float) -> Step | None:
     """The step an event is, or None for events that are not about a phone's provisioning."""
-    if kind not in RECORDED or (kind == "http.request" and fields.get("outcome") == "route"):
+    builder = _BUILDER_OF.get(kind)
+    if builder is None or (kind == "http.request" and fields.get("outcome") == "route"):
         return None  # a route is the status page or the API, not a phone's file
-    builder = _BUILDERS.get(kind.split(".", 1)[0])
-    return builder(kind, fields, now) if builder else None
+    return builder(kind, fields, now)

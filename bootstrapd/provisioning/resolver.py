@@ -83,6 +83,7 @@ class Opened:
 
 
 READ_AHEAD = 256 << 10
+NAMES_KEPT = 4096  # requested names remembered by the resolver (Resolver._name)
 
 
 class Reader:
@@ -203,6 +204,7 @@ class Resolver:
         self._dirs: dict[str, tuple[int, dict[str, str]]] = {}  # folder -> (mtime_ns, lower-case name -> name)
         self._dirs_lock = threading.Lock()
         self._hot: dict[str, tuple[str, str, int, int]] = {}  # name -> (path, real path, st_dev, st_ino) vetted
+        self._names: dict[str, tuple[tuple[str, ...], UploadName | None, str]] = {}  # see _name
 
     # -- the pipeline ---------------------------------------------------------------------------------------
 
@@ -219,13 +221,25 @@ class Resolver:
         is applied before that, so a refusal is raised here, at once. Large files are descriptors either way."""
         return self._open(name, client, user, wait=False)
 
-    def _open(self, name: str, client: str | None, user: str | None, wait: bool) -> Opened | None:
-        parts = normalize(name, self.root)
-        if self.hidden and parts[-1].endswith(self.hidden):
+    def _name(self, name: str) -> tuple[tuple[str, ...], UploadName | None, str]:
+        """What a requested name is, before any rule that depends on who asks: its components, the upload name it
+        matches, its canonical key; raises :class:`Refused`. Remembered per name (bounded; refusals are not): it
+        depends on the name and this resolver's settings only, and a boot storm asks for a few names all along."""
+        known = self._names.get(name)
+        if known is None:
+            parts = normalize(name, self.root)
+            upload = self.uploads.match(parts[-1]) if self.uploads is not None else None
+            known = (parts, upload, "/".join(canonical(parts)))
+            if len(self._names) >= NAMES_KEPT:  # names from the wire: a scan of random names clears it
+                self._names.clear()
+            self._names[name] = known
+        if self.hidden and known[0][-1].endswith(self.hidden):  # each time: plug() sets it after the resolver's birth
             raise Refused(Reason.NOT_FOUND, name)
-        upload = self.uploads.match(parts[-1]) if self.uploads is not None else None
+        return known
+
+    def _open(self, name: str, client: str | None, user: str | None, wait: bool) -> Opened | None:
+        parts, upload, key = self._name(name)
         mac = self.access.check(parts, client, user, upload.mac if upload else None)
-        key = "/".join(canonical(parts))
         if upload is not None and self.uploads is not None:
             found = self.uploads.find(parts[-1])
             if found is not None:

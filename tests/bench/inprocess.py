@@ -1,6 +1,6 @@
 """CPU per DORA exchange of the DHCPv4 core and of the phone journal, measured in one process (a developer tool).
 
-    python -m tests.bench.inprocess [--count N] [--repeat R] [--only core|journal|storm|journal6|dhcp6]
+    python -m tests.bench.inprocess [--count N] [--repeat R] [--only core|journal|storm|journal6|dhcp6|http]
 
 No lab, no sockets, no other process: the figures are the Python work alone, so on a machine shared with other
 sessions they move far less than a benchmark's (the best of ``--repeat`` runs is printed; CPU time, not wall time).
@@ -26,7 +26,13 @@ counts and take the difference per exchange (README, "Where the time goes").
   request for DNS servers; the Request with the Server ID and the advertised address), that benchmark's pool;
 - ``journal6`` (only with ``--only journal6``): the journal folding the two ``dhcp6.reply`` events of each SARR
   exchange, their address as text (as the adapter emits it: dhcp6/adapter.py, ``reply_event``) and as an
-  ``IPv6Address`` object (as it did before), alternating.
+  ``IPv6Address`` object (as it did before), alternating;
+- ``http`` (only with ``--only http``): the journal's cost per ``http.request`` event of an HTTP boot storm (the
+  three files of ``make bench-http`` in rotation, a Yealink User-Agent with its MAC): ``emit`` (``emit_request``,
+  ``Events.emit`` and the sink holding it, as the storm runs it), ``fold`` (the catch-up: steps, the phone's stage,
+  the documents and steps encoded), ``writer`` (those batches into a journal SQLite file), and the memory each held
+  event takes (tracemalloc, during the storm); once with every request from one phone (as bench-http's wrk sends
+  them) and once from 1,000 phones (a floor: three files each).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import argparse
 import gc
 import tempfile
 import time
+import tracemalloc
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,8 @@ from bootstrapd.dhcp4.server import Dhcp4Server
 from bootstrapd.dhcp6 import codec as codec6
 from bootstrapd.dhcp6.server import Dhcp6Server
 from bootstrapd.events import Events
+from bootstrapd.http.event import emit_request
+from bootstrapd.http.files import Outcome
 from bootstrapd.journal.journal import Journal
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.store import Batch, Limits, SqliteJournal
@@ -256,16 +265,80 @@ def journal6(count: int, as_text: bool) -> float:
     return (time.process_time() - started) / count
 
 
+HTTP_FILES = (("/y000000000000.boot", 400), ("/common.cfg", 4096), ("/features.cfg", 20480))
+
+
+def http(count: int, phones: int) -> tuple[float, float, float, float]:
+    """CPU seconds per http.request event of the journal (emitted and held, folded and encoded, written) and the
+    bytes each held event takes; ``phones``: how many phones (User-Agents with their MAC) the requests come from."""
+    with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
+        store = SqliteJournal(Path(tmp) / "journal.sqlite3")
+        settings = JournalSettings(max_pending=10 * count)
+        events = Events()
+        journal = Journal(settings, store, events, LeaseOwners())
+        events.subscribe(journal.sink)
+        agents = [f"Yealink SIP-T46U 108.86.0.90 00:15:65:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+                  for i in range(phones)]
+        clients = [f"10.77.{1 + i // 256}.{i % 256}" for i in range(phones)]
+
+        def storm(n: int) -> None:
+            for i in range(n):
+                phone = i // 3 % phones
+                path, size = HTTP_FILES[i % 3]
+                emit_request(events, clients[phone], "GET", path, 200, Outcome(bytes=size), 0.000123, False,
+                             agents[phone])
+
+        # The memory first (tracemalloc slows every allocation down), what is held then let go; then the CPU.
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        storm(count)
+        held = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        journal._take()
+        started = time.process_time()
+        storm(count)
+        emitted = time.process_time() - started
+        started = time.process_time()
+        journal._backlog.extend(journal._take())
+        journal._scheduled = True  # SLICE events at a time, as the loop folds them after a storm, without a loop
+        while journal._backlog:
+            journal._process()
+        folded = time.process_time() - started
+        batches: list[Batch] = []
+        while not journal._queue.empty():
+            item = journal._queue.get_nowait()
+            assert isinstance(item, Batch)
+            batches.append(item)
+        limits = Limits(settings.steps_per_phone, settings.max_steps, settings.max_phones)
+        started = time.process_time()
+        for first in range(0, len(batches), 8):  # the writer takes what queued meanwhile in one transaction
+            store.write(batches[first:first + 8], limits)
+        writer = time.process_time() - started
+        store.close()
+    assert sum(p.steps for p in journal._phones.values()) == count
+    return emitted / count, folded / count, writer / count, held / count
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=10_000, help="DORA exchanges per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is printed")
-    parser.add_argument("--only", choices=["core", "journal", "storm", "journal6", "dhcp6"], help="measure one of them")
+    parser.add_argument("--only", choices=["core", "journal", "storm", "journal6", "dhcp6", "http"],
+                        help="measure one of them")
     parser.add_argument("--client-id", action="store_true",
                         help="core: every message with a client identifier (option 61), as perfdhcp sends")
     parser.add_argument("--tuples", action="store_true",
                         help="storm: also hold each event as a tuple, as the journal did before (the A/B)")
     args = parser.parse_args()
+    if args.only == "http":
+        print(f"The journal per http.request event, best of {args.repeat} runs of {args.count:,} requests:")
+        for phones in (1, 1000):
+            measured = [http(args.count, phones) for _ in range(args.repeat)]
+            emitted, folded, written = (1e6 * min(r[i] for r in measured) for i in range(3))
+            print(f"  {phones:5,} phone(s): emit + hold {emitted:5.1f} us, fold + encode {folded:5.1f} us, "
+                  f"writer {written:5.1f} us, held {min(r[3] for r in measured):5.0f} bytes per event")
+        return 0
     print(f"CPU per DORA exchange, best of {args.repeat} runs of {args.count:,}:")
     if args.only == "dhcp6":
         core6 = min(dhcp6_core(args.count) for _ in range(args.repeat))

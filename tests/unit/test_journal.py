@@ -476,3 +476,66 @@ def test_a_storms_dhcp6_events_are_held_with_nothing_the_garbage_collector_track
     assert held[2]["address"] == offered[0] and held[2]["type"] == "advertise" and "addresses" not in held[2]
     step = step_of("dhcp6.reply", held[5], 1.0)
     assert step is not None and step["kind"] == "reply" and step["address6"] == offered[0]
+
+
+
+def test_a_storms_http_requests_are_held_packed_and_folded_into_the_same_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An http.request is held as its values, flat (journal.py, PACKED): nothing the collector tracks, a fraction
+    of its dict's memory; folded, it is the very step its dict makes, in order with the other kinds' events, also
+    across slices and when its fields change (a file's MAC, a request without a User-Agent); bounded as before."""
+    import gc
+    import json
+    import time
+
+    from bootstrapd.http.event import emit_request
+    from bootstrapd.http.files import Outcome
+    from bootstrapd.journal import journal as module
+
+    clock = iter(range(1_000_000, 2_000_000))
+    monkeypatch.setattr(time, "time", lambda: float(next(clock)))
+    events = Events()
+    count = 3 * module.SLICE + 5
+    journal = Journal(JournalSettings(max_pending=count), None, events, LeaseOwners())  # type: ignore[arg-type]
+    events.subscribe(journal.sink)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    events.subscribe(lambda kind, fields: seen.append((kind, dict(fields))))
+    agent = f"Yealink SIP-T46U 108.86.0.90 {OWN.upper()}"
+    for i in range(count + 10):  # 10 beyond max_pending: dropped and counted
+        if i % 50 == 7:
+            events.publish(*ack())
+        elif i % 50 == 9:
+            emit_request(events, "10.77.0.100", "GET", f"/{OWN}.cfg", 200, Outcome(bytes=9, file_mac=OWN), 0.001,
+                         True, agent)
+        elif i % 50 == 11:  # no User-Agent: the phone is the lease's (there is none: not a phone's step)
+            emit_request(events, "10.77.0.100", "GET", "/common.cfg", 404, Outcome("not_found"), 0.001, False, None)
+        else:
+            emit_request(events, "10.77.0.100", "GET", f"/f{i % 3}.cfg?x=1", 200, Outcome(bytes=4096), 0.0012,
+                         False, agent)
+    assert events.counters["journal.dropped"] == 10
+    gc.collect()
+    held = journal._pending
+    assert "http.request" not in held and len(journal._layouts) == 3
+    shared = {id(layout) for layout in journal._layouts.values()}  # three tuples, however many events
+    assert not [item for item in held if gc.is_tracked(item) and item.__class__ is not dict  # ack()'s has lists
+                and id(item) not in shared]
+    journal._backlog.extend(journal._take())
+    assert journal._backlog_events == count
+    journal._scheduled = True  # a slice at a time, as the loop would (no loop here)
+    slices = 0
+    while journal._backlog:
+        journal._process()
+        slices += 1
+    assert slices == 4 and journal._backlog_events == 0
+    steps = []
+    while not journal._queue.empty():
+        batch = journal._queue.get_nowait()
+        assert isinstance(batch, Batch)
+        steps += json.loads(batch.steps)
+    expected = []
+    for when, (kind, fields) in enumerate(seen[:count], start=1_000_000):
+        if fields.get("mac") or kind != "http.request":
+            step = step_of(kind, fields, float(when))
+            assert step is not None
+            expected.append({**step, "mac": MAC})
+    assert steps == expected and len(steps) == count - sum(1 for i in range(count) if i % 50 == 11)
+    assert events.counters["journal.unknown_phone"] == count - len(steps)

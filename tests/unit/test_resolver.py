@@ -101,3 +101,29 @@ def test_cache_lru() -> None:
     assert cache.get("a", st) == entry
     cache.put("c", st, entry)  # evicts b, the least recently used
     assert cache.get("b", st) is None and cache.get("a", st) is not None and cache.total == 10
+
+
+def test_remembered_names_pass_every_rule_again(tree: Path) -> None:
+    """The resolver remembers what a name is (Resolver._name), never who may have it: a MAC file served to its
+    owner is refused to another client asking the same name next, and a suffix hidden after a name was served
+    (tree.plug) is refused from then on."""
+    from bootstrapd.provisioning.access import OWNER, AccessRules
+
+    (tree / "001565aabbcc.cfg").write_bytes(b"mine")
+    (tree / "x.cfg.tmpl").write_bytes(b"template")
+
+    class Leases:
+        def mac_for(self, address: str, now: float) -> bytes | None:
+            return bytes.fromhex("001565aabbcc") if address == "10.0.0.5" else None
+
+    resolver = Resolver(tree, access=AccessRules(mac_files=OWNER, owners=Leases()))
+    for _ in range(2):
+        assert resolver.open("001565AABBCC.cfg", "10.0.0.5").data == b"mine"
+        with pytest.raises(Refused) as info:
+            resolver.open("001565AABBCC.cfg", "10.0.0.6")
+        assert info.value.reason == Reason.NOT_OWNER
+    assert resolver.open("x.cfg.tmpl").data == b"template"
+    resolver.hidden = (".tmpl",)
+    with pytest.raises(Refused) as info:
+        resolver.open("x.cfg.tmpl")
+    assert info.value.reason == Reason.NOT_FOUND
