@@ -185,8 +185,8 @@ class Journal:
         now, last = time.monotonic(), self._ticked
         self._ticked = now
         rate = self.settings.storm_events
-        # STRIDE * events: the flat list's length, as it was compared before events were packed (kept as it was)
-        self._storm = rate > 0 and STRIDE * self._taken > rate * max(now - last, 0.0) and not self._overdue()
+        # Events, not the flat list's items (STRIDE per event): the list's length made storms of a third of the rate.
+        self._storm = rate > 0 and self._taken > rate * max(now - last, 0.0) and not self._overdue()
         if not self._scheduled and not self._storm:
             self._process()
         self._timer = self._loop.call_later(self.settings.flush_interval, self._tick)

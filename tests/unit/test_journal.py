@@ -407,6 +407,32 @@ def test_a_storm_under_way_at_the_first_tick_is_a_storm(monkeypatch: pytest.Monk
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(("per_second", "storm"), [(300, False), (401, True)])
+def test_a_storm_is_storm_events_events_a_second(monkeypatch: pytest.MonkeyPatch, per_second: int,
+                                                storm: bool) -> None:
+    """``storm_events`` (400) counts events: 300 a second are folded as they come, 401 wait (the sink's flat list
+    holds three items per event, and comparing its length made a storm of 134 a second)."""
+    import time
+
+    async def main() -> None:
+        clock = [100.0]
+        monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+        journal = Journal(JournalSettings(flush_interval=60), None, Events(), LeaseOwners())  # type: ignore[arg-type]
+        journal.start(asyncio.get_running_loop())
+        assert journal.settings.storm_events == 400
+        for _ in range(per_second):
+            journal.sink(*ack())
+        clock[0] += 1.0
+        assert journal._timer is not None
+        journal._timer.cancel()
+        journal._tick()
+        assert journal._storm is storm
+        assert journal._timer is not None
+        journal._timer.cancel()
+
+    asyncio.run(main())
+
+
 def test_a_storms_dhcp4_events_are_held_with_nothing_the_garbage_collector_tracks() -> None:
     """The sink holds an event as its time, kind and fields, flat, and the DHCPv4 server's fields are a dict the
     collector does not track: a storm's held events never set off a collection (each pass walked every tracked
