@@ -168,11 +168,7 @@ def journal(count: int) -> tuple[float, float]:
             journal._backlog.extend(journal._take())
             journal._process(whole=True)
         loop = time.process_time() - started
-        batches: list[Batch] = []
-        while not journal._queue.empty():
-            item = journal._queue.get_nowait()
-            assert isinstance(item, Batch)
-            batches.append(item)
+        batches = _queued(journal)
         limits = Limits(settings.steps_per_phone, settings.max_steps, settings.max_phones)
         started = time.process_time()
         for batch in batches:
@@ -180,6 +176,16 @@ def journal(count: int) -> tuple[float, float]:
         writer = time.process_time() - started
         store.close()
     return loop / count, writer / count
+
+
+def _queued(journal: Journal) -> list[Batch]:
+    """The batches the journal handed to its writer (the writer thread's input, taken here instead)."""
+    batches: list[Batch] = []
+    while not journal._queue.empty():
+        item = journal._queue.get_nowait()
+        assert isinstance(item, Batch)
+        batches.append(item)
+    return batches
 
 
 Pauses = list[tuple[int, float]]  # the collector's passes: (generation, wall seconds)
@@ -305,11 +311,7 @@ def http(count: int, phones: int) -> tuple[float, float, float, float]:
         while journal._backlog:
             journal._process()
         folded = time.process_time() - started
-        batches: list[Batch] = []
-        while not journal._queue.empty():
-            item = journal._queue.get_nowait()
-            assert isinstance(item, Batch)
-            batches.append(item)
+        batches = _queued(journal)
         limits = Limits(settings.steps_per_phone, settings.max_steps, settings.max_phones)
         started = time.process_time()
         for first in range(0, len(batches), 8):  # the writer takes what queued meanwhile in one transaction
