@@ -6,7 +6,7 @@ with the same tree for every server, and for each one, freshly started:
 - HTTP boot storm: wrk with 1,000 connections, ``Connection: close`` (a new connection per file, as phones do),
   three small files (400 B, 4 KB, 20 KB) in rotation, for ``--seconds``; requests/s, failures (socket errors and
   non-2xx answers), p99 latency;
-- a 50 MB download with curl, three times, the median throughput;
+- a 50 MB download with curl, ``--downloads`` times (7), the median throughput;
 - FTP: sessions of connect, anonymous login, passive RETR of the 4 KB file, QUIT (``--ftp-sessions``, 50 at a time,
   aioftp's client), then the 50 MB file with curl;
 - peak RSS (VmHWM; for nginx its master and worker together).
@@ -238,7 +238,7 @@ def wrk(phone: Any, work: Path, seconds: int, connections: int) -> dict[str, Any
     return stats
 
 
-def download(phone: Any, url: str, tries: int = 3) -> dict[str, Any]:
+def download(phone: Any, url: str, tries: int) -> dict[str, Any]:
     speeds = []
     for _ in range(tries):
         result = phone.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url],
@@ -313,7 +313,8 @@ def settle(pids: list[int], longest: float = 20.0) -> None:
         before = now
 
 
-def measure_http(kind: str, ap: Any, phone: Any, work: Path, seconds: int, connections: int) -> dict[str, Any]:
+def measure_http(kind: str, ap: Any, phone: Any, work: Path, seconds: int, connections: int,
+                 downloads: int) -> dict[str, Any]:
     server = Server(kind, ap, work)
     try:
         load_at = os.getloadavg()[0]
@@ -324,14 +325,14 @@ def measure_http(kind: str, ap: Any, phone: Any, work: Path, seconds: int, conne
         storm["cpu_us"] = 1e6 * (cpu_of(pids) - cpu0) / max(storm["requests"], 1)
         storm["vmhwm_kb"] = vmhwm_kb(pids)
         cpu0 = cpu_of(pids)
-        big = download(phone, f"http://{HOST}/firmware.bin")
-        big["cpu_ms_per_mb"] = 1e3 * (cpu_of(pids) - cpu0) / (3 * BIG / 1e6) if big["ok"] else float("nan")
+        big = download(phone, f"http://{HOST}/firmware.bin", downloads)
+        big["cpu_ms_per_mb"] = 1e3 * (cpu_of(pids) - cpu0) / (downloads * BIG / 1e6) if big["ok"] else float("nan")
     finally:
         server.stop()
     return {"storm": storm, "big": big, "load": load_at}
 
 
-def measure_ftp(kind: str, ap: Any, phone: Any, work: Path, ftp_sessions: int) -> dict[str, Any]:
+def measure_ftp(kind: str, ap: Any, phone: Any, work: Path, ftp_sessions: int, downloads: int) -> dict[str, Any]:
     server = Server(kind, ap, work)
     try:
         load_at = os.getloadavg()[0]
@@ -341,20 +342,20 @@ def measure_ftp(kind: str, ap: Any, phone: Any, work: Path, ftp_sessions: int) -
             raise RuntimeError(out.stderr[-2000:])
         storm = json.loads(out.stdout)
         storm["vmhwm_kb"] = vmhwm_kb(server.pids)
-        big = download(phone, f"ftp://{HOST}/firmware.bin")
+        big = download(phone, f"ftp://{HOST}/firmware.bin", downloads)
     finally:
         server.stop()
     return {"storm": storm, "big": big, "load": load_at}
 
 
 def run(seconds: int, connections: int, ftp_sessions: int, http_servers: list[str],
-        ftp_servers: list[str], repeat: int = 3) -> dict[str, Any]:
+        ftp_servers: list[str], repeat: int = 3, downloads: int = 7) -> dict[str, Any]:
     from tests.lab.netns import lab
 
     for tool in ("wrk", "curl", "nginx", "vsftpd"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is needed (make peers)")
-    results: dict[str, Any] = {"load_before": rounds.load_average()}
+    results: dict[str, Any] = {"load_before": rounds.load_average(), "downloads": downloads}
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp, lab() as the_lab:
         work = Path(tmp)
         work.chmod(0o755)
@@ -374,11 +375,12 @@ def run(seconds: int, connections: int, ftp_sessions: int, http_servers: list[st
         for round_, kind in rounds.interleaved(http_servers, repeat):
             print(f"-- round {round_ + 1}/{repeat}: http {kind} ({rounds.load_average()})", file=sys.stderr,
                   flush=True)
-            http_runs[kind].append(measure_http(kind, ap, fresh_phone(), work, seconds, connections))
+            http_runs[kind].append(measure_http(kind, ap, fresh_phone(), work, seconds, connections,
+                                                          downloads))
         for round_, kind in rounds.interleaved(ftp_servers, repeat):
             print(f"-- round {round_ + 1}/{repeat}: ftp {kind} ({rounds.load_average()})", file=sys.stderr,
                   flush=True)
-            ftp_runs[kind].append(measure_ftp(kind, ap, fresh_phone(), work, ftp_sessions))
+            ftp_runs[kind].append(measure_ftp(kind, ap, fresh_phone(), work, ftp_sessions, downloads))
     results["http"] = http_runs
     results["ftp"] = ftp_runs
     results["rounds"] = repeat
@@ -420,7 +422,8 @@ def report(results: dict[str, Any], seconds: int, connections: int) -> str:
         lines += rounds.table("  server CPU per request", "us", _series(http, "storm", "cpu_us"), 1, False)
         lines += rounds.table("  peak RSS (nginx: master + worker)", "MiB",
                               _series(http, "storm", "vmhwm_kb", 1 / 1024), 1, False)
-        lines += rounds.table("50 MB download with curl (median of 3 per round)", "MB/s", _series(http, "big", "mb_s"))
+        lines += rounds.table(f"50 MB download with curl (median of {results['downloads']} per round)", "MB/s",
+                              _series(http, "big", "mb_s"))
         lines += rounds.table("  server CPU per MB", "ms", _series(http, "big", "cpu_ms_per_mb"), 2, False)
         lines += rounds.table("  load average (1 min) at the start of the run", "", _series(http, "", "load"), 2, False)
         if "nginx" in http:
@@ -435,7 +438,8 @@ def report(results: dict[str, Any], seconds: int, connections: int) -> str:
         lines += rounds.table("  failures", "", _series(ftp, "storm", "failures"), 0)
         lines += rounds.table("  p99 latency", "ms", _series(ftp, "storm", "p99_ms"), 1, False)
         lines += rounds.table("  peak RSS", "MiB", _series(ftp, "storm", "vmhwm_kb", 1 / 1024), 1, False)
-        lines += rounds.table("50 MB over FTP with curl (median of 3 per round)", "MB/s", _series(ftp, "big", "mb_s"))
+        lines += rounds.table(f"50 MB over FTP with curl (median of {results['downloads']} per round)", "MB/s",
+                              _series(ftp, "big", "mb_s"))
         lines += rounds.table("  load average (1 min) at the start of the run", "", _series(ftp, "", "load"), 2, False)
         if "vsftpd" in ftp:
             lines += _ratios(ftp, "vsftpd", [("sessions/s", "storm", "per_s", True), ("50 MB", "big", "mb_s", True)])
@@ -454,6 +458,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--ftp-sessions", type=int, default=500)
+    parser.add_argument("--downloads", type=int, default=7,
+                        help="50 MB downloads per round and server, their median the round's figure (one lasts "
+                             "~25 ms at 2 GB/s: three were too few to steady it)")
     parser.add_argument("--http-servers", default="bootstrapd,bootstrapd-asyncio,nginx",
                         help="bootstrapd runs its default loop (uvloop), bootstrapd-asyncio the standard one; also "
                              "bootstrapd-nojournal, bootstrapd-asyncio-nojournal ([journal] enabled = false), "
@@ -473,7 +480,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("the benchmark needs root (network namespaces)")
     results = run(args.seconds, args.connections, args.ftp_sessions, args.http_servers.split(","),
-                  [s for s in args.ftp_servers.split(",") if s], args.rounds)
+                  [s for s in args.ftp_servers.split(",") if s], args.rounds, args.downloads)
     print(json.dumps(results), file=sys.stderr)
     print(report(results, args.seconds, args.connections))
 
