@@ -77,13 +77,22 @@ class RateLimited:
         self._suppressed: dict[str, int] = {}
 
     def warning(self, key: str, message: str, *args: Any, **extra: Any) -> None:
+        if self._due(key, extra):
+            self.logger.warning(message, *args, extra=extra)
+
+    def exception(self, key: str, message: str, *args: Any, **extra: Any) -> None:
+        """An error with the traceback of the exception being handled (a bug of ours, not the peer's)."""
+        if self._due(key, extra):
+            self.logger.error(message, *args, exc_info=True, extra=extra)
+
+    def _due(self, key: str, extra: dict[str, Any]) -> bool:
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
+            return False
         suppressed = self._suppressed.pop(key, 0)
         self._last[key] = now
         if suppressed:
             extra["suppressed"] = suppressed
-        self.logger.warning(message, *args, extra=extra)
+        return True

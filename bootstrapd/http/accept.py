@@ -37,11 +37,13 @@ from typing import TYPE_CHECKING
 from bootstrapd.http.fast import FastConnection
 from bootstrapd.http.head import BadHead, head_end, parse_head
 from bootstrapd.http.limits import REFUSALS
+from bootstrapd.log import RateLimited
 
 if TYPE_CHECKING:
     from bootstrapd.http.fast import FastServer
 
 log = logging.getLogger("bootstrapd.http")
+_limited = RateLimited(log, interval=30.0)
 
 BATCH = 64  # connections accepted per wake-up at most, so that a storm does not hold the loop from the rest
 RECV = 0x10000  # bytes read at once; a read that fills it may have left more: that connection gets a transport
@@ -49,6 +51,7 @@ DEFER = 1  # seconds of TCP_DEFER_ACCEPT: the kernel's wait for the first data b
 PAUSE = 1.0  # seconds without accepting after the process ran out of descriptors or memory
 # Out of descriptors or memory: retrying at once would spin; the kernel keeps the connections queued meanwhile.
 RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+INTERNAL_ERROR = b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 TCP_DEFER_ACCEPT = getattr(socket, "TCP_DEFER_ACCEPT", 9)
 
 
@@ -147,7 +150,11 @@ class Acceptor:
             except BadHead:
                 head = None  # the transport's path hands it to aiohttp, which answers 400
             if head is not None and not head.keep_alive:
-                answer = fast.answer(head, host)
+                try:
+                    answer = fast.answer(head, host)
+                except Exception:  # a bug of ours (resolver, events), not the client's: hostile heads end above
+                    self._internal_error(sock, host)
+                    return
                 if answer is None:
                     self._adopt(sock, FastConnection(fast, host, data, hand_over=True))
                     return
@@ -168,6 +175,18 @@ class Acceptor:
             return
         # The socket's buffer did not take it all: the transport sends the rest (within send_timeout), then closes.
         self._adopt(sock, FastConnection(fast, host, rest=answer[sent:]))
+
+    def _internal_error(self, sock: _socket.socket, host: str) -> None:
+        """``FastServer.answer`` raised: this connection gets a 500 and is closed, its admission released, and the
+        loop goes on accepting (on a transport the loop closes it and ``connection_lost`` releases it)."""
+        self.fast.service.events.count("http.internal_error")
+        _limited.exception("internal", "http: internal error answering %s; it got a 500", host)
+        try:
+            sock.send(INTERNAL_ERROR, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        self.fast.service.admission.release(host)
+        sock.close()
 
     def _adopt(self, accepted: _socket.socket, conn: FastConnection) -> None:
         """A transport for ``accepted`` with ``conn`` (admitted) as its protocol."""
