@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bootstrapd import cpus
 from bootstrapd.configfile import ConfigError, Source, Table
 from bootstrapd.dhcp4.settings import Dhcp4Settings, load_dhcp4
 from bootstrapd.dhcp6.settings import Dhcp6Settings, load_dhcp6
@@ -38,6 +39,7 @@ class ServerSettings:
     root: Path
     state_dir: Path
     url: str  # template: {ipv4} / {ipv6} become the interface's addresses
+    cpu: cpus.Setting = cpus.AUTO  # where the event loop and its writer threads run (bootstrapd.cpus)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def _load_server(table: Table) -> ServerSettings:
         root=Path(table.text("root", "/srv/bootstrapd")),
         state_dir=Path(table.text("state_dir", "/var/lib/bootstrapd")),
         url=table.text("url", "tftp://{ipv4}/"),
+        cpu=table.parse("cpu", cpus.parse, cpus.AUTO),
     )
     table.finish()
     return settings

@@ -16,9 +16,10 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from bootstrapd import config, eventloop, privileges
+from bootstrapd import config, cpus, eventloop, privileges
 from bootstrapd.config import Settings
 from bootstrapd.events import Events
 from bootstrapd.leases.backends import StoreOpenError, open_store
@@ -194,6 +195,7 @@ class Daemon:
         if warning:
             log.warning(warning)
         loop = asyncio.get_running_loop()
+        cpu = self._pin(loop)
         try:
             # pyroute2's synchronous IPRoute runs its own event loop: keep it off ours.
             iface = await loop.run_in_executor(None, lookup, settings.server.interface)
@@ -244,7 +246,7 @@ class Daemon:
             watchdog = self._start_watchdog(loop)
             sd_notify("READY=1\nSTATUS=serving")
             log.info("ready", extra={"interface": iface.name, "services": [s.name for s in self.services],
-                                     "event_loop": eventloop.name(loop)})
+                                     "event_loop": eventloop.name(loop), "cpu": "any" if cpu is None else cpu})
             await self._stop.wait()
             if watchdog:
                 watchdog.cancel()
@@ -259,6 +261,20 @@ class Daemon:
             if self.context.work is not None:
                 self.context.work.close()
             await store.shutdown()
+
+    def _pin(self, loop: asyncio.AbstractEventLoop) -> int | None:
+        """The event loop's thread, and the writer threads it starts, on one CPU (``server.cpu``; bootstrapd.cpus);
+        the threads that work outside the interpreter lock get the whole CPU set back."""
+        try:
+            cpu = cpus.pin(self.settings.server.cpu)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:  # a container without sched_setaffinity: run unpinned rather than not at all
+            log.warning("server.cpu: cannot pin the event loop: %s", exc.strerror or exc)
+            return None
+        if cpu is not None:
+            loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="executor", initializer=cpus.release))
+        return cpu
 
     def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | None:
         usec = os.environ.get("WATCHDOG_USEC")

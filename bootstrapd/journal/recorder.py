@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bootstrapd import cpus
 from bootstrapd.journal.pcapfile import RotatingWriter
 
 Ports = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]
@@ -158,6 +159,7 @@ def record(interface: str, path: str, fmt: str, max_size: int, max_files: int, s
     Messages from the parent: ("ports", Ports) after a reload, ("stop",). Checked when the socket is idle (every
     0.2 s) and every 256 frames.
     """
+    cpus.release()  # spawned from the pinned event loop (cpus.py): the recorder reads frames on any CPU
     try:
         writer = RotatingWriter(Path(path), fmt, snaplen=snaplen, max_size=max_size, max_files=max_files,
                                 interface=interface)

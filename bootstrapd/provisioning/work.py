@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from bootstrapd import cpus
 from bootstrapd.provisioning.resolver import READ_AHEAD, Opened, Reason, Refused, Resolver, read_chunk, read_nowait
 
 if TYPE_CHECKING:
@@ -64,8 +65,9 @@ class FileWork:
     def __init__(self, resolver: Callable[[], Resolver], loop: asyncio.AbstractEventLoop) -> None:
         self.resolver = resolver  # the resolver in force (a reload replaces it)
         self.loop = loop
-        self.readers = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="file-read")
-        self.uploads = ThreadPoolExecutor(1, thread_name_prefix="file-upload")
+        # Readers and the upload writer work outside the interpreter lock: not on the event loop's CPU (cpus.py).
+        self.readers = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="file-read", initializer=cpus.release)
+        self.uploads = ThreadPoolExecutor(1, thread_name_prefix="file-upload", initializer=cpus.release)
         self._loading: dict[str, list[tuple[str | None, str | None, Loaded]]] = {}  # name -> who waits besides
         self.closed = False
 

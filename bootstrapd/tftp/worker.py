@@ -28,6 +28,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from bootstrapd import cpus
 from bootstrapd.provisioning.resolver import Opened, Resolver
 from bootstrapd.provisioning.work import FileWork
 from bootstrapd.tftp.files import PrefetchReader
@@ -154,6 +155,7 @@ def main(argv: list[str]) -> int:
     # processes) is the daemon's to handle, which then closes the pair; a worker gone first would be started again.
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+    cpus.release()  # started from the pinned event loop (cpus.py): a worker's transfers may run on any CPU
     conn = socket.socket(fileno=int(argv[1]))
     conn.setblocking(True)
     asyncio.run(_serve(conn))
