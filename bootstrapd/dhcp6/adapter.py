@@ -165,7 +165,7 @@ class Dhcp6Service:
             return
         host, port = out.destination
         endpoint.sendto(out.data, (host, port, 0, self.ctx.interface.index))
-        self.ctx.events.emit("dhcp6.reply", **reply_event(out))
+        self.ctx.events.publish("dhcp6.reply", reply_event(out))  # a dict of its own: no copy
 
     def _learn(self, leases: list[Lease]) -> None:
         """Leases other appliances committed: their addresses are taken, their clients known here."""
