@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bootstrapd.errors import ProtocolError
 from bootstrapd.events import Events
 from bootstrapd.net.udp import BATCH, DatagramEndpoint, DestinationEndpoint
 
@@ -139,6 +140,31 @@ def test_destination_endpoint_drains_alike(loop: asyncio.AbstractEventLoop) -> N
                 break
         assert [data for data, _ in got] == datagrams
         assert all(dest == socket.inet_pton(socket.AF_INET6, "::1") for _, dest in got)
+    finally:
+        endpoint.close()
+        pair.close()
+
+
+@pytest.mark.parametrize("endpoint_class", [DatagramEndpoint, DestinationEndpoint])
+def test_hostile_input_is_counted_and_a_bug_does_not_stop_the_drain(loop: asyncio.AbstractEventLoop,
+                                                                     endpoint_class: type[DatagramEndpoint]) -> None:
+    pair = Pair(socket.AF_INET6, "::1")
+    events = Events()
+
+    def handler(data: bytes, addr: object, destination: object = None) -> None:
+        if data == b"hostile":
+            raise ProtocolError("no")
+        if data == b"bug":
+            raise ValueError("ours")
+        pair.got.append(data)
+
+    endpoint = endpoint_class("t", pair.server, handler, events, loop)
+    try:
+        pair.send(b"hostile", b"bug", b"fine", b"hostile")
+        for _ in range(4):
+            endpoint._readable()
+        assert pair.got == [b"fine"]
+        assert events.counters == {"t.dropped": 2, "t.internal_error": 1}
     finally:
         endpoint.close()
         pair.close()
