@@ -27,6 +27,8 @@ from bootstrapd.service import Context
 
 log = logging.getLogger("bootstrapd.dhcp6")
 _limited = RateLimited(log)
+# Now(...) runs the named tuple's Python __new__; tuple.__new__ makes the same object without it (100 ns per message).
+_new = tuple.__new__
 
 ALL_DHCP_RELAY_AGENTS_AND_SERVERS = "ff02::1:2"
 DUID_META_KEY = "dhcp6.server_duid"
@@ -142,7 +144,7 @@ class Dhcp6Service:
             host = host.split("%", 1)[0]
         # RFC 8415 16: sent to our unicast address rather than to ff02::1:2 (multicast addresses start with 0xff).
         unicast = destination is not None and destination[0] != 0xFF
-        out = self.core.handle(data, host, Now(time.time(), time.monotonic()), unicast=unicast)
+        out = self.core.handle(data, host, _new(Now, (time.time(), time.monotonic())), unicast=unicast)
         if out is None:
             return
         if out.exhausted:
@@ -165,7 +167,7 @@ class Dhcp6Service:
             return
         host, port = out.destination
         endpoint.sendto(out.data, (host, port, 0, self.ctx.interface.index))
-        self.ctx.events.emit("dhcp6.reply", **reply_event(out))
+        self.ctx.events.publish("dhcp6.reply", reply_event(out))  # a dict of its own: no copy
 
     def _learn(self, leases: list[Lease]) -> None:
         """Leases other appliances committed: their addresses are taken, their clients known here."""

@@ -6,15 +6,21 @@ and counted, and the endpoint keeps serving: nothing a peer sends can end the ta
 
 The socket is read with ``loop.add_reader`` and drained (up to ``BATCH`` datagrams per wake-up) rather than through
 an asyncio datagram transport, which reads one datagram per event-loop iteration: under a boot storm that halves
-the loop's overhead per packet. Sends go straight to the non-blocking socket; a full send buffer drops the datagram
-(counted) exactly as the network would, and the client's retransmission recovers it.
+the loop's overhead per packet. A drain ends when the kernel's queue is empty; asking it (``FIONREAD``, see
+:func:`_more`) after the first datagram costs less than the ``BlockingIOError`` a further read would raise, and
+until the loop is saturated nearly every wake-up reads one datagram. Sends go straight to the non-blocking socket;
+a full send buffer drops the datagram (counted) exactly as the network would, and the client's retransmission
+recovers it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import socket
+import termios
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +39,21 @@ MAX_DATAGRAM = 65535
 log = logging.getLogger("bootstrapd.net")
 _limited = RateLimited(log)
 
+_FIONREAD = termios.FIONREAD
+
+
+def _more(fd: int, size: array[int]) -> bool:
+    """Whether another datagram waits (the loop's thread only: ``size`` is its endpoint's scratch word).
+
+    A read that finds the queue empty raises ``BlockingIOError``: 4,300 instructions of CPython building the
+    exception (its ``strerror`` decoded from the locale) and more catching it, once per wake-up; this ioctl is a
+    third of its time (``recvfrom`` on an empty socket 794 ns, the ioctl 277 ns). For UDP the kernel answers with
+    the size of the next datagram, 0 when there is none, but also for a datagram of no bytes or when only an error
+    waits: those are read by the next wake-up (the socket is still readable, and each wake-up reads at least once),
+    so nothing is left behind and the loop cannot spin on them."""
+    fcntl.ioctl(fd, _FIONREAD, size, True)
+    return size[0] > 0
+
 
 class DatagramEndpoint:
     def __init__(self, name: str, sock: socket.socket, handler: Handler, events: Events,
@@ -43,12 +64,14 @@ class DatagramEndpoint:
         self.events = events
         self.loop = loop
         self._closed = False
+        self._size = array("i", [0])  # FIONREAD's answer (see _more)
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         recvfrom = self.sock.recvfrom
-        for _ in range(BATCH):
+        handler = self.handler
+        for i in range(BATCH):
             try:
                 data, addr = recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
@@ -57,22 +80,37 @@ class DatagramEndpoint:
                 # An ICMP error for an earlier send (port unreachable, …) surfaces here: nothing to do but count.
                 self.events.count(f"{self.name}.socket_error")
                 continue
-            self.datagram_received(data, addr)
+            # The handler is called here, not through a helper: two Python calls fewer per datagram, and a try
+            # costs nothing until something raises.
+            try:
+                handler(data, addr)
+            except ProtocolError as exc:
+                self._dropped(addr, exc)
+            except Exception:
+                self._bug(addr)
+            if i == 0 and (self._closed or not _more(self.sock.fileno(), self._size)):
+                return  # once only: a storm's drain ends on BlockingIOError, once per many datagrams
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        self._guarded(self.handler, addr, data, addr)
-
-    def _guarded(self, call: Callable[..., None], addr: Address, *args: Any) -> None:
+        """One datagram to the handler, as a wake-up passes it (tests; the drain calls the handler itself)."""
         try:
-            call(*args)
+            self.handler(data, addr)
         except ProtocolError as exc:
-            self.events.count(f"{self.name}.dropped")
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s: dropped datagram from %s: %s", self.name, addr[0], exc)
+            self._dropped(addr, exc)
         except Exception:
-            self.events.count(f"{self.name}.internal_error")
-            _limited.warning(f"{self.name}.bug", "%s: internal error handling a datagram from %s", self.name,
-                             addr[0], exc_info=True)
+            self._bug(addr)
+
+    def _dropped(self, addr: Address, exc: ProtocolError) -> None:
+        self.events.count(f"{self.name}.dropped")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: dropped datagram from %s: %s", self.name, addr[0], exc)
+
+    def _bug(self, addr: Address) -> None:
+        """Called in the ``except`` clause: the traceback is the exception being handled. (``warning(...,
+        exc_info=True)`` put exc_info in the record's extra, where logging refuses it with a KeyError that escaped
+        the drain.)"""
+        self.events.count(f"{self.name}.internal_error")
+        _limited.exception(f"{self.name}.bug", "%s: internal error handling a datagram from %s", self.name, addr[0])
 
     def sendto(self, data: bytes, addr: Address) -> None:
         if self._closed:
@@ -105,7 +143,8 @@ class DestinationEndpoint(DatagramEndpoint):
 
     def _readable(self) -> None:
         recvmsg = self.sock.recvmsg
-        for _ in range(BATCH):
+        handler = self.with_destination
+        for i in range(BATCH):
             try:
                 data, ancillary, _flags, addr = recvmsg(MAX_DATAGRAM, _PKTINFO_SPACE)
             except (BlockingIOError, InterruptedError):
@@ -117,7 +156,14 @@ class DestinationEndpoint(DatagramEndpoint):
             for level, kind, value in ancillary:
                 if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(value) >= 16:
                     destination = value[:16]  # struct in6_pktinfo: the address, then the interface index
-            self._guarded(self.with_destination, addr, data, addr, destination)
+            try:
+                handler(data, addr, destination)
+            except ProtocolError as exc:
+                self._dropped(addr, exc)
+            except Exception:
+                self._bug(addr)
+            if i == 0 and (self._closed or not _more(self.sock.fileno(), self._size)):
+                return
 
 
 _PKTINFO_SPACE = socket.CMSG_SPACE(20)
