@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import socket
@@ -156,7 +157,9 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 Done = Callable[[BaseException | None], None]
-_Item = tuple[list[Lease | PhoneRecord], Done]
+# What was queued, what to call once it is durable, and what to call with the error if its commit failed: the
+# caller's own callbacks as they are, so that commit_then (once per reply, on the loop) builds no closure.
+_Item = tuple[list[Lease | PhoneRecord], Callable[[], None], Callable[[BaseException], None]]
 
 
 class LeaseStore:
@@ -206,15 +209,15 @@ class LeaseStore:
         assert self._loop is not None, "start() the store first"
         future: asyncio.Future[None] = self._loop.create_future()
 
-        def done(error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is None:
+        def send() -> None:
+            if not future.done():
                 future.set_result(None)
-            else:
+
+        def failed(error: BaseException) -> None:
+            if not future.done():
                 future.set_exception(error)
 
-        self._queue.put((list(leases), done))
+        self._queue.put((list(leases), send, failed))
         return future
 
     def commit_then(self, leases: Iterable[Lease], send: Callable[[], None],
@@ -228,18 +231,14 @@ class LeaseStore:
         per reply on the hot path.
         """
         assert self._loop is not None, "start() the store first"
-
-        def done(error: BaseException | None) -> None:
-            if error is None:
-                send()
-            else:
-                failed(error)
-
-        self._queue.put((list(leases), done))
+        self._queue.put((list(leases), send, failed))
 
     def record_phones(self, records: Iterable[PhoneRecord], done: Done | None = None) -> None:
         """Queue phone records for the next group commit; nobody waits for them (``done`` is told the outcome)."""
-        self._queue.put((list(records), done or _ignore))
+        if done is None:
+            self._queue.put((list(records), _nothing, _ignore))
+        else:
+            self._queue.put((list(records), functools.partial(done, None), done))
 
     def watch(self, watcher: Callable[[list[Lease]], None]) -> None:
         """Other appliances' leases: there are none with a store of one's own."""
@@ -304,22 +303,22 @@ class LeaseStore:
             first = self._queue.get()
             if first is None:
                 break
-            batch = [first]
+            leases, sends, fails = first[0], [first[1]], [first[2]]  # first[0]: the store's own copy
             # The window is slept through, then whatever queued meanwhile is taken at once: waiting on the queue
             # instead woke this thread (a futex, then the GIL taken back from the loop) for every reply: twice the
             # context switches per DHCPv4 exchange at 2,000/s (README, "Where the time goes").
             if self.window > 0:
                 time.sleep(self.window)
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            # qsize is exact here (only this thread takes from the queue), so no get_nowait ends in queue.Empty.
+            get, extend, add_send, add_fail = self._queue.get_nowait, leases.extend, sends.append, fails.append
+            for _ in range(min(self._queue.qsize(), self.max_batch - 1)):
+                item = get()
                 if item is None:
                     stopping = True
                     break
-                batch.append(item)
-            leases = [lease for items, _ in batch for lease in items]
+                extend(item[0])
+                add_send(item[1])
+                add_fail(item[2])
             error: BaseException | None = None
             try:
                 started = time.perf_counter()
@@ -330,11 +329,12 @@ class LeaseStore:
             except BaseException as exc:  # reported to every waiter: no reply leaves for an unsaved lease
                 error = exc
             assert self._loop is not None
-            callbacks = [done for _, done in batch]
             try:
-                if error is not None:
+                if error is None:
+                    self._loop.call_soon_threadsafe(_settle, self._loop, sends)
+                else:
                     self._loop.call_soon_threadsafe(self._failed, error, len(leases))
-                self._loop.call_soon_threadsafe(_settle, self._loop, callbacks, error)
+                    self._loop.call_soon_threadsafe(_settle, self._loop, fails, error)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
 
@@ -352,6 +352,10 @@ def _ignore(error: BaseException | None) -> None:
     return None
 
 
+def _nothing() -> None:
+    return None
+
+
 # Replies released by one commit go out at most this many per event-loop iteration. A commit that took 25 ms at
 # 4,000 exchanges/s releases 100 ACKs at once; sent back to back they overflow a relay's (or perfdhcp's) default
 # socket buffer, measured as RcvbufErrors on the client side. Interleaving them with the loop's other work spaces
@@ -359,11 +363,13 @@ def _ignore(error: BaseException | None) -> None:
 SEND_CHUNK = 8
 
 
-def _settle(loop: asyncio.AbstractEventLoop, callbacks: list[Done], error: BaseException | None) -> None:
+def _settle(loop: asyncio.AbstractEventLoop, callbacks: list[Callable[..., None]],
+            *error: BaseException | None) -> None:
+    """Call each of ``callbacks`` with ``error``: the sends with nothing, the failure callbacks with the error."""
     for done in callbacks[:SEND_CHUNK]:
         try:
-            done(error)
+            done(*error)
         except Exception:  # one reply that fails to go out must not keep the others of its batch from leaving
             logging.getLogger("bootstrapd.leases").exception("sending a reply after its commit failed")
     if len(callbacks) > SEND_CHUNK:
-        loop.call_soon(_settle, loop, callbacks[SEND_CHUNK:], error)
+        loop.call_soon(_settle, loop, callbacks[SEND_CHUNK:], *error)

@@ -7,15 +7,17 @@
   (new addresses, a client identifier, as perfdhcp's exchanges make them), one lease per reply as the DHCPv4 adapter
   does; the lease writer thread group-commits them into a database in a temporary folder on ``--dir``'s file system
   (a real disk: tmpfs would make the fsync free). So that the loop holds the interpreter lock as the daemon's does,
-  each lease also costs the loop ``--busy`` us of Python work between two GIL-releasing system calls (a datagram
-  sent and received on a socket pair, as a DHCP exchange has its ``recvfrom`` and ``sendto``). Printed per lease:
+  each lease also costs the loop ``--busy`` iterations of an empty Python loop (5,000: ~50 us) between two
+  GIL-releasing system calls (a datagram sent and received on a socket pair, as a DHCP exchange has its
+  ``recvfrom`` and ``sendto``). Printed per lease:
   each thread's CPU (``/proc/self/task/*/schedstat``: run time in ns, not the 10 ms ticks of ``stat``), its context
   switches (``status``: voluntary and not; each one is a thread giving up the CPU, mostly for the GIL or a futex),
   the leases per commit and the commit times (median, 90th percentile, worst: a WAL checkpoint runs inside one).
   The loop's figure includes the ``--busy`` work and the socket calls: compare it A/B, at the same settings.
 - ``--batch B``: ``LeaseStore._write`` of batches of B leases on the calling thread: no loop, no thread, no GIL
   contention; instruction counts under valgrind (two ``--count`` values, the difference per lease) do not move with
-  the machine's load.
+  the machine's load. ``--through``: the whole path instead, on a running loop with the writer thread: B
+  ``commit_then`` calls, then a wait until all B replies are released (the queue, the writer's take, ``_settle``).
 """
 
 from __future__ import annotations
@@ -56,13 +58,14 @@ def task_stats(tid: int) -> tuple[int, int]:
     return ns, switches
 
 
-def spin(us: float) -> None:
-    end = time.perf_counter() + us / 1e6
-    while time.perf_counter() < end:
+def spin(iterations: int) -> None:
+    """A fixed amount of work, not a time: a spin to a deadline would take less CPU whenever the writer held the GIL
+    meanwhile, and the loop's CPU would then fall with every hand-over instead of showing its cost."""
+    for _ in range(iterations):
         pass
 
 
-async def drive(store: LeaseStore, batch: list[Lease4], rate: float, busy: float) -> None:
+async def drive(store: LeaseStore, batch: list[Lease4], rate: float, busy: int) -> None:
     """Commit every lease of ``batch`` at ``rate`` a second; return once every reply has been released."""
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
@@ -149,22 +152,60 @@ def run_batches(args: argparse.Namespace) -> float:
     return float(spent / args.count)
 
 
+def run_through(args: argparse.Namespace) -> float:
+    """CPU seconds per lease of the whole process, ``commit_then`` to the release, ``args.batch`` leases at a time."""
+    with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.dir) as tmp:
+        store = LeaseStore(Path(tmp) / "leases.sqlite3", window=0)
+        batch = leases(max(args.count, 20_000))[:args.count]
+
+        async def commit(chunk: list[Lease4]) -> None:
+            done = asyncio.get_running_loop().create_future()
+            left = len(chunk)
+
+            def send() -> None:
+                nonlocal left
+                left -= 1
+                if left == 0:
+                    done.set_result(None)
+
+            for lease in chunk:
+                store.commit_then([lease], send, done.set_exception)
+            await done
+
+        async def main() -> float:
+            store.start(asyncio.get_running_loop())
+            await commit(leases(args.batch, len(batch)))  # warm-up: the statements prepared, the file grown
+            started = time.process_time()
+            for first in range(0, len(batch), args.batch):
+                await commit(batch[first:first + args.batch])
+            spent = time.process_time() - started
+            await store.shutdown()
+            return spent
+
+        return float(asyncio.run(main()) / args.count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=40_000)
     parser.add_argument("--rate", type=float, default=10_000, help="leases per second (one per DHCPv4 exchange)")
-    parser.add_argument("--busy", type=float, default=50.0, help="us of Python work on the loop per lease")
+    parser.add_argument("--busy", type=int, default=5000,
+                        help="iterations of an empty Python loop on the event loop per lease (5,000: ~50 us)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--batch", type=int, default=0, help="only the writer's work, in batches of this size")
+    parser.add_argument("--through", action="store_true", help="with --batch: commit_then to the release")
     parser.add_argument("--dir", default=os.environ.get("BENCH_STORE_DIR", "/var/tmp"))
     args = parser.parse_args()
     for _ in range(args.repeat):
+        if args.batch and args.through:
+            print(f"commit_then to release, batches of {args.batch}: {run_through(args) * 1e6:.2f} us per lease")
+            continue
         if args.batch:
             print(f"writer alone, batches of {args.batch}: {run_batches(args) * 1e6:.2f} us per lease")
             continue
         r = run_loop(args, loop_factory(args.loop))
-        print(f"{args.loop} {args.rate:.0f}/s busy {args.busy:.0f} us: loop {r['loop_us']:.1f} us "
+        print(f"{args.loop} {args.rate:.0f}/s busy {args.busy}: loop {r['loop_us']:.1f} us "
               f"{r['loop_cs']:.2f} cs, writer {r['writer_us']:.1f} us {r['writer_cs']:.2f} cs per lease; "
               f"{r['per_commit']:.0f} leases/commit, commit {r['p50_ms']:.2f}/{r['p90_ms']:.2f}/"
               f"{r['max_ms']:.2f} ms (p50/p90/max); load {os.getloadavg()[0]:.1f}")
