@@ -55,16 +55,16 @@ def as_the_daemon() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def task_stats(tid: int) -> tuple[int, int]:
-    """(ns of CPU, context switches) of one thread of this process so far."""
+def task_stats(tid: int) -> tuple[int, int, int]:
+    """(ns of CPU, voluntary context switches, involuntary ones) of one thread of this process so far."""
     with open(f"/proc/self/task/{tid}/schedstat") as f:
         ns = int(f.read().split()[0])
-    switches = 0
+    switches = {}
     with open(f"/proc/self/task/{tid}/status") as f:
         for line in f:
-            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                switches += int(line.split()[1])
-    return ns, switches
+            if line.endswith("ctxt_switches", 0, line.find(":")):
+                switches[line.split(":")[0]] = int(line.split()[1])
+    return ns, switches["voluntary_ctxt_switches"], switches["nonvoluntary_ctxt_switches"]
 
 
 def spin(iterations: int) -> None:
@@ -125,7 +125,9 @@ def run_loop(args: argparse.Namespace, factory: Callable[[], asyncio.AbstractEve
         warm, batch = leases(500, args.count), leases(args.count)
         as_the_daemon()
 
-        async def main() -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int], float]:
+        Stats = tuple[int, int, int]
+
+        async def main() -> tuple[Stats, Stats, Stats, Stats, int]:
             store.start(asyncio.get_running_loop())
             await drive(store, warm, args.rate, args.busy)
             times.clear()
@@ -144,6 +146,8 @@ def run_loop(args: argparse.Namespace, factory: Callable[[], asyncio.AbstractEve
     ms = sorted(t * 1e3 for t in times)
     return {"loop_us": (m1[0] - m0[0]) / 1e3 / n, "writer_us": (w1[0] - w0[0]) / 1e3 / n,
             "loop_cs": (m1[1] - m0[1]) / n, "writer_cs": (w1[1] - w0[1]) / n, "per_commit": n / commits,
+            "loop_ics": (m1[2] - m0[2]) / n, "writer_ics": (w1[2] - w0[2]) / n,
+            "slow": sum(t > 0.010 for t in times) / len(times),
             "p50_ms": statistics.median(ms), "p90_ms": ms[int(len(ms) * 0.9)], "max_ms": ms[-1]}
 
 
@@ -218,9 +222,10 @@ def main() -> None:
             continue
         r = run_loop(args, loop_factory(args.loop))
         print(f"{args.loop} {args.rate:.0f}/s busy {args.busy}: loop {r['loop_us']:.1f} us "
-              f"{r['loop_cs']:.2f} cs, writer {r['writer_us']:.1f} us {r['writer_cs']:.2f} cs per lease; "
+              f"{r['loop_cs']:.2f}+{r['loop_ics']:.2f} cs, writer {r['writer_us']:.1f} us {r['writer_cs']:.2f}+"
+              f"{r['writer_ics']:.2f} cs per lease; "
               f"{r['per_commit']:.0f} leases/commit, commit {r['p50_ms']:.2f}/{r['p90_ms']:.2f}/"
-              f"{r['max_ms']:.2f} ms (p50/p90/max); load {os.getloadavg()[0]:.1f}")
+              f"{r['max_ms']:.2f} ms (p50/p90/max), {r['slow']:.1%} over 10 ms; load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
