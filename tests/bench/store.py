@@ -111,6 +111,8 @@ async def drive(store: LeaseStore, batch: list[Lease4], rate: float, busy: int) 
 def run_loop(args: argparse.Namespace, factory: Callable[[], asyncio.AbstractEventLoop] | None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.dir) as tmp:
         store = LeaseStore(Path(tmp) / "leases.sqlite3")
+        for pragma in args.pragma:
+            store.conn.execute(f"PRAGMA {pragma}")
         times: list[float] = []
         write = store._write
 
@@ -210,6 +212,8 @@ def main() -> None:
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--batch", type=int, default=0, help="only the writer's work, in batches of this size")
+    parser.add_argument("--pragma", action="append", default=[],
+                        help="run PRAGMA this on the writer's connection first (wal_autocheckpoint=10000, say)")
     parser.add_argument("--through", action="store_true", help="with --batch: commit_then to the release")
     parser.add_argument("--dir", default=os.environ.get("BENCH_STORE_DIR", "/var/tmp"))
     args = parser.parse_args()
