@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
+from typing import cast
 
 from bootstrapd.events import Events
 from bootstrapd.leases import phones
@@ -87,17 +90,52 @@ class Lease6:
 Lease = Lease4 | Lease6
 
 
-def _row4(lease: Lease4, now: float) -> tuple[object, ...]:
-    return (str(lease.address), lease.mac, lease.client_id, lease.expires, lease.state, lease.hostname,
-            lease.vendor_class, now)
+# Rows go in as one multi-row INSERT per chunk, not one executemany row each: CPython's sqlite3 releases and takes
+# back the interpreter lock around every sqlite3_step, and each of those is a hand-over with the busy event loop
+# (then a wait for it to let go again); one statement per chunk also costs SQLite about half as much per row
+# (tests/bench/store.py). The chunks are powers of two up to 256 rows (2,048 parameters; SQLite allows 32,766), so a
+# batch of n rows takes at most popcount(n) statements and the statement cache holds nine per table.
+# A batch of at most _SINGLE rows of one table (most of them: tens of leases) is one statement of exactly its size
+# instead, and outside BEGIN/COMMIT: a statement in autocommit mode is its own transaction (fsynced before it
+# returns, all or nothing), so the commit takes one sqlite3_step, one GIL hand-over, instead of five or six
+# (tests/bench/store.py: the writer's voluntary context switches per lease -20%). Those statements stay in the
+# connection's cache (connect: cached_statements); the 64 of lease4 take ~1.8 MB prepared.
+_WIDTH = 8  # columns of lease4 and of lease6
+_CHUNK = 256
+_SINGLE = 64
 
 
-def _row6(lease: Lease6, now: float) -> tuple[object, ...]:
-    return (str(lease.address), lease.duid, lease.iaid, lease.expires, lease.state, lease.mac, lease.hostname, now)
+@functools.cache
+def _statement(table: str, rows: int) -> str:
+    row = "(" + ", ".join(["?"] * _WIDTH) + ")"
+    return f"INSERT OR REPLACE INTO {table} VALUES " + ", ".join([row] * rows)
 
 
-_INSERT4 = "INSERT OR REPLACE INTO lease4 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT6 = "INSERT OR REPLACE INTO lease6 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+def _statements(table: str) -> dict[int, str]:
+    return {1 << k: _statement(table, 1 << k) for k in range(_CHUNK.bit_length())}
+
+
+_INSERT4 = _statements("lease4")
+_INSERT6 = _statements("lease6")
+
+
+def _insert(conn: sqlite3.Connection, statements: dict[int, str], values: list[object]) -> None:
+    """``values``: the rows' columns one after the other (``_WIDTH`` a row), inserted in order (a later row of the
+    same address wins, as it did row by row)."""
+    start, rows = 0, len(values) // _WIDTH
+    while rows:
+        n = min(_CHUNK, 1 << (rows.bit_length() - 1))
+        end = start + n * _WIDTH
+        conn.execute(statements[n], values[start:end])
+        start, rows = end, rows - n
+
+
+# CPython's sqlite3 binds int, float, str and bytearray as they are, but sends every other value, None included,
+# through its adapter look-up first, which builds and throws away an AttributeError each time (~250 ns a value; a
+# lease row has two or three Nones). An adapter registered for None is found at once and gives None back: the same
+# NULL, bound for every connection of the process (adapters are the sqlite3 module's, not a connection's).
+# ({}.get: a C function that returns None for None, so the adapter costs no Python frame either.)
+sqlite3.register_adapter(type(None), cast(Callable[[None], None], {}.get))
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -105,7 +143,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         return conn
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    # cached_statements: the writer's INSERTs (see _SINGLE: up to 2 x 66) and the few others, all kept prepared.
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, cached_statements=256)
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: in WAL mode, NORMAL does not fsync on commit and could lose ACKed leases on power loss.
     conn.execute("PRAGMA synchronous=FULL")
@@ -140,7 +179,9 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 Done = Callable[[BaseException | None], None]
-_Item = tuple[list[Lease | PhoneRecord], Done]
+# What was queued, what to call once it is durable, and what to call with the error if its commit failed: the
+# caller's own callbacks as they are, so that commit_then (once per reply, on the loop) builds no closure.
+_Item = tuple[list[Lease | PhoneRecord], Callable[[], None], Callable[[BaseException], None]]
 
 
 class LeaseStore:
@@ -190,15 +231,15 @@ class LeaseStore:
         assert self._loop is not None, "start() the store first"
         future: asyncio.Future[None] = self._loop.create_future()
 
-        def done(error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is None:
+        def send() -> None:
+            if not future.done():
                 future.set_result(None)
-            else:
+
+        def failed(error: BaseException) -> None:
+            if not future.done():
                 future.set_exception(error)
 
-        self._queue.put((list(leases), done))
+        self._queue.put((list(leases), send, failed))
         return future
 
     def commit_then(self, leases: Iterable[Lease], send: Callable[[], None],
@@ -212,18 +253,14 @@ class LeaseStore:
         per reply on the hot path.
         """
         assert self._loop is not None, "start() the store first"
-
-        def done(error: BaseException | None) -> None:
-            if error is None:
-                send()
-            else:
-                failed(error)
-
-        self._queue.put((list(leases), done))
+        self._queue.put((list(leases), send, failed))
 
     def record_phones(self, records: Iterable[PhoneRecord], done: Done | None = None) -> None:
         """Queue phone records for the next group commit; nobody waits for them (``done`` is told the outcome)."""
-        self._queue.put((list(records), done or _ignore))
+        if done is None:
+            self._queue.put((list(records), _nothing, _ignore))
+        else:
+            self._queue.put((list(records), functools.partial(done, None), done))
 
     def watch(self, watcher: Callable[[list[Lease]], None]) -> None:
         """Other appliances' leases: there are none with a store of one's own."""
@@ -248,15 +285,37 @@ class LeaseStore:
 
     def _write(self, leases: list[Lease | PhoneRecord]) -> None:
         now = time.time()
-        rows4 = [_row4(x, now) for x in leases if isinstance(x, Lease4)]
-        rows6 = [_row6(x, now) for x in leases if isinstance(x, Lease6)]
-        records = [x for x in leases if isinstance(x, PhoneRecord)]
+        # One pass, the row's columns appended flat: this runs with the interpreter lock held, so every us here is
+        # one the event loop waits. inet_ntoa gives the text str(IPv4Address) gives, at half the cost. The blobs go
+        # in as bytearray: bytes would go through sqlite3's adapter look-up (above: ~290 ns a value, against ~70
+        # for the copy); the column gets the same BLOB.
+        values4: list[object] = []
+        add4 = values4.extend
+        ntoa = socket.inet_ntoa
+        values6: list[object] = []
+        add6 = values6.extend
+        records: list[PhoneRecord] = []
+        for x in leases:
+            if isinstance(x, Lease4):
+                cid = x.client_id
+                add4((ntoa(x.address.packed), bytearray(x.mac), cid if cid is None else bytearray(cid), x.expires,
+                      x.state, x.hostname, x.vendor_class, now))
+            elif isinstance(x, Lease6):
+                mac = x.mac
+                add6((str(x.address), bytearray(x.duid), x.iaid, x.expires, x.state,
+                      mac if mac is None else bytearray(mac), x.hostname, now))
+            elif isinstance(x, PhoneRecord):
+                records.append(x)
+        if not records and not (values4 and values6) and 0 < len(values4 or values6) <= _SINGLE * _WIDTH:
+            values = values4 or values6  # one table, few rows: one statement, its own transaction (above)
+            self.conn.execute(_statement("lease4" if values4 else "lease6", len(values) // _WIDTH), values)
+            return
         self.conn.execute("BEGIN")
         try:
-            if rows4:
-                self.conn.executemany(_INSERT4, rows4)
-            if rows6:
-                self.conn.executemany(_INSERT6, rows6)
+            if values4:
+                _insert(self.conn, _INSERT4, values4)
+            if values6:
+                _insert(self.conn, _INSERT6, values6)
             if records:
                 self._phones = phones.write(self.conn, records, phones.count(self.conn) if self._phones is None
                                             else self._phones)
@@ -276,22 +335,22 @@ class LeaseStore:
             first = self._queue.get()
             if first is None:
                 break
-            batch = [first]
+            leases, sends, fails = first[0], [first[1]], [first[2]]  # first[0]: the store's own copy
             # The window is slept through, then whatever queued meanwhile is taken at once: waiting on the queue
             # instead woke this thread (a futex, then the GIL taken back from the loop) for every reply: twice the
             # context switches per DHCPv4 exchange at 2,000/s (README, "Where the time goes").
             if self.window > 0:
                 time.sleep(self.window)
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            # qsize is exact here (only this thread takes from the queue), so no get_nowait ends in queue.Empty.
+            get, extend, add_send, add_fail = self._queue.get_nowait, leases.extend, sends.append, fails.append
+            for _ in range(min(self._queue.qsize(), self.max_batch - 1)):
+                item = get()
                 if item is None:
                     stopping = True
                     break
-                batch.append(item)
-            leases = [lease for items, _ in batch for lease in items]
+                extend(item[0])
+                add_send(item[1])
+                add_fail(item[2])
             error: BaseException | None = None
             try:
                 started = time.perf_counter()
@@ -302,11 +361,12 @@ class LeaseStore:
             except BaseException as exc:  # reported to every waiter: no reply leaves for an unsaved lease
                 error = exc
             assert self._loop is not None
-            callbacks = [done for _, done in batch]
             try:
-                if error is not None:
+                if error is None:
+                    self._loop.call_soon_threadsafe(_settle, self._loop, sends)
+                else:
                     self._loop.call_soon_threadsafe(self._failed, error, len(leases))
-                self._loop.call_soon_threadsafe(_settle, self._loop, callbacks, error)
+                    self._loop.call_soon_threadsafe(_settle, self._loop, fails, error)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
 
@@ -324,6 +384,10 @@ def _ignore(error: BaseException | None) -> None:
     return None
 
 
+def _nothing() -> None:
+    return None
+
+
 # Replies released by one commit go out at most this many per event-loop iteration. A commit that took 25 ms at
 # 4,000 exchanges/s releases 100 ACKs at once; sent back to back they overflow a relay's (or perfdhcp's) default
 # socket buffer, measured as RcvbufErrors on the client side. Interleaving them with the loop's other work spaces
@@ -331,11 +395,13 @@ def _ignore(error: BaseException | None) -> None:
 SEND_CHUNK = 8
 
 
-def _settle(loop: asyncio.AbstractEventLoop, callbacks: list[Done], error: BaseException | None) -> None:
+def _settle(loop: asyncio.AbstractEventLoop, callbacks: list[Callable[..., None]],
+            *error: BaseException | None) -> None:
+    """Call each of ``callbacks`` with ``error``: the sends with nothing, the failure callbacks with the error."""
     for done in callbacks[:SEND_CHUNK]:
         try:
-            done(error)
+            done(*error)
         except Exception:  # one reply that fails to go out must not keep the others of its batch from leaving
             logging.getLogger("bootstrapd.leases").exception("sending a reply after its commit failed")
     if len(callbacks) > SEND_CHUNK:
-        loop.call_soon(_settle, loop, callbacks[SEND_CHUNK:], error)
+        loop.call_soon(_settle, loop, callbacks[SEND_CHUNK:], *error)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
-from bootstrapd.leases.store import Lease4, Lease6, LeaseStore, connect, read_leases4
+from bootstrapd.leases.store import SCHEMA, Lease4, Lease6, LeaseStore, connect, read_leases4
 
 
 def test_group_commit_batches_leases_ready_together(tmp_path: Path) -> None:
@@ -191,3 +192,74 @@ def test_reading_phone_records_from_a_store_without_the_table(tmp_path: Path) ->
     sqlite3.connect(path).execute("CREATE TABLE lease4 (address TEXT)").connection.close()
     conn = connect(path, readonly=True)
     assert read_phone(conn, "001565000001") is None and list(read_phones(conn)) == []
+
+
+def test_batches_of_any_size_store_the_rows_as_they_were_row_by_row(tmp_path: Path) -> None:
+    """The writer inserts a small one-table batch as one statement of its size, others in multi-row chunks of powers
+    of two, with the blobs as bytearray and NULL through an adapter: every size (across the boundaries) must store
+    exactly what one INSERT per row stored: the address
+    as ``str(address)``, BLOB and NULL columns, and the last row of an address in a batch winning."""
+    import sqlite3
+
+    store = LeaseStore(tmp_path / "leases.sqlite3")
+    reference = sqlite3.connect(":memory:")
+    reference.executescript(SCHEMA)
+    columns4 = "address, typeof(mac), mac, typeof(client_id), client_id, expires, state, typeof(hostname), " \
+        "hostname, vendor_class"
+    columns6 = "address, typeof(duid), duid, iaid, expires, state, typeof(mac), mac, hostname"
+    first = 0
+    # One table only (a batch of up to _SINGLE rows is one statement of its own size) and both (chunks, BEGIN/COMMIT).
+    for size, kinds in itertools.product((1, 2, 3, 7, 63, 64, 65, 255, 256, 257, 700), ("4", "6", "46")):
+        batch: list[Lease4 | Lease6] = []
+        for n in range(first, first + size):
+            # Addresses with every octet width (0.0.0.n, 1.2.3.4, 10.200.x.y, 255...), a client id every other one.
+            address = IPv4Address((n * 2654435761) % (1 << 32))
+            if "4" in kinds:
+                batch.append(Lease4(address, n.to_bytes(6, "big"), b"\x01" + bytes(6) if n % 2 else None, n + 0.5,
+                                    "active", f"host{n}" if n % 3 == 0 else None, "yealink" if n % 5 == 0 else None))
+            if "6" in kinds:
+                batch.append(Lease6(IPv6Address(n * 0x10000000000000000000001 % (1 << 128)), b"\x00\x03" + bytes(6),
+                                    n, n + 0.25, "active", n.to_bytes(6, "big") if n % 2 else None))
+        if kinds == "4":  # the last row of an address in a batch wins
+            batch.append(Lease4(batch[0].address, bytes(6), None, 1.0, "released"))  # type: ignore[arg-type]
+        store.write_now(batch)
+        for lease in batch:  # the reference: one INSERT per row, the values as the store used to bind them
+            if isinstance(lease, Lease4):
+                reference.execute("INSERT OR REPLACE INTO lease4 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                  (str(lease.address), lease.mac, lease.client_id, lease.expires, lease.state,
+                                   lease.hostname, lease.vendor_class, 0.0))
+            else:
+                reference.execute("INSERT OR REPLACE INTO lease6 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                  (str(lease.address), lease.duid, lease.iaid, lease.expires, lease.state,
+                                   lease.mac, lease.hostname, 0.0))
+        first += size
+    for table, columns in (("lease4", columns4), ("lease6", columns6)):
+        query = f"SELECT {columns} FROM {table} ORDER BY address"
+        assert store.conn.execute(query).fetchall() == reference.execute(query).fetchall()
+    assert store.conn.execute("SELECT state FROM lease4 WHERE address = '0.0.0.0'").fetchall() == [("released",)]
+    assert store.conn.execute("SELECT count(*) FROM lease4 WHERE state = 'released'").fetchone() == (11,)
+    store.close()
+
+
+def test_a_full_database_fails_a_small_batch_whole_and_recovers(tmp_path: Path) -> None:
+    """A batch of a few leases is one statement in autocommit mode (store.py, _SINGLE): on SQLITE_FULL nothing of it
+    is stored, SQLite's own error is raised, no transaction is left open, and the next write succeeds."""
+    import sqlite3
+
+    import pytest
+
+    from bootstrapd.leases.store import _SINGLE, is_disk_full
+
+    store = LeaseStore(tmp_path / "leases.sqlite3")
+    store.write_now([Lease4(IPv4Address("10.77.0.1"), bytes(6), None, 1.0)])
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count = {pages}")
+    small = [Lease4(IPv4Address(0x0A4D0100 + i), bytes(6), b"x" * 200, 1.0) for i in range(_SINGLE)]
+    with pytest.raises(sqlite3.OperationalError) as info:
+        store.write_now(small)
+    assert is_disk_full(info.value) and not store.conn.in_transaction
+    assert len(list(store.leases4())) == 1  # all or nothing
+    store.conn.execute("PRAGMA max_page_count = 1000000")
+    store.write_now(small)
+    assert len(list(store.leases4())) == 1 + _SINGLE
+    store.close()
