@@ -88,15 +88,19 @@ _U16 = struct.Struct("!H")
 _HEAD = struct.Struct("!HH")
 _IA = struct.Struct("!III")
 _IAADDR = struct.Struct("!16sII")
+_TYPE_XID = struct.Struct("!I")  # a message's first four bytes: the type, then the 24-bit transaction id
+# The usual IA_NA value in a reply: IAID, T1, T2 and one IAADDR option (code, length 24, address, lifetimes) inside.
+_IA_ONE = struct.Struct("!IIIHH16sII")
 
 
 @dataclass(slots=True)
 class Message:
     """A client/server message: type, 24-bit transaction id, options in order.
 
-    :func:`parse` also keeps what it decoded to check the options (the IAs, the option request, the vendor class),
-    so the server reads each nested option list once; a message built by hand has them empty. They are not
-    compared: a parsed message equals the one it was encoded from."""
+    :func:`parse` also keeps what it decoded to check the options (the IAs, the option request, the vendor class,
+    the client and server IDs), so the server reads each nested option list once and walks the options once; a
+    message built by hand has them empty. They are not compared: a parsed message equals the one it was encoded
+    from."""
 
     msg_type: int
     transaction_id: int
@@ -105,6 +109,8 @@ class Message:
     ia_other: list[IaTa | IaPd] = field(default_factory=list, compare=False, repr=False)  # in wire order
     oro: list[int] = field(default_factory=list, compare=False, repr=False)
     vendor_class: tuple[int, list[bytes]] | None = field(default=None, compare=False, repr=False)
+    client_id: bytes | None = field(default=None, compare=False, repr=False)
+    server_id: bytes | None = field(default=None, compare=False, repr=False)
     # Options already encoded, sent after ``options``: the server's per-configuration options, encoded once.
     tail: bytes = field(default=b"", compare=False, repr=False)
 
@@ -114,8 +120,7 @@ class Message:
     def encode(self) -> bytes:
         if not 0 <= self.transaction_id < 1 << 24:
             raise ValueError("transaction id is 24 bits")
-        return bytes((self.msg_type,)) + self.transaction_id.to_bytes(3, "big") + encode_options(self.options) + \
-            self.tail
+        return _TYPE_XID.pack(self.msg_type << 24 | self.transaction_id) + encode_options(self.options) + self.tail
 
 
 @dataclass(slots=True)
@@ -193,6 +198,8 @@ def get_all(options: list[Option], code: int) -> list[bytes]:
 
 
 def check_duid(value: bytes, what: str = "DUID") -> bytes:
+    if 3 <= len(value) <= MAX_DUID:
+        return value
     if len(value) < 3:
         raise Dhcp6Error(f"{what} of {len(value)} bytes is too short")
     if len(value) > MAX_DUID:
@@ -254,7 +261,11 @@ class IaNa:
     options: list[Option] = field(default_factory=list)  # anything else inside the IA
 
     def encode(self) -> bytes:
-        return _IA.pack(self.iaid, self.t1, self.t2) + _encode_ia_contents(self.addresses, self.status, self.options)
+        addresses = self.addresses
+        if self.status is None and not self.options and len(addresses) == 1 and not addresses[0].options:
+            only = addresses[0]  # the usual IA of a reply
+            return encode_ia_na_address(self.iaid, self.t1, self.t2, only.address.packed, only.preferred, only.valid)
+        return _IA.pack(self.iaid, self.t1, self.t2) + _encode_ia_contents(addresses, self.status, self.options)
 
     @classmethod
     def decode(cls, data: bytes) -> IaNa:
@@ -265,6 +276,11 @@ class IaNa:
             return cls(iaid, t1, t2)
         addresses, status, options = _ia_contents(data, _IA.size)
         return cls(iaid, t1, t2, addresses, status, options)
+
+
+def encode_ia_na_address(iaid: int, t1: int, t2: int, address: bytes, preferred: int, valid: int) -> bytes:
+    """The value of an IA_NA holding one address and nothing else (the reply to a Request, a Renew)."""
+    return _IA_ONE.pack(iaid, t1, t2, OPT_IAADDR, _IAADDR.size, address, preferred, valid)
 
 
 def _encode_ia_contents(addresses: list[IaAddress], status: StatusCode | None, others: list[Option]) -> bytes:
@@ -446,16 +462,32 @@ _SERVER_TYPES = {ADVERTISE, REPLY, RECONFIGURE}
 
 def _check_options(message: Message) -> None:
     """Structural checks of the options the server relies on; all raise Dhcp6Error. What they decode is kept in
-    ``message`` (its IAs, option request and vendor class: the first of each, as ``get`` finds)."""
+    ``message`` (its IAs, option request, vendor class, client and server ID: the first of each, as ``get`` finds).
+    The branches go in the order a client's options usually come (client ID, elapsed time, option request, IA)."""
     msg_type, options = message.msg_type, message.options
     ia_na, ia_other = message.ia_na, message.ia_other
     seen_ia = False
     ias = 0
     oro: list[int] | None = None
     vendor_class: tuple[int, list[bytes]] | None = None
+    client_id: bytes | None = None
+    server_id: bytes | None = None
     for code, value in options:
-        if code == OPT_CLIENTID or code == OPT_SERVERID:
-            check_duid(value, "client ID" if code == OPT_CLIENTID else "server ID")
+        if code == OPT_CLIENTID:
+            check_duid(value, "client ID")
+            if client_id is None:
+                client_id = value
+        elif code == OPT_ELAPSED_TIME:
+            if len(value) != 2:
+                raise Dhcp6Error("elapsed time option must be 2 bytes")
+        elif code == OPT_ORO:
+            decoded = decode_oro(value)
+            if oro is None:
+                oro = decoded
+        elif code == OPT_SERVERID:
+            check_duid(value, "server ID")
+            if server_id is None:
+                server_id = value
         elif code == OPT_IA_NA or code == OPT_IA_TA or code == OPT_IA_PD:
             ias += 1
             if ias > MAX_IAS:
@@ -467,12 +499,6 @@ def _check_options(message: Message) -> None:
             else:
                 ia_other.append(IaPd.decode(value))
             seen_ia = True
-        elif code == OPT_ORO:
-            decoded = decode_oro(value)
-            if oro is None:
-                oro = decoded
-        elif code == OPT_ELAPSED_TIME and len(value) != 2:
-            raise Dhcp6Error("elapsed time option must be 2 bytes")
         elif code == OPT_RAPID_COMMIT and value:
             raise Dhcp6Error("rapid commit option must be empty")
         elif code == OPT_USER_CLASS:
@@ -491,6 +517,8 @@ def _check_options(message: Message) -> None:
         raise Dhcp6Error("information-request carrying an IA")
     message.oro = oro or []
     message.vendor_class = vendor_class
+    message.client_id = client_id
+    message.server_id = server_id
 
 
 def parse(data: bytes) -> Message | RelayMessage:

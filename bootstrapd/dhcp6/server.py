@@ -210,8 +210,8 @@ class Dhcp6Server:
         name = codec.MESSAGE_NAMES[kind]
         if unicast and kind in _MULTICAST_ONLY:
             raise Dhcp6Error(f"{name} sent to a unicast address (RFC 8415 16: discarded)")
-        client_id = msg.get(codec.OPT_CLIENTID)
-        server_id = msg.get(codec.OPT_SERVERID)
+        client_id = msg.client_id  # found by codec.parse
+        server_id = msg.server_id
         if kind == codec.INFORMATION_REQUEST:
             if server_id is not None and server_id != self.server_duid:
                 raise Dhcp6Error("information-request for another server")
@@ -257,8 +257,8 @@ class Dhcp6Server:
             assert duid is not None
             for ia in ias:
                 given = self._assign(duid, ia, now, out, commit=rapid or kind == codec.REQUEST) if served else \
-                    IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "link not served"))
-                reply.options.append((codec.OPT_IA_NA, given.encode()))
+                    IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "link not served")).encode()
+                reply.options.append((codec.OPT_IA_NA, given))
             self._unsupported_ias(reply, others, assigning=True)
             if rapid:
                 reply.options.append((codec.OPT_RAPID_COMMIT, b""))
@@ -335,7 +335,8 @@ class Dhcp6Server:
     def _ia_with(self, iaid: int, address: IPv6Address, preferred: int, valid: int) -> IaNa:
         return IaNa(iaid, self.t1, self.t2, [IaAddress(address, preferred, valid)])
 
-    def _assign(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, *, commit: bool) -> IaNa:
+    def _assign(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, *, commit: bool) -> bytes:
+        """One IA of a Solicit or Request: the IA_NA option's value for the reply."""
         key = _key(duid, ia.iaid)
         pool = self.pool
         address: int | None = None
@@ -345,14 +346,16 @@ class Dhcp6Server:
             address = binding.address
         elif not pool.can_take(duid, key, now):
             # This DUID already holds its share (IAIDs rotated or packed into one message, a DECLINE loop).
-            return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
-        else:
-            address = pool.first_available(key, (int(hint.address) for hint in ia.addresses), now)
+            return IaNa(ia.iaid, self.t1, self.t2,
+                        status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available")).encode()
+        elif ia.addresses:
+            address = pool.first_available(key, [int(hint.address) for hint in ia.addresses], now)
         if address is None:
             address = pool.allocate(key, now)
         if address is None:
             out.exhausted = True
-            return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
+            return IaNa(ia.iaid, self.t1, self.t2,
+                        status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available")).encode()
         settings = self.settings
         # One address object for the reply, its lease and the event (immutable, so shared).
         ip = IPv6Address(address)
@@ -367,7 +370,8 @@ class Dhcp6Server:
                     and current.expires > now.wall):
                 pool.bind(key, address, poolmod.OFFERED, now.mono + settings.offer_time, duid)
         out.addresses.append(ip)
-        return self._ia_with(ia.iaid, ip, settings.preferred_lifetime, settings.valid_lifetime)
+        return codec.encode_ia_na_address(ia.iaid, self.t1, self.t2, address.to_bytes(16, "big"),
+                                          settings.preferred_lifetime, settings.valid_lifetime)
 
     def _extend(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, kind: int) -> IaNa:
         key = _key(duid, ia.iaid)
