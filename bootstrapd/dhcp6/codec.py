@@ -154,21 +154,23 @@ class RelayMessage:
 def parse_options(data: bytes, start: int = 0, end: int | None = None) -> list[Option]:
     if type(data) is not bytes:
         data = bytes(data)  # once, so that every value sliced out of it is bytes
-    end = len(data) if end is None else end
+    if end is not None and end != len(data):
+        data = data[:end]  # so that a header running past ``end`` fails to unpack, as at the end of the data
+    end = len(data)
     out: list[Option] = []
     append = out.append
     unpack_from = _HEAD.unpack_from
     pos = start
-    while pos < end:
-        if end - pos < 4:
-            raise Dhcp6Error(f"truncated option header at byte {pos}")
-        code, length = unpack_from(data, pos)
-        pos += 4
-        stop = pos + length
-        if stop > end:
-            raise Dhcp6Error(f"option {code} length {length} runs past the end")
-        append((code, data[pos:stop]))
-        pos = stop
+    try:  # free in CPython 3.11 until it raises: the loop does not check for room for each header itself
+        while pos < end:
+            code, length = unpack_from(data, pos)
+            stop = pos + 4 + length
+            if stop > end:
+                raise Dhcp6Error(f"option {code} length {length} runs past the end")
+            append((code, data[pos + 4:stop]))
+            pos = stop
+    except struct.error:  # fewer than 4 bytes left for the header
+        raise Dhcp6Error(f"truncated option header at byte {pos}") from None
     return out
 
 

@@ -65,6 +65,7 @@ _CLIENT_KINDS = frozenset((codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RE
                            codec.DECLINE, codec.INFORMATION_REQUEST))
 _MULTICAST_ONLY = frozenset((codec.SOLICIT, codec.CONFIRM, codec.REBIND, codec.INFORMATION_REQUEST))
 _NO_SERVER_ID = frozenset((codec.SOLICIT, codec.REBIND, codec.CONFIRM))
+_ASSIGNING = frozenset((codec.SOLICIT, codec.REQUEST))
 
 
 class _Configured(NamedTuple):
@@ -233,10 +234,9 @@ class Dhcp6Server:
             if len(self._macs) > 100_000:  # bounded: random DUIDs must not grow memory
                 self._macs.clear()
             self._macs[duid] = link_mac
-        reply = Message(codec.REPLY, msg.transaction_id, [])
-        if client_id is not None:
-            reply.options.append((codec.OPT_CLIENTID, client_id))
-        reply.options.append((codec.OPT_SERVERID, self.server_duid))
+        reply = Message(codec.REPLY, msg.transaction_id, [(codec.OPT_CLIENTID, client_id),
+                                                          (codec.OPT_SERVERID, self.server_duid)]
+                        if client_id is not None else [(codec.OPT_SERVERID, self.server_duid)])
         out = Outgoing(b"", ("", 0), [], "reply", name, duid, mac)
         if unicast:
             # RFC 8415 18.4: a Request, Renew, Release or Decline sent by unicast, and we never send the Server
@@ -251,7 +251,7 @@ class Dhcp6Server:
         if not served:
             out.unserved_link = link
 
-        if kind in (codec.SOLICIT, codec.REQUEST):
+        if kind in _ASSIGNING:
             rapid = kind == codec.SOLICIT and self.settings.rapid_commit and \
                 msg.get(codec.OPT_RAPID_COMMIT) is not None
             assert duid is not None
@@ -259,7 +259,8 @@ class Dhcp6Server:
                 given = self._assign(duid, ia, now, out, commit=rapid or kind == codec.REQUEST) if served else \
                     IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "link not served")).encode()
                 reply.options.append((codec.OPT_IA_NA, given))
-            self._unsupported_ias(reply, others, assigning=True)
+            if others:
+                self._unsupported_ias(reply, others, assigning=True)
             if rapid:
                 reply.options.append((codec.OPT_RAPID_COMMIT, b""))
             elif kind == codec.SOLICIT:
@@ -427,6 +428,8 @@ class Dhcp6Server:
     # --- options ---------------------------------------------------------------------------------------------------
 
     def _classes(self, msg: Message, mac: bytes | None) -> tuple[str, ...]:
+        if not self._matchers:
+            return ()
         vendor = msg.vendor_class  # decoded by codec.parse
         return tuple(m.name for m in self._matchers if m.matches(vendor, mac))
 
