@@ -9,6 +9,7 @@ meets a half-valid message.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
@@ -100,14 +101,15 @@ class Message:
     :func:`parse` also keeps what it decoded to check the options (the IAs, the option request, the vendor class,
     the client and server IDs), so the server reads each nested option list once and walks the options once; a
     message built by hand has them empty. They are not compared: a parsed message equals the one it was encoded
-    from."""
+    from. Their defaults are immutable, so that building a message (the server builds one per reply) calls no
+    factory for them."""
 
     msg_type: int
     transaction_id: int
     options: list[Option] = field(default_factory=list)
-    ia_na: list[IaNa] = field(default_factory=list, compare=False, repr=False)
-    ia_other: list[IaTa | IaPd] = field(default_factory=list, compare=False, repr=False)  # in wire order
-    oro: list[int] = field(default_factory=list, compare=False, repr=False)
+    ia_na: Sequence[IaNa] = field(default=(), compare=False, repr=False)
+    ia_other: Sequence[IaTa | IaPd] = field(default=(), compare=False, repr=False)  # in wire order
+    oro: Sequence[int] = field(default=(), compare=False, repr=False)
     vendor_class: tuple[int, list[bytes]] | None = field(default=None, compare=False, repr=False)
     client_id: bytes | None = field(default=None, compare=False, repr=False)
     server_id: bytes | None = field(default=None, compare=False, repr=False)
@@ -467,7 +469,8 @@ def _check_options(message: Message) -> None:
     ``message`` (its IAs, option request, vendor class, client and server ID: the first of each, as ``get`` finds).
     The branches go in the order a client's options usually come (client ID, elapsed time, option request, IA)."""
     msg_type, options = message.msg_type, message.options
-    ia_na, ia_other = message.ia_na, message.ia_other
+    ia_na: list[IaNa] = []
+    ia_other: list[IaTa | IaPd] = []
     seen_ia = False
     ias = 0
     oro: list[int] | None = None
@@ -517,6 +520,8 @@ def _check_options(message: Message) -> None:
             raise Dhcp6Error("relay message option inside a client/server message")
     if msg_type == INFORMATION_REQUEST and seen_ia:
         raise Dhcp6Error("information-request carrying an IA")
+    message.ia_na = ia_na
+    message.ia_other = ia_other
     message.oro = oro or []
     message.vendor_class = vendor_class
     message.client_id = client_id

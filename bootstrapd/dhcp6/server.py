@@ -300,7 +300,7 @@ class Dhcp6Server:
         self._add_options(reply, msg, out, mac, config=True)
         return reply, out
 
-    def _unsupported_ias(self, reply: Message, others: list[IaTa | IaPd], *, assigning: bool) -> None:
+    def _unsupported_ias(self, reply: Message, others: Sequence[IaTa | IaPd], *, assigning: bool) -> None:
         """IA_TA and IA_PD: bootstrapd assigns no temporary addresses and delegates no prefixes. In an Advertise or
         Reply to Solicit/Request: NoAddrsAvail / NoPrefixAvail inside the IA (RFC 8415 18.3.1, 18.3.2; RFC 7550
         4.1); to Renew, Rebind, Release, Decline: NoBinding, as for any IA the server has no binding for."""
