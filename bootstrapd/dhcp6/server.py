@@ -53,7 +53,7 @@ class Outgoing:
     request: str  # the client's message type
     duid: bytes | None
     mac: bytes | None
-    addresses: list[IPv6Address] = field(default_factory=list)
+    addresses: list[int] = field(default_factory=list)  # as ints: no IPv6Address for an Advertise's address
     options: list[int] = field(default_factory=list)
     classes: tuple[str, ...] = ()
     exhausted: bool = False  # an IA got NoAddrsAvail
@@ -237,7 +237,7 @@ class Dhcp6Server:
         reply = Message(codec.REPLY, msg.transaction_id, [(codec.OPT_CLIENTID, client_id),
                                                           (codec.OPT_SERVERID, self.server_duid)]
                         if client_id is not None else [(codec.OPT_SERVERID, self.server_duid)])
-        out = Outgoing(b"", ("", 0), [], "reply", name, duid, mac)
+        out = Outgoing(b"", ("", 0), [], "reply", name, duid, mac, [], [])
         if unicast:
             # RFC 8415 18.4: a Request, Renew, Release or Decline sent by unicast, and we never send the Server
             # Unicast option: UseMulticast, with the two identifiers and no other option; the client multicasts.
@@ -358,19 +358,17 @@ class Dhcp6Server:
             return IaNa(ia.iaid, self.t1, self.t2,
                         status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available")).encode()
         settings = self.settings
-        # One address object for the reply, its lease and the event (immutable, so shared).
-        ip = IPv6Address(address)
         if commit:
             expires = now.wall + settings.valid_lifetime
             pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-            out.leases.append(self._lease(key, ip, ACTIVE, expires))
+            out.leases.append(self._lease(key, address, ACTIVE, expires))
         else:
             current = pool.holder(address)
             # An advertise must not shorten an active lease back to an offer.
             if not (current is not None and current.key == key and current.state == poolmod.ACTIVE
                     and current.expires > now.wall):
                 pool.bind(key, address, poolmod.OFFERED, now.mono + settings.offer_time, duid)
-        out.addresses.append(ip)
+        out.addresses.append(address)
         return codec.encode_ia_na_address(ia.iaid, self.t1, self.t2, address.to_bytes(16, "big"),
                                           settings.preferred_lifetime, settings.valid_lifetime)
 
@@ -399,7 +397,7 @@ class Dhcp6Server:
         ip = IPv6Address(address)
         pool.bind(key, address, poolmod.ACTIVE, expires, duid)
         out.leases.append(self._lease(key, ip, ACTIVE, expires))
-        out.addresses.append(ip)
+        out.addresses.append(address)
         result = self._ia_with(ia.iaid, ip, settings.preferred_lifetime, settings.valid_lifetime)
         for other in ia.addresses:
             if int(other.address) != address:
@@ -422,7 +420,7 @@ class Dhcp6Server:
             until = now.wall + self.settings.decline_time
             self.pool.decline(address, until, duid)
             out.leases.append(self._lease(key, address, DECLINED, until))
-        out.addresses.append(IPv6Address(address))
+        out.addresses.append(address)
         return None
 
     # --- options ---------------------------------------------------------------------------------------------------
