@@ -92,6 +92,7 @@ _IAADDR = struct.Struct("!16sII")
 _TYPE_XID = struct.Struct("!I")  # a message's first four bytes: the type, then the 24-bit transaction id
 # The usual IA_NA value in a reply: IAID, T1, T2 and one IAADDR option (code, length 24, address, lifetimes) inside.
 _IA_ONE = struct.Struct("!IIIHH16sII")
+_IAADDR_HEAD = _HEAD.pack(OPT_IAADDR, _IAADDR.size)
 
 
 @dataclass(slots=True)
@@ -275,9 +276,13 @@ class IaNa:
     def decode(cls, data: bytes) -> IaNa:
         if len(data) < _IA.size:
             raise Dhcp6Error("IA_NA option shorter than 12 bytes")
-        iaid, t1, t2 = _IA.unpack_from(data)
         if len(data) == _IA.size:  # a Solicit's IA: nothing inside
+            iaid, t1, t2 = _IA.unpack_from(data)
             return cls(iaid, t1, t2)
+        if len(data) == _IA_ONE.size and data[12:16] == _IAADDR_HEAD:  # a Request's: one address, nothing else
+            iaid, t1, t2, _, _, packed, preferred, valid = _IA_ONE.unpack(data)
+            return cls(iaid, t1, t2, [IaAddress(IPv6Address(packed), preferred, valid)])
+        iaid, t1, t2 = _IA.unpack_from(data)
         addresses, status, options = _ia_contents(data, _IA.size)
         return cls(iaid, t1, t2, addresses, status, options)
 
