@@ -328,10 +328,12 @@ class Dhcp6Server:
     def _on_link(self, address: IPv6Address) -> bool:
         return any(address in net for net in self.link_prefixes)
 
-    def _lease(self, key: bytes, address: int | IPv6Address, state: str, expires: float) -> Lease6:
-        duid, iaid = _split_key(key)
+    def _lease(self, duid: bytes, iaid: int, address: int | IPv6Address, state: str, expires: float,
+               mac: bytes | None) -> Lease6:
+        """``mac``: the DUID's own (or, for a message, the one its relay saw: ``Outgoing.mac``, which _dispatch has
+        then remembered in ``_macs``); a MAC learnt from a relay earlier wins."""
         return Lease6(address if isinstance(address, IPv6Address) else IPv6Address(address), duid, iaid, expires,
-                      state, self._macs.get(duid) or codec.duid_mac(duid))
+                      state, self._macs.get(duid) or mac)
 
     def _ia_with(self, iaid: int, address: IPv6Address, preferred: int, valid: int) -> IaNa:
         return IaNa(iaid, self.t1, self.t2, [IaAddress(address, preferred, valid)])
@@ -361,7 +363,7 @@ class Dhcp6Server:
         if commit:
             expires = now.wall + settings.valid_lifetime
             pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-            out.leases.append(self._lease(key, address, ACTIVE, expires))
+            out.leases.append(self._lease(duid, ia.iaid, address, ACTIVE, expires, out.mac))
         else:
             current = pool.holder(address)
             # An advertise must not shorten an active lease back to an offer.
@@ -396,7 +398,7 @@ class Dhcp6Server:
         expires = now.wall + settings.valid_lifetime
         ip = IPv6Address(address)
         pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-        out.leases.append(self._lease(key, ip, ACTIVE, expires))
+        out.leases.append(self._lease(duid, ia.iaid, ip, ACTIVE, expires, out.mac))
         out.addresses.append(address)
         result = self._ia_with(ia.iaid, ip, settings.preferred_lifetime, settings.valid_lifetime)
         for other in ia.addresses:
@@ -415,11 +417,11 @@ class Dhcp6Server:
         address = binding.address
         if kind == codec.RELEASE:
             self.pool.release(key, address, now)
-            out.leases.append(self._lease(key, address, RELEASED, now.wall))
+            out.leases.append(self._lease(duid, ia.iaid, address, RELEASED, now.wall, out.mac))
         else:
             until = now.wall + self.settings.decline_time
             self.pool.decline(address, until, duid)
-            out.leases.append(self._lease(key, address, DECLINED, until))
+            out.leases.append(self._lease(duid, ia.iaid, address, DECLINED, until, out.mac))
         out.addresses.append(address)
         return None
 
@@ -482,5 +484,9 @@ class Dhcp6Server:
 
     def leases(self, now: float) -> list[Lease6]:
         """The active leases held in memory (tests, status)."""
-        return [self._lease(b.key, b.address, ACTIVE, b.expires) for b in self.pool.bindings()
-                if b.state == poolmod.ACTIVE and b.expires > now and b.key]
+        leases = []
+        for b in self.pool.bindings():
+            if b.state == poolmod.ACTIVE and b.expires > now and b.key:
+                duid, iaid = _split_key(b.key)
+                leases.append(self._lease(duid, iaid, b.address, ACTIVE, b.expires, codec.duid_mac(duid)))
+        return leases
