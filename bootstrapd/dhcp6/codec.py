@@ -533,17 +533,16 @@ def _check_options(message: Message) -> None:
     message.server_id = server_id
 
 
-def parse(data: bytes) -> Message | RelayMessage:
-    """Decode one DHCPv6 datagram (UDP payload); raises Dhcp6Error on anything malformed."""
-    return _parse(bytes(data), 0)
-
-
-def _parse(data: bytes, depth: int) -> Message | RelayMessage:
+def parse(data: bytes, _depth: int = 0) -> Message | RelayMessage:
+    """Decode one DHCPv6 datagram (UDP payload); raises Dhcp6Error on anything malformed. (``_depth``: how many
+    relay messages wrap this one, for the recursion.)"""
+    if type(data) is not bytes:
+        data = bytes(data)
     if not data:
         raise Dhcp6Error("empty message")
     msg_type = data[0]
     if msg_type in (RELAY_FORW, RELAY_REPL):
-        if depth >= MAX_RELAY_DEPTH:
+        if _depth >= MAX_RELAY_DEPTH:
             raise Dhcp6Error(f"relay messages nested more than {MAX_RELAY_DEPTH} deep")
         if len(data) < 34:
             raise Dhcp6Error("relay message shorter than 34 bytes")
@@ -551,7 +550,7 @@ def _parse(data: bytes, depth: int) -> Message | RelayMessage:
         relayed = [v for c, v in options if c == OPT_RELAY_MSG]
         if len(relayed) != 1:
             raise Dhcp6Error(f"relay message with {len(relayed)} relay message options")
-        inner = _parse(relayed[0], depth + 1)
+        inner = parse(relayed[0], _depth + 1)
         if msg_type == RELAY_FORW and inner.msg_type not in _CLIENT_TYPES and inner.msg_type != RELAY_FORW:
             raise Dhcp6Error("relay-forw carrying a server message")
         return RelayMessage(
