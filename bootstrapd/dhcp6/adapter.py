@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv6Network
 from typing import Any
 
 from bootstrapd.clock import Now
@@ -48,8 +48,8 @@ def _shared(value: tuple[Any, ...]) -> tuple[Any, ...]:
     return kept
 
 
-def _text(address: IPv6Address) -> str:
-    return socket.inet_ntop(socket.AF_INET6, address.packed)
+def _text(address: int) -> str:
+    return socket.inet_ntop(socket.AF_INET6, address.to_bytes(16, "big"))
 
 
 def reply_event(out: Outgoing) -> dict[str, Any]:

@@ -9,6 +9,7 @@ meets a half-valid message.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
@@ -88,23 +89,31 @@ _U16 = struct.Struct("!H")
 _HEAD = struct.Struct("!HH")
 _IA = struct.Struct("!III")
 _IAADDR = struct.Struct("!16sII")
+_TYPE_XID = struct.Struct("!I")  # a message's first four bytes: the type, then the 24-bit transaction id
+# The usual IA_NA value in a reply: IAID, T1, T2 and one IAADDR option (code, length 24, address, lifetimes) inside.
+_IA_ONE = struct.Struct("!IIIHH16sII")
+_IAADDR_HEAD = _HEAD.pack(OPT_IAADDR, _IAADDR.size)
 
 
 @dataclass(slots=True)
 class Message:
     """A client/server message: type, 24-bit transaction id, options in order.
 
-    :func:`parse` also keeps what it decoded to check the options (the IAs, the option request, the vendor class),
-    so the server reads each nested option list once; a message built by hand has them empty. They are not
-    compared: a parsed message equals the one it was encoded from."""
+    :func:`parse` also keeps what it decoded to check the options (the IAs, the option request, the vendor class,
+    the client and server IDs), so the server reads each nested option list once and walks the options once; a
+    message built by hand has them empty. They are not compared: a parsed message equals the one it was encoded
+    from. Their defaults are immutable, so that building a message (the server builds one per reply) calls no
+    factory for them."""
 
     msg_type: int
     transaction_id: int
     options: list[Option] = field(default_factory=list)
-    ia_na: list[IaNa] = field(default_factory=list, compare=False, repr=False)
-    ia_other: list[IaTa | IaPd] = field(default_factory=list, compare=False, repr=False)  # in wire order
-    oro: list[int] = field(default_factory=list, compare=False, repr=False)
+    ia_na: Sequence[IaNa] = field(default=(), compare=False, repr=False)
+    ia_other: Sequence[IaTa | IaPd] = field(default=(), compare=False, repr=False)  # in wire order
+    oro: Sequence[int] = field(default=(), compare=False, repr=False)
     vendor_class: tuple[int, list[bytes]] | None = field(default=None, compare=False, repr=False)
+    client_id: bytes | None = field(default=None, compare=False, repr=False)
+    server_id: bytes | None = field(default=None, compare=False, repr=False)
     # Options already encoded, sent after ``options``: the server's per-configuration options, encoded once.
     tail: bytes = field(default=b"", compare=False, repr=False)
 
@@ -114,8 +123,7 @@ class Message:
     def encode(self) -> bytes:
         if not 0 <= self.transaction_id < 1 << 24:
             raise ValueError("transaction id is 24 bits")
-        return bytes((self.msg_type,)) + self.transaction_id.to_bytes(3, "big") + encode_options(self.options) + \
-            self.tail
+        return _TYPE_XID.pack(self.msg_type << 24 | self.transaction_id) + encode_options(self.options) + self.tail
 
 
 @dataclass(slots=True)
@@ -149,21 +157,23 @@ class RelayMessage:
 def parse_options(data: bytes, start: int = 0, end: int | None = None) -> list[Option]:
     if type(data) is not bytes:
         data = bytes(data)  # once, so that every value sliced out of it is bytes
-    end = len(data) if end is None else end
+    if end is not None and end != len(data):
+        data = data[:end]  # so that a header running past ``end`` fails to unpack, as at the end of the data
+    end = len(data)
     out: list[Option] = []
     append = out.append
     unpack_from = _HEAD.unpack_from
     pos = start
-    while pos < end:
-        if end - pos < 4:
-            raise Dhcp6Error(f"truncated option header at byte {pos}")
-        code, length = unpack_from(data, pos)
-        pos += 4
-        stop = pos + length
-        if stop > end:
-            raise Dhcp6Error(f"option {code} length {length} runs past the end")
-        append((code, data[pos:stop]))
-        pos = stop
+    try:  # free in CPython 3.11 until it raises: the loop does not check for room for each header itself
+        while pos < end:
+            code, length = unpack_from(data, pos)
+            stop = pos + 4 + length
+            if stop > end:
+                raise Dhcp6Error(f"option {code} length {length} runs past the end")
+            append((code, data[pos + 4:stop]))
+            pos = stop
+    except struct.error:  # fewer than 4 bytes left for the header
+        raise Dhcp6Error(f"truncated option header at byte {pos}") from None
     return out
 
 
@@ -193,6 +203,8 @@ def get_all(options: list[Option], code: int) -> list[bytes]:
 
 
 def check_duid(value: bytes, what: str = "DUID") -> bytes:
+    if 3 <= len(value) <= MAX_DUID:
+        return value
     if len(value) < 3:
         raise Dhcp6Error(f"{what} of {len(value)} bytes is too short")
     if len(value) > MAX_DUID:
@@ -254,17 +266,30 @@ class IaNa:
     options: list[Option] = field(default_factory=list)  # anything else inside the IA
 
     def encode(self) -> bytes:
-        return _IA.pack(self.iaid, self.t1, self.t2) + _encode_ia_contents(self.addresses, self.status, self.options)
+        addresses = self.addresses
+        if self.status is None and not self.options and len(addresses) == 1 and not addresses[0].options:
+            only = addresses[0]  # the usual IA of a reply
+            return encode_ia_na_address(self.iaid, self.t1, self.t2, only.address.packed, only.preferred, only.valid)
+        return _IA.pack(self.iaid, self.t1, self.t2) + _encode_ia_contents(addresses, self.status, self.options)
 
     @classmethod
     def decode(cls, data: bytes) -> IaNa:
         if len(data) < _IA.size:
             raise Dhcp6Error("IA_NA option shorter than 12 bytes")
-        iaid, t1, t2 = _IA.unpack_from(data)
         if len(data) == _IA.size:  # a Solicit's IA: nothing inside
+            iaid, t1, t2 = _IA.unpack_from(data)
             return cls(iaid, t1, t2)
+        if len(data) == _IA_ONE.size and data[12:16] == _IAADDR_HEAD:  # a Request's: one address, nothing else
+            iaid, t1, t2, _, _, packed, preferred, valid = _IA_ONE.unpack(data)
+            return cls(iaid, t1, t2, [IaAddress(IPv6Address(packed), preferred, valid)])
+        iaid, t1, t2 = _IA.unpack_from(data)
         addresses, status, options = _ia_contents(data, _IA.size)
         return cls(iaid, t1, t2, addresses, status, options)
+
+
+def encode_ia_na_address(iaid: int, t1: int, t2: int, address: bytes, preferred: int, valid: int) -> bytes:
+    """The value of an IA_NA holding one address and nothing else (the reply to a Request, a Renew)."""
+    return _IA_ONE.pack(iaid, t1, t2, OPT_IAADDR, _IAADDR.size, address, preferred, valid)
 
 
 def _encode_ia_contents(addresses: list[IaAddress], status: StatusCode | None, others: list[Option]) -> bytes:
@@ -446,16 +471,33 @@ _SERVER_TYPES = {ADVERTISE, REPLY, RECONFIGURE}
 
 def _check_options(message: Message) -> None:
     """Structural checks of the options the server relies on; all raise Dhcp6Error. What they decode is kept in
-    ``message`` (its IAs, option request and vendor class: the first of each, as ``get`` finds)."""
+    ``message`` (its IAs, option request, vendor class, client and server ID: the first of each, as ``get`` finds).
+    The branches go in the order a client's options usually come (client ID, elapsed time, option request, IA)."""
     msg_type, options = message.msg_type, message.options
-    ia_na, ia_other = message.ia_na, message.ia_other
+    ia_na: list[IaNa] = []
+    ia_other: list[IaTa | IaPd] = []
     seen_ia = False
     ias = 0
     oro: list[int] | None = None
     vendor_class: tuple[int, list[bytes]] | None = None
+    client_id: bytes | None = None
+    server_id: bytes | None = None
     for code, value in options:
-        if code == OPT_CLIENTID or code == OPT_SERVERID:
-            check_duid(value, "client ID" if code == OPT_CLIENTID else "server ID")
+        if code == OPT_CLIENTID:
+            check_duid(value, "client ID")
+            if client_id is None:
+                client_id = value
+        elif code == OPT_ELAPSED_TIME:
+            if len(value) != 2:
+                raise Dhcp6Error("elapsed time option must be 2 bytes")
+        elif code == OPT_ORO:
+            decoded = decode_oro(value)
+            if oro is None:
+                oro = decoded
+        elif code == OPT_SERVERID:
+            check_duid(value, "server ID")
+            if server_id is None:
+                server_id = value
         elif code == OPT_IA_NA or code == OPT_IA_TA or code == OPT_IA_PD:
             ias += 1
             if ias > MAX_IAS:
@@ -467,12 +509,6 @@ def _check_options(message: Message) -> None:
             else:
                 ia_other.append(IaPd.decode(value))
             seen_ia = True
-        elif code == OPT_ORO:
-            decoded = decode_oro(value)
-            if oro is None:
-                oro = decoded
-        elif code == OPT_ELAPSED_TIME and len(value) != 2:
-            raise Dhcp6Error("elapsed time option must be 2 bytes")
         elif code == OPT_RAPID_COMMIT and value:
             raise Dhcp6Error("rapid commit option must be empty")
         elif code == OPT_USER_CLASS:
@@ -489,21 +525,24 @@ def _check_options(message: Message) -> None:
             raise Dhcp6Error("relay message option inside a client/server message")
     if msg_type == INFORMATION_REQUEST and seen_ia:
         raise Dhcp6Error("information-request carrying an IA")
+    message.ia_na = ia_na
+    message.ia_other = ia_other
     message.oro = oro or []
     message.vendor_class = vendor_class
+    message.client_id = client_id
+    message.server_id = server_id
 
 
-def parse(data: bytes) -> Message | RelayMessage:
-    """Decode one DHCPv6 datagram (UDP payload); raises Dhcp6Error on anything malformed."""
-    return _parse(bytes(data), 0)
-
-
-def _parse(data: bytes, depth: int) -> Message | RelayMessage:
+def parse(data: bytes, _depth: int = 0) -> Message | RelayMessage:
+    """Decode one DHCPv6 datagram (UDP payload); raises Dhcp6Error on anything malformed. (``_depth``: how many
+    relay messages wrap this one, for the recursion.)"""
+    if type(data) is not bytes:
+        data = bytes(data)
     if not data:
         raise Dhcp6Error("empty message")
     msg_type = data[0]
     if msg_type in (RELAY_FORW, RELAY_REPL):
-        if depth >= MAX_RELAY_DEPTH:
+        if _depth >= MAX_RELAY_DEPTH:
             raise Dhcp6Error(f"relay messages nested more than {MAX_RELAY_DEPTH} deep")
         if len(data) < 34:
             raise Dhcp6Error("relay message shorter than 34 bytes")
@@ -511,7 +550,7 @@ def _parse(data: bytes, depth: int) -> Message | RelayMessage:
         relayed = [v for c, v in options if c == OPT_RELAY_MSG]
         if len(relayed) != 1:
             raise Dhcp6Error(f"relay message with {len(relayed)} relay message options")
-        inner = _parse(relayed[0], depth + 1)
+        inner = parse(relayed[0], _depth + 1)
         if msg_type == RELAY_FORW and inner.msg_type not in _CLIENT_TYPES and inner.msg_type != RELAY_FORW:
             raise Dhcp6Error("relay-forw carrying a server message")
         return RelayMessage(

@@ -53,7 +53,7 @@ class Outgoing:
     request: str  # the client's message type
     duid: bytes | None
     mac: bytes | None
-    addresses: list[IPv6Address] = field(default_factory=list)
+    addresses: list[int] = field(default_factory=list)  # as ints: no IPv6Address for an Advertise's address
     options: list[int] = field(default_factory=list)
     classes: tuple[str, ...] = ()
     exhausted: bool = False  # an IA got NoAddrsAvail
@@ -65,6 +65,7 @@ _CLIENT_KINDS = frozenset((codec.SOLICIT, codec.REQUEST, codec.CONFIRM, codec.RE
                            codec.DECLINE, codec.INFORMATION_REQUEST))
 _MULTICAST_ONLY = frozenset((codec.SOLICIT, codec.CONFIRM, codec.REBIND, codec.INFORMATION_REQUEST))
 _NO_SERVER_ID = frozenset((codec.SOLICIT, codec.REBIND, codec.CONFIRM))
+_ASSIGNING = frozenset((codec.SOLICIT, codec.REQUEST))
 
 
 class _Configured(NamedTuple):
@@ -210,8 +211,8 @@ class Dhcp6Server:
         name = codec.MESSAGE_NAMES[kind]
         if unicast and kind in _MULTICAST_ONLY:
             raise Dhcp6Error(f"{name} sent to a unicast address (RFC 8415 16: discarded)")
-        client_id = msg.get(codec.OPT_CLIENTID)
-        server_id = msg.get(codec.OPT_SERVERID)
+        client_id = msg.client_id  # found by codec.parse
+        server_id = msg.server_id
         if kind == codec.INFORMATION_REQUEST:
             if server_id is not None and server_id != self.server_duid:
                 raise Dhcp6Error("information-request for another server")
@@ -233,11 +234,10 @@ class Dhcp6Server:
             if len(self._macs) > 100_000:  # bounded: random DUIDs must not grow memory
                 self._macs.clear()
             self._macs[duid] = link_mac
-        reply = Message(codec.REPLY, msg.transaction_id, [])
-        if client_id is not None:
-            reply.options.append((codec.OPT_CLIENTID, client_id))
-        reply.options.append((codec.OPT_SERVERID, self.server_duid))
-        out = Outgoing(b"", ("", 0), [], "reply", name, duid, mac)
+        reply = Message(codec.REPLY, msg.transaction_id, [(codec.OPT_CLIENTID, client_id),
+                                                          (codec.OPT_SERVERID, self.server_duid)]
+                        if client_id is not None else [(codec.OPT_SERVERID, self.server_duid)])
+        out = Outgoing(b"", ("", 0), [], "reply", name, duid, mac, [], [])
         if unicast:
             # RFC 8415 18.4: a Request, Renew, Release or Decline sent by unicast, and we never send the Server
             # Unicast option: UseMulticast, with the two identifiers and no other option; the client multicasts.
@@ -251,15 +251,16 @@ class Dhcp6Server:
         if not served:
             out.unserved_link = link
 
-        if kind in (codec.SOLICIT, codec.REQUEST):
+        if kind in _ASSIGNING:
             rapid = kind == codec.SOLICIT and self.settings.rapid_commit and \
                 msg.get(codec.OPT_RAPID_COMMIT) is not None
             assert duid is not None
             for ia in ias:
                 given = self._assign(duid, ia, now, out, commit=rapid or kind == codec.REQUEST) if served else \
-                    IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "link not served"))
-                reply.options.append((codec.OPT_IA_NA, given.encode()))
-            self._unsupported_ias(reply, others, assigning=True)
+                    IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "link not served")).encode()
+                reply.options.append((codec.OPT_IA_NA, given))
+            if others:
+                self._unsupported_ias(reply, others, assigning=True)
             if rapid:
                 reply.options.append((codec.OPT_RAPID_COMMIT, b""))
             elif kind == codec.SOLICIT:
@@ -299,7 +300,7 @@ class Dhcp6Server:
         self._add_options(reply, msg, out, mac, config=True)
         return reply, out
 
-    def _unsupported_ias(self, reply: Message, others: list[IaTa | IaPd], *, assigning: bool) -> None:
+    def _unsupported_ias(self, reply: Message, others: Sequence[IaTa | IaPd], *, assigning: bool) -> None:
         """IA_TA and IA_PD: bootstrapd assigns no temporary addresses and delegates no prefixes. In an Advertise or
         Reply to Solicit/Request: NoAddrsAvail / NoPrefixAvail inside the IA (RFC 8415 18.3.1, 18.3.2; RFC 7550
         4.1); to Renew, Rebind, Release, Decline: NoBinding, as for any IA the server has no binding for."""
@@ -327,15 +328,18 @@ class Dhcp6Server:
     def _on_link(self, address: IPv6Address) -> bool:
         return any(address in net for net in self.link_prefixes)
 
-    def _lease(self, key: bytes, address: int | IPv6Address, state: str, expires: float) -> Lease6:
-        duid, iaid = _split_key(key)
+    def _lease(self, duid: bytes, iaid: int, address: int | IPv6Address, state: str, expires: float,
+               mac: bytes | None) -> Lease6:
+        """``mac``: the DUID's own (or, for a message, the one its relay saw: ``Outgoing.mac``, which _dispatch has
+        then remembered in ``_macs``); a MAC learnt from a relay earlier wins."""
         return Lease6(address if isinstance(address, IPv6Address) else IPv6Address(address), duid, iaid, expires,
-                      state, self._macs.get(duid) or codec.duid_mac(duid))
+                      state, self._macs.get(duid) or mac)
 
     def _ia_with(self, iaid: int, address: IPv6Address, preferred: int, valid: int) -> IaNa:
         return IaNa(iaid, self.t1, self.t2, [IaAddress(address, preferred, valid)])
 
-    def _assign(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, *, commit: bool) -> IaNa:
+    def _assign(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, *, commit: bool) -> bytes:
+        """One IA of a Solicit or Request: the IA_NA option's value for the reply."""
         key = _key(duid, ia.iaid)
         pool = self.pool
         address: int | None = None
@@ -345,29 +349,30 @@ class Dhcp6Server:
             address = binding.address
         elif not pool.can_take(duid, key, now):
             # This DUID already holds its share (IAIDs rotated or packed into one message, a DECLINE loop).
-            return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
-        else:
-            address = pool.first_available(key, (int(hint.address) for hint in ia.addresses), now)
+            return IaNa(ia.iaid, self.t1, self.t2,
+                        status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available")).encode()
+        elif ia.addresses:
+            address = pool.first_available(key, [int(hint.address) for hint in ia.addresses], now)
         if address is None:
             address = pool.allocate(key, now)
         if address is None:
             out.exhausted = True
-            return IaNa(ia.iaid, self.t1, self.t2, status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available"))
+            return IaNa(ia.iaid, self.t1, self.t2,
+                        status=StatusCode(codec.NO_ADDRS_AVAIL, "no addresses available")).encode()
         settings = self.settings
-        # One address object for the reply, its lease and the event (immutable, so shared).
-        ip = IPv6Address(address)
         if commit:
             expires = now.wall + settings.valid_lifetime
             pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-            out.leases.append(self._lease(key, ip, ACTIVE, expires))
+            out.leases.append(self._lease(duid, ia.iaid, address, ACTIVE, expires, out.mac))
         else:
             current = pool.holder(address)
             # An advertise must not shorten an active lease back to an offer.
             if not (current is not None and current.key == key and current.state == poolmod.ACTIVE
                     and current.expires > now.wall):
                 pool.bind(key, address, poolmod.OFFERED, now.mono + settings.offer_time, duid)
-        out.addresses.append(ip)
-        return self._ia_with(ia.iaid, ip, settings.preferred_lifetime, settings.valid_lifetime)
+        out.addresses.append(address)
+        return codec.encode_ia_na_address(ia.iaid, self.t1, self.t2, address.to_bytes(16, "big"),
+                                          settings.preferred_lifetime, settings.valid_lifetime)
 
     def _extend(self, duid: bytes, ia: IaNa, now: Now, out: Outgoing, kind: int) -> IaNa:
         key = _key(duid, ia.iaid)
@@ -393,8 +398,8 @@ class Dhcp6Server:
         expires = now.wall + settings.valid_lifetime
         ip = IPv6Address(address)
         pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-        out.leases.append(self._lease(key, ip, ACTIVE, expires))
-        out.addresses.append(ip)
+        out.leases.append(self._lease(duid, ia.iaid, ip, ACTIVE, expires, out.mac))
+        out.addresses.append(address)
         result = self._ia_with(ia.iaid, ip, settings.preferred_lifetime, settings.valid_lifetime)
         for other in ia.addresses:
             if int(other.address) != address:
@@ -412,17 +417,19 @@ class Dhcp6Server:
         address = binding.address
         if kind == codec.RELEASE:
             self.pool.release(key, address, now)
-            out.leases.append(self._lease(key, address, RELEASED, now.wall))
+            out.leases.append(self._lease(duid, ia.iaid, address, RELEASED, now.wall, out.mac))
         else:
             until = now.wall + self.settings.decline_time
             self.pool.decline(address, until, duid)
-            out.leases.append(self._lease(key, address, DECLINED, until))
-        out.addresses.append(IPv6Address(address))
+            out.leases.append(self._lease(duid, ia.iaid, address, DECLINED, until, out.mac))
+        out.addresses.append(address)
         return None
 
     # --- options ---------------------------------------------------------------------------------------------------
 
     def _classes(self, msg: Message, mac: bytes | None) -> tuple[str, ...]:
+        if not self._matchers:
+            return ()
         vendor = msg.vendor_class  # decoded by codec.parse
         return tuple(m.name for m in self._matchers if m.matches(vendor, mac))
 
@@ -477,5 +484,9 @@ class Dhcp6Server:
 
     def leases(self, now: float) -> list[Lease6]:
         """The active leases held in memory (tests, status)."""
-        return [self._lease(b.key, b.address, ACTIVE, b.expires) for b in self.pool.bindings()
-                if b.state == poolmod.ACTIVE and b.expires > now and b.key]
+        leases = []
+        for b in self.pool.bindings():
+            if b.state == poolmod.ACTIVE and b.expires > now and b.key:
+                duid, iaid = _split_key(b.key)
+                leases.append(self._lease(duid, iaid, b.address, ACTIVE, b.expires, codec.duid_mac(duid)))
+        return leases
