@@ -209,8 +209,10 @@ def test_perfdhcp_2000_exchanges_no_drops_no_duplicates(lab: Lab, workdir: Path)
     result = perfdhcp.run(relay, 4, "-r", "250", "-n", "2000", "-R", "2000", "-W", "2000000", "-d", "2",
                           "10.78.0.1")
     stats = result.stats
-    sent = perfdhcp.sent_for(stats["DISCOVER-OFFER"], 2000)
+    offered = perfdhcp.sent_for(stats["DISCOVER-OFFER"], 2000)
+    assert stats["DISCOVER-OFFER"]["received packets"] == offered, result.output
     assert stats["DISCOVER-OFFER"]["drops"] == 0, result.output
+    sent = perfdhcp.sent_for(stats["REQUEST-ACK"], 2000)
     assert stats["REQUEST-ACK"]["drops"] == 0, result.output
     assert stats["REQUEST-ACK"]["received packets"] == sent, result.output
     assert stats["REQUEST-ACK"]["non unique addresses"] == 0, result.output

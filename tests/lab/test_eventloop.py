@@ -54,7 +54,7 @@ def test_every_service_on_both_loops(lab: Lab, workdir: Path, loop: str) -> None
         lease = udhcpc(phone, workdir, "v4")
         assert lease.get("ip", "").startswith("10.77.0.")
         result = perfdhcp.run(phone, 6, "-r", "50", "-n", "100", "-R", "1000", "-W", "1000000", timeout=60)
-        assert result.completed == perfdhcp.sent_for(result.stats["SOLICIT-ADVERTISE"], 100), result.output
+        assert result.completed == perfdhcp.sent_for(result.stats["REQUEST-REPLY"], 100), result.output
         out = workdir / "got.boot"
         fetched = phone.run(["curl", "-sS", "--tftp-blksize", "1428", "-o", str(out),
                              "tftp://10.77.0.1/y000000000000.boot"], timeout=60)
