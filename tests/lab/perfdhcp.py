@@ -47,15 +47,31 @@ class Result:
         return 1.0 - self.completed / self.started if self.started else 1.0
 
 
-def sent_for(stats: dict[str, int], limit: int) -> int:
-    """The messages perfdhcp sent for ``-n limit``, checked to be ``limit`` or one more.
+def sent_for(stats: dict[str, int], limit: int, lost: int = 0) -> int:
+    """The messages perfdhcp sent for ``-n limit``, checked to be between ``limit - lost`` and ``limit`` + 1%.
 
-    perfdhcp's sender thread (multi-thread mode) tests the limit after it sends, so on a loaded machine it sometimes
-    sends one message more than ``-n``; the tests then expect that one answered too.
+    perfdhcp's sender thread (multi-thread mode) tests the limit apart from the receiver, so on a loaded machine it
+    sends a message or two more than ``-n`` (1,001 and 2,002 seen); the tests then expect those answered too.
+    ``lost``: replies to the first message that perfdhcp's own socket dropped (it sends no second message for those).
     """
     sent = stats["sent packets"]
-    assert limit <= sent <= limit + 1, f"perfdhcp sent {sent} for -n {limit}"
+    over = limit // 100 + 1
+    assert limit - lost <= sent <= limit + over, f"perfdhcp sent {sent} for -n {limit} ({lost} replies lost in it)"
     return sent
+
+
+def check_all_answered(result: Result, client_lost: int) -> int:
+    """Assert that every exchange perfdhcp sent was answered; returns the number of exchanges completed.
+
+    The one loss allowed is perfdhcp's own receive buffer overflowing (``client_lost``: the RcvbufErrors of its
+    namespace during the run) when one group commit releases a burst of replies on a loaded machine: the server did
+    answer those, and their leases are in the store (the callers check that count).
+    """
+    first, last = result.stats[result.first], result.stats[result.last]
+    dropped = first["drops"] + last["drops"]
+    assert dropped <= client_lost, f"{dropped} dropped, {client_lost} of them in perfdhcp's socket:\n{result.output}"
+    assert first["non unique addresses"] == last["non unique addresses"] == 0, result.output
+    return last["sent packets"]
 
 
 def rcvbuf_errors(node: Node) -> int:
