@@ -40,7 +40,7 @@ from bootstrapd.events import Events
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.stage import Phone, fold
 from bootstrapd.journal.steps import RECORDED, address_of, normal_mac, phone_of, step_of
-from bootstrapd.journal.store import Batch, JournalStore, JournalUnavailable, Limits, dumps
+from bootstrapd.journal.store import Batch, JournalStore, JournalUnavailable, Limits
 from bootstrapd.leases.owners import LeaseOwners
 
 log = logging.getLogger("bootstrapd.journal")
@@ -295,7 +295,7 @@ class Journal:
         if not self._dirty and not self._steps:
             return
         documents = [phone.as_dict() for phone in self._dirty.values()]
-        self._queue.put(Batch(dumps(documents), dumps(self._steps), self._touched, tuple(self._dirty)))
+        self._queue.put(Batch.of(documents, self._steps, self._touched))
         self._steps, self._touched, self._dirty = [], {}, {}
 
     # -- the provisioning model's download list, off the loop ---------------------------------------------------

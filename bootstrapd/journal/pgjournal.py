@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from bootstrapd.journal.stage import Phone, merge
-from bootstrapd.journal.store import Batch, JournalUnavailable, Limits, PhoneRow, StepRow, Tally
+from bootstrapd.journal.store import Batch, JournalUnavailable, Limits, PhoneRow, StepRow, Tally, loaded
 from bootstrapd.leases import pgschema
 from bootstrapd.leases.postgresql import CONNECTION_ERRORS, PERMANENT_ERRORS
 from bootstrapd.leases.settings import StoreSettings, redact
@@ -39,14 +38,14 @@ T = TypeVar("T")
 # The newest document of each phone in the batch (a phone handed over in two slices is in it twice).
 UPSERT_PHONES = """
 INSERT INTO journal_phone AS p (mac, appliance, stage, updated, doc)
-SELECT DISTINCT ON (e->>'mac') e->>'mac', $2::text, e->>'stage', (e->>'last_seen')::float8, e
+SELECT DISTINCT ON (e->>'mac') e->>'mac', $2::text, e->>'stage', (e->>'last_seen')::float8 / 1e6, e
 FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, n)
 ORDER BY e->>'mac', n DESC
 ON CONFLICT (mac, appliance) DO UPDATE SET stage = EXCLUDED.stage, updated = EXCLUDED.updated, doc = EXCLUDED.doc
 """
 INSERT_STEPS = """
 INSERT INTO journal_step (mac, appliance, time, doc)
-SELECT e->>'mac', $2::text, (e->>'time')::float8, e FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, n)
+SELECT e->>'mac', $2::text, (e->>'time')::float8 / 1e6, e FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, n)
 ORDER BY n
 """
 TRIM = """
@@ -83,7 +82,7 @@ def combine(rows: list[Any]) -> list[PhoneRow]:
             continue
         group = rows[start:end]
         start = end
-        docs = [json.loads(r[4]) for r in group]
+        docs = [loaded(r[4]) for r in group]
         names = tuple(r[1] for r in sorted(group, key=lambda r: r[3]))
         if len(group) == 1:
             mac, _, stage, updated, _ = group[0]
@@ -190,7 +189,7 @@ class PgJournal:
 
     def load(self) -> list[PhoneRow]:
         rows = self._fetch("SELECT mac, stage, updated, doc FROM journal_phone WHERE appliance = $1", self.appliance)
-        return [PhoneRow(m, s, u, json.loads(d), (self.appliance,)) for m, s, u, d in rows]
+        return [PhoneRow(m, s, u, loaded(d), (self.appliance,)) for m, s, u, d in rows]
 
     def phones(self) -> list[PhoneRow]:
         return combine(self._fetch(SELECT_PHONES + " ORDER BY mac"))
@@ -201,7 +200,7 @@ class PgJournal:
 
     def steps(self, mac: str) -> list[StepRow]:
         rows = self._fetch("SELECT mac, appliance, time, doc FROM journal_step WHERE mac = $1 ORDER BY time, id", mac)
-        return [StepRow(m, t, json.loads(d), a) for m, a, t, d in rows]
+        return [StepRow(m, t, loaded(d), a) for m, a, t, d in rows]
 
     def step_counts(self) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in self._fetch("SELECT mac, count(*) FROM journal_step GROUP BY mac")}

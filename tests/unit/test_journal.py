@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from bootstrapd.journal.journal import Journal
 from bootstrapd.journal.settings import JournalSettings
 from bootstrapd.journal.stage import BOOT, CONFIGS, DONE, NO_ADDRESS, STUCK, TOLD, Phone, fold
 from bootstrapd.journal.steps import clean, normal_mac, step_of, text_of
-from bootstrapd.journal.store import Batch, Limits
+from bootstrapd.journal.store import Batch, Limits, SqliteJournal, read_times
 from bootstrapd.leases.owners import LeaseOwners
 from tests.unit.conftest import JournalBackend
 
@@ -280,7 +282,6 @@ def test_done_uses_the_provisioning_models_download_list(tmp_path: Path) -> None
 
 def test_status_command_without_and_with_a_journal(journal_backend: JournalBackend,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    import json
 
     from bootstrapd.cli import main
 
@@ -510,7 +511,6 @@ def test_a_storms_http_requests_are_held_packed_and_folded_into_the_same_steps(m
     of its dict's memory; folded, it is the very step its dict makes, in order with the other kinds' events, also
     across slices and when its fields change (a file's MAC, a request without a User-Agent); bounded as before."""
     import gc
-    import json
     import time
 
     from bootstrapd.http.event import emit_request
@@ -556,7 +556,7 @@ def test_a_storms_http_requests_are_held_packed_and_folded_into_the_same_steps(m
     while not journal._queue.empty():
         batch = journal._queue.get_nowait()
         assert isinstance(batch, Batch)
-        steps += json.loads(batch.steps)
+        steps += [read_times(doc) for doc in json.loads(batch.steps)]  # times stored as microseconds
     expected = []
     for when, (kind, fields) in enumerate(seen[:count], start=1_000_000):
         if fields.get("mac") or kind != "http.request":
@@ -565,3 +565,39 @@ def test_a_storms_http_requests_are_held_packed_and_folded_into_the_same_steps(m
             expected.append({**step, "mac": MAC})
     assert steps == expected and len(steps) == count - sum(1 for i in range(count) if i % 50 == 11)
     assert events.counters["journal.unknown_phone"] == count - len(steps)
+
+
+def test_times_are_stored_as_microseconds_and_read_back_as_seconds(journal_backend: JournalBackend) -> None:
+    store = journal_backend.writer()
+    when = 1796298245.1981525  # full precision, as time.time() gives it
+    doc = {"mac": MAC, "stage": "told", "first_seen": when - 1.5, "last_seen": when, "last_time": when, "steps": 1}
+    batch = Batch.of([doc], [{"mac": MAC, "time": when, "proto": "dhcp4", "kind": "ack"}])
+    assert json.loads(batch.steps)[0]["time"] == 1796298245198152  # an int in the stored text: cheap to write
+    store.write([batch], Limits(200, 1000, 1000))
+    row, (step,) = store.phone(MAC), store.steps(MAC)
+    assert row is not None and row.updated == row.doc["last_seen"] == row.doc["last_time"] == 1796298245.198152
+    assert row.doc["first_seen"] == 1796298243.698152 and step.doc["time"] == step.time == 1796298245.198152
+    store.close()
+
+
+def test_a_journal_written_with_times_in_seconds_reads_the_same(tmp_path: Path) -> None:
+    """A journal file from before times were microseconds: its JSON floats are seconds, and stay as they were."""
+    path = tmp_path / "journal.sqlite3"
+    SqliteJournal(path).close()
+    conn = sqlite3.connect(path)
+    phone = {"mac": MAC, "stage": "done", "first_seen": 1000.25, "last_seen": 1796298245.1981525,
+             "last_step": "HTTP get x.cfg: 1 bytes in 0.00s", "last_time": 1796298245.1981525, "steps": 2}
+    conn.execute("INSERT INTO phone VALUES (?, 'done', ?, ?)", (MAC, phone["last_seen"], json.dumps(phone)))
+    conn.execute("INSERT INTO step (mac, time, doc) VALUES (?, 1000.0, ?)",
+                 (MAC, json.dumps({"mac": MAC, "time": 1000.0, "proto": "dhcp4", "kind": "ack"})))
+    conn.commit()
+    conn.close()
+    store = SqliteJournal(path)
+    row, (step,) = store.phone(MAC), store.steps(MAC)
+    assert row is not None and row.doc == phone and step.doc["time"] == 1000.0 and step.time == 1000.0
+    # A newer write beside them: the new step in microseconds, both read as seconds, in order.
+    store.write([Batch.of([dict(phone, last_seen=2000.5)], [{"mac": MAC, "time": 2000.5}])], Limits(200, 1000, 1000))
+    assert [s.doc["time"] for s in store.steps(MAC)] == [1000.0, 2000.5]
+    row = store.phone(MAC)
+    assert row is not None and row.updated == row.doc["last_seen"] == 2000.5 and row.doc["first_seen"] == 1000.25
+    store.close()
