@@ -375,13 +375,11 @@ class Template:
             raise Dhcp4Error(f"cannot encode: {exc}") from None
         if not own and relay is None:
             return self._first + fields + self._rest
-        relay_tlv = _relay_tlv(relay)
+        relay_tlv = _relay_tlv(relay) if relay is not None else b""
         if len(own) + len(relay_tlv) > self._spare:
             return None
-        message = b"".join((self._first, fields, self._head, own, self._wire, relay_tlv, _END))
-        if len(message) < MIN_SIZE:
-            message += bytes(MIN_SIZE - len(message))
-        return message
+        # Padded to the BOOTP minimum in the same call (no padding object and second copy per reply).
+        return b"".join((self._first, fields, self._head, own, self._wire, relay_tlv, _END)).ljust(MIN_SIZE, b"\0")
 
 
 def tlv(code: int, value: bytes) -> bytes:
