@@ -374,7 +374,7 @@ class Template:
         except struct.error as exc:
             raise Dhcp4Error(f"cannot encode: {exc}") from None
         if not own and relay is None:
-            return self._first + fields + self._rest
+            return b"".join((self._first, fields, self._rest))  # one copy (two concatenations made two)
         relay_tlv = _relay_tlv(relay) if relay is not None else b""
         if len(own) + len(relay_tlv) > self._spare:
             return None
