@@ -41,9 +41,13 @@ SINGLE_INSTANCE = frozenset({HOSTNAME, REQUESTED_IP, LEASE_TIME, OVERLOAD, MESSA
                              MAX_SIZE, VENDOR_CLASS, CLIENT_ID, USER_CLASS, RELAY_AGENT})
 
 
+_DECIMAL = tuple(str(n) for n in range(256))  # a byte's decimal text: looked up, not formatted, per address
+
+
 def ntoa(address: bytes) -> str:
     """Dotted quad of 4 bytes (no socket import in a protocol core; faster than building an IPv4Address)."""
-    return f"{address[0]}.{address[1]}.{address[2]}.{address[3]}"
+    decimal = _DECIMAL
+    return f"{decimal[address[0]]}.{decimal[address[1]]}.{decimal[address[2]]}.{decimal[address[3]]}"
 
 
 class Dhcp4Error(ProtocolError):
@@ -157,13 +161,14 @@ def _parse_options(data: bytes, start: int, out: dict[int, bytes]) -> None:
                 continue
             if code == END:
                 return
-            value_end = i + 2 + data[i + 1]  # an IndexError: no room for the length
+            i += 2  # the value's start
+            value_end = i + data[i - 1]  # an IndexError: no room for the length
             if value_end > end:
-                raise Dhcp4Error(f"option {code} of length {data[i + 1]} runs past the end")
+                raise Dhcp4Error(f"option {code} of length {data[i - 1]} runs past the end")
             if code in out:
-                _concatenate(out, code, data[i + 2: value_end])  # RFC 3396: split options are concatenated
+                _concatenate(out, code, data[i: value_end])  # RFC 3396: split options are concatenated
             else:
-                out[code] = data[i + 2: value_end]
+                out[code] = data[i: value_end]
             i = value_end
     except IndexError:
         raise Dhcp4Error(f"option {data[end - 1]} truncated before its length") from None
@@ -369,14 +374,12 @@ class Template:
         except struct.error as exc:
             raise Dhcp4Error(f"cannot encode: {exc}") from None
         if not own and relay is None:
-            return self._first + fields + self._rest
-        relay_tlv = _relay_tlv(relay)
+            return b"".join((self._first, fields, self._rest))  # one copy (two concatenations made two)
+        relay_tlv = _relay_tlv(relay) if relay is not None else b""
         if len(own) + len(relay_tlv) > self._spare:
             return None
-        message = b"".join((self._first, fields, self._head, own, self._wire, relay_tlv, _END))
-        if len(message) < MIN_SIZE:
-            message += bytes(MIN_SIZE - len(message))
-        return message
+        # Padded to the BOOTP minimum in the same call (no padding object and second copy per reply).
+        return b"".join((self._first, fields, self._head, own, self._wire, relay_tlv, _END)).ljust(MIN_SIZE, b"\0")
 
 
 def tlv(code: int, value: bytes) -> bytes:

@@ -151,7 +151,9 @@ class Dhcp4Server:
         if kind == 0:
             raise Dhcp4Error("BOOTP without a DHCP message type is not served")
         giaddr = packet.giaddr
-        if giaddr != codec.ZERO and int.from_bytes(giaddr, "big") & self._netmask != self._netaddr:
+        # A relay already answered (self._relays, filled by _destination) passed this test before.
+        if giaddr != codec.ZERO and giaddr not in self._relays and \
+                int.from_bytes(giaddr, "big") & self._netmask != self._netaddr:
             raise Dhcp4Error(f"relay {codec.ntoa(packet.giaddr)} is not on a served subnet")
         mac = packet.mac
         if not self.limiter.allow(mac, now.mono):
