@@ -363,7 +363,11 @@ class Dhcp6Server:
         if commit:
             expires = now.wall + settings.valid_lifetime
             pool.bind(key, address, poolmod.ACTIVE, expires, duid)
-            out.leases.append(self._lease(duid, ia.iaid, address, ACTIVE, expires, out.mac))
+            # A Request asks for the address it was advertised: the IPv6Address decoded for it serves the lease (a
+            # second one from the int costs about as much as the whole pool lookup).
+            hints = ia.addresses
+            ip = hints[0].address if hints and int(hints[0].address) == address else address
+            out.leases.append(self._lease(duid, ia.iaid, ip, ACTIVE, expires, out.mac))
         else:
             current = pool.holder(address)
             # An advertise must not shorten an active lease back to an offer.
@@ -428,8 +432,6 @@ class Dhcp6Server:
     # --- options ---------------------------------------------------------------------------------------------------
 
     def _classes(self, msg: Message, mac: bytes | None) -> tuple[str, ...]:
-        if not self._matchers:
-            return ()
         vendor = msg.vendor_class  # decoded by codec.parse
         return tuple(m.name for m in self._matchers if m.matches(vendor, mac))
 
@@ -466,9 +468,10 @@ class Dhcp6Server:
 
     def _add_options(self, reply: Message, msg: Message, out: Outgoing, mac: bytes | None, *, config: bool) -> None:
         if config:
-            names = self._classes(msg, mac)
+            # Without classes, and once a combination's options are cached, no method call for either.
+            names = self._classes(msg, mac) if self._matchers else ()
             out.classes = names
-            configured = self._configured(names)
+            configured = self._option_cache.get(names) or self._configured(names)
             codes = [c for c, _ in reply.options]
             codes += configured.codes
             if configured.url and (self.settings.force_bootfile_url or codec.OPT_BOOTFILE_URL in msg.oro):
