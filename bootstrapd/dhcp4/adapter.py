@@ -58,6 +58,9 @@ class Dhcp4Service:
         self.endpoint: DatagramEndpoint | None = None
         self.frames: PacketSender | None = None
         self._source = (b"", b"")  # our MAC and IPv4 address, the source of the frames
+        # Resolved once, not per message: the context's event stream and store are the daemon's for its lifetime.
+        self._publish = ctx.events.publish
+        self._commit_then = ctx.store.commit_then
 
     async def start(self) -> None:
         settings = self.ctx.settings.dhcp4
@@ -94,11 +97,11 @@ class Dhcp4Service:
                 _warn(kind, event)
             # The core's dict becomes the event as it is (no copy per message): nothing changes it afterwards,
             # and _withheld only reads it.
-            self.ctx.events.publish(_KINDS.get(kind) or "dhcp4." + kind.lower(), event)
+            self._publish(_KINDS.get(kind) or "dhcp4." + kind.lower(), event)
         if reply.commit:
-            self.ctx.store.commit_then(reply.commit, lambda: self._send(reply),
-                                       lambda error: self._commit_failed(error, reply),
-                                       lambda winners: self._lost(winners, reply))
+            self._commit_then(reply.commit, lambda: self._send(reply),
+                              lambda error: self._commit_failed(error, reply),
+                              lambda winners: self._lost(winners, reply))
         else:
             self._send(reply)
 

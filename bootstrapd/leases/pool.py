@@ -105,9 +105,11 @@ class Pool:
         current = self.by_address.get(address)
         if current is None:
             return True
-        if current.key == key and current.state != DECLINED:
+        state = current.state
+        if current.key == key and state != DECLINED:
             return True
-        return self.reusable(current, now)
+        # reusable(), inlined here and in can_take: these run for every DISCOVER and REQUEST (and allocate's walk).
+        return state == RELEASED or current.expires <= (now.mono if state == OFFERED else now.wall)
 
     def held(self, owner: bytes, now: Now) -> int:
         """How many addresses ``owner`` holds now (offered, active, or quarantined after its DECLINE)."""
@@ -123,8 +125,16 @@ class Pool:
         if not owner:
             return True
         current = self.by_key.get(key)
-        if current is not None and current.state != DECLINED and not self.reusable(current, now):
+        if current is not None:
+            state = current.state
+            if state != DECLINED and state != RELEASED and \
+                    current.expires > (now.mono if state == OFFERED else now.wall):
+                return True  # its own live binding (not reusable)
+        owned = self.by_owner.get(owner)
+        if owned is None:
             return True
+        if isinstance(owned, Binding):
+            return MAX_PER_CLIENT > (0 if self.reusable(owned, now) else 1)
         return self.held(owner, now) < MAX_PER_CLIENT
 
     def reclaim_oldest(self, owner: bytes, now: Now) -> Binding | None:
