@@ -9,6 +9,8 @@ meets a half-valid message.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
@@ -93,6 +95,8 @@ _TYPE_XID = struct.Struct("!I")  # a message's first four bytes: the type, then 
 # The usual IA_NA value in a reply: IAID, T1, T2 and one IAADDR option (code, length 24, address, lifetimes) inside.
 _IA_ONE = struct.Struct("!IIIHH16sII")
 _IAADDR_HEAD = _HEAD.pack(OPT_IAADDR, _IAADDR.size)
+_LITTLE = sys.byteorder == "little"
+assert array("H").itemsize == 2 and _IA.size == 12 and _IA_ONE.size == 40  # as decode_oro and IaNa.decode take
 
 
 @dataclass(slots=True)
@@ -281,14 +285,15 @@ class IaNa:
 
     @classmethod
     def decode(cls, data: bytes) -> IaNa:
-        if len(data) < _IA.size:
-            raise Dhcp6Error("IA_NA option shorter than 12 bytes")
-        if len(data) == _IA.size:  # a Solicit's IA: nothing inside
-            iaid, t1, t2 = _IA.unpack_from(data)
-            return cls(iaid, t1, t2)
-        if len(data) == _IA_ONE.size and data[12:16] == _IAADDR_HEAD:  # a Request's: one address, nothing else
+        size = len(data)
+        if size == 12:  # a Solicit's IA: nothing inside
+            iaid, t1, t2 = _IA.unpack(data)
+            return cls(iaid, t1, t2, [], None, [])
+        if size == 40 and data[12:16] == _IAADDR_HEAD:  # a Request's: one address (_IA_ONE), nothing else
             iaid, t1, t2, _, _, packed, preferred, valid = _IA_ONE.unpack(data)
-            return cls(iaid, t1, t2, [IaAddress(IPv6Address(packed), preferred, valid)])
+            return cls(iaid, t1, t2, [IaAddress(IPv6Address(packed), preferred, valid, [])], None, [])
+        if size < 12:
+            raise Dhcp6Error("IA_NA option shorter than 12 bytes")
         iaid, t1, t2 = _IA.unpack_from(data)
         addresses, status, options = _ia_contents(data, _IA.size)
         return cls(iaid, t1, t2, addresses, status, options)
@@ -373,7 +378,12 @@ class IaPd:
 def decode_oro(data: bytes) -> list[int]:
     if len(data) % 2:
         raise Dhcp6Error("option request option of odd length")
-    return [c for (c,) in _U16.iter_unpack(data)]
+    if len(data) == 2:  # one code, as perfdhcp asks
+        return [data[0] << 8 | data[1]]
+    codes = array("H", data)  # C calls only: the comprehension over iter_unpack was a Python frame of its own
+    if _LITTLE:
+        codes.byteswap()
+    return codes.tolist()
 
 
 def encode_oro(codes: list[int]) -> bytes:

@@ -433,7 +433,11 @@ class Dhcp6Server:
 
     def _classes(self, msg: Message, mac: bytes | None) -> tuple[str, ...]:
         vendor = msg.vendor_class  # decoded by codec.parse
-        return tuple(m.name for m in self._matchers if m.matches(vendor, mac))
+        names: tuple[str, ...] = ()
+        for m in self._matchers:  # a loop, not tuple(generator): no generator frame per message
+            if m.matches(vendor, mac):
+                names += (m.name,)
+        return names
 
     def _configured(self, names: tuple[str, ...]) -> _Configured:
         """Options every client of this class combination gets, and its boot-file URL: encoded once (cached)."""

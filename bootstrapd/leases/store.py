@@ -169,6 +169,9 @@ def read_leases6(conn: sqlite3.Connection) -> list[Lease6]:
             for a, d, i, e, s, m, h in rows]
 
 
+_AF_INET6 = socket.AF_INET6
+_ZERO80 = bytes(10)
+
 log = logging.getLogger("bootstrapd.leases")
 _limited = RateLimited(log, interval=30.0)
 
@@ -292,6 +295,7 @@ class LeaseStore:
         values4: list[object] = []
         add4 = values4.extend
         ntoa = socket.inet_ntoa
+        ntop = socket.inet_ntop
         values6: list[object] = []
         add6 = values6.extend
         records: list[PhoneRecord] = []
@@ -302,8 +306,11 @@ class LeaseStore:
                       x.state, x.hostname, x.vendor_class, now))
             elif isinstance(x, Lease6):
                 mac = x.mac
-                add6((str(x.address), bytearray(x.duid), x.iaid, x.expires, x.state,
-                      mac if mac is None else bytearray(mac), x.hostname, now))
+                packed = x.address.packed
+                # inet_ntop gives the text str(IPv6Address) gives (RFC 5952, tested), at a sixth of the cost, but
+                # for addresses whose first 80 bits are zero, which it writes with an IPv4 tail (::ffff:1.2.3.4).
+                add6((ntop(_AF_INET6, packed) if packed[:10] != _ZERO80 else str(x.address), bytearray(x.duid),
+                      x.iaid, x.expires, x.state, mac if mac is None else bytearray(mac), x.hostname, now))
             elif isinstance(x, PhoneRecord):
                 records.append(x)
         if not records and not (values4 and values6) and 0 < len(values4 or values6) <= _SINGLE * _WIDTH:

@@ -97,6 +97,13 @@ def test_ia_na_round_trip(ia: IaNa) -> None:
     assert IaNa.decode(ia.encode()) == ia
 
 
+@given(st.lists(st.integers(0, 0xFFFF), max_size=40))
+def test_option_request_round_trip(codes: list[int]) -> None:
+    assert codec.decode_oro(codec.encode_oro(codes)) == codes
+    encoded = codec.encode_oro(codes)
+    assert codec.decode_oro(encoded) == [c for (c,) in struct.iter_unpack("!H", encoded)]
+
+
 _STATUS = st.one_of(st.none(), st.builds(StatusCode, st.integers(0, 0xFFFF), st.text(max_size=20)))
 
 

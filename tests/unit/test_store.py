@@ -263,3 +263,16 @@ def test_a_full_database_fails_a_small_batch_whole_and_recovers(tmp_path: Path) 
     store.write_now(small)
     assert len(list(store.leases4())) == 1 + _SINGLE
     store.close()
+
+
+def test_lease6_address_text_is_str_of_the_address(tmp_path: Path) -> None:
+    """The lease6 row's address is the text str(IPv6Address) gives, whichever way _write formats it (inet_ntop
+    writes the IPv4-looking ones, first 80 bits zero, with a dotted tail)."""
+    texts = ["fd77::100", "fd77:0:0:1::", "2001:db8::1:0:0:1", "fe80::1:0:0:0", "1::", "::1:0:0:0", "::ffff:102:304",
+             "::102:304", "::1", "::", "::ffff:ffff:0:0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]
+    leases = [Lease6(IPv6Address(text), b"\x00\x03\x00\x01" + bytes(6), i, 9.0) for i, text in enumerate(texts)]
+    store = LeaseStore(tmp_path / "leases.sqlite3")
+    store.write_now(leases)
+    rows = dict(store.conn.execute("SELECT iaid, address FROM lease6").fetchall())
+    store.close()
+    assert [rows[i] for i in range(len(texts))] == [str(x.address) for x in leases] == texts
