@@ -24,6 +24,7 @@ from bootstrapd.config import Settings
 from bootstrapd.events import Events
 from bootstrapd.leases.backends import StoreOpenError, open_store
 from bootstrapd.leases.health import HEALTH, StoreHealth
+from bootstrapd.leases.health import KINDS as HEALTH_KINDS
 from bootstrapd.net.interfaces import Interface, InterfaceError, lookup
 from bootstrapd.service import Context, Service, ServiceFactory, StartupError
 
@@ -208,7 +209,7 @@ class Daemon:
             raise StartupError(f"server.state_dir {settings.server.state_dir}: {exc.strerror}") from None
         # Subscribed first: a database that is down while the daemon starts is an outage status and /metrics show.
         health = StoreHealth(settings.store, settings.server.state_dir)
-        self.events.subscribe(health.sink)
+        self.events.subscribe(health.sink, HEALTH_KINDS)
         try:
             store = await open_store(settings, self.events, iface.mac.hex())
         except StoreOpenError as exc:

@@ -142,7 +142,7 @@ class Journal:
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
-        self.events.subscribe(self.sink)
+        self.events.subscribe(self.sink, RECORDED)
         # The first interval is timed from here: a floor that boots with the daemon (power back after an outage;
         # each step of ``make bench-dhcp4``) is a storm from its first tick. With no time to compare against, the
         # first tick used to fold its 0.25 s of events at once, in the middle of the storm: thousands of events,
