@@ -99,9 +99,7 @@ class Dhcp4Service:
             # and _withheld only reads it.
             self._publish(_KINDS.get(kind) or "dhcp4." + kind.lower(), event)
         if reply.commit:
-            self._commit_then(reply.commit, lambda: self._send(reply),
-                              lambda error: self._commit_failed(error, reply),
-                              lambda winners: self._lost(winners, reply))
+            self._commit_then(reply.commit, self, reply)  # this service is the reply's waiter (see below)
         else:
             self._send(reply)
 
@@ -122,7 +120,11 @@ class Dhcp4Service:
             return
         self.endpoint.sendto(reply.data, reply.destination)
 
-    def _commit_failed(self, error: BaseException, reply: Reply) -> None:
+    # The store's waiter (Store.commit_then): a reply held back for its lease leaves once the lease is durable,
+    # and is withheld if the commit failed or (a shared store) its address went to another client.
+    committed = _send
+
+    def commit_failed(self, reply: Reply, error: BaseException) -> None:
         # The reply is not sent: the client retries, and nothing was promised that is not on disk.
         self.ctx.events.count("dhcp4.commit_failed")
         _limited.warning("commit", "dhcp4: lease commit failed, reply withheld: %s", error)
@@ -148,7 +150,7 @@ class Dhcp4Service:
         assert self.core is not None
         self.core.learn(x for x in leases if isinstance(x, Lease4))
 
-    def _lost(self, winners: list[Lease], reply: Reply) -> None:
+    def commit_lost(self, reply: Reply, winners: list[Lease]) -> None:
         # Another appliance's client got the address first: no ACK (the client's retry is refused and it starts
         # over with another address); the pool learns who holds it.
         self.ctx.events.count("dhcp4.lease_lost")

@@ -155,9 +155,7 @@ class Dhcp6Service:
                              "(dhcp6.range is on %s): they get NoAddrsAvail", out.unserved_link,
                              ", ".join(str(n) for n in self.core.link_prefixes))
         if out.leases:
-            self.ctx.store.commit_then(out.leases, lambda: self._send(out),
-                                       lambda error: self._commit_failed(error, out),
-                                       lambda winners: self._lost(winners, out))
+            self.ctx.store.commit_then(out.leases, self, out)  # this service is the reply's waiter (see below)
         else:
             self._send(out)
 
@@ -173,18 +171,22 @@ class Dhcp6Service:
         """Leases other appliances committed: their addresses are taken, their clients known here."""
         self.core.learn(x for x in leases if isinstance(x, Lease6))
 
-    def _lost(self, winners: list[Lease], out: Outgoing) -> None:
+    def commit_lost(self, out: Outgoing, winners: list[Lease]) -> None:
         # Another appliance's client got an address of this reply first: no REPLY; the client's retransmission
         # gets another address, the pool having learnt who holds this one.
         self.ctx.events.count("dhcp6.lease_lost")
         self._learn(winners)
         self._withheld(out, "an address went to another client (through another appliance)")
 
-    def _commit_failed(self, error: BaseException, out: Outgoing) -> None:
+    def commit_failed(self, out: Outgoing, error: BaseException) -> None:
         # No reply leaves for a lease that is not durable; the client retransmits.
         self.ctx.events.count("dhcp6.commit_failed")
         _limited.warning("dhcp6.commit", "dhcp6: lease commit failed, reply withheld: %s", error)
         self._withheld(out, f"its lease was not committed: {error}")
+
+    # The store's waiter (Store.commit_then): a reply held back for its leases leaves once they are durable,
+    # and is withheld if the commit failed or (a shared store) an address went to another client.
+    committed = _send
 
     def _withheld(self, out: Outgoing, reason: str) -> None:
         """A reply that never left, for the journal (a sent one is the dhcp6.reply event)."""

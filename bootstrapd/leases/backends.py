@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bootstrapd.events import Events
 from bootstrapd.leases.phones import PhoneRecord
 from bootstrapd.leases.settings import StoreSettings
 from bootstrapd.leases.store import Lease, Lease4, Lease6, LeaseStore
+from bootstrapd.leases.waiter import Waiter
 
 if TYPE_CHECKING:
     from bootstrapd.config import Settings
@@ -44,9 +45,7 @@ class Store(Protocol):
 
     def commit(self, leases: Iterable[Lease]) -> asyncio.Future[None]: ...
 
-    def commit_then(self, leases: Iterable[Lease], send: Callable[[], None],
-                    failed: Callable[[BaseException], None],
-                    lost: Callable[[list[Lease]], None] | None = None) -> None: ...
+    def commit_then(self, leases: Iterable[Lease], waiter: Waiter, reply: Any) -> None: ...
 
     def record_phones(self, records: Iterable[PhoneRecord],
                       done: Callable[[BaseException | None], None] | None = None) -> None: ...

@@ -40,6 +40,7 @@ from bootstrapd.leases import pgrows, pgschema
 from bootstrapd.leases.phones import PHONES_MAX, PhoneRecord
 from bootstrapd.leases.settings import StoreSettings, redact
 from bootstrapd.leases.store import SEND_CHUNK, Lease, Lease4, Lease6
+from bootstrapd.leases.waiter import LeaseTaken, Waiter
 
 log = logging.getLogger("bootstrapd.leases")
 
@@ -61,14 +62,6 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 
 class StoreUnavailable(Exception):
     """PostgreSQL cannot be reached now: the commit was not made (the appliance is reconnecting)."""
-
-
-class LeaseTaken(Exception):
-    """A lease lost to another client's row (used when a caller gave no ``lost`` callback)."""
-
-    def __init__(self, winners: list[Lease]) -> None:
-        super().__init__(f"{len(winners)} address(es) held by another client")
-        self.winners = winners
 
 
 class StoreError(Exception):
@@ -365,22 +358,17 @@ class PgStore:
         self._enqueue(list(leases), outcome)
         return future
 
-    def commit_then(self, leases: Iterable[Lease], send: Callable[[], None],
-                    failed: Callable[[BaseException], None],
-                    lost: Callable[[list[Lease]], None] | None = None) -> None:
-        """Commit, then ``send`` once durable; ``failed`` if the commit failed; ``lost`` (or ``failed`` with a
-        :class:`LeaseTaken`) with the winning rows when an address turned out to be another client's."""
+    def commit_then(self, leases: Iterable[Lease], waiter: Waiter, reply: Any) -> None:
+        """Commit, then tell ``waiter`` about ``reply``: ``committed`` once durable, ``commit_failed`` if the commit
+        failed, ``commit_lost`` with the winning rows when an address turned out to be another client's."""
 
         def outcome(error: BaseException | None, winners: list[Lease]) -> None:
             if error is not None:
-                failed(error)
+                waiter.commit_failed(reply, error)
             elif winners:
-                if lost is not None:
-                    lost(winners)
-                else:
-                    failed(LeaseTaken(winners))
+                waiter.commit_lost(reply, winners)
             else:
-                send()
+                waiter.committed(reply)
 
         self._enqueue(list(leases), outcome)
 

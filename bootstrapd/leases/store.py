@@ -29,11 +29,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from bootstrapd.events import Events
 from bootstrapd.leases import phones
 from bootstrapd.leases.phones import PhoneRecord
+from bootstrapd.leases.waiter import LeaseTaken, Waiter
 from bootstrapd.log import RateLimited
 
 SCHEMA = """
@@ -182,9 +183,45 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 Done = Callable[[BaseException | None], None]
-# What was queued, what to call once it is durable, and what to call with the error if its commit failed: the
-# caller's own callbacks as they are, so that commit_then (once per reply, on the loop) builds no closure.
-_Item = tuple[list[Lease | PhoneRecord], Callable[[], None], Callable[[BaseException], None]]
+# What was queued, who waits for it and what for (the waiter's own reply, handed back: see waiter.py), as the
+# caller gave them, so that commit_then (once per reply, on the loop) builds nothing but this tuple.
+_Item = tuple[list[Lease | PhoneRecord], Waiter, Any]
+
+
+class _Future:
+    """The waiter of :meth:`LeaseStore.commit`: its reply is the future to complete."""
+
+    @staticmethod
+    def committed(future: asyncio.Future[None]) -> None:
+        if not future.done():
+            future.set_result(None)
+
+    @staticmethod
+    def commit_failed(future: asyncio.Future[None], error: BaseException) -> None:
+        if not future.done():
+            future.set_exception(error)
+
+    @staticmethod
+    def commit_lost(future: asyncio.Future[None], winners: list[Lease]) -> None:
+        _Future.commit_failed(future, LeaseTaken(winners))
+
+
+class _Done:
+    """The waiter of :meth:`LeaseStore.record_phones`: its reply is the ``done`` callback (or None)."""
+
+    @staticmethod
+    def committed(done: Done | None) -> None:
+        if done is not None:
+            done(None)
+
+    @staticmethod
+    def commit_failed(done: Done | None, error: BaseException) -> None:
+        if done is not None:
+            done(error)
+
+    @staticmethod
+    def commit_lost(done: Done | None, winners: list[Lease]) -> None:
+        return None  # phone records have no address to lose
 
 
 class LeaseStore:
@@ -233,37 +270,23 @@ class LeaseStore:
         """Queue leases for the next group commit; the future completes once they are durable."""
         assert self._loop is not None, "start() the store first"
         future: asyncio.Future[None] = self._loop.create_future()
-
-        def send() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        def failed(error: BaseException) -> None:
-            if not future.done():
-                future.set_exception(error)
-
-        self._queue.put((list(leases), send, failed))
+        self._queue.put((list(leases), _Future, future))
         return future
 
-    def commit_then(self, leases: Iterable[Lease], send: Callable[[], None],
-                    failed: Callable[[BaseException], None],
-                    lost: Callable[[list[Lease]], None] | None = None) -> None:
-        """Commit, then call ``send`` (the held-back reply) once durable, or ``failed`` if the commit failed.
-        (``lost`` is never called here: one appliance's pool is the only writer, so no lease can lose its address
-        to another appliance's client as it can in a shared store.)
+    def commit_then(self, leases: Iterable[Lease], waiter: Waiter, reply: Any) -> None:
+        """Commit, then tell ``waiter`` about ``reply``: ``committed`` once durable (the held-back reply leaves),
+        ``commit_failed`` if the commit failed. (``commit_lost`` is never called here: one appliance's pool is the
+        only writer, so no lease can lose its address to another appliance's client as it can in a shared store.)
 
-        Plain callbacks, run together in one event-loop callback per batch: no future, task or extra loop iteration
+        The waiters are told together in one event-loop callback per batch: no future, task or extra loop iteration
         per reply on the hot path.
         """
         assert self._loop is not None, "start() the store first"
-        self._queue.put((list(leases), send, failed))
+        self._queue.put((list(leases), waiter, reply))
 
     def record_phones(self, records: Iterable[PhoneRecord], done: Done | None = None) -> None:
         """Queue phone records for the next group commit; nobody waits for them (``done`` is told the outcome)."""
-        if done is None:
-            self._queue.put((list(records), _nothing, _ignore))
-        else:
-            self._queue.put((list(records), functools.partial(done, None), done))
+        self._queue.put((list(records), _Done, done))
 
     def watch(self, watcher: Callable[[list[Lease]], None]) -> None:
         """Other appliances' leases: there are none with a store of one's own."""
@@ -342,22 +365,22 @@ class LeaseStore:
             first = self._queue.get()
             if first is None:
                 break
-            leases, sends, fails = first[0], [first[1]], [first[2]]  # first[0]: the store's own copy
+            leases, waiters, replies = first[0], [first[1]], [first[2]]  # first[0]: the store's own copy
             # The window is slept through, then whatever queued meanwhile is taken at once: waiting on the queue
             # instead woke this thread (a futex, then the GIL taken back from the loop) for every reply: twice the
             # context switches per DHCPv4 exchange at 2,000/s (README, "Where the time goes").
             if self.window > 0:
                 time.sleep(self.window)
             # qsize is exact here (only this thread takes from the queue), so no get_nowait ends in queue.Empty.
-            get, extend, add_send, add_fail = self._queue.get_nowait, leases.extend, sends.append, fails.append
+            get, extend, add_waiter, add_reply = self._queue.get_nowait, leases.extend, waiters.append, replies.append
             for _ in range(min(self._queue.qsize(), self.max_batch - 1)):
                 item = get()
                 if item is None:
                     stopping = True
                     break
                 extend(item[0])
-                add_send(item[1])
-                add_fail(item[2])
+                add_waiter(item[1])
+                add_reply(item[2])
             error: BaseException | None = None
             try:
                 started = time.perf_counter()
@@ -369,11 +392,9 @@ class LeaseStore:
                 error = exc
             assert self._loop is not None
             try:
-                if error is None:
-                    self._loop.call_soon_threadsafe(_settle, self._loop, sends)
-                else:
+                if error is not None:
                     self._loop.call_soon_threadsafe(self._failed, error, len(leases))
-                    self._loop.call_soon_threadsafe(_settle, self._loop, fails, error)
+                self._loop.call_soon_threadsafe(_settle, self._loop, waiters, replies, error)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 return
 
@@ -387,14 +408,6 @@ class LeaseStore:
                          "the clients retry)", self.path, what, error, count)
 
 
-def _ignore(error: BaseException | None) -> None:
-    return None
-
-
-def _nothing() -> None:
-    return None
-
-
 # Replies released by one commit go out at most this many per event-loop iteration. A commit that took 25 ms at
 # 4,000 exchanges/s releases 100 ACKs at once; sent back to back they overflow a relay's (or perfdhcp's) default
 # socket buffer, measured as RcvbufErrors on the client side. Interleaving them with the loop's other work spaces
@@ -402,13 +415,16 @@ def _nothing() -> None:
 SEND_CHUNK = 8
 
 
-def _settle(loop: asyncio.AbstractEventLoop, callbacks: list[Callable[..., None]],
-            *error: BaseException | None) -> None:
-    """Call each of ``callbacks`` with ``error``: the sends with nothing, the failure callbacks with the error."""
-    for done in callbacks[:SEND_CHUNK]:
+def _settle(loop: asyncio.AbstractEventLoop, waiters: list[Waiter], replies: list[Any],
+            error: BaseException | None) -> None:
+    """Tell each waiter about its reply: committed, or the commit failed with ``error``."""
+    for waiter, reply in zip(waiters[:SEND_CHUNK], replies[:SEND_CHUNK], strict=True):
         try:
-            done(*error)
+            if error is None:
+                waiter.committed(reply)
+            else:
+                waiter.commit_failed(reply, error)
         except Exception:  # one reply that fails to go out must not keep the others of its batch from leaving
             logging.getLogger("bootstrapd.leases").exception("sending a reply after its commit failed")
-    if len(callbacks) > SEND_CHUNK:
-        loop.call_soon(_settle, loop, callbacks[SEND_CHUNK:], *error)
+    if len(waiters) > SEND_CHUNK:
+        loop.call_soon(_settle, loop, waiters[SEND_CHUNK:], replies[SEND_CHUNK:], error)

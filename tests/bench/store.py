@@ -37,6 +37,7 @@ from pathlib import Path
 
 from bootstrapd.eventloop import loop_factory
 from bootstrapd.leases.store import Lease4, LeaseStore
+from bootstrapd.leases.waiter import Callbacks
 
 FIRST = int(IPv4Address("10.80.0.0"))
 
@@ -92,6 +93,8 @@ async def drive(store: LeaseStore, batch: list[Lease4], rate: float, busy: int) 
         if not finished.done():
             finished.set_exception(error)
 
+    waiter = Callbacks(send, failed)
+
     started = time.perf_counter()
     queued = 0
     while queued < len(batch):
@@ -100,7 +103,7 @@ async def drive(store: LeaseStore, batch: list[Lease4], rate: float, busy: int) 
             a.send(datagram)
             b.recv(512)
             spin(busy)
-            store.commit_then([batch[queued]], send, failed)
+            store.commit_then([batch[queued]], waiter, None)
             queued += 1
         await asyncio.sleep(0.0005)
     await finished
@@ -185,8 +188,9 @@ def run_through(args: argparse.Namespace) -> float:
                 if left == 0:
                     done.set_result(None)
 
+            waiter = Callbacks(send, done.set_exception)
             for lease in chunk:
-                store.commit_then([lease], send, done.set_exception)
+                store.commit_then([lease], waiter, None)
             await done
 
         async def main() -> float:

@@ -23,6 +23,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from bootstrapd.events import Events
     from bootstrapd.leases.store import Lease4, LeaseStore, connect, read_leases4
+    from bootstrapd.leases.waiter import Callbacks
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
     mount = Path(tempfile.mkdtemp(prefix="bdt-full-"))
@@ -35,7 +36,8 @@ SCRIPT = textwrap.dedent("""
     async def commit(store, batch):
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        store.commit_then(batch, lambda: done.set_result("sent"), lambda exc: done.set_result(str(exc)))
+        store.commit_then(batch, Callbacks(lambda: done.set_result("sent"), lambda exc: done.set_result(str(exc))),
+                          None)
         return await done
 
     async def main():

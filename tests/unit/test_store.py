@@ -7,7 +7,8 @@ import itertools
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
-from bootstrapd.leases.store import SCHEMA, Lease4, Lease6, LeaseStore, connect, read_leases4
+from bootstrapd.leases.store import SCHEMA, Lease, Lease4, Lease6, LeaseStore, connect, read_leases4
+from bootstrapd.leases.waiter import Callbacks
 
 
 def test_group_commit_batches_leases_ready_together(tmp_path: Path) -> None:
@@ -41,8 +42,8 @@ def test_commit_then_sends_only_after_the_row_is_durable(tmp_path: Path) -> None
             seen.append(len(read_leases4(connect(path, readonly=True))))
             done.set_result(None)
 
-        store.commit_then([Lease4(IPv4Address("10.77.0.9"), b"\x00\x15\x65\x00\x00\x01", b"\x01id", 5.0)], send,
-                          lambda exc: done.set_exception(exc))
+        store.commit_then([Lease4(IPv4Address("10.77.0.9"), b"\x00\x15\x65\x00\x00\x01", b"\x01id", 5.0)],
+                          Callbacks(send, lambda exc: done.set_exception(exc)), None)
         await done
         store.close()
 
@@ -72,11 +73,18 @@ def test_a_big_batch_of_replies_leaves_in_chunks_per_loop_iteration() -> None:
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        def sender(n: int) -> store_module.Done:
-            return lambda error: sent.append(n)
+        class Sender:  # one waiter for every reply, as a service is
+            def committed(self, reply: int) -> None:
+                sent.append(reply)
 
-        callbacks = [sender(n) for n in range(100)]
-        store_module._settle(loop, callbacks, None)
+            def commit_failed(self, reply: int, error: BaseException) -> None:
+                raise AssertionError(error)
+
+            def commit_lost(self, reply: int, winners: list[Lease]) -> None:
+                raise AssertionError(winners)
+
+        sender = Sender()
+        store_module._settle(loop, [sender] * 100, list(range(100)), None)
         iterations.append(len(sent))
         while len(sent) < 100:
             await asyncio.sleep(0)

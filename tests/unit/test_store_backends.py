@@ -18,6 +18,7 @@ from bootstrapd.leases.backends import Store, read_store
 from bootstrapd.leases.phones import PhoneRecord
 from bootstrapd.leases.settings import StoreSettings
 from bootstrapd.leases.store import Lease4, Lease6, LeaseStore
+from bootstrapd.leases.waiter import Callbacks
 from tests.pgserver import PostgresServer
 
 MAC = b"\x00\x15\x65\x00\x00\x01"
@@ -101,8 +102,8 @@ def test_commit_then_sends_only_after_the_row_is_durable(backend: Backend) -> No
             seen.append(backend.count("lease4"))
             done.set_result(None)
 
-        store.commit_then([Lease4(IPv4Address("10.77.0.9"), MAC, b"\x01id", 5e9)], send,
-                          lambda exc: done.set_exception(exc))
+        store.commit_then([Lease4(IPv4Address("10.77.0.9"), MAC, b"\x01id", 5e9)],
+                          Callbacks(send, lambda exc: done.set_exception(exc)), None)
         await done
         await store.shutdown()
 

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from bootstrapd.events import Events
 from bootstrapd.leases import pgrows
-from bootstrapd.leases.postgresql import LeaseTaken, PgStore, StoreError, StoreUnavailable
+from bootstrapd.leases.postgresql import PgStore, StoreError, StoreUnavailable
 from bootstrapd.leases.settings import StoreSettings, redact
 from bootstrapd.leases.store import Lease, Lease4, Lease6
+from bootstrapd.leases.waiter import Callbacks, LeaseTaken
 from tests.pgserver import PASSWORD, PASSWORD_USER, PostgresServer
 
 A_MAC, B_MAC = b"\x00\x15\x65\x00\x00\x0a", b"\x00\x15\x65\x00\x00\x0b"
@@ -32,9 +33,9 @@ def settings(dsn: str, **kw: object) -> StoreSettings:
 async def outcome(store: PgStore, leases: list[Lease]) -> tuple[str, list[Lease]]:
     """("sent" | "lost" | "failed", winners) of one commit_then."""
     future: asyncio.Future[tuple[str, list[Lease]]] = asyncio.get_running_loop().create_future()
-    store.commit_then(leases, lambda: future.set_result(("sent", [])),
-                      lambda exc: future.set_result(("failed", [])),
-                      lambda winners: future.set_result(("lost", winners)))
+    store.commit_then(leases, Callbacks(lambda: future.set_result(("sent", [])),
+                                        lambda exc: future.set_result(("failed", [])),
+                                        lambda winners: future.set_result(("lost", winners))), None)
     return await asyncio.wait_for(future, 30)
 
 
