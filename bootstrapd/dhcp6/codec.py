@@ -125,9 +125,7 @@ class Message:
         return get_option(self.options, code)
 
     def encode(self) -> bytes:
-        if not 0 <= self.transaction_id < 1 << 24:
-            raise ValueError("transaction id is 24 bits")
-        return encode_options(self.options, _TYPE_XID.pack(self.msg_type << 24 | self.transaction_id), self.tail)
+        return encode_message(self.msg_type, self.transaction_id, self.options, self.tail)
 
 
 @dataclass(slots=True)
@@ -145,8 +143,8 @@ class RelayMessage:
         return get_option(self.options, code)
 
     def encode(self) -> bytes:
-        head = bytes((self.msg_type, self.hop_count)) + self.link_address.packed + self.peer_address.packed
-        return head + encode_options([*self.options, (OPT_RELAY_MSG, self.inner.encode())])
+        return encode_relay(self.msg_type, self.hop_count, self.link_address, self.peer_address, self.options,
+                            self.inner.encode())
 
     def innermost(self) -> Message:
         inner = self.inner
@@ -197,6 +195,22 @@ def encode_options(options: list[Option], head: bytes = b"", tail: bytes = b"") 
         raise
     parts.append(tail)
     return b"".join(parts)
+
+
+def encode_message(msg_type: int, transaction_id: int, options: list[Option], tail: bytes = b"") -> bytes:
+    """A client/server message on the wire (what :meth:`Message.encode` sends); the server encodes its replies with
+    it, so that a reply is a list of options and no Message object of its own."""
+    if not 0 <= transaction_id < 1 << 24:
+        raise ValueError("transaction id is 24 bits")
+    return encode_options(options, _TYPE_XID.pack(msg_type << 24 | transaction_id), tail)
+
+
+def encode_relay(msg_type: int, hop_count: int, link_address: IPv6Address, peer_address: IPv6Address,
+                 options: list[Option], inner: bytes) -> bytes:
+    """A relay message on the wire around ``inner``, the relayed message already encoded (the Relay Message option
+    goes after ``options``)."""
+    head = bytes((msg_type, hop_count)) + link_address.packed + peer_address.packed
+    return head + encode_options([*options, (OPT_RELAY_MSG, inner)])
 
 
 def get_option(options: list[Option], code: int) -> bytes | None:
