@@ -332,8 +332,10 @@ class Dhcp6Server:
         key = _key(duid, ia.iaid)
         pool = self.pool
         address: int | None = None
-        binding = pool.binding(key)
-        if binding is not None and binding.state != poolmod.DECLINED and pool.in_range(binding.address) \
+        # The pool's dicts and range read directly here (as Dhcp4Server does on the DORA path): a Python call fewer
+        # each than Pool.binding, Pool.in_range and Pool.holder, in every Solicit and Request.
+        binding = pool.by_key.get(key)
+        if binding is not None and binding.state != poolmod.DECLINED and pool.first <= binding.address <= pool.last \
                 and pool.available(binding.address, key, now):
             address = binding.address
         elif not pool.can_take(duid, key, now):
@@ -358,7 +360,7 @@ class Dhcp6Server:
             ip = hints[0].address if hints and int(hints[0].address) == address else address
             out.leases.append(self._lease(duid, ia.iaid, ip, ACTIVE, expires, out.mac))
         else:
-            current = pool.holder(address)
+            current = pool.by_address.get(address)
             # An advertise must not shorten an active lease back to an offer.
             if not (current is not None and current.key == key and current.state == poolmod.ACTIVE
                     and current.expires > now.wall):
