@@ -181,13 +181,13 @@ def parse_options(data: bytes, start: int = 0, end: int | None = None) -> list[O
 
 def encode_options(options: list[Option], head: bytes = b"", tail: bytes = b"") -> bytes:
     """The options on the wire, between ``head`` and ``tail`` (a message's: one join, no copy of the whole to add
-    them; the loop calls no comprehension and concatenates no header to its value; a header and its value go in by
-    one ``+=`` of a pair, fewer bytecodes than two appends)."""
+    them; the loop calls no comprehension and concatenates no header to its value)."""
     pack = _HEAD.pack
     parts = [head]
     try:
         for code, value in options:
-            parts += (pack(code, len(value)), value)
+            parts.append(pack(code, len(value)))
+            parts.append(value)
     except struct.error:  # a length (or a code) that does not fit its 16-bit field
         for code, value in options:
             if len(value) > 0xFFFF:
