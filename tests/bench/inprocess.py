@@ -25,7 +25,9 @@ also counts the encoding of the messages (292,600 instead of 167,600 instruction
   before it held them flat (journal.py, ``STRIDE``): that change's A/B;
 - ``dhcp6`` (only with ``--only dhcp6``): :meth:`Dhcp6Server.handle` for a Solicit and its Request from a new client
   each time, as perfdhcp -6 sends them in ``make bench-dhcp6`` (a DUID-LLT, one IA_NA, elapsed time, an option
-  request for DNS servers; the Request with the Server ID and the advertised address), that benchmark's pool;
+  request for DNS servers; the Request with the Server ID and the advertised address), that benchmark's pool, and
+  the adapter's ``dhcp6.reply`` event fields for both replies (``reply_event``); ``--built`` as for the DHCPv4 core
+  (``--count 1000`` and ``--count 3000``, both ``--built 3000``: the difference is the core and the events alone);
 - ``journal6`` (only with ``--only journal6``): the journal folding the two ``dhcp6.reply`` events of each SARR
   exchange, their address as text (as the adapter emits it: dhcp6/adapter.py, ``reply_event``) and as an
   ``IPv6Address`` object (as it did before), alternating;
