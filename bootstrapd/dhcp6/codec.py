@@ -198,8 +198,7 @@ def encode_options(options: list[Option], head: bytes = b"", tail: bytes = b"") 
 
 
 def encode_message(msg_type: int, transaction_id: int, options: list[Option], tail: bytes = b"") -> bytes:
-    """A client/server message on the wire (what :meth:`Message.encode` sends); the server encodes its replies with
-    it, so that a reply is a list of options and no Message object of its own."""
+    """A client/server message on the wire; the server's replies are encoded by it with no Message object."""
     if not 0 <= transaction_id < 1 << 24:
         raise ValueError("transaction id is 24 bits")
     return encode_options(options, _TYPE_XID.pack(msg_type << 24 | transaction_id), tail)
@@ -207,8 +206,7 @@ def encode_message(msg_type: int, transaction_id: int, options: list[Option], ta
 
 def encode_relay(msg_type: int, hop_count: int, link_address: IPv6Address, peer_address: IPv6Address,
                  options: list[Option], inner: bytes) -> bytes:
-    """A relay message on the wire around ``inner``, the relayed message already encoded (the Relay Message option
-    goes after ``options``)."""
+    """A relay message on the wire around ``inner``, the relayed message already encoded (option 9, last)."""
     head = bytes((msg_type, hop_count)) + link_address.packed + peer_address.packed
     return head + encode_options([*options, (OPT_RELAY_MSG, inner)])
 
@@ -501,15 +499,13 @@ _SERVER_TYPES = {ADVERTISE, REPLY, RECONFIGURE}
 
 
 def _check_options(msg_type: int, transaction_id: int, data: bytes) -> Message:
-    """The options of a client/server message (``data``, from byte 4), with the structural checks of those the
-    server relies on; all raise Dhcp6Error. The message is built once, with what they decoded (its IAs, option
-    request, vendor class, client and server ID: the first of each, as ``get`` finds). The branches go in the order
-    a client's options usually come (client ID, elapsed time, option request, IA); a DUID's length is compared here
-    and check_duid called only to name what is wrong (a call per DUID is a tenth of the checks).
-
-    The options are split here as parse_options splits them (the same errors), in the same loop as the checks, so
-    that each option is visited once rather than once to split and again to check. As when the split came first, a
-    truncated option anywhere is the error named, before any check's (the except clause at the end)."""
+    """The options of a client/server message (``data`` from byte 4), split as parse_options splits them, with the
+    structural checks of those the server relies on in the same loop (each option visited once); all raise
+    Dhcp6Error, a truncated option anywhere before any check's, as when the split came first (the except clause).
+    The message is built once, with what they decoded (its IAs, option request, vendor class, client and server ID:
+    the first of each, as ``get`` finds). The branches go in the order a client's options usually come (client ID,
+    elapsed time, option request, IA); a DUID's length is compared here and check_duid called only to name what is
+    wrong (a call per DUID is a tenth of the checks)."""
     options: list[Option] = []
     append = options.append
     unpack_from = _HEAD.unpack_from
