@@ -109,6 +109,10 @@ class Dhcp6Service:
         self.core = Dhcp6Server(ctx.settings.dhcp6, self.duid, ctx.store.leases6(), variables=ctx.url_variables(),
                                 link_prefixes=_link_prefixes(ctx))
         self.endpoint: DatagramEndpoint | None = None
+        # Resolved once, not per reply (as the DHCPv4 adapter does): the context's event stream and interface are
+        # the daemon's for its lifetime.
+        self._publish = ctx.events.publish
+        self._scope = ctx.interface.index  # the scope id of every reply's destination
         ctx.owners.register(self.core.owner)
         if ctx.store.backend != "sqlite":  # a store shared with other appliances (see leases.backends)
             self.core.pool.spread(self.duid)
@@ -164,8 +168,8 @@ class Dhcp6Service:
         if endpoint is None:
             return
         host, port = out.destination
-        endpoint.sendto(out.data, (host, port, 0, self.ctx.interface.index))
-        self.ctx.events.publish("dhcp6.reply", reply_event(out))  # a dict of its own: no copy
+        endpoint.sendto(out.data, (host, port, 0, self._scope))
+        self._publish("dhcp6.reply", reply_event(out))  # a dict of its own: no copy
 
     def _learn(self, leases: list[Lease]) -> None:
         """Leases other appliances committed: their addresses are taken, their clients known here."""

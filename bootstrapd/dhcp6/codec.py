@@ -125,9 +125,7 @@ class Message:
         return get_option(self.options, code)
 
     def encode(self) -> bytes:
-        if not 0 <= self.transaction_id < 1 << 24:
-            raise ValueError("transaction id is 24 bits")
-        return encode_options(self.options, _TYPE_XID.pack(self.msg_type << 24 | self.transaction_id), self.tail)
+        return encode_message(self.msg_type, self.transaction_id, self.options, self.tail)
 
 
 @dataclass(slots=True)
@@ -145,8 +143,8 @@ class RelayMessage:
         return get_option(self.options, code)
 
     def encode(self) -> bytes:
-        head = bytes((self.msg_type, self.hop_count)) + self.link_address.packed + self.peer_address.packed
-        return head + encode_options([*self.options, (OPT_RELAY_MSG, self.inner.encode())])
+        return encode_relay(self.msg_type, self.hop_count, self.link_address, self.peer_address, self.options,
+                            self.inner.encode())
 
     def innermost(self) -> Message:
         inner = self.inner
@@ -197,6 +195,20 @@ def encode_options(options: list[Option], head: bytes = b"", tail: bytes = b"") 
         raise
     parts.append(tail)
     return b"".join(parts)
+
+
+def encode_message(msg_type: int, transaction_id: int, options: list[Option], tail: bytes = b"") -> bytes:
+    """A client/server message on the wire; the server's replies are encoded by it with no Message object."""
+    if not 0 <= transaction_id < 1 << 24:
+        raise ValueError("transaction id is 24 bits")
+    return encode_options(options, _TYPE_XID.pack(msg_type << 24 | transaction_id), tail)
+
+
+def encode_relay(msg_type: int, hop_count: int, link_address: IPv6Address, peer_address: IPv6Address,
+                 options: list[Option], inner: bytes) -> bytes:
+    """A relay message on the wire around ``inner``, the relayed message already encoded (option 9, last)."""
+    head = bytes((msg_type, hop_count)) + link_address.packed + peer_address.packed
+    return head + encode_options([*options, (OPT_RELAY_MSG, inner)])
 
 
 def get_option(options: list[Option], code: int) -> bytes | None:
@@ -486,12 +498,19 @@ _CLIENT_TYPES = {SOLICIT, REQUEST, CONFIRM, RENEW, REBIND, RELEASE, DECLINE, INF
 _SERVER_TYPES = {ADVERTISE, REPLY, RECONFIGURE}
 
 
-def _check_options(msg_type: int, transaction_id: int, options: list[Option]) -> Message:
-    """Structural checks of the options the server relies on; all raise Dhcp6Error. The message is built once,
-    with what they decoded (its IAs, option request, vendor class, client and server ID: the first of each, as
-    ``get`` finds). The branches go in the order a client's options usually come (client ID, elapsed time, option
-    request, IA); a DUID's length is compared here and check_duid called only to name what is wrong (a call per
-    DUID is a tenth of the checks)."""
+def _check_options(msg_type: int, transaction_id: int, data: bytes) -> Message:
+    """The options of a client/server message (``data`` from byte 4), split as parse_options splits them, with the
+    structural checks of those the server relies on in the same loop (each option visited once); all raise
+    Dhcp6Error, a truncated option anywhere before any check's, as when the split came first (the except clause).
+    The message is built once, with what they decoded (its IAs, option request, vendor class, client and server ID:
+    the first of each, as ``get`` finds). The branches go in the order a client's options usually come (client ID,
+    elapsed time, option request, IA); a DUID's length is compared here and check_duid called only to name what is
+    wrong (a call per DUID is a tenth of the checks)."""
+    options: list[Option] = []
+    append = options.append
+    unpack_from = _HEAD.unpack_from
+    end = len(data)
+    pos = 4
     ia_na: list[IaNa] = []
     ia_other: list[IaTa | IaPd] = []
     ias = 0
@@ -499,48 +518,62 @@ def _check_options(msg_type: int, transaction_id: int, options: list[Option]) ->
     vendor_class: tuple[int, list[bytes]] | None = None
     client_id: bytes | None = None
     server_id: bytes | None = None
-    for code, value in options:
-        if code == OPT_CLIENTID:
-            if not 3 <= len(value) <= MAX_DUID:
-                check_duid(value, "client ID")
-            if client_id is None:
-                client_id = value
-        elif code == OPT_ELAPSED_TIME:
-            if len(value) != 2:
-                raise Dhcp6Error("elapsed time option must be 2 bytes")
-        elif code == OPT_ORO:
-            decoded = decode_oro(value)
-            if oro is None:
-                oro = decoded
-        elif code == OPT_SERVERID:
-            if not 3 <= len(value) <= MAX_DUID:
-                check_duid(value, "server ID")
-            if server_id is None:
-                server_id = value
-        elif code == OPT_IA_NA or code == OPT_IA_TA or code == OPT_IA_PD:
-            ias += 1
-            if ias > MAX_IAS:
-                raise Dhcp6Error(f"more than {MAX_IAS} IA options")
-            if code == OPT_IA_NA:
-                ia_na.append(IaNa.decode(value))
-            elif code == OPT_IA_TA:
-                ia_other.append(IaTa.decode(value))
-            else:
-                ia_other.append(IaPd.decode(value))
-        elif code == OPT_RAPID_COMMIT and value:
-            raise Dhcp6Error("rapid commit option must be empty")
-        elif code == OPT_USER_CLASS:
-            decode_user_class(value)
-        elif code == OPT_VENDOR_CLASS:
-            vendor = decode_vendor_class(value)
-            if vendor_class is None:
-                vendor_class = vendor
-        elif code == OPT_VENDOR_OPTS:
-            decode_vendor_opts(value)
-        elif code == OPT_STATUS_CODE:
-            StatusCode.decode(value)
-        elif code == OPT_RELAY_MSG:
-            raise Dhcp6Error("relay message option inside a client/server message")
+    try:
+        while pos < end:
+            try:  # free in CPython 3.11 until it raises, as in parse_options
+                code, length = unpack_from(data, pos)
+            except struct.error:  # fewer than 4 bytes left for the header
+                raise Dhcp6Error(f"truncated option header at byte {pos}") from None
+            stop = pos + 4 + length
+            if stop > end:
+                raise Dhcp6Error(f"option {code} length {length} runs past the end")
+            value = data[pos + 4:stop]
+            append((code, value))
+            pos = stop
+            if code == OPT_CLIENTID:
+                if not 3 <= len(value) <= MAX_DUID:
+                    check_duid(value, "client ID")
+                if client_id is None:
+                    client_id = value
+            elif code == OPT_ELAPSED_TIME:
+                if len(value) != 2:
+                    raise Dhcp6Error("elapsed time option must be 2 bytes")
+            elif code == OPT_ORO:
+                decoded = decode_oro(value)
+                if oro is None:
+                    oro = decoded
+            elif code == OPT_SERVERID:
+                if not 3 <= len(value) <= MAX_DUID:
+                    check_duid(value, "server ID")
+                if server_id is None:
+                    server_id = value
+            elif code == OPT_IA_NA or code == OPT_IA_TA or code == OPT_IA_PD:
+                ias += 1
+                if ias > MAX_IAS:
+                    raise Dhcp6Error(f"more than {MAX_IAS} IA options")
+                if code == OPT_IA_NA:
+                    ia_na.append(IaNa.decode(value))
+                elif code == OPT_IA_TA:
+                    ia_other.append(IaTa.decode(value))
+                else:
+                    ia_other.append(IaPd.decode(value))
+            elif code == OPT_RAPID_COMMIT and value:
+                raise Dhcp6Error("rapid commit option must be empty")
+            elif code == OPT_USER_CLASS:
+                decode_user_class(value)
+            elif code == OPT_VENDOR_CLASS:
+                vendor = decode_vendor_class(value)
+                if vendor_class is None:
+                    vendor_class = vendor
+            elif code == OPT_VENDOR_OPTS:
+                decode_vendor_opts(value)
+            elif code == OPT_STATUS_CODE:
+                StatusCode.decode(value)
+            elif code == OPT_RELAY_MSG:
+                raise Dhcp6Error("relay message option inside a client/server message")
+    except Dhcp6Error:
+        parse_options(data, pos)  # the first truncated option after this one, if there is one, is the error
+        raise
     if msg_type == INFORMATION_REQUEST and ias:
         raise Dhcp6Error("information-request carrying an IA")
     return Message(msg_type, transaction_id, options, ia_na, ia_other, oro or [], vendor_class, client_id, server_id)
@@ -574,4 +607,4 @@ def parse(data: bytes, _depth: int = 0) -> Message | RelayMessage:
         raise Dhcp6Error(f"unknown message type {msg_type}")
     if len(data) < 4:
         raise Dhcp6Error("message shorter than 4 bytes")
-    return _check_options(msg_type, _TYPE_XID.unpack_from(data)[0] & 0xFFFFFF, parse_options(data, 4))
+    return _check_options(msg_type, _TYPE_XID.unpack_from(data)[0] & 0xFFFFFF, data)

@@ -25,7 +25,10 @@ also counts the encoding of the messages (292,600 instead of 167,600 instruction
   before it held them flat (journal.py, ``STRIDE``): that change's A/B;
 - ``dhcp6`` (only with ``--only dhcp6``): :meth:`Dhcp6Server.handle` for a Solicit and its Request from a new client
   each time, as perfdhcp -6 sends them in ``make bench-dhcp6`` (a DUID-LLT, one IA_NA, elapsed time, an option
-  request for DNS servers; the Request with the Server ID and the advertised address), that benchmark's pool;
+  request for DNS servers; the Request with the Server ID and the advertised address), that benchmark's pool, and
+  with ``--events`` the adapter's ``dhcp6.reply`` event fields for both replies too (``reply_event``); ``--built``
+  as for the DHCPv4 core (``--count 1000`` and ``--count 3000``, both ``--built 3000``: the difference is the core
+  alone);
 - ``journal6`` (only with ``--only journal6``): the journal folding the two ``dhcp6.reply`` events of each SARR
   exchange, their address as text (as the adapter emits it: dhcp6/adapter.py, ``reply_event``) and as an
   ``IPv6Address`` object (as it did before), alternating;
@@ -53,6 +56,7 @@ from bootstrapd.config import loads
 from bootstrapd.dhcp4 import codec
 from bootstrapd.dhcp4.server import Dhcp4Server
 from bootstrapd.dhcp6 import codec as codec6
+from bootstrapd.dhcp6.adapter import reply_event
 from bootstrapd.dhcp6.server import Dhcp6Server
 from bootstrapd.events import Events
 from bootstrapd.http.event import emit_request
@@ -131,19 +135,24 @@ def _dhcp6_pair(i: int) -> tuple[bytes, bytes]:
     return solicit, request
 
 
-def dhcp6_core(count: int) -> float:
-    """CPU seconds per Solicit/Advertise/Request/Reply of the DHCPv6 core alone."""
+def dhcp6_core(count: int, built: int = 0, events: bool = False) -> float:
+    """CPU seconds per Solicit/Advertise/Request/Reply of the DHCPv6 core alone (``built``: as for the DHCPv4 core,
+    build that many exchanges' messages and handle the first ``count``; ``events``: with the adapter's
+    ``dhcp6.reply`` event fields for both replies)."""
     settings = loads(DHCP6_CONFIG)
     server = Dhcp6Server(settings.dhcp6, SERVER_DUID6,
                          variables={"ipv4": "10.77.0.1", "ipv6": "fd77::1", "interface": "eth1"})
-    messages = [_dhcp6_pair(i) for i in range(count)]
+    messages = [_dhcp6_pair(i) for i in range(max(count, built))]
     source = "fe80::2"
     started = time.process_time()
-    for i, (solicit, request) in enumerate(messages):
+    for i, (solicit, request) in enumerate(messages[:count]):
         now = Now(1000.0 + i * 1e-4, 10.0 + i * 1e-4)
-        server.handle(solicit, source, now)
+        advertise = server.handle(solicit, source, now)
         reply = server.handle(request, source, now)
-        assert reply is not None and reply.leases, "every Request must get its address"
+        assert advertise is not None and reply is not None and reply.leases, "every Request must get its address"
+        if events:
+            reply_event(advertise)
+            reply_event(reply)
     return (time.process_time() - started) / count
 
 
@@ -335,8 +344,10 @@ def main() -> int:
     parser.add_argument("--client-id", action="store_true",
                         help="core: every message with a client identifier (option 61), as perfdhcp sends")
     parser.add_argument("--built", type=int, default=0,
-                        help="core: build this many exchanges' messages and handle --count of them (callgrind: "
+                        help="core, dhcp6: build this many exchanges' messages and handle --count of them (callgrind: "
                              "two --counts with one --built differ by the core alone)")
+    parser.add_argument("--events", action="store_true",
+                        help="dhcp6: the adapter's dhcp6.reply event fields for both replies too (reply_event)")
     parser.add_argument("--tuples", action="store_true",
                         help="storm: also hold each event as a tuple, as the journal did before (the A/B)")
     args = parser.parse_args()
@@ -350,7 +361,7 @@ def main() -> int:
         return 0
     print(f"CPU per DORA exchange, best of {args.repeat} runs of {args.count:,}:")
     if args.only == "dhcp6":
-        core6 = min(dhcp6_core(args.count) for _ in range(args.repeat))
+        core6 = min(dhcp6_core(args.count, args.built, args.events) for _ in range(args.repeat))
         print(f"  dhcp6 core (Solicit + Request):       {1e6 * core6:6.1f} us per SARR exchange")
         return 0
     if args.only == "journal6":
